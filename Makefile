@@ -1,0 +1,31 @@
+# `make demo` and `make test` each set up .venv from scratch if needed, then run.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.flatvol-installed
+
+.PHONY: demo test lint bench clean setup
+
+setup: $(STAMP)
+
+# torch is installed first and pinned, so the project's torch>= range is already satisfied
+# and pip never pulls a different (multi-GB CUDA) build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/flatvol demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench scripts
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,3 @@
+from flatvol.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""The `flatvol` command line: thin wrappers that parse options and call the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flatvol.errors import FlatvolError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="flatvol: volume vs flatness as predictors of generalization.",
+)
+console = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", envvar="FLATVOL_DATA",
+                 help="Data directory (MNIST idx / CIFAR files); default: embedded MNIST subset."),
+]
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    task: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
+    classes: Annotated[
+        str | None, typer.Option(help="Binary split, e.g. 'odd-even' or '3v8'.")
+    ] = None,
+    attack_size: Annotated[int, typer.Option(help="Attack-set size (flipped labels).")] = 0,
+    train_size: Annotated[int, typer.Option(help="|S|.")] = 500,
+    test_size: Annotated[int, typer.Option(help="|E|.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Initialization and data-order seed.")] = 0,
+    data_seed: Annotated[int, typer.Option(help="Seed choosing S, A and E.")] = 0,
+    data_dir: DataDirOption = None,
+    model: Annotated[
+        str, typer.Option(help="fcn:40,40 | cnn:16,32 | resnet18[:nobn] | resnet50")
+    ] = "fcn:40,40",
+    sigma_w2: Annotated[float, typer.Option(help="Prior weight variance (x 1/fan_in).")] = 2.0,
+    sigma_b2: Annotated[float, typer.Option(help="Prior bias variance.")] = 1.0,
+    optimizer: Annotated[str, typer.Option(help="sgd | momentum | adam | ...")] = "sgd",
+    lr: Annotated[float, typer.Option()] = 0.01,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    max_epochs: Annotated[int, typer.Option()] = 2000,
+    fit: Annotated[str, typer.Option(help="Stop when S ('S') or S u A ('all') is 100% fit.")] = "S",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+) -> None:
+    """Train one network to fit S (with an optional attack set) and write RUN_DIR/run.json."""
+    from flatvol.data import load_task
+    from flatvol.errors import SpecError
+    from flatvol.models import Prior
+    from flatvol.train import TrainConfig
+    from flatvol.train.run import RunSpec, train_run
+
+    try:
+        prior = Prior(sigma_w2, sigma_b2)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    config = TrainConfig(optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         max_epochs=max_epochs, fit=fit)  # type: ignore[arg-type]
+    data = load_task(task, train_size=train_size, attack_size=attack_size, test_size=test_size,
+                     data_seed=data_seed, data_dir=data_dir, classes=classes)
+    spec = RunSpec(task=task, classes=data.classes, train_size=train_size, attack_size=attack_size,
+                   test_size=test_size, data_seed=data_seed, model=model, prior=prior,
+                   train=config, seed=seed)
+    with Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("epoch {task.completed}"),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        bar = progress.add_task("train", total=max_epochs, status="")
+
+        def on_epoch(info, _model) -> None:
+            progress.update(bar, completed=info.epoch,
+                            status=f"loss {info.loss:.4f} acc_S {info.train_acc_S:.3f}")
+
+        _, info = train_run(spec, data, out_dir=out,
+                            data_dir=str(data_dir) if data_dir else None,
+                            device=device, callback=on_epoch)
+    console.print(
+        f"[bold]{info['status']}[/] after {info['epochs']} epochs: "
+        f"acc S {info['train_acc_S']:.3f}, A {info['train_acc_A']:.3f}, "
+        f"E (test) {info['test_acc_E']:.3f} -> {out / 'run.json'}"
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the flatvol version."""
+    import flatvol
+
+    typer.echo(flatvol.__version__)
+
+
+def echo_json(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except FlatvolError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,65 @@
+"""The binary task a network is trained and measured on: S (train), A (attack), E (test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs x (float32, shape (n, *input_shape)), labels y (float32 in {0, 1}, shape (n,)),
+    and the indices of these examples in their source array (train pool or test set)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """S: genuine training set; A: attack set (pool images disjoint from S, labels flipped);
+    E: held-out test subset. S and E depend only on `data_seed`, so every network of a sweep
+    shares the inputs S u E (and hence one NNGP kernel)."""
+
+    task: str
+    classes: str
+    data_seed: int
+    S: Split
+    A: Split
+    E: Split
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.S.x.shape[1:])
+
+    @property
+    def train_size(self) -> int:
+        return len(self.S)
+
+    @property
+    def attack_size(self) -> int:
+        return len(self.A)
+
+    @property
+    def test_size(self) -> int:
+        return len(self.E)
+
+    def x_SE(self) -> torch.Tensor:
+        """Inputs of S then E, the points on which V(f) is measured."""
+        return torch.cat([self.S.x, self.E.x])
+
+    def y_SE(self) -> torch.Tensor:
+        """True labels of S then E."""
+        return torch.cat([self.S.y, self.E.y])
+
+    def train_inputs(self, include_attack: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the optimizer sees: S, plus A (with flipped labels) when attacking."""
+        if not include_attack or len(self.A) == 0:
+            return self.S.x, self.S.y
+        return torch.cat([self.S.x, self.A.x]), torch.cat([self.S.y, self.A.y])

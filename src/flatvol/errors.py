@@ -1,0 +1,21 @@
+"""User-facing errors. The CLI turns any FlatvolError into a one-line message and exit code 2."""
+
+
+class FlatvolError(Exception):
+    """Base class: the message is one line naming the problem (file, field, expected vs got)."""
+
+
+class DataError(FlatvolError):
+    """Missing, corrupt or inconsistent data files; impossible split sizes."""
+
+
+class SpecError(FlatvolError):
+    """Invalid experiment spec, model spec or option value."""
+
+
+class VolumeError(FlatvolError):
+    """Invalid kernel/labels, or a kernel that cannot be made positive definite."""
+
+
+class CheckpointError(FlatvolError):
+    """A run directory or checkpoint that cannot be read."""

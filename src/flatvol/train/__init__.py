@@ -1,0 +1,31 @@
+"""Training to fit (the paper's protocol), optimizers and run checkpoints."""
+
+from flatvol.train.checkpoint import LoadedRun, load_checkpoint, load_run, save_checkpoint, save_run
+from flatvol.train.loop import (
+    EpochInfo,
+    TrainConfig,
+    TrainResult,
+    accuracy,
+    bce_loss,
+    predict_labels,
+    train_to_fit,
+)
+from flatvol.train.optimizers import make_optimizer, optimizer_names, register_optimizer
+
+__all__ = [
+    "EpochInfo",
+    "LoadedRun",
+    "TrainConfig",
+    "TrainResult",
+    "accuracy",
+    "bce_loss",
+    "load_checkpoint",
+    "load_run",
+    "make_optimizer",
+    "optimizer_names",
+    "predict_labels",
+    "register_optimizer",
+    "save_checkpoint",
+    "save_run",
+    "train_to_fit",
+]

@@ -1,0 +1,138 @@
+"""Run directories: run.json (metadata, written last) + model.pt (a plain state_dict).
+
+Both files are written atomically (temporary file, then rename), so a killed process never
+leaves a half-written run; run.json is written after the weights, so its presence marks a
+complete run. Weights load with torch.load(weights_only=True): no arbitrary unpickling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatvol.data.task import TaskData
+from flatvol.errors import CheckpointError, FlatvolError
+from flatvol.models import Prior, build_model
+
+RUN_JSON = "run.json"
+WEIGHTS = "model.pt"
+REQUIRED_FIELDS = ("task", "train_size", "attack_size", "test_size", "model", "prior", "seed")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def save_checkpoint(path: str | Path, model: nn.Module) -> None:
+    """Save `model.state_dict()` atomically (tensors moved to CPU)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
+    """Load a state_dict saved by save_checkpoint into `model` (safe: weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, pickle with forbidden globals, ...
+        raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({exc})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the model ({first})") from None
+    return model
+
+
+def save_run(run_dir: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
+    """Write weights, then run.json, into `run_dir`; returns the run.json path."""
+    run_dir = Path(run_dir)
+    save_checkpoint(run_dir / WEIGHTS, model)
+    atomic_write_json(run_dir / RUN_JSON, info)
+    return run_dir / RUN_JSON
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: not found (is {run_dir} a directory written by 'flatvol train'?)"
+        )
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    missing = [k for k in REQUIRED_FIELDS if k not in info]
+    if missing:
+        raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    return info
+
+
+@dataclass
+class LoadedRun:
+    model: nn.Module
+    task: TaskData
+    info: dict[str, Any]
+
+
+def load_run(
+    run_dir: str | Path, data_dir: str | Path | None = None, device: str | torch.device = "cpu"
+) -> LoadedRun:
+    """Rebuild the trained model and its TaskData (same S, A, E) from a run directory."""
+    from flatvol.data import load_task  # local import keeps checkpoint usable without data deps
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    try:
+        prior = Prior(**info["prior"])
+        task = load_task(
+            info["task"],
+            train_size=int(info["train_size"]),
+            attack_size=int(info["attack_size"]),
+            test_size=int(info["test_size"]),
+            data_seed=int(info.get("data_seed", 0)),
+            data_dir=data_dir if data_dir is not None else info.get("data_dir"),
+            classes=info.get("classes"),
+        )
+        model = build_model(info["model"], task.input_shape, prior)
+    except FlatvolError:
+        raise
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{run_dir / RUN_JSON}: inconsistent run metadata ({exc})") from None
+    load_checkpoint(run_dir / WEIGHTS, model)
+    model.to(device).eval()
+    return LoadedRun(model=model, task=task, info=info)

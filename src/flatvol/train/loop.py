@@ -1,0 +1,172 @@
+"""Train a binary classifier until it fits S (or S u A), the paper's protocol."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+from flatvol.data.task import TaskData
+from flatvol.errors import SpecError
+from flatvol.train.optimizers import OptimizerSettings, make_optimizer, optimizer_names
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Paper defaults: SGD, lr 0.01, batch 32, stop at the end of the first epoch with S fit."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    batch_size: int = 32
+    max_epochs: int = 2000
+    fit: Literal["S", "all"] = "S"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    post_train_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in optimizer_names():
+            raise SpecError(
+                f"unknown optimizer {self.optimizer!r}; "
+                f"expected one of {', '.join(optimizer_names())}"
+            )
+        if self.fit not in ("S", "all"):
+            raise SpecError(f"fit must be 'S' or 'all', got {self.fit!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SpecError(f"lr must be a positive number, got {self.lr}")
+        if self.batch_size < 1:
+            raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_epochs < 1:
+            raise SpecError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.post_train_epochs < 0:
+            raise SpecError(f"post_train_epochs must be >= 0, got {self.post_train_epochs}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """Passed to the per-epoch callback after every epoch."""
+
+    epoch: int
+    phase: Literal["fit", "post"]
+    loss: float
+    train_acc_S: float
+    train_acc_A: float
+    fitted_at: int | None  # epoch at which the stopping rule was first met, if yet
+
+
+@dataclass
+class TrainResult:
+    status: Literal["fitted", "did_not_fit"]
+    epochs: int
+    fitted_at: int | None
+    train_acc_S: float
+    train_acc_A: float
+    test_acc_E: float
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sigmoid cross-entropy on labels in {0, 1}."""
+    return F.binary_cross_entropy_with_logits(logits, y)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
+    """Fraction of sign(logit) predictions equal to labels in {0,1}; nan for an empty set."""
+    if len(y) == 0:
+        return float("nan")
+    device = next(model.parameters()).device
+    correct = 0
+    for i in range(0, len(y), chunk):
+        logits = model(x[i : i + chunk].to(device))
+        correct += int(((logits > 0).float() == y[i : i + chunk].to(device)).sum())
+    return correct / len(y)
+
+
+@torch.no_grad()
+def predict_labels(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The function a model expresses on x: labels in {0,1} (float32, on CPU)."""
+    device = next(model.parameters()).device
+    out = [(model(x[i : i + chunk].to(device)) > 0).float().cpu() for i in range(0, len(x), chunk)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def train_to_fit(
+    model: torch.nn.Module,
+    task: TaskData,
+    config: TrainConfig | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    callback: Callable[[EpochInfo, torch.nn.Module], None] | None = None,
+) -> TrainResult:
+    """Train on S u A with minibatch `config.optimizer` until the stopping rule holds.
+
+    Stopping: at the end of the first epoch where S (fit='S') or S u A (fit='all') is 100%
+    classified, then `post_train_epochs` more epochs. Hitting `max_epochs` first gives
+    status 'did_not_fit'. The data order is drawn from `seed` alone, so a run is reproducible.
+    """
+    config = config or TrainConfig()
+    device = torch.device(device)
+    model.to(device)
+    x_train, y_train = (t.to(device) for t in task.train_inputs(include_attack=True))
+    x_S, y_S = task.S.x.to(device), task.S.y.to(device)
+    x_A, y_A = task.A.x.to(device), task.A.y.to(device)
+    settings = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), settings)
+    order_rng = torch.Generator().manual_seed(int(seed) + 1_000_003)  # decoupled from init seed
+    n = len(y_train)
+    history: list[dict] = []
+    fitted_at: int | None = None
+    epoch = 0
+    while True:
+        model.train()
+        perm = torch.randperm(n, generator=order_rng).to(device)
+        total = 0.0
+        for i in range(0, n, config.batch_size):
+            idx = perm[i : i + config.batch_size]
+
+            def closure(idx: torch.Tensor = idx) -> torch.Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                loss = bce_loss(model(x_train[idx]), y_train[idx])
+                loss.backward()
+                return loss
+
+            loss = optimizer.step(closure)
+            total += float(loss) * len(idx)
+        epoch += 1
+        model.eval()
+        acc_S = accuracy(model, x_S, y_S)
+        acc_A = accuracy(model, x_A, y_A)
+        phase = "fit" if fitted_at is None else "post"
+        if fitted_at is None:
+            fit_now = acc_S == 1.0 and (config.fit == "S" or len(y_A) == 0 or acc_A == 1.0)
+            if fit_now:
+                fitted_at = epoch
+        info = EpochInfo(epoch, phase, total / n, acc_S, acc_A, fitted_at)
+        history.append(asdict(info))
+        if callback is not None:
+            callback(info, model)
+        if fitted_at is not None and epoch >= fitted_at + config.post_train_epochs:
+            break
+        if fitted_at is None and epoch >= config.max_epochs:
+            break
+    model.eval()
+    return TrainResult(
+        status="fitted" if fitted_at is not None else "did_not_fit",
+        epochs=epoch,
+        fitted_at=fitted_at,
+        train_acc_S=accuracy(model, x_S, y_S),
+        train_acc_A=accuracy(model, x_A, y_A),
+        test_acc_E=accuracy(model, task.E.x.to(device), task.E.y.to(device)),
+        history=history,
+    )

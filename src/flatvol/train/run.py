@@ -1,0 +1,76 @@
+"""One complete training run: data -> model -> train_to_fit -> run directory."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import flatvol
+from flatvol.data.task import TaskData
+from flatvol.models import Prior, build_model
+from flatvol.train.checkpoint import save_run
+from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult, train_to_fit
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a single run is: the data, the model and prior, the optimizer and the seed."""
+
+    task: str = "mnist"
+    classes: str | None = None
+    train_size: int = 500
+    attack_size: int = 0
+    test_size: int = 1000
+    data_seed: int = 0
+    model: str = "fcn:40,40"
+    prior: Prior = Prior()
+    train: TrainConfig = TrainConfig()
+    seed: int = 0
+
+
+def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str | None,
+             seconds: float) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "epochs": result.epochs,
+        "fitted_at": result.fitted_at,
+        "train_acc_S": result.train_acc_S,
+        "train_acc_A": result.train_acc_A,
+        "test_acc_E": result.test_acc_E,
+        "seed": spec.seed,
+        "data_seed": spec.data_seed,
+        "task": spec.task,
+        "classes": task.classes,
+        "train_size": task.train_size,
+        "attack_size": task.attack_size,
+        "test_size": task.test_size,
+        "model": spec.model,
+        "prior": spec.prior.to_dict(),
+        "train": spec.train.to_dict(),
+        "data_dir": data_dir,
+        "seconds": round(seconds, 3),
+        "flatvol_version": flatvol.__version__,
+    }
+
+
+def train_run(
+    spec: RunSpec,
+    task: TaskData,
+    out_dir: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    callback: Callable[[EpochInfo, torch.nn.Module], None] | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model from `spec.seed`, train it, and (optionally) save the run directory."""
+    start = time.perf_counter()
+    model = build_model(spec.model, task.input_shape, spec.prior, seed=spec.seed)
+    result = train_to_fit(model, task, spec.train, seed=spec.seed, device=device, callback=callback)
+    info = run_info(spec, task, result, data_dir, time.perf_counter() - start)
+    if out_dir is not None:
+        save_run(out_dir, model, info)
+    return model, info
