@@ -85,8 +85,9 @@ def train(
                             device=device, callback=on_epoch)
     console.print(
         f"[bold]{info['status']}[/] after {info['epochs']} epochs: "
-        f"acc S {info['train_acc_S']:.3f}, A {info['train_acc_A']:.3f}, "
-        f"E (test) {info['test_acc_E']:.3f} -> {out / 'run.json'}"
+        f"acc S {info['train_acc_S']:.3f}, A {info['train_acc_A'] or float('nan'):.3f}, "
+        f"E (test) {info['test_acc_E']:.3f} -> {out / 'run.json'}",
+        soft_wrap=True,
     )
 
 

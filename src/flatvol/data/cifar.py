@@ -51,12 +51,10 @@ _UNPICKLE_ERRORS = (
 )
 
 
-def _numpy_reconstruct() -> Any:
+def _numpy_core() -> Any:
     # numpy >= 2 moved numpy.core to numpy._core; resolve without importing the deprecated alias.
     core = getattr(np, "_core", None)
-    if core is None:  # numpy 1.x
-        core = np.core
-    return core.multiarray._reconstruct
+    return np.core if core is None else core
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -72,8 +70,11 @@ class _BatchUnpickler(pickle.Unpickler):
     instead of being imported and called."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+        ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_core().multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_core().multiarray._reconstruct,
+        # pickle protocol 5 rebuilds arrays from a buffer
+        ("numpy.core.numeric", "_frombuffer"): lambda: _numpy_core().numeric._frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): lambda: _numpy_core().numeric._frombuffer,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
         # Protocol-2 pickles written by Python 3 encode bytes as _codecs.encode(str, "latin1").
@@ -105,13 +106,14 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     try:
         batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except _UNPICKLE_ERRORS as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: not a valid CIFAR-10 python batch ({msg})") from None
+        raise DataError(f"{path}: not a valid CIFAR-10 python batch ({_first_line(e)})") from None
     if not isinstance(batch, dict):
         raise DataError(f"{path}: CIFAR batch expected a dict, got {type(batch).__name__}")
     data, labels = _get(batch, "data"), _get(batch, "labels")
     if data is None or labels is None:
-        raise DataError(f"{path}: CIFAR batch expected keys b'data' and b'labels', got {list(batch)}")
+        raise DataError(
+            f"{path}: CIFAR batch expected keys b'data' and b'labels', got {list(batch)}"
+        )
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: CIFAR b'data' expected uint8 array (n, 3072), got {got}")
@@ -131,7 +133,7 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_cifar_batches_dir(directory: str | os.PathLike) -> Path | None:
-    """`directory` itself or `directory/cifar-10-batches-py` when it holds data_batch_1, else None."""
+    """`directory` or `directory/cifar-10-batches-py`, whichever holds data_batch_1, else None."""
     directory = Path(directory)
     for candidate in (directory, directory / CIFAR_BATCHES_DIRNAME):
         if (candidate / CIFAR_TRAIN_BATCHES[0]).is_file():
@@ -146,8 +148,8 @@ def load_cifar_batches(directory: str | os.PathLike) -> ImageDataset:
     found = find_cifar_batches_dir(directory)
     if found is None:
         raise DataError(
-            f"{directory}: expected CIFAR-10 python batches ({CIFAR_BATCHES_DIRNAME}/data_batch_1), "
-            "got none"
+            f"{directory}: expected CIFAR-10 python batches "
+            f"({CIFAR_BATCHES_DIRNAME}/data_batch_1), got none"
         )
     parts = []
     for name in CIFAR_TRAIN_BATCHES:
@@ -164,42 +166,51 @@ def load_cifar_batches(directory: str | os.PathLike) -> ImageDataset:
     return ImageDataset(x_train, y_train, x_test, y_test)
 
 
-def load_cifar_npz(path: str | os.PathLike) -> ImageDataset:
-    """The shared CIFAR-10 subset npz: x_train/x_test uint8 (n, 32, 32, 3), y_train/y_test with
-    the original CIFAR-10 labels. Loaded without pickle; a truncated or corrupt file is a
-    DataError."""
-    path = Path(path)
-    arrays: dict[str, np.ndarray] = {}
+def _read_npz_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _NPZ_ARRAYS if k not in npz.files]
-            if missing:
-                raise DataError(
-                    f"{path}: npz arrays expected {list(_NPZ_ARRAYS)}, got {sorted(npz.files)}"
-                )
-            for key in _NPZ_ARRAYS:
-                arrays[key] = npz[key]
-    except DataError:
-        raise
+        npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise DataError(f"{path}: expected a CIFAR-10 npz file, got no such file") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"{path}: corrupt or truncated npz ({msg})") from None
+        raise DataError(f"{path}: expected an npz file, got no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated npz ({_first_line(e)})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: expected an npz archive, got a single .npy array")
+    with npz:
+        missing = [k for k in keys if k not in npz.files]
+        if missing:
+            raise DataError(f"{path}: npz arrays expected {list(keys)}, got {sorted(npz.files)}")
+        try:
+            return {key: npz[key] for key in keys}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(f"{path}: corrupt or truncated npz ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def load_image_npz(
+    path: str | os.PathLike, image_shape: tuple[int, ...], num_labels: int = 10
+) -> ImageDataset:
+    """An image dataset npz with uint8 arrays x_train, x_test (n, *image_shape) and integer
+    labels y_train, y_test in 0..num_labels-1. Loaded without pickle; a missing, truncated or
+    corrupt file is a DataError."""
+    path = Path(path)
+    arrays = _read_npz_arrays(path, _NPZ_ARRAYS)
+    shape = "(n, " + ", ".join(str(d) for d in image_shape) + ")"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-            raise DataError(
-                f"{path}: x_{split} expected uint8 (n, 32, 32, 3), got {x.dtype} {x.shape}"
-            )
+        if x.dtype != np.uint8 or x.shape[1:] != tuple(image_shape):
+            raise DataError(f"{path}: x_{split} expected uint8 {shape}, got {x.dtype} {x.shape}")
         if y.ndim != 1 or y.shape[0] != x.shape[0] or y.dtype.kind not in "iu":
             raise DataError(
                 f"{path}: y_{split} expected integer labels ({x.shape[0]},), "
                 f"got {y.dtype} {y.shape}"
             )
-        if y.size and (int(y.min()) < 0 or int(y.max()) > 9):
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= num_labels):
             raise DataError(
-                f"{path}: y_{split} CIFAR labels expected in 0..9, got {y.min()}..{y.max()}"
+                f"{path}: y_{split} labels expected in 0..{num_labels - 1}, "
+                f"got {y.min()}..{y.max()}"
             )
     return ImageDataset(
         arrays["x_train"],
@@ -207,3 +218,10 @@ def load_cifar_npz(path: str | os.PathLike) -> ImageDataset:
         arrays["x_test"],
         arrays["y_test"].astype(np.int64),
     )
+
+
+def load_cifar_npz(path: str | os.PathLike) -> ImageDataset:
+    """The shared CIFAR-10 subset npz (`cifar10-jpeg-car-cat.npz`): x_train/x_test uint8
+    (n, 32, 32, 3), y_train/y_test with the original CIFAR-10 labels (automobile 1, cat 3).
+    Loaded without pickle; a truncated or corrupt file is a DataError."""
+    return load_image_npz(path, (32, 32, 3))

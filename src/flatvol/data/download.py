@@ -46,10 +46,26 @@ class MnistFile:
 
 
 MNIST_FILES = (
-    MnistFile(MNIST_FILE_STEMS[0], "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
-    MnistFile(MNIST_FILE_STEMS[1], "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
-    MnistFile(MNIST_FILE_STEMS[2], "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
-    MnistFile(MNIST_FILE_STEMS[3], "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+    MnistFile(
+        MNIST_FILE_STEMS[0],
+        gz_md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        raw_md5="6bbc9ace898e44ae57da46a324031adb",
+    ),
+    MnistFile(
+        MNIST_FILE_STEMS[1],
+        gz_md5="d53e105ee54ea40749a09fcbcd1e9432",
+        raw_md5="a25bea736e30d166cdddb491f175f624",
+    ),
+    MnistFile(
+        MNIST_FILE_STEMS[2],
+        gz_md5="9fb629c4189551a2d022fa330f9573f3",
+        raw_md5="2646ac647ad5339dbf082846283269ea",
+    ),
+    MnistFile(
+        MNIST_FILE_STEMS[3],
+        gz_md5="ec29112dd5afa0611ce80d1b7f02629c",
+        raw_md5="27ae3e4e09519cfbb04c329615203637",
+    ),
 )
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -65,7 +81,7 @@ def file_md5(path: str | os.PathLike, gunzip: bool = False) -> str:
     path = Path(path)
     h = hashlib.md5(usedforsecurity=False)
     try:
-        with (gzip.open(path, "rb") if gunzip else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if gunzip else open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
     except (OSError, EOFError, zlib.error) as e:
@@ -90,7 +106,8 @@ def download(
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
-        raise DataError(f"download {url}: URL scheme expected http or https, got {scheme or 'none'}")
+        got = scheme or "none"
+        raise DataError(f"download {url}: URL scheme expected http or https, got {got}")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -125,7 +142,10 @@ def download(
         if md5 is not None and got != md5.lower():
             raise DataError(f"download {url}: md5 expected {md5.lower()}, got {got}")
         if gunzip_md5 is not None:
-            got = file_md5(tmp, gunzip=True)
+            try:
+                got = file_md5(tmp, gunzip=True)
+            except DataError:
+                raise DataError(f"download {url}: expected gzip data, got a corrupt gzip") from None
             if got != gunzip_md5.lower():
                 raise DataError(
                     f"download {url}: md5 of gunzipped content expected {gunzip_md5.lower()}, "

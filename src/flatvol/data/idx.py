@@ -122,7 +122,8 @@ def load_mnist_dir(directory: str | os.PathLike) -> ImageDataset:
     x_test, y_test = read_idx_pair(paths[2], paths[3])
     for path, x in ((paths[0], x_train), (paths[2], x_test)):
         if x.shape[1:] != (28, 28):
-            raise DataError(f"{path}: MNIST image size expected 28x28, got {x.shape[1]}x{x.shape[2]}")
+            got = f"{x.shape[1]}x{x.shape[2]}"
+            raise DataError(f"{path}: MNIST image size expected 28x28, got {got}")
     for path, y in ((paths[1], y_train), (paths[3], y_test)):
         if y.size and int(y.max()) > 9:
             raise DataError(f"{path}: MNIST labels expected in 0..9, got {int(y.max())}")

@@ -142,7 +142,7 @@ def train_to_fit(
                 return loss
 
             loss = optimizer.step(closure)
-            total += float(loss) * len(idx)
+            total += float(loss.detach() if torch.is_tensor(loss) else loss) * len(idx)
         epoch += 1
         model.eval()
         acc_S = accuracy(model, x_S, y_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import torch
 
 import flatvol
 from flatvol.data.task import TaskData
+from flatvol.data.tasks import load_source
 from flatvol.models import Prior, build_model
 from flatvol.train.checkpoint import save_run
 from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult, train_to_fit
@@ -40,7 +42,7 @@ def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str |
         "epochs": result.epochs,
         "fitted_at": result.fitted_at,
         "train_acc_S": result.train_acc_S,
-        "train_acc_A": result.train_acc_A,
+        "train_acc_A": None if math.isnan(result.train_acc_A) else result.train_acc_A,
         "test_acc_E": result.test_acc_E,
         "seed": spec.seed,
         "data_seed": spec.data_seed,
@@ -53,6 +55,7 @@ def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str |
         "prior": spec.prior.to_dict(),
         "train": spec.train.to_dict(),
         "data_dir": data_dir,
+        "data_source": load_source(spec.task, data_dir)[1],
         "seconds": round(seconds, 3),
         "flatvol_version": flatvol.__version__,
     }
