@@ -99,6 +99,16 @@ def version() -> None:
     typer.echo(flatvol.__version__)
 
 
+def _register_subcommands() -> None:
+    # Each measure family owns its command; the CLI only wires them up.
+    from flatvol.flatness.cli import flatness_command
+
+    app.command("flatness")(flatness_command)
+
+
+_register_subcommands()
+
+
 def echo_json(obj: object) -> None:
     typer.echo(json.dumps(obj, indent=2, sort_keys=True))
 

@@ -33,9 +33,8 @@ def test_initialization_matches_the_prior_variances():
     prior = Prior(sigma_w2=3.0, sigma_b2=0.5)
     model = FCN(2000, (1000,), prior)
     build = build_model("fcn:1000", (2000,), prior, seed=0)
-    w, b = build.hidden[0].weight, build.hidden[0].bias
+    w, b = build.hidden[0].weight.detach(), build.hidden[0].bias.detach()
     # Sample variances of 2e6 and 1e3 draws: relative standard errors ~1e-3 and ~4.5e-2.
-    w = w.detach()
     assert float(w.var()) == pytest.approx(prior.sigma_w2 / 2000, rel=0.01)
     assert float(b.var()) == pytest.approx(prior.sigma_b2, rel=0.2)
     assert model.prior is prior

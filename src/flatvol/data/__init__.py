@@ -24,6 +24,7 @@ from flatvol.data.idx import ImageDataset, load_mnist_dir, read_idx_images, read
 from flatvol.data.task import Split, TaskData
 from flatvol.data.tasks import (
     DATA_ENV_VAR,
+    EMBEDDED,
     EMBEDDED_MNIST,
     TASKS,
     BinaryClasses,
@@ -40,6 +41,7 @@ __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DATA_ENV_VAR",
+    "EMBEDDED",
     "EMBEDDED_MNIST",
     "MNIST_FILES",
     "MNIST_MIRRORS",

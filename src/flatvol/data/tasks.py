@@ -156,8 +156,16 @@ def parse_classes(task: str, classes: str | None = None) -> BinaryClasses:
     return info.parse_classes(info.default_classes if classes is None else str(classes))
 
 
+EMBEDDED = "embedded"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The data folder to use: `data_dir`, else $FLATVOL_DATA, else None (embedded data)."""
+    """The data folder to use: `data_dir`, else $FLATVOL_DATA, else None (embedded data).
+
+    `data_dir="embedded"` forces the embedded subset even when $FLATVOL_DATA is set, so a run
+    trained on it is reloaded with the same S, A and E."""
+    if data_dir is not None and str(data_dir) == EMBEDDED:
+        return None
     if data_dir is not None and str(data_dir) != "":
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_ENV_VAR, "").strip()

@@ -102,6 +102,15 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     return info
 
 
+def _data_dir_for(info: dict[str, Any], override: str | Path | None) -> str | Path | None:
+    from flatvol.data.tasks import EMBEDDED
+
+    recorded = info.get("data_dir")
+    if recorded == EMBEDDED:
+        return EMBEDDED
+    return override if override is not None else recorded
+
+
 @dataclass
 class LoadedRun:
     model: nn.Module
@@ -112,7 +121,10 @@ class LoadedRun:
 def load_run(
     run_dir: str | Path, data_dir: str | Path | None = None, device: str | torch.device = "cpu"
 ) -> LoadedRun:
-    """Rebuild the trained model and its TaskData (same S, A, E) from a run directory."""
+    """Rebuild the trained model and its TaskData (same S, A, E) from a run directory.
+
+    The run's recorded data directory wins; `data_dir` only relocates external data (a run dir
+    moved to another machine). A run trained on the embedded subset always reloads it."""
     from flatvol.data import load_task  # local import keeps checkpoint usable without data deps
 
     run_dir = Path(run_dir)
@@ -125,7 +137,7 @@ def load_run(
             attack_size=int(info["attack_size"]),
             test_size=int(info["test_size"]),
             data_seed=int(info.get("data_seed", 0)),
-            data_dir=data_dir if data_dir is not None else info.get("data_dir"),
+            data_dir=_data_dir_for(info, data_dir),
             classes=info.get("classes"),
         )
         model = build_model(info["model"], task.input_shape, prior)

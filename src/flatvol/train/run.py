@@ -13,7 +13,7 @@ import torch
 
 import flatvol
 from flatvol.data.task import TaskData
-from flatvol.data.tasks import load_source
+from flatvol.data.tasks import EMBEDDED, load_source, resolve_data_dir
 from flatvol.models import Prior, build_model
 from flatvol.train.checkpoint import save_run
 from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult, train_to_fit
@@ -37,6 +37,9 @@ class RunSpec:
 
 def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str | None,
              seconds: float) -> dict[str, Any]:
+    resolved = resolve_data_dir(data_dir)
+    # Record the data actually used (never None): reloading must give the same S, A and E.
+    data_dir_used = EMBEDDED if resolved is None else str(resolved.resolve())
     return {
         "status": result.status,
         "epochs": result.epochs,
@@ -54,8 +57,8 @@ def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str |
         "model": spec.model,
         "prior": spec.prior.to_dict(),
         "train": spec.train.to_dict(),
-        "data_dir": data_dir,
-        "data_source": load_source(spec.task, data_dir)[1],
+        "data_dir": data_dir_used,
+        "data_source": load_source(spec.task, data_dir_used)[1],
         "seconds": round(seconds, 3),
         "flatvol_version": flatvol.__version__,
     }

@@ -1,0 +1,60 @@
+"""Flatness measures of the training loss, on any nn.Module.
+
+Each measure is a plain function of (model, x, y, loss_fn=None, ...) returning a typed result
+dataclass (with `.to_dict()`); the default loss is the mean sigmoid cross-entropy on logits
+with labels in {0, 1}. Pass the genuine training set S as (x, y). Models are never changed.
+"""
+
+from flatvol.flatness._functional import FunctionalLoss, LossFn, bce_with_logits_loss
+from flatvol.flatness.hessian import (
+    HessianDensity,
+    HessianEigenvalues,
+    HessianFrobenius,
+    HessianTrace,
+    hessian_density,
+    hessian_frobenius_norm,
+    hessian_matrix,
+    hessian_top_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+)
+from flatvol.flatness.measures import (
+    AdaptiveSharpness,
+    AverageSharpness,
+    FisherRaoNorm,
+    PacBayesFlatness,
+    adaptive_sharpness,
+    average_sharpness,
+    fisher_rao_norm,
+    pac_bayes_flatness,
+    pac_bayes_magnitude_flatness,
+)
+from flatvol.flatness.sharpness import MAXIMIZERS, KeskarSharpness, keskar_sharpness
+
+__all__ = [
+    "MAXIMIZERS",
+    "AdaptiveSharpness",
+    "AverageSharpness",
+    "FisherRaoNorm",
+    "FunctionalLoss",
+    "HessianDensity",
+    "HessianEigenvalues",
+    "HessianFrobenius",
+    "HessianTrace",
+    "KeskarSharpness",
+    "LossFn",
+    "PacBayesFlatness",
+    "adaptive_sharpness",
+    "average_sharpness",
+    "bce_with_logits_loss",
+    "fisher_rao_norm",
+    "hessian_density",
+    "hessian_frobenius_norm",
+    "hessian_matrix",
+    "hessian_top_eigenvalues",
+    "hessian_trace",
+    "hessian_vector_product",
+    "keskar_sharpness",
+    "pac_bayes_flatness",
+    "pac_bayes_magnitude_flatness",
+]
