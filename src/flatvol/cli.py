@@ -102,7 +102,9 @@ def version() -> None:
 def _register_subcommands() -> None:
     # Each measure family owns its command; the CLI only wires them up.
     from flatvol.flatness.cli import flatness_command
+    from flatvol.volume.cli import volume_command
 
+    app.command("volume")(volume_command)
     app.command("flatness")(flatness_command)
 
 

@@ -1,0 +1,132 @@
+"""`flatvol volume`: the volume of a trained run, or of labels under a user-supplied kernel.
+
+The lead registers `volume_command` with `app.command("volume")`; FlatvolErrors raised here are
+turned into one line and exit code 2 by the main CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from flatvol.errors import SpecError, VolumeError
+from flatvol.volume.estimate import (
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    VolumeEstimator,
+    check_estimator,
+    volume_of_model,
+)
+from flatvol.volume.orthant import PROPOSALS
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """Load a .npy array without pickle; any failure is a one-line VolumeError naming the file."""
+    if not path.is_file():
+        raise VolumeError(f"{path}: {what} file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VolumeError(f"{path}: not a readable .npy {what} ({first})") from None
+
+
+def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int | None,
+                       options: dict[str, Any]) -> dict[str, Any]:
+    from flatvol.volume._numerics import as_kernel, as_signed_labels
+
+    K = as_kernel(load_npy(kernel, "kernel"), name=str(kernel))
+    y = as_signed_labels(load_npy(labels, "labels"), K.shape[0], name=str(labels))
+    est = VolumeEstimator(K)
+    if n_train is None:
+        out = est.log_volume(y, estimator, **options).to_dict()
+    else:
+        cond = est.conditional(y, n_train, estimator, **options)
+        out = cond.full.to_dict()
+        out.update(
+            log10_volume_conditional=cond.to_dict()["log10_volume_conditional"],
+            log10_volume_train=cond.train.log10_volume,
+            pac_bayes_bound=cond.to_dict()["pac_bayes_bound"],
+            n_train=n_train,
+            train_estimate=cond.train.to_dict(),
+        )
+    out.update(kernel_file=str(kernel), labels_file=str(labels))
+    return out
+
+
+def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None, mc_samples: int,
+                     device: str, options: dict[str, Any]) -> dict[str, Any]:
+    from flatvol.train.checkpoint import load_run
+
+    run = load_run(run_dir, data_dir=data_dir, device=device)
+    result = volume_of_model(run.model, run.task, estimator, mc_samples=mc_samples,
+                             device=device, **options)
+    out = result.to_dict()
+    out.update(run_dir=str(run_dir), model=run.info.get("model"))
+    return out
+
+
+def volume_command(
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Run directory written by 'flatvol train' (or use --kernel/--labels).",
+                       show_default=False),
+    ] = None,
+    kernel: Annotated[
+        Path | None, typer.Option("--kernel", help="Kernel matrix K.npy (n x n, float).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="Labels y.npy (n,), in {0,1} or {-1,+1}.")
+    ] = None,
+    estimator: Annotated[
+        str, typer.Option("--estimator", help=f"One of: {', '.join(ESTIMATORS)}.")
+    ] = DEFAULT_ESTIMATOR,
+    n_train: Annotated[
+        int | None,
+        typer.Option("--n-train", help="With --kernel: the first N rows are S; adds "
+                     "log10_volume_conditional and the PAC-Bayes bound."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Samples for orthant-is.")] = 4000,
+    proposal: Annotated[
+        str, typer.Option("--proposal", help="orthant-is proposal: auto, ep, minimax, prior.")
+    ] = "auto",
+    mc_samples: Annotated[
+        int, typer.Option("--mc-samples", help="Inits for a Monte-Carlo kernel (non-FCN runs).")
+    ] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling estimators.")] = 0,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", envvar="FLATVOL_DATA", help="Data directory.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, ...")] = "cpu",
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Estimate the volume V(f) (log10 prior probability of the function) with the NNGP kernel."""
+    check_estimator(estimator)
+    if samples < 2:
+        raise SpecError(f"--samples must be >= 2, got {samples}")
+    if proposal not in PROPOSALS:
+        raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
+    options = {"n_samples": samples, "seed": seed, "proposal": proposal}
+    if run_dir is not None:
+        if kernel is not None or labels is not None or n_train is not None:
+            raise SpecError("give either RUN_DIR or --kernel/--labels (with --n-train), not both")
+        out = _volume_from_run(run_dir, estimator, data_dir, mc_samples, device, options)
+    else:
+        if kernel is None or labels is None:
+            raise SpecError("give RUN_DIR, or both --kernel K.npy and --labels y.npy")
+        out = _volume_from_files(kernel, labels, estimator, n_train, options)
+    out["estimator_description"] = ESTIMATORS[estimator]
+    if json_output:
+        typer.echo(json.dumps(out, sort_keys=True))
+        return
+    keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
+            "log10_volume_conditional", "pac_bayes_bound", "stderr_log10",
+            "effective_sample_size", "proposal", "converged",
+            "iterations", "seconds", "jitter", "message")
+    for key in keys:
+        if key in out and out[key] not in (None, ""):
+            typer.echo(f"{key}: {out[key]}")

@@ -1,0 +1,193 @@
+"""NNGP kernels: the analytic arccos recursion for ReLU FCNs and a Monte-Carlo kernel for any model.
+
+Both give the prior covariance of the network's output (the readout pre-activation) over inputs,
+for weights ~ N(0, sigma_w2 / fan_in) and biases ~ N(0, sigma_b2) (flatvol.models.Prior).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from flatvol.errors import VolumeError
+from flatvol.models import FCN, Prior, init_from_prior_
+from flatvol.volume._numerics import to_numpy
+
+
+def _flat_inputs(x: Any) -> np.ndarray:
+    array = to_numpy(x)
+    if array.ndim < 1 or array.shape[0] == 0:
+        raise VolumeError(f"inputs: expected a non-empty batch (n, ...), got shape {array.shape}")
+    array = np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
+    if not np.all(np.isfinite(array)):
+        raise VolumeError("inputs: contain non-finite values")
+    return array
+
+
+def _relu_step(
+    k12: np.ndarray, k11: np.ndarray, k22: np.ndarray, sigma_w2: float, sigma_b2: float
+) -> np.ndarray:
+    """sigma_b2 + sigma_w2 E[relu(u) relu(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]])."""
+    norms = np.sqrt(k11 * k22)
+    cos = np.clip(k12 / norms, -1.0, 1.0)
+    theta = np.arccos(cos)
+    j = np.sin(theta) + (math.pi - theta) * cos
+    return sigma_b2 + sigma_w2 / (2.0 * math.pi) * norms * j
+
+
+def arccos_kernel(
+    x: Any,
+    n_hidden: int,
+    sigma_w2: float = 2.0,
+    sigma_b2: float = 1.0,
+    *,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Analytic NNGP kernel of a ReLU FCN with `n_hidden` hidden layers, float64 (n, n).
+
+    K0 = sigma_b2 + sigma_w2 x.x'/d on flattened inputs (d features), then one arccos(1) ReLU
+    step per hidden layer:  K <- sigma_b2 + sigma_w2/(2 pi) sqrt(k k') (sin t + (pi - t) cos t),
+    t = arccos(K / sqrt(k k')). Computed in row blocks, so memory is the output plus O(chunk n).
+    """
+    if n_hidden < 0:
+        raise VolumeError(f"n_hidden must be >= 0, got {n_hidden}")
+    Prior(sigma_w2, sigma_b2)  # same validation as the model prior
+    X = _flat_inputs(x)
+    n, d = X.shape
+    # Diagonal recursion first: every block needs k(x, x) of its rows and columns.
+    diags = [sigma_b2 + sigma_w2 * np.einsum("ij,ij->i", X, X) / d]
+    for _ in range(n_hidden):
+        diags.append(sigma_b2 + 0.5 * sigma_w2 * diags[-1])
+    K = np.empty((n, n))
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        block = sigma_b2 + sigma_w2 * (X[start:stop] @ X.T) / d
+        for layer in range(n_hidden):
+            dg = diags[layer]
+            block = _relu_step(block, dg[start:stop, None], dg[None, :], sigma_w2, sigma_b2)
+        K[start:stop] = block
+    K[np.diag_indices(n)] = diags[-1]  # exact diagonal (arccos(1) may round away from 0)
+    return 0.5 * (K + K.T)
+
+
+def fcn_kernel(model: nn.Module, x: Any, *, chunk_size: int = 1024) -> np.ndarray:
+    """Analytic NNGP kernel of a flatvol FCN (its depth and prior), on inputs x."""
+    if not isinstance(model, FCN):
+        raise VolumeError(
+            f"analytic kernel needs a flatvol FCN, got {type(model).__name__}; use mc_nngp_kernel"
+        )
+    prior: Prior = model.prior
+    X = _flat_inputs(x)
+    if X.shape[1] != model.in_dim:
+        raise VolumeError(f"inputs: FCN expects {model.in_dim} features, got {X.shape[1]}")
+    return arccos_kernel(X, len(model.hidden), prior.sigma_w2, prior.sigma_b2,
+                         chunk_size=chunk_size)
+
+
+@dataclass(frozen=True)
+class MCKernel:
+    """Monte-Carlo NNGP kernel: mean over `n_samples` inits, with its elementwise standard error."""
+
+    kernel: np.ndarray  # (n, n) float64
+    stderr: np.ndarray  # (n, n) float64, sample std / sqrt(n_samples)
+    n_samples: int
+    width: int
+    seed: int
+
+
+def _default_reinit(prior: Prior) -> Callable[[nn.Module, torch.Generator], None]:
+    def reinit(module: nn.Module, generator: torch.Generator) -> None:
+        init_from_prior_(module, prior, generator)
+
+    return reinit
+
+
+def _default_features(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if not hasattr(module, "features"):
+        raise VolumeError(
+            f"{type(module).__name__} has no .features(x); pass features=callable(module, x)"
+        )
+    return module.features(x)
+
+
+@torch.no_grad()
+def mc_nngp_kernel(
+    model: nn.Module,
+    x: Any,
+    n_samples: int = 100,
+    *,
+    prior: Prior | None = None,
+    reinit: Callable[[nn.Module, torch.Generator], None] | None = None,
+    features: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> MCKernel:
+    """Monte-Carlo NNGP kernel: mean over inits of sigma_w2/width Phi Phi^T + sigma_b2.
+
+    Phi = features(model, x) are the penultimate features (default `model.features`), and each
+    init redraws the parameters with `reinit(model_copy, generator)` (default: init_from_prior_
+    with `prior`, default `model.prior`). The model is deep-copied first, so a trained model is
+    never overwritten; the copy runs in eval mode (BatchNorm uses its reset running statistics,
+    so features do not depend on how x is batched). Sums are accumulated in float64 on `device`
+    (memory O(n^2)); the same seed gives the same kernel.
+    """
+    if n_samples < 2:
+        raise VolumeError(f"n_samples must be >= 2 (for a standard error), got {n_samples}")
+    prior = prior or getattr(model, "prior", None)
+    if prior is None:
+        raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...)")
+    reinit = reinit or _default_reinit(prior)
+    features = features or _default_features
+    device = torch.device(device)
+    xs = torch.as_tensor(to_numpy(x), dtype=torch.float32)
+    n = xs.shape[0]
+    net = copy.deepcopy(model).to(device).eval()
+    generator = torch.Generator().manual_seed(int(seed))
+    total = torch.zeros((n, n), dtype=torch.float64, device=device)
+    total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
+    width = 0
+    for _ in tqdm(range(n_samples), desc="MC NNGP kernel", disable=not progress, leave=False):
+        reinit(net, generator)
+        phi = torch.cat(
+            [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
+             for i in range(0, n, batch_size)]
+        ).to(torch.float64)
+        width = phi.shape[1]
+        sample = phi @ phi.T
+        total += sample
+        total_sq += sample * sample
+    scale = prior.sigma_w2 / width
+    mean = total / n_samples
+    var = (total_sq / n_samples - mean * mean) * n_samples / (n_samples - 1)
+    kernel = (scale * mean + prior.sigma_b2).cpu().numpy()
+    stderr = (scale * torch.sqrt(torch.clamp(var, min=0.0) / n_samples)).cpu().numpy()
+    return MCKernel(0.5 * (kernel + kernel.T), stderr, int(n_samples), int(width), int(seed))
+
+
+def model_kernel(
+    model: nn.Module,
+    x: Any,
+    *,
+    mc_samples: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[np.ndarray, str]:
+    """The NNGP kernel of a model's prior on x: analytic for FCNs, Monte-Carlo otherwise.
+
+    Returns (kernel, kind) with kind 'analytic' or 'monte-carlo'.
+    """
+    if isinstance(model, FCN):
+        return fcn_kernel(model, x), "analytic"
+    mc = mc_nngp_kernel(model, x, mc_samples, seed=seed, device=device, progress=progress)
+    return mc.kernel, "monte-carlo"

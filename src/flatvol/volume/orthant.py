@@ -1,0 +1,321 @@
+"""The noise-free volume: the Gaussian orthant probability P(sign z = y), z ~ N(0, K).
+
+`orthant_importance_sampling` estimates it without bias, with a standard error. Every proposal
+samples one coordinate at a time with each conditional truncated to the orthant (the GHK
+construction, Geweke 1991; Keane 1994), so every draw lands in the orthant:
+
+- 'ep': the EP Gaussian N(m, C) fitted to the step likelihood (see ep.py); the weight is
+  w(z) = N(z; 0, K) / N(z; m, C) * prod_k P_k, with P_k the orthant-side mass of the k-th
+  conditional;
+- 'minimax': Botev's (2017) minimax exponential tilting of the prior's GHK sampler, with the
+  Genz-Bretz variable ordering;
+- 'auto' (default): a pilot run of both, then fresh draws from the one with the larger
+  effective sample size (EP wins for balanced functions such as x_k, tilting for near-constant
+  ones and for parity-like ones).
+
+E[w] is the orthant probability for any proposal; a good one only makes the weights less
+variable. The estimator reports the standard error of the mean weight (delta method, in log10)
+and the effective sample size (ESS). The weights' spread grows with n and with the kernel's
+correlations: on all 128 7-bit inputs the ESS is hundreds to thousands of 4000, on the MNIST
+NNGP kernel it is ~300 at n=100, ~20 at n=300 and ~2 at n=1500, where the estimate (biased low
+by heavy-tailed weights) and its standard error are unreliable; VolumeEstimator marks such
+results converged=False.
+
+Closed forms (used in tests): n = 1 gives 1/2; n = 2 gives 1/4 + arcsin(rho)/(2 pi) with rho the
+correlation of y_1 z_1 and y_2 z_2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.special import log_ndtr
+
+from flatvol.errors import VolumeError
+from flatvol.volume._numerics import (
+    LN10,
+    LOG_2PI,
+    as_kernel,
+    as_signed_labels,
+    jittered_cholesky,
+    sample_positive_truncated_normal,
+)
+from flatvol.volume.ep import posterior_covariance, run_ep
+
+
+@dataclass(frozen=True)
+class OrthantEstimate:
+    log_probability: float  # natural log of the estimated probability
+    stderr_log10: float  # standard error of log10 P (delta method)
+    n_samples: int
+    effective_sample_size: float
+    proposal: str  # the proposal used: 'ep', 'minimax' or 'prior'
+
+
+def orthant_probability_closed_form(kernel: np.ndarray, labels: np.ndarray) -> float:
+    """Exact P(sign z = y) for n = 1 or 2."""
+    K = as_kernel(kernel)
+    y = as_signed_labels(labels, K.shape[0])
+    if K.shape[0] == 1:
+        return 0.5
+    if K.shape[0] == 2:
+        rho = y[0] * y[1] * K[0, 1] / math.sqrt(K[0, 0] * K[1, 1])
+        return 0.25 + math.asin(float(np.clip(rho, -1.0, 1.0))) / (2.0 * math.pi)
+    raise ValueError(f"closed form exists only for n <= 2, got n={K.shape[0]}")
+
+
+def _log_normal_density(
+    chol: np.ndarray, mean: np.ndarray | None, z: np.ndarray
+) -> np.ndarray:
+    """log N(z_j; mean, chol chol^T) for each column z_j of z (n, M)."""
+    centred = z if mean is None else z - mean[:, None]
+    white = scipy.linalg.solve_triangular(chol, centred, lower=True, check_finite=False)
+    n = z.shape[0]
+    logdet = 2.0 * np.sum(np.log(np.diag(chol)))
+    return -0.5 * np.sum(white * white, axis=0) - 0.5 * logdet - 0.5 * n * LOG_2PI
+
+
+def _ghk_log_weights(
+    y: np.ndarray,
+    chol_K: np.ndarray,
+    mean: np.ndarray,
+    chol_proposal: np.ndarray,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """log w for n_samples GHK draws from N(mean, C) restricted to the orthant, C = LL^T."""
+    n = y.shape[0]
+    white = np.zeros((n, n_samples))
+    z = np.zeros((n, n_samples))
+    log_mass = np.zeros(n_samples)
+    for k in range(n):
+        centre = mean[k] + chol_proposal[k, :k] @ white[:k]
+        scale = chol_proposal[k, k]
+        # y_k z_k > 0  <=>  e > -y_k centre / scale  for e = y_k * (z_k - centre) / scale
+        lower = -y[k] * centre / scale
+        e, log_p = sample_positive_truncated_normal(lower, rng)
+        white[k] = y[k] * e
+        z[k] = centre + scale * white[k]
+        log_mass += log_p
+    log_q = -0.5 * np.sum(white * white, axis=0) - np.sum(np.log(np.diag(chol_proposal)))
+    log_q -= 0.5 * n * LOG_2PI
+    return _log_normal_density(chol_K, None, z) - log_q + log_mass
+
+
+def summarize_log_weights(log_w: np.ndarray, proposal: str) -> OrthantEstimate:
+    """log of the mean weight, its standard error in log10 (delta method) and the ESS."""
+    m = log_w.size
+    top = float(np.max(log_w))
+    if not math.isfinite(top):
+        return OrthantEstimate(-math.inf, math.inf, m, 0.0, proposal)
+    w = np.exp(log_w - top)
+    mean_w = float(np.mean(w))
+    log_p = top + math.log(mean_w)
+    rel_se = float(np.std(w, ddof=1) / (math.sqrt(m) * mean_w)) if m > 1 else math.inf
+    ess = float(np.sum(w) ** 2 / np.sum(w * w))
+    return OrthantEstimate(log_p, rel_se / LN10, m, ess, proposal)
+
+
+def ep_proposal(
+    K: np.ndarray, site_precision: np.ndarray, posterior_mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, lower Cholesky) of the EP Gaussian, or None when it cannot be factorized."""
+    try:
+        C = posterior_covariance(K, site_precision)
+        chol, _ = jittered_cholesky(C, max_relative_jitter=1e-6, name="EP covariance")
+    except (np.linalg.LinAlgError, VolumeError, ValueError):
+        return None
+    if not np.all(np.isfinite(posterior_mean)):
+        return None
+    return posterior_mean, chol
+
+
+# ---- Minimax exponential tilting (Botev 2017, J. R. Stat. Soc. B 79:125) -------------------
+# The orthant {w >= 0} of w = diag(y) z ~ N(0, S) is written as X_k >= -sum_{j<k} Lt_kj X_j with
+# X ~ N(0, I) and S = L L^T (variables reordered, Lt = L / diag(L) - I). Each X_k is drawn from
+# N(mu_k, 1) truncated to that half-line; the weight is prod_k P_k exp(mu_k^2/2 - mu_k X_k).
+# mu is the saddle point of the log-weight (solved by Newton's method), which minimizes an
+# upper bound on the weights' variance.
+
+
+def _ordered_cholesky(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cholesky of S with Genz-Bretz/Botev ordering for w >= 0: at each step the remaining
+    variable with the smallest conditional orthant mass goes next. Returns (L, permutation)."""
+    S = S.copy()
+    d = S.shape[0]
+    perm = np.arange(d)
+    L = np.zeros((d, d))
+    sumsq = np.zeros(d)  # sum_j<step L[i, j]^2
+    shift = np.zeros(d)  # sum_j<step L[i, j] * E[X_j]
+    for j in range(d):
+        rest = slice(j, d)
+        s = np.sqrt(np.maximum(np.diag(S)[rest] - sumsq[rest], 1e-300))
+        k = j + int(np.argmin(log_ndtr(shift[rest] / s)))
+        if k != j:
+            S[[j, k], :] = S[[k, j], :]
+            S[:, [j, k]] = S[:, [k, j]]
+            for arr in (L, perm, sumsq, shift):
+                arr[[j, k]] = arr[[k, j]]
+        L[j, j] = math.sqrt(max(S[j, j] - sumsq[j], 1e-300))
+        L[j + 1 :, j] = (S[j + 1 :, j] - L[j + 1 :, :j] @ L[j, :j]) / L[j, j]
+        sumsq[j + 1 :] += L[j + 1 :, j] ** 2
+        t = -shift[j] / L[j, j]  # mean of N(0,1) truncated to (t, inf)
+        shift[j + 1 :] += L[j + 1 :, j] * math.exp(-0.5 * t * t - log_ndtr(-t) - 0.5 * LOG_2PI)
+    return L, perm
+
+
+def _tilting_gradient(
+    v: np.ndarray, Lt: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient of psi(x, mu) in v = (x_1..x_{d-1}, mu_1..mu_{d-1}) and Jacobian blocks."""
+    d = Lt.shape[0]
+    x = np.zeros(d)
+    mu = np.zeros(d)
+    x[: d - 1], mu[: d - 1] = v[: d - 1], v[d - 1 :]
+    lower = -mu - Lt @ x
+    P = np.exp(-0.5 * lower * lower - log_ndtr(-lower) - 0.5 * LOG_2PI)
+    grad = np.concatenate([(-mu + P @ Lt)[: d - 1], (mu - x + P)[: d - 1]])
+    dP = -P * P + lower * P
+    DL = dP[:, None] * Lt
+    xx = (Lt.T @ DL)[: d - 1, : d - 1]
+    mx = (DL - np.eye(d))[: d - 1, : d - 1]
+    return grad, xx, mx, 1.0 + dP[: d - 1]
+
+
+def _solve_tilting(Lt: np.ndarray, max_iter: int = 100) -> np.ndarray:
+    """Newton's method (Schur complement on the diagonal block, backtracking on |grad|^2)."""
+    d = Lt.shape[0]
+    v = np.zeros(2 * (d - 1))
+    for _ in range(max_iter):
+        grad, xx, mx, diag = _tilting_gradient(v, Lt)
+        g2 = float(grad @ grad)
+        if g2 < 1e-20 * max(1, d):
+            break
+        gx, gm = grad[: d - 1], grad[d - 1 :]
+        schur = xx - mx.T @ (mx / diag[:, None])
+        try:
+            dx = np.linalg.solve(schur, gx - mx.T @ (gm / diag))
+        except np.linalg.LinAlgError:
+            break
+        step = -np.concatenate([dx, (gm - mx @ dx) / diag])
+        t = 1.0
+        while t > 1e-8:
+            trial = _tilting_gradient(v + t * step, Lt)[0]
+            if trial @ trial < (1.0 - 1e-4 * t) * g2:
+                break
+            t *= 0.5
+        else:
+            break  # no progress: keep the current (still valid) tilt
+        v = v + t * step
+    mu = np.zeros(d)
+    mu[: d - 1] = v[d - 1 :]
+    return mu
+
+
+def minimax_tilting_proposal(K: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Lt, mu) in the reordered coordinates; the permutation does not change the probability."""
+    S = (y[:, None] * K) * y[None, :]
+    L, _ = _ordered_cholesky(S)
+    Lt = L / np.diag(L)[:, None] - np.eye(L.shape[0])
+    return Lt, _solve_tilting(Lt) if L.shape[0] > 1 else np.zeros(1)
+
+
+def _tilted_log_weights(
+    Lt: np.ndarray, mu: np.ndarray, n_samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    d = Lt.shape[0]
+    X = np.zeros((d, n_samples))
+    log_w = np.zeros(n_samples)
+    for k in range(d):
+        lower = -mu[k] - Lt[k, :k] @ X[:k]
+        e, log_p = sample_positive_truncated_normal(lower, rng)
+        X[k] = mu[k] + e
+        log_w += log_p + 0.5 * mu[k] ** 2 - mu[k] * X[k]
+    return log_w
+
+
+# ---- Estimation ------------------------------------------------------------------------------
+
+
+def _sample(proposal: tuple, y: np.ndarray, chol_K: np.ndarray, n_samples: int,
+            rng: np.random.Generator, batch_size: int = 2000) -> np.ndarray:
+    kind, *params = proposal
+    chunks = []
+    remaining = int(n_samples)
+    while remaining > 0:
+        size = min(batch_size, remaining)
+        if kind == "minimax":
+            chunks.append(_tilted_log_weights(*params, size, rng))
+        else:  # 'ep' or 'prior': GHK from a Gaussian (mean, chol)
+            chunks.append(_ghk_log_weights(y, chol_K, *params, size, rng))
+        remaining -= size
+    return np.concatenate(chunks)
+
+
+PROPOSALS = ("auto", "ep", "minimax", "prior")
+
+
+def estimate_orthant(
+    K: np.ndarray,
+    y: np.ndarray,
+    chol_K: np.ndarray,
+    *,
+    ep_fit: tuple[np.ndarray, np.ndarray] | None = None,
+    n_samples: int = 4000,
+    seed: int = 0,
+    proposal: str = "auto",
+) -> OrthantEstimate:
+    """Importance sampling on a validated kernel K = chol_K chol_K^T (no input checks).
+
+    proposal: 'ep' (GHK from the step-EP Gaussian; ep_fit = (site precisions, posterior mean)),
+    'minimax' (Botev's tilted GHK), 'prior' (plain GHK), or 'auto': a pilot of
+    max(200, n_samples/10) draws from each of 'ep' and 'minimax', then n_samples fresh draws
+    from the one with the larger effective sample size (so the estimate stays unbiased).
+    """
+    if proposal not in PROPOSALS:
+        raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+    rng = np.random.default_rng(seed)
+    candidates: list[tuple] = []
+    if proposal in ("auto", "ep") and ep_fit is not None:
+        factors = ep_proposal(K, *ep_fit)
+        if factors is not None:
+            candidates.append(("ep", *factors))
+    if proposal in ("auto", "minimax"):
+        try:
+            candidates.append(("minimax", *minimax_tilting_proposal(K, y)))
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+    if not candidates:
+        candidates.append(("prior", np.zeros(y.shape[0]), chol_K))
+    chosen = candidates[0]
+    if len(candidates) > 1:
+        pilot = max(200, int(n_samples) // 10)
+        ess = [summarize_log_weights(_sample(c, y, chol_K, pilot, rng), c[0])
+               .effective_sample_size for c in candidates]
+        chosen = candidates[int(np.argmax(ess))]
+    return summarize_log_weights(_sample(chosen, y, chol_K, n_samples, rng), chosen[0])
+
+
+def orthant_importance_sampling(
+    kernel: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_samples: int = 4000,
+    seed: int = 0,
+    proposal: str = "auto",
+) -> OrthantEstimate:
+    """Estimate log P(sign z = y), z ~ N(0, kernel), by importance sampling (see module doc)."""
+    K = as_kernel(kernel)
+    y = as_signed_labels(labels, K.shape[0])
+    chol_K, jitter = jittered_cholesky(K)
+    if jitter:
+        K = K + jitter * np.eye(K.shape[0])
+    ep_fit = None
+    if proposal in ("auto", "ep"):
+        fit = run_ep(K, y, likelihood="step")
+        ep_fit = (fit.site_precision, fit.posterior_mean)
+    return estimate_orthant(K, y, chol_K, ep_fit=ep_fit, n_samples=n_samples, seed=seed,
+                            proposal=proposal)

@@ -1,0 +1,118 @@
+"""`flatvol volume` through a typer app holding only volume_command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from flatvol.errors import CheckpointError, SpecError, VolumeError
+from flatvol.volume import VolumeEstimator, arccos_kernel
+from flatvol.volume.cli import volume_command
+
+REQUIRED = {"log_marginal_likelihood_nats", "log10_volume", "estimator", "converged",
+            "iterations", "seconds"}
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(volume_command)
+    return app
+
+
+@pytest.fixture()
+def files(tmp_path):
+    x = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    K = arccos_kernel(x, 2)
+    y = (x[:, 0] > 0).numpy().astype(np.int64)
+    np.save(tmp_path / "K.npy", K)
+    np.save(tmp_path / "y.npy", y)
+    return tmp_path, K, y
+
+
+def run(app, args):
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize("estimator", ["ep-orthant", "orthant-is", "ep-probit", "laplace"])
+def test_kernel_and_labels_json(app, files, estimator):
+    d, K, y = files
+    res = run(app, ["--kernel", str(d / "K.npy"), "--labels", str(d / "y.npy"), "--json",
+                    "--estimator", estimator, "--samples", "500"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert REQUIRED <= set(out) and out["estimator"] == estimator and out["converged"]
+    expected = VolumeEstimator(K).log_volume(y, estimator, n_samples=500)
+    assert out["log10_volume"] == pytest.approx(expected.log10_volume, rel=1e-9)
+
+
+def test_conditional_with_n_train(app, files):
+    d, _, _ = files
+    res = run(app, ["--kernel", str(d / "K.npy"), "--labels", str(d / "y.npy"), "--json",
+                    "--n-train", "8"])
+    out = json.loads(res.output)
+    assert out["log10_volume_conditional"] == pytest.approx(
+        out["log10_volume"] - out["log10_volume_train"])
+    assert 0 < out["pac_bayes_bound"] < 1
+
+
+def test_run_directory(app, tmp_path):
+    from flatvol.models import build_model
+    from flatvol.train import save_run
+
+    model = build_model("fcn:20,20", (1, 28, 28), seed=0)
+    info = dict(task="mnist", train_size=30, attack_size=0, test_size=40, model="fcn:20,20",
+                prior={"sigma_w2": 2.0, "sigma_b2": 1.0}, seed=0, data_seed=0)
+    save_run(tmp_path / "run", model, info)
+    res = run(app, [str(tmp_path / "run"), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert REQUIRED | {"log10_volume_conditional"} <= set(out)
+    assert out["kernel"] == "analytic" and out["n"] == 70 and out["n_train"] == 30
+    assert math.isfinite(out["log10_volume_conditional"])
+
+
+def test_bad_inputs_raise_one_line_errors(app, files, tmp_path):
+    d, K, y = files
+    np.save(tmp_path / "bad_y.npy", np.arange(20))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
+    np.save(tmp_path / "rect.npy", np.ones((3, 4)))
+    (tmp_path / "junk.npy").write_bytes(b"not numpy")
+    cases = [
+        (["--kernel", str(d / "K.npy"), "--labels", str(tmp_path / "bad_y.npy")], VolumeError,
+         "{0,1} or {-1,+1}"),
+        (["--kernel", str(d / "K.npy"), "--labels", str(tmp_path / "obj.npy")], VolumeError,
+         "not a readable .npy labels"),
+        (["--kernel", str(tmp_path / "rect.npy"), "--labels", str(d / "y.npy")], VolumeError,
+         "square"),
+        (["--kernel", str(tmp_path / "junk.npy"), "--labels", str(d / "y.npy")], VolumeError,
+         "junk.npy"),
+        (["--kernel", str(tmp_path / "none.npy"), "--labels", str(d / "y.npy")], VolumeError,
+         "file not found"),
+        (["--kernel", str(d / "K.npy")], SpecError, "--labels"),
+        (["--kernel", str(d / "K.npy"), "--labels", str(d / "y.npy"), "--proposal", "x"],
+         SpecError, "--proposal"),
+        (["--kernel", str(d / "K.npy"), "--labels", str(d / "y.npy"), "--estimator", "gpy"],
+         VolumeError, "unknown estimator"),
+        ([str(tmp_path)], CheckpointError, "run.json"),
+    ]
+    for args, error, text in cases:
+        res = run(app, args)
+        assert isinstance(res.exception, error), (args, res.exception)
+        message = str(res.exception)
+        assert text in message and "\n" not in message, message
+
+
+def test_plain_text_output(app, files):
+    d, _, _ = files
+    res = run(app, ["--kernel", str(d / "K.npy"), "--labels", str(d / "y.npy")])
+    assert res.exit_code == 0
+    lines = dict(line.split(": ", 1) for line in res.output.strip().splitlines())
+    assert lines["estimator"] == "ep-orthant" and float(lines["log10_volume"]) < 0
+    assert lines["converged"] == "True"
