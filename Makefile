@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+EXTRAS ?= dev
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.flatvol-installed
+comma  := ,
+STAMP  := $(VENV)/.flatvol-installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test lint bench clean setup
 
@@ -15,11 +17,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/flatvol demo --out demo_out
+	OMP_NUM_THREADS=1 $(BIN)/flatvol demo --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

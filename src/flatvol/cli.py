@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flatvol.errors import FlatvolError
@@ -92,6 +94,30 @@ def train(
 
 
 @app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo_out"),
+    data_dir: Annotated[
+        str, typer.Option("--data-dir", help="Data directory; default: the embedded MNIST subset.")
+    ] = "embedded",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Run the CPU-sized Fig-3 MNIST sweep (spec 'demo') and write OUT/report.html."""
+    from flatvol.analysis.report import write_report
+    from flatvol.experiments.runner import run_sweep
+
+    # One torch thread per run and one run per core: oversubscribed threads are many times slower.
+    workers = max(1, min(2, os.cpu_count() or 1))
+    summary = run_sweep("demo", out, workers=workers, threads=1, data_dir=data_dir,
+                        progress=not quiet, console=console)
+    report = write_report(out)
+    console.print(
+        f"demo: {summary.planned} runs ({summary.skipped} resumed, {summary.done} new, "
+        f"{summary.failed} failed) in {summary.seconds:.0f}s; report -> {report}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@app.command()
 def version() -> None:
     """Print the flatvol version."""
     import flatvol
@@ -101,11 +127,17 @@ def version() -> None:
 
 def _register_subcommands() -> None:
     # Each measure family owns its command; the CLI only wires them up.
+    from flatvol.analysis.cli import report_command
+    from flatvol.experiments.cli import run_command
+    from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
     from flatvol.flatness.cli import flatness_command
     from flatvol.volume.cli import volume_command
 
     app.command("volume")(volume_command)
     app.command("flatness")(flatness_command)
+    app.command("run")(run_command)
+    app.command("report")(report_command)
+    app.command("sgd-vs-bayes")(sgd_vs_bayes_command)
 
 
 _register_subcommands()
@@ -120,5 +152,5 @@ def main() -> None:
     try:
         app()
     except FlatvolError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

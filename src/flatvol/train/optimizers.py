@@ -32,6 +32,75 @@ _REGISTRY: dict[str, OptimizerFactory] = {
 }
 
 
+Optimizer = torch.optim.Optimizer
+
+
+def _check_extra(name: str, settings: OptimizerSettings, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(settings.extra) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; "
+            f"expected some of {', '.join(allowed)}"
+        )
+
+
+ENTROPY_SGD_OPTIONS = ("langevin_steps", "sgld_lr", "noise", "mean_weight", "gamma0", "gamma1",
+                       "momentum", "nesterov", "seed")
+SAM_OPTIONS = ("base", "rho", "adaptive")
+
+
+def _entropy_sgd(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
+    from flatvol.train.entropy_sgd import EntropySGD
+
+    _check_extra("entropy-sgd", s, ENTROPY_SGD_OPTIONS)
+    try:
+        return EntropySGD(params, lr=s.lr, weight_decay=s.weight_decay, **s.extra)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"optimizer 'entropy-sgd': {exc}") from None
+
+
+def _sam(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
+    from flatvol.train.sam import SAM
+
+    _check_extra("sam", s, SAM_OPTIONS)
+    extra = dict(s.extra)
+    base = str(extra.pop("base", "sgd"))
+    if base == "sam" or base.startswith("sam("):
+        raise SpecError("optimizer 'sam': base must not be 'sam' itself")
+    base_settings = OptimizerSettings(s.lr, s.momentum, s.weight_decay)
+    try:
+        return SAM(params, lambda groups: make_optimizer(base, groups, base_settings), **extra)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"optimizer 'sam': {exc}") from None
+
+
+_REGISTRY["entropy-sgd"] = _entropy_sgd
+_REGISTRY["sam"] = _sam
+
+
+def optimizer_with_options(name: str, options: dict | None = None) -> str:
+    """Register (once) and return an alias of `name` whose factory also receives `options` as
+    OptimizerSettings.extra (e.g. SAM's rho, Entropy-SGD's langevin_steps), since TrainConfig
+    carries only lr, momentum and weight decay. Without options, returns `name` unchanged."""
+    if name not in _REGISTRY:
+        raise SpecError(
+            f"unknown optimizer {name!r}; expected one of {', '.join(optimizer_names())}"
+        )
+    if not options:
+        return name
+    alias = f"{name}(" + ",".join(f"{k}={options[k]!r}" for k in sorted(options)) + ")"
+    if alias not in _REGISTRY:
+        base = _REGISTRY[name]
+        fixed = dict(options)
+
+        def factory(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
+            return base(params, OptimizerSettings(s.lr, s.momentum, s.weight_decay,
+                                                  **{**s.extra, **fixed}))
+
+        _REGISTRY[alias] = factory
+    return alias
+
+
 def register_optimizer(name: str, factory: OptimizerFactory) -> None:
     """Make `name` available to train_to_fit, specs and the CLI."""
     _REGISTRY[name] = factory

@@ -1,0 +1,43 @@
+"""Analysis of a sweep: correlations between generalization and each measure (Kendall, Spearman,
+Pearson with bootstrap CIs; granulated Kendall of Jiang et al. 2019), CSV/Parquet export, the
+paper's Fig. 3-5 and a self-contained HTML report.
+
+Inputs are the store's pandas frames (flatvol.experiments: runs_frame, series_frame).
+"""
+
+from flatvol.analysis.correlations import (
+    DEFAULT_AXES,
+    Correlation,
+    Estimate,
+    GranulatedKendall,
+    correlate,
+    correlation_table,
+    fitted_runs,
+    granulated_kendall,
+    kendall_tau_b,
+    pearson_r,
+    spearman_rho,
+)
+from flatvol.analysis.export import (
+    MissingDependencyError,
+    export_csv,
+    export_parquet,
+    read_table,
+)
+from flatvol.analysis.measures import KNOWN_MEASURES, SHARPNESS, VOLUME, Measure, resolve_measures
+from flatvol.analysis.temporal import (
+    AlphaEvent,
+    RunSeries,
+    TemporalSummary,
+    split_runs,
+    temporal_runs,
+    temporal_summary,
+)
+
+__all__ = [
+    "DEFAULT_AXES", "KNOWN_MEASURES", "SHARPNESS", "VOLUME", "AlphaEvent", "Correlation",
+    "Estimate", "GranulatedKendall", "Measure", "MissingDependencyError", "RunSeries",
+    "TemporalSummary", "correlate", "correlation_table", "export_csv", "export_parquet",
+    "fitted_runs", "granulated_kendall", "kendall_tau_b", "pearson_r", "read_table",
+    "resolve_measures", "spearman_rho", "split_runs", "temporal_runs", "temporal_summary",
+]

@@ -1,0 +1,311 @@
+"""Correlation between generalization and each measure: Kendall tau-b, Spearman and Pearson with
+bootstrap confidence intervals, and the granulated Kendall coefficient of Jiang et al. (2019).
+
+Point estimates and p-values come from scipy.stats; the bootstrap resamples runs (pairs) with
+scipy.stats.bootstrap (BCa by default) using vectorized versions of the same statistics, which
+tests check against scipy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from flatvol.analysis.measures import Measure, numeric_column, resolve_measures
+from flatvol.errors import DataError
+
+DEFAULT_AXES: tuple[str, ...] = ("attack_size", "seed", "optimizer")
+STATISTICS: tuple[str, ...] = ("kendall", "spearman", "pearson")
+# Elements of the (batch, n, n) pairwise-sign arrays held at once by the vectorized Kendall.
+_KENDALL_CHUNK = 4_000_000
+
+
+# --- vectorized statistics (last axis = observations) ----------------------------------------
+
+def pearson_r(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson r along `axis`; NaN where either side is constant."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    xm = x - x.mean(-1, keepdims=True)
+    ym = y - y.mean(-1, keepdims=True)
+    # Relative threshold: a column equal up to rounding counts as constant (as in scipy).
+    sxx = (xm * xm).sum(-1)
+    syy = (ym * ym).sum(-1)
+    tiny_x = sxx <= (1e-13 * np.abs(x).max(-1)) ** 2 * x.shape[-1]
+    tiny_y = syy <= (1e-13 * np.abs(y).max(-1)) ** 2 * y.shape[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (xm * ym).sum(-1) / np.sqrt(sxx * syy)
+    r = np.where(tiny_x | tiny_y, np.nan, r)
+    return np.clip(r, -1.0, 1.0)
+
+
+def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman rho (Pearson of mid-ranks) along `axis`."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    return pearson_r(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall tau-b along `axis`: sum_{i<j} s_x s_y / sqrt(#pairs untied in x * #untied in y),
+    with s = sign of the pairwise difference. Exact, O(n^2) per row, chunked over rows."""
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    lead = x.shape[:-1]
+    n = x.shape[-1]
+    xf = x.reshape(-1, n)
+    yf = y.reshape(-1, n)
+    out = np.empty(xf.shape[0])
+    step = max(1, _KENDALL_CHUNK // max(1, n * n))
+    for start in range(0, xf.shape[0], step):
+        xs, ys = xf[start:start + step], yf[start:start + step]
+        sx = np.sign(xs[:, :, None] - xs[:, None, :]).astype(np.int8)
+        sy = np.sign(ys[:, :, None] - ys[:, None, :]).astype(np.int8)
+        concord = (sx.astype(np.int32) * sy).sum((1, 2))
+        untied_x = np.abs(sx).sum((1, 2), dtype=np.int64)
+        untied_y = np.abs(sy).sum((1, 2), dtype=np.int64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[start:start + step] = concord / np.sqrt(untied_x.astype(float) * untied_y)
+    out[~np.isfinite(out)] = np.nan
+    return out.reshape(lead)
+
+
+_VECTORIZED = {"kendall": kendall_tau_b, "spearman": spearman_rho, "pearson": pearson_r}
+
+
+# --- one pair of samples ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Estimate:
+    """A correlation coefficient with its bootstrap confidence interval and scipy's p-value."""
+
+    value: float
+    low: float
+    high: float
+    pvalue: float
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Kendall tau-b, Spearman rho and Pearson r between a measure and generalization."""
+
+    n: int
+    kendall: Estimate
+    spearman: Estimate
+    pearson: Estimate
+    confidence_level: float
+    n_resamples: int
+    method: str
+
+    def to_dict(self) -> dict[str, float]:
+        out: dict[str, float] = {"n": self.n}
+        for name in STATISTICS:
+            est: Estimate = getattr(self, name)
+            out[name] = est.value
+            out[f"{name}_low"] = est.low
+            out[f"{name}_high"] = est.high
+            out[f"{name}_p"] = est.pvalue
+        return out
+
+
+def _point(name: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    with warnings.catch_warnings():
+        # Constant input: scipy warns and returns NaN, which is what we report.
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if name == "kendall":
+            res = stats.kendalltau(x, y)
+        elif name == "spearman":
+            res = stats.spearmanr(x, y)
+        else:
+            res = stats.pearsonr(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _bootstrap_ci(name: str, x: np.ndarray, y: np.ndarray, n_resamples: int,
+                  confidence_level: float, method: str, seed: int) -> tuple[float, float]:
+    fn = _VECTORIZED[name]
+
+    def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return fn(a, b, axis=axis)
+
+    batch = max(1, min(n_resamples, _KENDALL_CHUNK // max(1, x.size ** 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.bootstrap((x, y), statistic, n_resamples=n_resamples, batch=batch,
+                              vectorized=True, paired=True, confidence_level=confidence_level,
+                              method=method, rng=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if np.isfinite(low) and np.isfinite(high):
+        return low, high
+    # BCa is undefined when the bootstrap distribution is degenerate (e.g. every resample has
+    # tau = 1) or contains NaN (a resample with a constant column): fall back to percentiles of
+    # the finite resamples.
+    dist = res.bootstrap_distribution
+    dist = dist[np.isfinite(dist)]
+    if dist.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - confidence_level) / 2 * 100
+    return float(np.percentile(dist, tail)), float(np.percentile(dist, 100 - tail))
+
+
+def correlate(measure: np.ndarray, generalization: np.ndarray, *, n_resamples: int = 2000,
+              confidence_level: float = 0.95, method: str = "BCa", seed: int = 0) -> Correlation:
+    """Kendall tau-b, Spearman and Pearson between two paired samples, with bootstrap CIs.
+
+    Pairs with a NaN on either side are dropped. Fewer than 3 pairs, or a constant side, give
+    NaN estimates. The same seed gives the same intervals (every statistic sees the same
+    resampled pairs).
+    """
+    x = np.asarray(measure, dtype=float).ravel()
+    y = np.asarray(generalization, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise DataError(f"correlate: measure has {x.size} values, generalization {y.size}")
+    if method not in ("BCa", "percentile", "basic"):
+        raise DataError(f"correlate: method must be BCa, percentile or basic, got {method!r}")
+    if not 0 < confidence_level < 1:
+        raise DataError(f"correlate: confidence_level must be in (0, 1), got {confidence_level}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    nan = Estimate(float("nan"), float("nan"), float("nan"), float("nan"))
+    estimates = {}
+    constant = n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
+    for name in STATISTICS:
+        if constant:
+            estimates[name] = nan
+            continue
+        value, pvalue = _point(name, x, y)
+        low, high = (_bootstrap_ci(name, x, y, n_resamples, confidence_level, method, seed)
+                     if n_resamples > 0 else (float("nan"), float("nan")))
+        estimates[name] = Estimate(value, low, high, pvalue)
+    return Correlation(n, estimates["kendall"], estimates["spearman"], estimates["pearson"],
+                       confidence_level, n_resamples, method)
+
+
+# --- granulated Kendall (Jiang et al. 2019, Sec. 4) -------------------------------------------
+
+@dataclass(frozen=True)
+class GranulatedKendall:
+    """Psi = mean over axes i of psi_i; psi_i = mean, over the groups in which every other axis is
+    fixed, of Kendall tau-b between measure and generalization as axis i varies.
+
+    Only axes with more than one value in the data count (Jiang et al.'s Theta holds the varied
+    hyperparameters). Groups with fewer than two runs or an undefined tau (a constant side) are
+    skipped and counted in `skipped`.
+    """
+
+    psi: float
+    per_axis: dict[str, float]
+    groups: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return tuple(self.per_axis)
+
+
+def granulated_kendall(runs: pd.DataFrame, measure: Measure | str,
+                       generalization: str = "test_acc_E",
+                       axes: Sequence[str] = DEFAULT_AXES) -> GranulatedKendall:
+    """Granulated Kendall coefficient of `measure` over the sweep axes present in `runs`."""
+    m = resolve_measures(runs, [measure])[0]
+    frame = pd.DataFrame({"_m": m.values(runs),
+                          "_g": numeric_column(runs, generalization, "generalization column")},
+                         index=runs.index)
+    used = [a for a in axes if a in runs.columns and runs[a].nunique(dropna=False) > 1]
+    for a in used:
+        frame[a] = runs[a]
+    frame = frame.dropna(subset=["_m", "_g"])
+    per_axis: dict[str, float] = {}
+    groups: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    for axis in used:
+        others = [a for a in used if a != axis]
+        taus: list[float] = []
+        n_skipped = 0
+        grouped = frame.groupby(others, dropna=False, sort=True) if others else [((), frame)]
+        for _, group in grouped:
+            tau = (float(kendall_tau_b(group["_m"].to_numpy(), group["_g"].to_numpy()))
+                   if len(group) >= 2 else float("nan"))
+            if np.isfinite(tau):
+                taus.append(tau)
+            else:
+                n_skipped += 1
+        per_axis[axis] = float(np.mean(taus)) if taus else float("nan")
+        groups[axis] = len(taus)
+        skipped[axis] = n_skipped
+    finite = [v for v in per_axis.values() if np.isfinite(v)]
+    psi = float(np.mean(finite)) if finite else float("nan")
+    return GranulatedKendall(psi, per_axis, groups, skipped)
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+FINISHED_STATUSES = ("done", "fitted")
+
+
+def fitted_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished and reached 100% training accuracy on S (the paper analyses only
+    those): `status` 'done' (the store's) or 'fitted', and `train_status`, where recorded,
+    'fitted'. A table with neither column is taken as is."""
+    keep = pd.Series(True, index=runs.index)
+    if "status" in runs.columns:
+        keep &= runs["status"].isin(FINISHED_STATUSES)
+    if "train_status" in runs.columns:
+        keep &= runs["train_status"].isna() | (runs["train_status"] == "fitted")
+    return runs[keep]
+
+
+def correlation_table(runs: pd.DataFrame, *, generalization: str = "test_acc_E",
+                      measures: Sequence[Measure | str] | None = None,
+                      axes: Sequence[str] = DEFAULT_AXES, by: str | None = None,
+                      n_resamples: int = 2000, confidence_level: float = 0.95,
+                      method: str = "BCa", seed: int = 0,
+                      fitted_only: bool = True) -> pd.DataFrame:
+    """One row per measure (per value of `by`, if given): n, Kendall/Spearman/Pearson with CI
+    bounds and p-values, and the granulated Kendall Psi with psi_<axis> for each varied axis.
+
+    `runs` has one row per run (flatvol.experiments' runs_frame); with `fitted_only` runs whose
+    status is not 'fitted' are left out. Measures default to every known measure present.
+    """
+    if fitted_only:
+        runs = fitted_runs(runs)
+    if runs.empty:
+        raise DataError("runs table: no fitted runs to correlate")
+    numeric_column(runs, generalization, "generalization column")
+    chosen = resolve_measures(runs, measures)
+    if not chosen:
+        raise DataError("runs table: none of the known measure columns is present "
+                        "(expected e.g. log10_volume, log10_sharpness)")
+    if by is not None and by not in runs.columns:
+        raise DataError(f"runs table: no column {by!r} to group by")
+    parts = [(None, runs)] if by is None else list(runs.groupby(by, sort=True))
+    rows = []
+    # psi_<axis> columns for the axes the sweep varies (Jiang et al.'s Theta)
+    axes_in_data = [a for a in axes if a in runs.columns and a != by
+                    and runs[a].nunique(dropna=False) > 1]
+    for key, part in parts:
+        g = numeric_column(part, generalization, "generalization column")
+        for m in chosen:
+            corr = correlate(m.values(part), g, n_resamples=n_resamples,
+                             confidence_level=confidence_level, method=method, seed=seed)
+            gk = granulated_kendall(part, m, generalization, axes_in_data)
+            row: dict[str, object] = {}
+            if by is not None:
+                row[by] = key
+            row.update({"measure": m.key, "label": m.label, "column": m.column})
+            row.update(corr.to_dict())
+            row["granulated_kendall"] = gk.psi
+            for axis in axes_in_data:
+                row[f"psi_{axis}"] = gk.per_axis.get(axis, float("nan"))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["n"] = table["n"].astype(int)
+    return table

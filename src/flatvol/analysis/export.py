@@ -1,0 +1,67 @@
+"""Export analysis tables to CSV and Parquet (Parquet needs pyarrow: flatvol[parquet])."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from flatvol.errors import DataError, FlatvolError
+
+
+class MissingDependencyError(FlatvolError):
+    """An optional dependency needed for the requested output is not installed."""
+
+
+def _replace_atomically(tmp: Path, path: Path) -> Path:
+    os.replace(tmp, path)
+    return path
+
+
+def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write `frame` as CSV (no index, full float precision); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.17g")
+    return _replace_atomically(tmp, path)
+
+
+def require_pyarrow() -> None:
+    if importlib.util.find_spec("pyarrow") is None:
+        raise MissingDependencyError(
+            "Parquet export needs pyarrow, which is not installed "
+            "(pip install 'flatvol[parquet]')")
+
+
+def export_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write `frame` as Parquet with pyarrow; a one-line FlatvolError if pyarrow is missing."""
+    require_pyarrow()
+    import pyarrow as pa
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
+    except (pa.ArrowException, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot write Parquet: {message}") from None
+    return _replace_atomically(tmp, path)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read back a table written by export_csv (.csv) or export_parquet (.parquet)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    if suffix in (".parquet", ".pq"):
+        require_pyarrow()
+        return pd.read_parquet(path, engine="pyarrow")
+    raise DataError(f"{path}: unknown table format {suffix!r} (expected .csv or .parquet)")

@@ -1,0 +1,473 @@
+"""One self-contained HTML report: headline numbers, correlation tables, figures (embedded as
+base64 PNG), the Fig-5 numbers, the spec text and the environment. No scripts, no external
+resources: the page renders offline in any browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flatvol.analysis.correlations import DEFAULT_AXES, correlation_table, fitted_runs
+from flatvol.analysis.figures import MadeFigure, make_figures
+from flatvol.analysis.measures import (
+    SHARPNESS,
+    VOLUME,
+    Measure,
+    constant_measures,
+    resolve_measures,
+)
+from flatvol.analysis.temporal import temporal_runs, temporal_summary
+from flatvol.errors import DataError
+
+REPORT_NAME = "report.html"
+FIGURES_DIR = "figures"
+MAX_RUN_ROWS = 500
+ENV_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib")
+
+
+# --- reading a results directory -------------------------------------------------------------
+
+@dataclass
+class Results:
+    """What a report is made from: the store's runs and series tables, and the specs (the
+    store's specs_frame: spec_hash, name, spec_json, path, source_text) or a plain spec text."""
+
+    runs: pd.DataFrame
+    series: pd.DataFrame | None = None
+    spec_text: str | None = None
+    source: str | None = None
+    specs: pd.DataFrame | None = None
+
+
+def load_results(out_dir: str | Path) -> Results:
+    """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR`)."""
+    from flatvol.experiments import store
+
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir}: no such results directory")
+    path = store.store_path(out_dir)
+    if not path.is_file():
+        raise DataError(f"{out_dir}: no results store {path.name} "
+                        "(is this a directory written by `flatvol run SPEC --out DIR`?)")
+    return Results(store.runs_frame(path), store.series_frame(path), source=str(path),
+                   specs=store.specs_frame(path))
+
+
+@dataclass(frozen=True)
+class SpecInfo:
+    spec_hash: str | None
+    name: str
+    text: str | None
+    alphas: tuple[float, ...]
+
+
+def _first(frame: pd.DataFrame, column: str) -> str | None:
+    if column not in frame.columns or not frame[column].notna().any():
+        return None
+    return str(frame[column].dropna().iloc[0])
+
+
+def _spec_infos(results: Results) -> list[SpecInfo]:
+    """One entry per spec_hash in the runs table (one entry when it has no spec_hash)."""
+    runs = results.runs
+    if "spec_hash" not in runs.columns or runs["spec_hash"].isna().all():
+        return [SpecInfo(None, _first(runs, "spec_name") or "results", results.spec_text, ())]
+    specs = results.specs
+    if specs is not None and "spec_hash" not in specs.columns:
+        specs = None
+    out = []
+    for h in sorted(runs["spec_hash"].dropna().unique(), key=str):
+        name = _first(runs[runs["spec_hash"] == h], "spec_name") or str(h)[:12]
+        text, alphas = results.spec_text, ()
+        if specs is not None and (specs["spec_hash"] == h).any():
+            row = specs[specs["spec_hash"] == h].iloc[0]
+            name = str(row["name"])
+            text, alphas = _spec_text_and_alphas(row)
+        out.append(SpecInfo(h, name, text, alphas))
+    return out
+
+
+def _cell(row: pd.Series, *names: str) -> str | None:
+    for name in names:
+        value = row.get(name)
+        if value is not None and pd.notna(value) and str(value):
+            return str(value)
+    return None
+
+
+def _spec_text_and_alphas(row: pd.Series) -> tuple[str, tuple[float, ...]]:
+    """The spec as written (the store's source_text) or else its JSON, under a header naming
+    it; and the alpha values of its alpha_events in epoch order."""
+    try:
+        data = json.loads(row["spec_json"])
+    except (TypeError, ValueError, KeyError):
+        data = None
+    alphas: tuple[float, ...] = ()
+    if isinstance(data, dict):
+        events = sorted(data.get("alpha_events") or [], key=lambda e: e.get("post_epoch", 0))
+        alphas = tuple(float(e["alpha"]) for e in events if "alpha" in e)
+    header = f"# spec {row.get('name')!s} (hash {row.get('spec_hash')!s})"
+    path = _cell(row, "path", "source")
+    if path:
+        header += f", from {path}"
+    body = _cell(row, "source_text")
+    if body is None:
+        body = json.dumps(data, indent=2) if data is not None else str(row.get("spec_json"))
+    return header + "\n" + body.rstrip() + "\n", alphas
+
+
+# --- environment ----------------------------------------------------------------------------
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def environment() -> dict[str, str]:
+    """Versions and machine of the process writing the report."""
+    import flatvol
+
+    env = {"flatvol": flatvol.__version__, "python": sys.version.split()[0]}
+    for package in ENV_PACKAGES:
+        try:
+            env[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[package] = "not installed"
+    env["platform"] = platform.platform()
+    env["cpu"] = f"{_cpu_name()} ({os.cpu_count()} logical cores)"
+    return env
+
+
+# --- HTML pieces --------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1250px;padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;
+margin-top:2em}.meta{color:#666;font-size:.9em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right}
+th{background:#f2f2f2}td.l,th.l{text-align:left}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
+figcaption{color:#444;font-size:.9em;margin-top:.3em}
+pre{background:#f6f6f6;border:1px solid #ddd;padding:.8em;overflow-x:auto;font-size:.85em}
+.good{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return "&ndash;"
+        value = round(float(value), digits) + 0.0  # no "-0.000"
+        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return _e(value)
+
+
+def _ci(row: pd.Series, name: str) -> str:
+    value, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
+    if not np.isfinite(value):
+        return "&ndash;"
+    value, low, high = (round(float(v), 3) + 0.0 for v in (value, low, high))
+    if np.isfinite(low) and np.isfinite(high):
+        return f"{value:.3f} <small>[{low:.3f}, {high:.3f}]</small>"
+    return f"{value:.3f}"
+
+
+def _pvalue(p: float) -> str:
+    return f"{p:.2g}" if np.isfinite(p) else "&ndash;"
+
+
+def correlation_html(table: pd.DataFrame, group: str | None = None) -> str:
+    """An HTML table of correlation_table(): estimates with their CIs, p-values and Psi."""
+    psi_cols = [c for c in table.columns if c.startswith("psi_")]
+    head = ([f'<th class="l">{_e(group)}</th>'] if group else [])
+    head += ['<th class="l">measure</th>', "<th>n</th>", "<th>Kendall &tau; [CI]</th>",
+             "<th>p (&tau;)</th>", "<th>Spearman &rho; [CI]</th>", "<th>Pearson r [CI]</th>",
+             "<th>granulated Kendall &Psi;</th>"]
+    head += [f"<th>&psi; {_e(c[4:])}</th>" for c in psi_cols]
+    rows = []
+    for _, r in table.iterrows():
+        cells = [f'<td class="l">{_e(r[group])}</td>'] if group else []
+        cells += [f'<td class="l">{_e(r["label"])}</td>', f"<td>{int(r['n'])}</td>",
+                  f"<td>{_ci(r, 'kendall')}</td>", f"<td>{_pvalue(r['kendall_p'])}</td>",
+                  f"<td>{_ci(r, 'spearman')}</td>", f"<td>{_ci(r, 'pearson')}</td>",
+                  f"<td>{_fmt(r['granulated_kendall'])}</td>"]
+        cells += [f"<td>{_fmt(r[c])}</td>" for c in psi_cols]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<table class="correlations"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def frame_html(frame: pd.DataFrame, max_rows: int = MAX_RUN_ROWS) -> str:
+    shown = frame.head(max_rows)
+    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.6g}", na_rep="")
+    more = (f"<p class='meta'>First {max_rows} of {len(frame)} rows; the full table is in the "
+            "CSV/Parquet export.</p>" if len(frame) > max_rows else "")
+    return body + more
+
+
+def figure_html(fig: MadeFigure, relative_to: Path | None = None) -> str:
+    data = base64.b64encode(fig.files.png.read_bytes()).decode("ascii")
+    png, pdf = fig.files.png, fig.files.pdf
+    if relative_to is not None:
+        png, pdf = (_relative(p, relative_to) for p in (png, pdf))
+    return (f'<figure id="{_e(fig.name)}"><img alt="{_e(fig.name)}" '
+            f'src="data:image/png;base64,{data}">'
+            f"<figcaption><b>{_e(fig.name)}</b>: {_e(fig.caption)} "
+            f"(files: {_e(png)}, {_e(pdf)})</figcaption></figure>")
+
+
+def _relative(path: Path, base: Path) -> Path:
+    try:
+        return path.resolve().relative_to(base.resolve())
+    except ValueError:
+        return path
+
+
+def _headline(table: pd.DataFrame, generalization: str) -> str:
+    rows = {r["measure"]: r for _, r in table.iterrows()}
+    vol, sharp = rows.get(VOLUME.key), rows.get(SHARPNESS.key)
+    items = []
+    for m, r in ((VOLUME, vol), (SHARPNESS, sharp)):
+        if r is not None:
+            items.append(f"<li>Kendall &tau;({_e(m.label)}, {_e(generalization)}) = "
+                         f"{_ci(r, 'kendall')} over {int(r['n'])} runs; granulated &Psi; = "
+                         f"{_fmt(r['granulated_kendall'])}</li>")
+    if vol is not None and sharp is not None and np.isfinite(vol["kendall"]) \
+            and np.isfinite(sharp["kendall"]):
+        strong = vol["kendall"] >= 0.6
+        stronger = vol["kendall"] > sharp["kendall"]
+        items.append(
+            f"<li>Volume correlation at least 0.6: <span class='{'good' if strong else 'bad'}'>"
+            f"{'yes' if strong else 'no'}</span>; stronger than the sharpness one: "
+            f"<span class='{'good' if stronger else 'bad'}'>{'yes' if stronger else 'no'}"
+            f"</span> (paper: yes and yes).</li>")
+    return "<ul>" + "".join(items) + "</ul>" if items else ""
+
+
+def _temporal_html(series: pd.DataFrame | None, runs: pd.DataFrame | None,
+                   alphas: Sequence[float]) -> str:
+    rows = []
+    for rs in temporal_runs(series, runs, alphas):
+        s = temporal_summary(rs)
+        rows.append(
+            "<tr>" + "".join([
+                f'<td class="l">{_e(s.run)}</td>', f"<td>{_fmt(s.zero_error_epoch, 0)}</td>",
+                f"<td>{_fmt(s.alpha_epoch, 0)}</td>", f"<td>{_fmt(s.alpha, 2)}</td>",
+                f"<td>{_fmt(s.sharpness_change_zero_to_alpha)}</td>",
+                f"<td>{_fmt(s.volume_change_zero_to_alpha)}</td>",
+                f"<td>{_fmt(s.sharpness_jump_factor, 1)}</td>",
+                f"<td>{_fmt(s.volume_change_at_alpha)}</td>"]) + "</tr>")
+    if not rows:
+        return ""
+    head = ("<tr><th class='l'>run</th><th>zero-error epoch</th><th>&alpha; epoch</th>"
+            "<th>&alpha;</th><th>&Delta; log10 sharpness, zero error &rarr; before &alpha;</th>"
+            "<th>&Delta; log10 V(f), zero error &rarr; before &alpha;</th>"
+            "<th>sharpness jump factor at &alpha;</th><th>&Delta; log10 V(f) at &alpha;</th></tr>")
+    return ("<h3>Training-time evolution (Fig. 5 numbers)</h3><p>Paper: after zero training "
+            "error sharpness keeps falling while V(f) stays flat; at the &alpha;-scaling "
+            "sharpness jumps by a large factor while V(f) does not change.</p>"
+            f"<table class='temporal'><thead>{head}</thead><tbody>{''.join(rows)}"
+            "</tbody></table>")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """How the report's statistics are computed."""
+
+    generalization: str = "test_acc_E"
+    measures: Sequence[Measure | str] | None = None
+    axes: Sequence[str] = DEFAULT_AXES
+    n_resamples: int = 2000
+    confidence_level: float = 0.95
+    seed: int = 0
+
+    def table(self, runs: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+        return correlation_table(runs, generalization=self.generalization,
+                                 measures=self.measures, axes=self.axes, by=by,
+                                 n_resamples=self.n_resamples,
+                                 confidence_level=self.confidence_level, seed=self.seed)
+
+
+def correlations_for(results: Results, settings: ReportSettings | None = None) -> pd.DataFrame:
+    """correlation_table() of every spec in `results` (rows carry spec_hash and spec_name when
+    the runs do); specs without fitted runs or measure columns are left out."""
+    settings = settings or ReportSettings()
+    parts = []
+    for info in _spec_infos(results):
+        runs = results.runs if info.spec_hash is None else \
+            results.runs[results.runs["spec_hash"] == info.spec_hash]
+        if not _has_measures(runs, settings):
+            continue
+        table = settings.table(runs)
+        if info.spec_hash is not None:
+            table.insert(0, "spec_name", info.name)
+            table.insert(0, "spec_hash", info.spec_hash)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+MIN_RUNS = 3  # fewer fitted runs than this: no correlations (e.g. a single Fig-5 run)
+
+
+def _has_measures(runs: pd.DataFrame, settings: ReportSettings) -> bool:
+    fitted = fitted_runs(runs)
+    return len(fitted) >= MIN_RUNS and bool(resolve_measures(fitted, settings.measures))
+
+
+def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_dir: Path,
+                  settings: ReportSettings, spec_text: str | None = None,
+                  alphas: Sequence[float] = (), correlations: pd.DataFrame | None = None,
+                  page_dir: Path | None = None, level: int = 2) -> list[str]:
+    """The HTML sections for the runs of one spec: counts, headline, correlation tables,
+    figures, Fig-5 numbers, the runs table and the spec."""
+    h = f"h{level}"
+    out = []
+    fitted = fitted_runs(runs)
+    counts = ", ".join(
+        f"{_e(col)} {_e(k)}: {v}" for col in ("status", "train_status") if col in runs
+        for k, v in sorted(runs[col].fillna("n/a").value_counts().items()))
+    runs_word = "run" if len(runs) == 1 else "runs"
+    out.append(f"<p>{len(runs)} {runs_word} ({counts or 'no status recorded'}); correlations "
+               f"use the {len(fitted)} finished runs that fit S; generalization = "
+               f"<code>{_e(settings.generalization)}</code>.</p>")
+    if "reason" in runs.columns and runs["reason"].notna().any():
+        failed = runs[runs["reason"].notna()]
+        keys = [c for c in ("optimizer", "attack_size", "seed") if c in failed.columns]
+        items = "".join(f"<li>{_e(', '.join(f'{k}={r[k]}' for k in keys))}: {_e(r['reason'])}"
+                        "</li>" for _, r in failed.head(50).iterrows())
+        out.append(f"<details><summary>{len(failed)} failed run(s)</summary><ul>{items}</ul>"
+                   "</details>")
+    if not _has_measures(runs, settings):
+        out.append(f"<p>No correlations: they need at least {MIN_RUNS} fitted runs with "
+                   "measure columns (log10_volume, log10_sharpness, ...).</p>")
+    else:
+        table = correlations if correlations is not None else settings.table(runs)
+        out.append(f"<{h}>Summary</{h}>" + _headline(table, settings.generalization))
+        pct = f"{settings.confidence_level:.0%}"
+        constant = ("" if settings.measures is not None else "".join(
+            f"<p class='meta'>Constant across these runs, so not ranked: {_e(m.label)} "
+            f"(<code>{_e(m.column)}</code> = {_fmt(float(runs[m.column].dropna().iloc[0]), 4)})."
+            "</p>" for m in constant_measures(fitted)))
+        out.append(
+            f"<{h}>Correlations with generalization</{h}><p>Each measure is oriented so that "
+            f"larger should mean better generalization. Brackets: {pct} bootstrap confidence "
+            f"intervals (BCa, {settings.n_resamples} resamples of runs, seed {settings.seed}). "
+            "&Psi;: granulated Kendall coefficient (Jiang et al. 2019), the mean over the sweep "
+            "axes of &psi;, the mean Kendall &tau; within groups where every other axis is "
+            "fixed.</p>" + correlation_html(table) + constant)
+        if "optimizer" in fitted.columns and fitted["optimizer"].nunique() > 1:
+            out.append("<p><b>Per optimizer</b></p>"
+                       + correlation_html(settings.table(runs, by="optimizer"), "optimizer"))
+    made = make_figures(runs, series, figures_dir, generalization=settings.generalization,
+                        alphas=alphas)
+    if made:
+        out.append(f"<{h}>Figures</{h}>" + "".join(figure_html(f, page_dir) for f in made))
+    out.append(_temporal_html(series, runs, alphas))
+    out.append(f"<{h}>Runs</{h}><details><summary>Show the runs table</summary>"
+               + frame_html(runs) + "</details>")
+    out.append(f"<{h}>Spec</{h}>" + (f"<pre class='spec'>{_e(spec_text)}</pre>"
+                                     if spec_text else "<p>No spec text recorded.</p>"))
+    return [x for x in out if x]
+
+
+def page_html(title: str, sections: Sequence[str], source: str | None = None) -> str:
+    """Wrap sections into the page, with the environment at the end."""
+    header = (f"<h1>{_e(title)}</h1><p class='meta'>Generated "
+              f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
+              + (f" from {_e(source)}" if source else "") + "</p>")
+    env_rows = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>'
+                       for k, v in environment().items())
+    env = ("<h2>Environment</h2><p class='meta'>Of the process that wrote this report.</p>"
+           f"<table class='environment'>{env_rows}</table>")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
+            + "\n".join([header, *sections, env]) + "\n</body></html>\n")
+
+
+def build_report_html(runs: pd.DataFrame, series: pd.DataFrame | None = None, *,
+                      figures_dir: str | Path, spec_text: str | None = None,
+                      title: str = "flatvol report", source: str | None = None,
+                      settings: ReportSettings | None = None, alphas: Sequence[float] = (),
+                      correlations: pd.DataFrame | None = None) -> str:
+    """The report page for the runs of one spec, as a string; the figures are written to
+    `figures_dir` (PNG + PDF) and embedded as base64 PNG."""
+    sections = spec_sections(runs, series, figures_dir=Path(figures_dir),
+                             settings=settings or ReportSettings(), spec_text=spec_text,
+                             alphas=alphas, correlations=correlations)
+    return page_html(title, sections, source)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "spec"
+
+
+def write_report(out_dir: str | Path, *, results: Results | None = None,
+                 title: str | None = None, settings: ReportSettings | None = None,
+                 correlations: pd.DataFrame | None = None) -> Path:
+    """Write OUT_DIR/report.html and OUT_DIR/figures/*.png|pdf for the results in OUT_DIR's
+    store (or `results`, e.g. frames built in memory). Several specs in one store each get their
+    own section and figures/<spec name>-<hash>/. `correlations`: correlations_for(results,
+    settings), when the caller has it already."""
+    out_dir = Path(out_dir)
+    settings = settings or ReportSettings()
+    if results is None:
+        results = load_results(out_dir)
+    if results.runs is None or results.runs.empty:
+        raise DataError(f"{results.source or out_dir}: no finished runs to report")
+    infos = _spec_infos(results)
+    sections: list[str] = []
+    for info in infos:
+        runs, series = results.runs, results.series
+        figures = out_dir / FIGURES_DIR
+        if info.spec_hash is not None:
+            runs = runs[runs["spec_hash"] == info.spec_hash]
+            if series is not None and "spec_hash" in series.columns:
+                series = series[series["spec_hash"] == info.spec_hash]
+        if len(infos) > 1:
+            figures = figures / _slug(f"{info.name}-{str(info.spec_hash)[:8]}")
+            sections.append(f"<h2 id='{_e(_slug(info.name))}'>Spec {_e(info.name)} "
+                            f"<small>({_e(info.spec_hash)})</small></h2>")
+        table = None
+        if correlations is not None and not correlations.empty:
+            table = (correlations if info.spec_hash is None or "spec_hash" not in correlations
+                     else correlations[correlations["spec_hash"] == info.spec_hash])
+            table = table.drop(columns=["spec_hash", "spec_name"], errors="ignore")
+            table = table.reset_index(drop=True) if len(table) else None
+        sections += spec_sections(runs, series, figures_dir=figures, settings=settings,
+                                  spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
+                                  level=3 if len(infos) > 1 else 2, correlations=table)
+    default_title = f"flatvol report: {infos[0].name}" if len(infos) == 1 else \
+        f"flatvol report: {out_dir.name}"
+    page = page_html(title or default_title, sections, results.source)
+    path = out_dir / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,77 @@
+"""Experiments: specs, the sweep runner with its resumable SQLite store, and the measure registry.
+
+    spec = load_spec("specs/fig3_mnist_fcn.toml")
+    summary = run_sweep(spec, "runs/fig3")           # or `flatvol run SPEC --out DIR`
+    runs = runs_frame("runs/fig3")                   # one row per run, one column per measure
+    series = series_frame("runs/fig3")               # per-epoch values, long format
+"""
+
+from flatvol.experiments.measures import (
+    MeasureContext,
+    VolumeCache,
+    compute_measures,
+    get_measure,
+    measure_names,
+    register_measure,
+)
+from flatvol.experiments.runner import (
+    PlannedRun,
+    SweepContext,
+    SweepError,
+    SweepSummary,
+    compute_kernel,
+    execute_run,
+    plan_runs,
+    prepare_context,
+    run_sweep,
+)
+from flatvol.experiments.spec import (
+    ExperimentSpec,
+    load_spec,
+    packaged_spec_names,
+    packaged_spec_path,
+    resolve_spec_path,
+    spec_from_dict,
+)
+from flatvol.experiments.store import (
+    RunKey,
+    RunRecord,
+    Store,
+    StoreError,
+    runs_frame,
+    series_frame,
+    specs_frame,
+    store_path,
+)
+
+__all__ = [
+    "ExperimentSpec",
+    "MeasureContext",
+    "PlannedRun",
+    "RunKey",
+    "RunRecord",
+    "Store",
+    "StoreError",
+    "SweepContext",
+    "SweepError",
+    "SweepSummary",
+    "VolumeCache",
+    "compute_kernel",
+    "compute_measures",
+    "execute_run",
+    "get_measure",
+    "load_spec",
+    "measure_names",
+    "packaged_spec_names",
+    "packaged_spec_path",
+    "plan_runs",
+    "prepare_context",
+    "register_measure",
+    "resolve_spec_path",
+    "run_sweep",
+    "runs_frame",
+    "series_frame",
+    "spec_from_dict",
+    "specs_frame",
+    "store_path",
+]

@@ -1,0 +1,396 @@
+"""Experiment specs: TOML (tomllib) or YAML files validated with pydantic.
+
+A spec names the task and data sizes, the model and prior, the optimizer(s), the sweep axes
+(attack sizes x seeds), the measures taken on each trained network, how often to measure during
+training, post-training epochs and alpha-scaling events. See docs/EXPERIMENTS.md for the format.
+Any problem is a SpecError of one line naming the file and the field, e.g.
+
+    specs/x.toml: sweep.seeds[1]: Input should be a valid integer (got 'a')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from flatvol.errors import SpecError
+
+VOLUME_ESTIMATORS = ("ep-orthant", "orthant-is", "ep-probit", "laplace")
+DEFAULT_VOLUME_ESTIMATOR = "ep-orthant"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """The binary task: S (train_size), E (test_size); attack sizes are a sweep axis."""
+
+    task: str = "mnist"
+    classes: str | None = None
+    train_size: int = Field(500, ge=1)
+    test_size: int = Field(1000, ge=1)
+    data_seed: int = Field(0, ge=0)
+
+
+class ModelSpec(_Strict):
+    arch: str = "fcn:40,40"
+    sigma_w2: float = Field(2.0, gt=0)
+    sigma_b2: float = Field(1.0, ge=0)
+
+
+class TrainSpec(_Strict):
+    """Defaults of flatvol.train.TrainConfig (the paper's protocol)."""
+
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(2000, ge=1)
+    fit: Literal["S", "all"] = "S"
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    post_train_epochs: int = Field(0, ge=0)
+
+
+class SWASpec(_Strict):
+    """Stochastic weight averaging over the fitted and post-fit epochs (flatvol.train.swa)."""
+
+    lr: float | None = Field(None, gt=0)
+    anneal_epochs: int = Field(1, ge=1)
+    anneal_strategy: Literal["cos", "linear"] = "cos"
+
+
+OptionValue = bool | int | float | str
+
+
+class OptimizerSpec(_Strict):
+    """One optimizer of the sweep. `label` (default: `name`) is the run key's optimizer; `name` is
+    a registered optimizer (flatvol.train.optimizer_names); `options` go to its factory (e.g.
+    SAM's rho and base, Entropy-SGD's langevin_steps); any train field may be overridden."""
+
+    name: str
+    label: str | None = None
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+    lr: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    momentum: float | None = Field(None, ge=0)
+    weight_decay: float | None = Field(None, ge=0)
+    post_train_epochs: int | None = Field(None, ge=0)
+    swa: SWASpec | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from flatvol.train import optimizer_names
+
+        if name not in optimizer_names():
+            raise ValueError(f"unknown optimizer {name!r}; expected one of "
+                             f"{', '.join(n for n in optimizer_names() if '(' not in n)}")
+        return name
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class RangeSpec(_Strict):
+    """Inclusive range: {start = 0, stop = 500, step = 50} is 0, 50, ..., 500."""
+
+    start: int = 0
+    stop: int
+    step: int = Field(1, ge=1)
+
+    def values(self) -> list[int]:
+        return list(range(self.start, self.stop + 1, self.step))
+
+
+class SweepSpec(_Strict):
+    attack_sizes: list[int] | RangeSpec = Field(default_factory=lambda: [0])
+    seeds: list[int] | int = 1  # an int n means seeds 0..n-1
+
+    @field_validator("attack_sizes")
+    @classmethod
+    def _attack(cls, v: list[int] | RangeSpec) -> list[int] | RangeSpec:
+        values = v.values() if isinstance(v, RangeSpec) else v
+        if not values:
+            raise ValueError("no attack sizes")
+        if any(a < 0 for a in values):
+            raise ValueError(f"attack sizes must be >= 0, got {values}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"attack sizes repeat: {values}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | int) -> list[int] | int:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"a seed count must be >= 1, got {v}")
+        elif not v or len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        return v
+
+    def attack_values(self) -> list[int]:
+        a = self.attack_sizes
+        return a.values() if isinstance(a, RangeSpec) else list(a)
+
+    def seed_values(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class VolumeSpec(_Strict):
+    """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
+    arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
+
+    estimator: Literal["ep-orthant", "orthant-is", "ep-probit", "laplace"] = "ep-orthant"
+    kernel: Literal["auto", "analytic", "mc"] = "auto"
+    mc_samples: int = Field(100, ge=2)
+    mc_seed: int = 0
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+
+class SharpnessSpec(_Strict):
+    """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
+
+    epsilon: float = Field(1e-4, gt=0)
+    maximizer: Literal["paper", "lbfgsb", "fast"] = "paper"
+    options: dict[str, OptionValue] = Field(default_factory=dict)
+
+
+class MeasuresSpec(_Strict):
+    """`final`: measure names (flatvol.experiments.measure_names()) taken after training;
+    `volume`, `sharpness` configure those two; `options.<measure>` are keyword arguments for the
+    other flatness measures (e.g. options.hessian_trace = {n_hvp = 50})."""
+
+    final: list[str] = Field(default_factory=lambda: ["volume", "sharpness"])
+    volume: VolumeSpec = Field(default_factory=VolumeSpec)
+    sharpness: SharpnessSpec = Field(default_factory=SharpnessSpec)
+    options: dict[str, dict[str, OptionValue]] = Field(default_factory=dict)
+
+    @field_validator("final")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        _check_measure_names(names)
+        return names
+
+    @model_validator(mode="after")
+    def _option_names(self) -> MeasuresSpec:
+        _check_measure_names(list(self.options), what="options for")
+        own = [n for n in self.options if n in ("volume", "sharpness", "accuracy",
+                                                 "test_accuracy")]
+        if own:
+            raise ValueError(f"options.{own[0]}: set {own[0]} options in [measures.{own[0]}] "
+                             "(volume, sharpness) or not at all (accuracy)")
+        return self
+
+
+class DuringSpec(_Strict):
+    """Measure every `every` epochs (0: never) in the given phases; 'fit' is before the stopping
+    rule holds, 'post' the post-training epochs. Loss and train accuracy are recorded every epoch
+    regardless."""
+
+    every: int = Field(0, ge=0)
+    measures: list[str] = Field(default_factory=list)
+    phases: list[Literal["fit", "post"]] = Field(default_factory=lambda: ["fit", "post"])
+
+    @field_validator("measures")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        _check_measure_names(names)
+        return names
+
+
+class AlphaEventSpec(_Strict):
+    """At post-training epoch `post_epoch` (after that epoch's update), scale layer `layer`
+    (1-based, affine layers in order) by 1/alpha and layer+1's weights by alpha
+    (flatvol.reparam); the function is unchanged, training continues from the scaled weights."""
+
+    post_epoch: int = Field(ge=1)
+    layer: int = Field(1, ge=1)
+    alpha: float = Field(gt=0)
+
+
+class ExperimentSpec(_Strict):
+    name: str
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    optimizers: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name="sgd")])
+    sweep: SweepSpec = Field(default_factory=SweepSpec)
+    measures: MeasuresSpec = Field(default_factory=MeasuresSpec)
+    during: DuringSpec = Field(default_factory=DuringSpec)
+    alpha_events: list[AlphaEventSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        labels = [o.key for o in self.optimizers]
+        if not labels:
+            raise ValueError("optimizers: at least one optimizer is needed")
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"optimizers: labels must be unique, {', '.join(dupes)} repeats "
+                             "(give each entry a distinct 'label')")
+        for o in self.optimizers:
+            post = o.post_train_epochs if o.post_train_epochs is not None else \
+                self.train.post_train_epochs
+            if o.swa is not None and post < 1:
+                raise ValueError(f"optimizers: {o.key!r} uses swa, which averages over "
+                                 f"post-training epochs: set post_train_epochs >= 1")
+            late = [e.post_epoch for e in self.alpha_events if e.post_epoch > post]
+            if late:
+                raise ValueError(f"alpha_events: post_epoch {late[0]} is after the last "
+                                 f"post-training epoch ({post}) of optimizer {o.key!r}")
+        if self.during.every and not self.during.measures:
+            raise ValueError("during: 'every' is set but 'measures' is empty")
+        return self
+
+    def spec_hash(self) -> str:
+        """Hash of the protocol: everything but the name, description and the sweep axes
+        (optimizers, attack sizes, seeds), so extending a sweep keeps its finished runs."""
+        payload = self.model_dump(mode="json", exclude={"name", "description", "optimizers",
+                                                        "sweep"})
+        return _digest(payload)
+
+    def config_hash(self, optimizer: OptimizerSpec) -> str:
+        """Hash of everything that determines a run of `optimizer` (protocol + its settings)."""
+        return _digest({"spec": self.spec_hash(), "optimizer": optimizer.model_dump(mode="json")})
+
+    def optimizer(self, label: str) -> OptimizerSpec:
+        for o in self.optimizers:
+            if o.key == label:
+                return o
+        raise SpecError(f"spec {self.name!r}: no optimizer labelled {label!r}")
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_measure_names(names: list[str], what: str = "") -> None:
+    from flatvol.experiments.measures import measure_names
+
+    known = measure_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        prefix = f"{what} " if what else ""
+        raise ValueError(f"{prefix}unknown measure {unknown[0]!r}; expected one of "
+                         f"{', '.join(known)}")
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("list[int]", "int", "RangeSpec") or "[" in str(part):
+            continue  # union-branch names pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """`source: field.path: message (got value)` for the first error, plus a count of others."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    # A union (e.g. a list or a {start, stop, step} table) reports one error per branch: show
+    # the deepest one under the same field, which is the branch the input was meant for.
+    field = _loc(tuple(first["loc"]))
+    same = [e for e in errors if _loc(tuple(e["loc"])).startswith(field)]
+    first = max(same, key=lambda e: len(e["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    where = _loc(tuple(first["loc"]))
+    got = ""
+    if first["type"] not in ("missing",) and "input" in first and not isinstance(
+            first["input"], (dict, list)):
+        got = f" (got {first['input']!r})"
+    more = f" [+{len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
+    return _one_line(f"{source}: {where}: {msg}{got}{more}")
+
+
+def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: expected a table/mapping at top level, got "
+                        f"{type(data).__name__}")
+    try:
+        return ExperimentSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+    except SpecError as exc:  # raised by a registry lookup inside a validator
+        raise SpecError(_one_line(f"{source}: {exc}")) from None
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a .toml, .yaml or .yml experiment spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(_one_line(f"{path}: cannot read spec ({exc})")) from None
+    if suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(_one_line(f"{path}: invalid TOML: {exc}")) from None
+    elif suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(_one_line(f"{path}: invalid YAML: {exc}")) from None
+        if data is None:
+            data = {}
+    else:
+        raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
+    return spec_from_dict(data, str(path))
+
+
+def spec_json(spec: ExperimentSpec) -> str:
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, indent=2)
+
+
+def packaged_spec_names() -> list[str]:
+    """Specs shipped inside the package (flatvol/specs/*.toml), without the suffix."""
+    root = resources.files("flatvol") / "specs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def packaged_spec_path(name: str) -> Path:
+    """Path of a shipped spec, e.g. packaged_spec_path('demo') (for `flatvol demo`)."""
+    path = Path(str(resources.files("flatvol") / "specs" / f"{name.removesuffix('.toml')}.toml"))
+    if not path.is_file():
+        raise SpecError(f"no packaged spec {name!r}; available: {', '.join(packaged_spec_names())}")
+    return path
+
+
+def resolve_spec_path(spec: str | Path) -> Path:
+    """A spec file path, or the name of a packaged spec ('demo', 'fig3_mnist_fcn', ...)."""
+    path = Path(spec)
+    if path.is_file() or path.suffix.lower() in (".toml", ".yaml", ".yml") or "/" in str(spec):
+        return path
+    return packaged_spec_path(str(spec))
