@@ -24,7 +24,7 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/flatvol demo --out demo_out
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

@@ -31,24 +31,8 @@ import torch
 from pyhessian import hessian as PyHessian  # bench-only dependency (pip install pyhessian)
 from torch import nn
 
-from flatvol.data import load_task
+from _paper_fcn import trained_paper_fcn  # bench/ is on sys.path when run as a script
 from flatvol.flatness import FunctionalLoss, hessian_top_eigenvalues, hessian_trace
-from flatvol.models import build_model
-from flatvol.train import TrainConfig, train_to_fit
-
-
-def trained_paper_fcn(
-    data_dir: str | None, seed: int
-) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    task = load_task("mnist", 500, 0, 1000, data_dir=data_dir)
-    model = build_model("fcn:40,40", task.input_shape, seed=seed)
-    result = train_to_fit(model, task, TrainConfig(optimizer="sgd", lr=0.01, batch_size=32),
-                          seed=seed)
-    if result.status != "fitted":
-        raise SystemExit(f"training did not fit S: {result}")
-    print(f"trained FCN 784-40-40-1 on MNIST |S|=500: {result.epochs} epochs, "
-          f"train acc {result.train_acc_S:.3f}, test acc {result.test_acc_E:.3f}")
-    return model.eval(), task.S.x, task.S.y
 
 
 def gauss_newton_trace(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

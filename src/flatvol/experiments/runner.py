@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -46,6 +45,7 @@ from flatvol.experiments.spec import (
     spec_json,
 )
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
+from flatvol.train.checkpoint import atomic_write
 
 ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
 Backend = Literal["local", "ray"]
@@ -175,17 +175,7 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
