@@ -1,6 +1,12 @@
 """Training to fit (the paper's protocol), optimizers and run checkpoints."""
 
 from flatvol.train.checkpoint import LoadedRun, load_checkpoint, load_run, save_checkpoint, save_run
+from flatvol.train.ensemble import (
+    EnsembleEpochInfo,
+    EnsembleResult,
+    train_ensemble,
+    train_models_together,
+)
 from flatvol.train.loop import (
     EpochInfo,
     TrainConfig,
@@ -13,6 +19,8 @@ from flatvol.train.loop import (
 from flatvol.train.optimizers import make_optimizer, optimizer_names, register_optimizer
 
 __all__ = [
+    "EnsembleEpochInfo",
+    "EnsembleResult",
     "EpochInfo",
     "LoadedRun",
     "TrainConfig",
@@ -27,5 +35,7 @@ __all__ = [
     "register_optimizer",
     "save_checkpoint",
     "save_run",
+    "train_ensemble",
+    "train_models_together",
     "train_to_fit",
 ]

@@ -1,0 +1,67 @@
+"""`flatvol sgd-vs-bayes SPEC --out DIR`: a plain typer-annotated function; flatvol.cli registers
+it (app.command("sgd-vs-bayes")(sgd_vs_bayes_command))."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def sgd_vs_bayes_command(
+    spec: Annotated[str, typer.Argument(
+        help="Spec file (.toml/.yaml) or the name of a shipped spec (sgd_vs_bayes).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (re-running resumes).")],
+    networks: Annotated[int | None, typer.Option(
+        help="Networks per optimizer (overrides sampling.networks).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", envvar="FLATVOL_DATA",
+        help="Data directory (MNIST idx / CIFAR files); default: embedded MNIST subset.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train N networks per optimizer to fit S, count their functions on E (P_opt(f|S)) and
+    compare with the NNGP conditional volume V(f|S) (Mingard et al.'s test)."""
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flatvol.errors import SpecError
+    from flatvol.experiments.sgd_vs_bayes import load_sgd_vs_bayes_spec, run_sgd_vs_bayes
+
+    if threads is not None:
+        if threads < 1:
+            raise SpecError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    parsed = load_sgd_vs_bayes_spec(spec)
+    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=quiet) as bars:
+        handles: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in handles:
+                label = "V(f|S)" if stage == "volumes" else f"train {stage}"
+                handles[stage] = bars.add_task(label, total=total)
+            bars.update(handles[stage], completed=done, total=total)
+
+        result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
+                                  progress=progress, networks=networks)
+    for s in result.summaries:
+        console.print(
+            f"[bold]{s.optimizer}[/]: {s.fitted}/{s.networks} fitted, {s.distinct_functions} "
+            f"functions, {s.resolved_functions} seen >= {parsed.analysis.min_count}x; "
+            f"corr(log P_opt, log V(f|S)) = {_fmt(s.pearson_log10)} (Spearman "
+            f"{_fmt(s.spearman)}); top {parsed.analysis.top}: {_fmt(100 * s.top_within_10x)}% "
+            f"within 10x", highlight=False)
+    console.print(f"-> {out / 'functions.csv'}, {out / 'summary.json'}, "
+                  f"{out / 'p_opt_vs_v.png'}, {out / 'mingard.png'}", highlight=False)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.2f}"

@@ -1,0 +1,198 @@
+"""sgd-vs-bayes end to end on a tiny MNIST problem (S=30, E=8, 48 networks per optimizer)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import flatvol.experiments.sgd_vs_bayes as svb
+from flatvol.data import load_task
+from flatvol.errors import SpecError
+from flatvol.experiments.sgd_vs_bayes import (
+    load_sgd_vs_bayes_spec,
+    run_sgd_vs_bayes,
+    sgd_vs_bayes_spec_from_dict,
+)
+from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
+from flatvol.models import build_model
+from flatvol.train import predict_labels, train_to_fit
+from flatvol.volume import VolumeEstimator, fcn_kernel
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {
+    "name": "tiny",
+    "data": {"task": "mnist", "train_size": 30, "test_size": 8},
+    "model": {"arch": "fcn:8"},
+    "train": {"max_epochs": 300},
+    "optimizers": [{"name": "sgd", "lr": 0.05}, {"name": "adam", "lr": 0.005}],
+    "sampling": {"networks": 48, "chunk": 20},
+    "analysis": {"min_count": 2, "top": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("svb")
+    spec = sgd_vs_bayes_spec_from_dict(TINY)
+    return out, spec, run_sgd_vs_bayes(spec, out)
+
+
+def test_counts_are_the_functions_of_networks_trained_alone(tiny_run):
+    """P_opt(f|S) counts what train_to_fit's networks compute on E, seed by seed."""
+    out, spec, result = tiny_run
+    task = load_task("mnist", train_size=30, test_size=8)
+    sgd = result.samples["sgd"]
+    assert sgd.seeds.tolist() == list(range(48))
+    for seed in (0, 17, 47):
+        model = build_model("fcn:8", task.input_shape, spec.prior(), seed=seed)
+        alone = train_to_fit(model, task, spec.train_config(spec.optimizers[0]), seed=seed)
+        assert bool(sgd.fitted[seed]) == (alone.status == "fitted")
+        assert sgd.epochs[seed] == alone.epochs
+        assert svb.bits_of(predict_labels(model, task.E.x).numpy()) == svb.bits_of(
+            sgd.labels_E[seed])
+    rows = [r for r in result.rows if r["optimizer"] == "sgd"]
+    assert sum(r["count"] for r in rows) == sgd.n_fitted
+    assert sum(r["p_opt"] for r in rows) == pytest.approx(1.0)
+    expected = Counter(svb.bits_of(b) for b in sgd.labels_E[sgd.fitted])
+    assert {r["function"]: r["count"] for r in rows} == dict(expected)
+
+
+def test_conditional_volume_is_ratio_of_volumes_on_one_kernel(tiny_run):
+    """V(f|S) = V(y_S, f_E) / V(y_S), both from the FCN's arccos kernel on S u E."""
+    out, spec, result = tiny_run
+    task = load_task("mnist", train_size=30, test_size=8)
+    estimator = VolumeEstimator(fcn_kernel(build_model("fcn:8", task.input_shape),
+                                           task.x_SE()))
+    y_S = task.S.y.numpy().astype(float)
+    log10_train = estimator.leading(30).log_volume(y_S).log10_volume
+    assert result.volumes.log10_v_train == pytest.approx(log10_train, abs=1e-9)
+    top = result.rows[0]
+    full = estimator.log_volume(np.concatenate([y_S, svb.labels_of(top["function"])]))
+    assert top["log10_v_conditional"] == pytest.approx(full.log10_volume - log10_train,
+                                                       abs=1e-9)
+    # a conditional probability of 8 labels: at most 1, and at least 2^-8 / 100 for functions
+    # the networks actually find (EP is accurate to ~0.3 log10 on such tiny problems)
+    values = [r["log10_v_conditional"] for r in result.rows]
+    assert max(values) <= 1e-9 and min(values) > math.log10(2**-8) - 2
+    assert all(r["ep_converged"] for r in result.rows)
+    # per-point marginals: P(1 | y_S) = V(y_S, 1) / V(y_S); with P(0 | y_S) they sum to 1
+    K = estimator.kernel
+    for j in (0, 5):
+        rows = np.r_[np.arange(30), 30 + j]
+        point = VolumeEstimator(K[np.ix_(rows, rows)])
+        p1, p0 = (10 ** (point.log_volume(np.r_[y_S, label]).log10_volume - log10_train)
+                  for label in (1.0, 0.0))
+        assert result.volumes.prior_label1[j] == pytest.approx(p1, abs=1e-6)
+        assert p1 + p0 == pytest.approx(1.0, abs=0.01)
+
+
+def test_outputs_table_summary_and_figures(tiny_run):
+    out, spec, result = tiny_run
+    for name in ("spec.json", "functions.csv", "points.csv", "summary.json", "volumes.json",
+                 "p_opt_vs_v.png", "mingard.png"):
+        assert (out / name).is_file(), name
+    with open(out / "functions.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(result.rows)
+    assert {r["optimizer"] for r in table} == {"sgd", "adam"}
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("sgd", "adam"):
+        s = summary["optimizers"][name]
+        assert s["networks"] == 48 and 0 < s["fitted"] <= 48
+        assert s["distinct_functions"] == sum(r["optimizer"] == name for r in table)
+        assert len(s["top_functions"]) <= 4
+        counts = [f["count"] for f in s["top_functions"]]
+        assert counts == sorted(counts, reverse=True)
+    assert (out / "mingard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    points = summary["E_points"]
+    assert [p["point"] for p in points] == list(range(8))
+    sgd = result.samples["sgd"]
+    for p in points:
+        assert 0 <= p["prior_p_label1"] <= 1
+        assert p["sgd_p_label1"] == pytest.approx(sgd.labels_E[sgd.fitted][:, p["point"]].mean())
+
+
+def test_rerun_resumes_from_saved_chunks_and_volumes(tiny_run, monkeypatch):
+    out, spec, first = tiny_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("chunks should have been reused")
+
+    monkeypatch.setattr(svb, "train_ensemble", no_training)
+    monkeypatch.setattr(VolumeEstimator, "log_volume", no_training)
+    again = run_sgd_vs_bayes(spec, out)
+    assert again.rows == first.rows
+    # more networks: only the new chunk is trained
+    monkeypatch.undo()
+    trained = []
+    real = svb.train_ensemble
+    monkeypatch.setattr(svb, "train_ensemble",
+                        lambda *a, **k: trained.append(list(a[3])) or real(*a, **k))
+    more = run_sgd_vs_bayes(spec, out, networks=60)
+    assert trained == [list(range(40, 60)), list(range(40, 60))]  # sgd, then adam
+    assert more.samples["sgd"].seeds.tolist() == list(range(60))
+
+
+def test_cli_runs_and_reports(tmp_path):
+    spec_path = tmp_path / "cli.toml"
+    spec_path.write_text(
+        'name = "cli"\n[data]\ntrain_size = 20\ntest_size = 5\n[model]\narch = "fcn:4"\n'
+        '[[optimizers]]\nname = "adam"\nlr = 0.01\n[sampling]\nnetworks = 8\nchunk = 8\n')
+    app = typer.Typer()
+    app.command()(sgd_vs_bayes_command)
+    result = CliRunner().invoke(app, [str(spec_path), "--out", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "adam" in result.output and (tmp_path / "o" / "mingard.png").is_file()
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"optimizers": [{"name": "sam"}]}, "optimizers: 'sam': the ensemble trainer supports"),
+    ({"sampling": {"networks": 0}}, "sampling.networks: Input should be greater than or equal"),
+    ({"data": {"train_size": "many"}}, "data.train_size: Input should be a valid integer"),
+    ({"volume": {"estimator": "exact"}}, "volume.estimator"),
+    ({"train": {"fit": "all"}}, "train.fit must be 'S'"),
+    ({"optimizers": [{"name": "sgd"}, {"name": "sgd"}]}, "labels must be unique"),
+])
+def test_bad_specs_fail_with_one_line_naming_the_field(tmp_path, patch, message):
+    spec = {**TINY, **patch}
+    text = _toml(spec)
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_sgd_vs_bayes_spec(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_shipped_spec_is_valid_and_packaged():
+    shipped = REPO / "specs" / "sgd_vs_bayes.toml"
+    packaged = REPO / "src" / "flatvol" / "specs" / "sgd_vs_bayes.toml"
+    assert shipped.read_text() == packaged.read_text()
+    spec = load_sgd_vs_bayes_spec("sgd_vs_bayes")  # by packaged name
+    assert {o.name for o in spec.optimizers} == {"sgd", "adam"}
+    assert spec.sampling.networks >= 10_000 and 20 <= spec.data.test_size <= 50
+
+
+def _toml(spec: dict) -> str:
+    """Just enough TOML for these specs (tables, arrays of tables, scalars)."""
+    lines = []
+    for key, value in spec.items():
+        if not isinstance(value, (dict, list)):
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in spec.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in value.items()]
+        elif isinstance(value, list):
+            for item in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
