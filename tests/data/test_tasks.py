@@ -284,3 +284,14 @@ def test_full_mnist_reference_task(shared_data):
     np.testing.assert_array_equal(t.A.y.numpy(), 1 - (data.y_train[t.A.index] >= 5))
     with pytest.raises(DataError, match="expected <= 60000"):
         load_task(train_size=59600, attack_size=401, data_dir=shared_data)
+
+
+def test_fingerprint_identifies_the_examples_of_a_task():
+    from flatvol.data import load_task
+
+    a = load_task("mnist", 50, 10, 40, data_seed=0, data_dir="embedded")
+    b = load_task("mnist", 50, 10, 40, data_seed=0, data_dir="embedded")
+    c = load_task("mnist", 50, 10, 40, data_seed=1, data_dir="embedded")
+    d = load_task("mnist", 50, 11, 40, data_seed=0, data_dir="embedded")
+    assert a.fingerprint() == b.fingerprint()
+    assert len({a.fingerprint(), c.fingerprint(), d.fingerprint()}) == 3

@@ -42,7 +42,9 @@ TINY = {
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("svb")
     spec = sgd_vs_bayes_spec_from_dict(TINY)
-    return out, spec, run_sgd_vs_bayes(spec, out)
+    with pytest.MonkeyPatch.context() as mp:  # module scope runs before the autouse fixture
+        mp.delenv("FLATVOL_DATA", raising=False)
+        return out, spec, run_sgd_vs_bayes(spec, out)
 
 
 def test_counts_are_the_functions_of_networks_trained_alone(tiny_run):
@@ -128,7 +130,7 @@ def test_rerun_resumes_from_saved_chunks_and_volumes(tiny_run, monkeypatch):
 
     monkeypatch.setattr(svb, "train_ensemble", no_training)
     monkeypatch.setattr(VolumeEstimator, "log_volume", no_training)
-    again = run_sgd_vs_bayes(spec, out)
+    again = run_sgd_vs_bayes(spec, out, data_dir="embedded")
     assert again.rows == first.rows
     # more networks: only the new chunk is trained
     monkeypatch.undo()
@@ -136,7 +138,7 @@ def test_rerun_resumes_from_saved_chunks_and_volumes(tiny_run, monkeypatch):
     real = svb.train_ensemble
     monkeypatch.setattr(svb, "train_ensemble",
                         lambda *a, **k: trained.append(list(a[3])) or real(*a, **k))
-    more = run_sgd_vs_bayes(spec, out, networks=60)
+    more = run_sgd_vs_bayes(spec, out, data_dir="embedded", networks=60)
     assert trained == [list(range(40, 60)), list(range(40, 60))]  # sgd, then adam
     assert more.samples["sgd"].seeds.tolist() == list(range(60))
 
@@ -196,3 +198,18 @@ def _toml(spec: dict) -> str:
                 lines.append(f"[[{key}]]")
                 lines += [f"{k} = {json.dumps(v)}" for k, v in item.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_other_data_never_reuses_saved_chunks(tiny_run, monkeypatch):
+    """Same spec, different data (the full MNIST instead of the embedded subset): retrain."""
+    shared = REPO.parent / "shared" / "data"
+    if not (shared / "mnist").is_dir():
+        pytest.skip("full MNIST not available")
+    out, spec, _ = tiny_run
+
+    def training(*args, **kwargs):
+        raise RuntimeError("trained again")
+
+    monkeypatch.setattr(svb, "train_ensemble", training)
+    with pytest.raises(RuntimeError, match="trained again"):
+        run_sgd_vs_bayes(spec, out, data_dir=shared)

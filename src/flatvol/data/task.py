@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,16 @@ class TaskData:
     @property
     def test_size(self) -> int:
         return len(self.E)
+
+    def fingerprint(self) -> str:
+        """A hash of the examples and labels of S, A and E: caches keyed by it are never reused
+        for other data (another data directory, seed or class split)."""
+        digest = hashlib.sha256(f"{self.task}|{self.classes}".encode())
+        for split in (self.S, self.A, self.E):
+            for tensor in (split.x, split.y):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def x_SE(self) -> torch.Tensor:
         """Inputs of S then E, the points on which V(f) is measured."""

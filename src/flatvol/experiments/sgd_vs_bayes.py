@@ -145,9 +145,9 @@ class SgdVsBayesSpec(_Strict):
         start = self.sampling.first_seed
         return list(range(start, start + self.sampling.networks))
 
-    def chunk_hash(self, optimizer: OptimizerSpec) -> str:
+    def chunk_hash(self, optimizer: OptimizerSpec, data_fingerprint: str) -> str:
         """What determines a trained network: data, model, prior, training config."""
-        payload = {"data": self.data.model_dump(mode="json"),
+        payload = {"data": self.data.model_dump(mode="json"), "data_fingerprint": data_fingerprint,
                    "model": self.model.model_dump(mode="json"),
                    "train": self.train_config(optimizer).to_dict()}
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -265,7 +265,8 @@ def sample_functions(
     config = spec.train_config(optimizer)
     seeds = spec.seeds()
     step = spec.sampling.chunk
-    chunk_dir = (Path(out_dir) / "chunks" / f"{optimizer.key}-{spec.chunk_hash(optimizer)}"
+    chunk_key = spec.chunk_hash(optimizer, task.fingerprint())
+    chunk_dir = (Path(out_dir) / "chunks" / f"{optimizer.key}-{chunk_key}"
                  if out_dir is not None else None)
     parts: list[dict[str, np.ndarray]] = []
     done = 0
@@ -366,7 +367,7 @@ def conditional_volumes(
     cache: dict[str, Any] = {}
     cache_key = {"estimator": v.estimator, "kernel": v.kernel, "mc_samples": v.mc_samples,
                  "mc_seed": v.mc_seed, "options": v.options,
-                 "data": spec.data.model_dump(mode="json"),
+                 "data": spec.data.model_dump(mode="json"), "data_fingerprint": task.fingerprint(),
                  "model": spec.model.model_dump(mode="json")}
     if cache_path is not None and Path(cache_path).is_file():
         try:
