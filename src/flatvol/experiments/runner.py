@@ -3,6 +3,7 @@
     plan_runs(spec)            -> [PlannedRun]        (seed-major, so a partial sweep is balanced)
     prepare_context(...)       -> SweepContext         (kernel of S u E, computed once, cached)
     execute_run(run, ctx)      -> RunRecord            (pure: no store access; any backend)
+    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: seeds trained together)
     run_sweep(spec, out, ...)  -> SweepSummary          (the driver: resume, backends, progress)
 
 Every run's record (status, results, info, series) is written by the driver in one transaction,
@@ -218,7 +219,7 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int):
     options = dict(opt.options)
     if opt.name == "entropy-sgd":
         options.setdefault("seed", int(seed))
-    base = spec.train.model_dump()
+    base = spec.train.model_dump(exclude={"ensemble"})
     for name in ("lr", "batch_size", "max_epochs", "momentum", "weight_decay",
                  "post_train_epochs"):
         value = getattr(opt, name)
@@ -298,17 +299,28 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}{where}"
 
 
+@dataclass
+class _Trained:
+    """A run's network already trained (by execute_group): execute_run only measures it."""
+
+    task: TaskData
+    model: torch.nn.Module
+    result: Any  # TrainResult, with its per-epoch history
+    seconds: float  # this run's share of the group's training time
+    ensemble: dict[str, Any]
+
+
 def execute_run(run: PlannedRun, ctx: SweepContext,
-                progress: ProgressFn | None = None) -> RunRecord:
+                progress: ProgressFn | None = None, trained: _Trained | None = None) -> RunRecord:
     """Train and measure one run. Never raises for a problem of the run itself: it returns a
     'failed' record with the reason (an unfit training set, a diverging loss, a bad option)."""
-    start = time.perf_counter()
+    start = time.perf_counter() - (trained.seconds if trained is not None else 0.0)
     info: dict[str, Any] = {"seed": run.seed, "attack_size": run.attack_size,
                             "optimizer_label": run.optimizer.key}
     holder: list[_Recorder] = []
     with _threads(ctx.threads):
         try:
-            return _execute(run, ctx, progress, info, start, holder)
+            return _execute(run, ctx, progress, info, start, holder, trained)
         except (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError,
                 IndexError, KeyError) as exc:
             reason = _reason(exc)
@@ -338,27 +350,36 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def _execute(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
-             info: dict[str, Any], start: float, holder: list) -> RunRecord:
+             info: dict[str, Any], start: float, holder: list,
+             trained: _Trained | None = None) -> RunRecord:
     from flatvol.models import build_model
     from flatvol.train import train_to_fit
+    from flatvol.train.loop import EpochInfo
     from flatvol.train.swa import SWAConfig, SWATracker
 
     spec = ctx.spec
-    task = load_run_task(spec, run.attack_size, ctx.data_dir)
+    task = trained.task if trained is not None else load_run_task(spec, run.attack_size,
+                                                                   ctx.data_dir)
     config = train_config(spec, run.optimizer, run.seed)
     swa = None
     if run.optimizer.swa is not None:
         s = run.optimizer.swa
         swa = SWATracker(config.optimizer, SWAConfig(s.lr, s.anneal_epochs, s.anneal_strategy))
         config = type(config)(**{**config.to_dict(), "optimizer": swa.optimizer_name})
-    model = build_model(spec.model.arch, task.input_shape, _prior(spec), seed=run.seed)
     mctx = MeasureContext(spec.measures, seed=run.seed, device=ctx.device, kernel=ctx.kernel,
                           kernel_info=ctx.kernel_info, volume_cache=ctx.volume_cache())
-    recorder = _Recorder(run, ctx, task, mctx, swa, progress, config.max_epochs,
-                         config.post_train_epochs)
+    recorder = _Recorder(run, ctx, task, mctx, swa, progress if trained is None else None,
+                         config.max_epochs, config.post_train_epochs)
     holder.append(recorder)
-    result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
-                          callback=recorder)
+    if trained is None:
+        model = build_model(spec.model.arch, task.input_shape, _prior(spec), seed=run.seed)
+        result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
+                              callback=recorder)
+    else:  # replay the ensemble member's history: the same series rows train_to_fit gives
+        model, result = trained.model, trained.result
+        for row in result.history:
+            recorder(EpochInfo(**row), model)
+        info["ensemble"] = trained.ensemble
     info.update(
         train_status=result.status, epochs=result.epochs, fitted_at=result.fitted_at,
         task=spec.data.task, classes=task.classes, train_size=task.train_size,
@@ -395,6 +416,66 @@ def _execute(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
     return RunRecord(run.key, run.config_hash, "done", results=results, info=info,
                      series=recorder.series, seconds=time.perf_counter() - start,
                      volume_estimator=_estimator_name(spec))
+
+
+# --------------------------------------------------------------------------- ensembles
+def ensemble_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """`runs` split into groups that differ only by seed (same optimizer and attack size), in
+    order of first appearance, each group in plan order."""
+    groups: dict[tuple[str, int], list[PlannedRun]] = {}
+    for run in runs:
+        groups.setdefault((run.optimizer.key, run.attack_size), []).append(run)
+    return list(groups.values())
+
+
+def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
+    """Whether `opt`'s runs can train together: train.ensemble is on, and the optimizer is a
+    plain sgd / momentum / adam (no factory options, no SWA). During-training measures and
+    alpha events are refused with train.ensemble at spec validation."""
+    from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
+
+    return (spec.train.ensemble and opt.name in ENSEMBLE_OPTIMIZERS and not opt.options
+            and opt.swa is None and not spec.during.measures and not spec.alpha_events)
+
+
+def execute_group(runs: list[PlannedRun], ctx: SweepContext,
+                  progress: ProgressFn | None = None) -> Iterator[RunRecord]:
+    """Records of `runs` (one ensemble_groups group), yielded one at a time as each is measured.
+    If the group can use the ensemble trainer its seeds train together, each member then being
+    measured and recorded as execute_run does; otherwise (or if the ensemble trainer refuses
+    the model, e.g. BatchNorm, or fails) each run trains on its own with execute_run."""
+    from flatvol.train.ensemble import train_ensemble
+
+    spec = ctx.spec
+    ens = None
+    if len(runs) > 1 and ensemble_eligible(spec, runs[0].optimizer):
+        first = runs[0]
+        start = time.perf_counter()
+
+        def on_epoch(e: Any) -> None:
+            if progress is not None:
+                progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
+                         config.max_epochs)
+
+        with _threads(ctx.threads):
+            try:
+                task = load_run_task(spec, first.attack_size, ctx.data_dir)
+                config = train_config(spec, first.optimizer, first.seed)
+                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs],
+                                     _prior(spec), ctx.device, callback=on_epoch,
+                                     keep_history=True)
+            except (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError,
+                    IndexError, KeyError):
+                ens = None  # one at a time, where each run gets its own outcome
+        train_seconds = time.perf_counter() - start
+    if ens is None:
+        for run in runs:
+            yield execute_run(run, ctx, progress)
+        return
+    about = {"size": len(runs), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
+    for i, run in enumerate(runs):
+        yield execute_run(run, ctx, progress, trained=_Trained(
+            task, ens.model(i), ens.result(i), train_seconds / len(runs), about))
 
 
 # --------------------------------------------------------------------------- the driver
@@ -490,7 +571,8 @@ def run_sweep(
                     "new --out")
         skipped = len(runs) - len(todo)
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
-        if threads is None and workers > 1:
+        grouped = backend == "local" and spec.train.ensemble
+        if threads is None and workers > 1 and not grouped:
             threads = max(1, (os.cpu_count() or 1) // workers)
         with SweepProgress(len(runs), skipped, progress, console) as bars:
             if todo:
@@ -514,6 +596,10 @@ def run_sweep(
                     from flatvol.experiments.ray_backend import run_ray
 
                     run_ray(todo, ctx, record, workers, bars.update_run)
+                elif grouped:  # in this process; the ensemble trainer uses the threads
+                    for group in ensemble_groups(todo):
+                        for rec in execute_group(group, ctx, bars.update_run):
+                            record(rec)
                 elif workers == 1:
                     for run in todo:
                         record(execute_run(run, ctx, bars.update_run))

@@ -64,6 +64,10 @@ class TrainSpec(_Strict):
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     post_train_epochs: int = Field(0, ge=0)
+    # Train the runs that differ only by seed together (flatvol.train.ensemble). An execution
+    # choice, like the backend: results equal one-at-a-time training to float tolerance, so it
+    # is left out of spec_hash (and so of run keys): a sweep may switch it and resume.
+    ensemble: bool = False
 
 
 class SWASpec(_Strict):
@@ -258,13 +262,20 @@ class ExperimentSpec(_Strict):
                                  f"post-training epoch ({post}) of optimizer {o.key!r}")
         if self.during.every and not self.during.measures:
             raise ValueError("during: 'every' is set but 'measures' is empty")
+        if self.train.ensemble and (self.during.measures or self.alpha_events):
+            what = "during.measures" if self.during.measures else "alpha_events"
+            raise ValueError(f"train.ensemble: ensemble training has no per-epoch hook, so it "
+                             f"cannot take {what}; set ensemble = false or remove {what}")
         return self
 
     def spec_hash(self) -> str:
         """Hash of the protocol: everything but the name, description and the sweep axes
-        (optimizers, attack sizes, seeds), so extending a sweep keeps its finished runs."""
-        payload = self.model_dump(mode="json", exclude={"name", "description", "optimizers",
-                                                        "sweep"})
+        (optimizers, attack sizes, seeds), so extending a sweep keeps its finished runs, and
+        train.ensemble, which changes how runs are trained but not (beyond float rounding) what
+        they give."""
+        payload = self.model_dump(mode="json", exclude={
+            "name": True, "description": True, "optimizers": True, "sweep": True,
+            "train": {"ensemble"}})
         return _digest(payload)
 
     def config_hash(self, optimizer: OptimizerSpec) -> str:

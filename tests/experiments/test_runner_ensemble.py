@@ -1,0 +1,98 @@
+"""train.ensemble: the runs of a sweep that differ only by seed train together
+(flatvol.train.ensemble) and are recorded exactly as one-at-a-time runs are."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from experiments_helpers import tiny_spec
+
+from flatvol.errors import SpecError
+from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
+from flatvol.experiments.runner import ensemble_eligible, ensemble_groups
+from flatvol.experiments.store import store_path
+
+KEYS = ["optimizer", "attack_size", "seed"]
+
+
+def _spec(ensemble: bool, **overrides):
+    return spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
+                                    sweep__attack_sizes=[0, 10], sweep__seeds=3,
+                                    train__ensemble=ensemble, **overrides))
+
+
+def _runs(out):
+    return runs_frame(out).sort_values(KEYS).reset_index(drop=True)
+
+
+def test_ensemble_sweep_matches_one_at_a_time(tmp_path):
+    one, ens = _spec(False), _spec(True)
+    assert one.spec_hash() == ens.spec_hash()  # an execution choice: same run keys
+    assert [r.key for r in plan_runs(one)] == [r.key for r in plan_runs(ens)]
+    a = run_sweep(one, tmp_path / "one", progress=False)
+    b = run_sweep(ens, tmp_path / "ens", progress=False)
+    assert (a.planned, a.done, a.failed) == (b.planned, b.done, b.failed) == (6, 6, 0)
+    ra, rb = _runs(tmp_path / "one"), _runs(tmp_path / "ens")
+    assert ra[KEYS + ["spec_hash"]].equals(rb[KEYS + ["spec_hash"]])
+    assert list(ra["status"]) == list(rb["status"])
+    assert list(ra["epochs"]) == list(rb["epochs"])
+    assert list(ra["fitted_at"]) == list(rb["fitted_at"])
+    assert list(ra["test_acc_E"]) == list(rb["test_acc_E"])
+    assert list(ra["train_acc_S"]) == list(rb["train_acc_S"])
+    np.testing.assert_allclose(rb["log10_volume"], ra["log10_volume"], atol=1e-6)
+    np.testing.assert_allclose(rb["sharpness"], ra["sharpness"], rtol=1e-3, atol=1e-6)
+    # The epochs (and the whole per-epoch series: loss, accuracies, zero_error_epoch) agree.
+    sa, sb = (series_frame(tmp_path / d).sort_values(KEYS + ["epoch", "phase", "metric"])
+              .reset_index(drop=True) for d in ("one", "ens"))
+    assert sa[KEYS + ["epoch", "phase", "metric"]].equals(sb[KEYS + ["epoch", "phase", "metric"]])
+    np.testing.assert_allclose(sb["value"], sa["value"], rtol=1e-5, atol=1e-6)
+    zero = sa[sa.metric == "zero_error_epoch"]
+    assert len(zero) == 6 and zero["value"].nunique() > 1  # the seeds stop at different epochs
+    # The ensemble trainer really trained them: one group of 3 seeds per attack size.
+    for name, size in (("one", None), ("ens", 3)):
+        with sqlite3.connect(store_path(tmp_path / name)) as conn:
+            infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+        assert [i.get("ensemble", {}).get("size") for i in infos] == [size] * 6
+    # Resume after a partial ensemble sweep: only the missing runs train, none is duplicated.
+    part = tmp_path / "part"
+    first = run_sweep(spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
+                                               sweep__attack_sizes=[0, 10], sweep__seeds=[0],
+                                               train__ensemble=True)), part, progress=False)
+    assert first.done == 2
+    rest = run_sweep(ens, part, progress=False)
+    assert (rest.skipped, rest.done) == (2, 4)
+    assert _runs(part)[KEYS].equals(rb[KEYS])
+    assert list(_runs(part)["test_acc_E"]) == list(rb["test_acc_E"])
+
+
+def test_groups_and_fallback_rules():
+    spec = spec_from_dict(tiny_spec(train__ensemble=True, sweep__seeds=3, optimizers=[
+        {"name": "sgd"}, {"name": "sam", "options": {"rho": 0.05}},
+        {"name": "momentum", "label": "swa", "post_train_epochs": 2, "swa": {"lr": 0.01}}]))
+    groups = ensemble_groups(plan_runs(spec))
+    assert len(groups) == 3 * 2  # optimizers x attack sizes
+    for group in groups:
+        assert [r.seed for r in group] == [0, 1, 2]
+        assert len({(r.optimizer.key, r.attack_size) for r in group}) == 1
+    eligible = {o.key: ensemble_eligible(spec, o) for o in spec.optimizers}
+    assert eligible == {"sgd": True, "sam": False, "swa": False}  # the others: one at a time
+    off = spec_from_dict(tiny_spec())
+    assert not ensemble_eligible(off, off.optimizers[0])
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"during": {"every": 5, "measures": ["sharpness"]}}, "during.measures"),
+    ({"train": {"ensemble": True, "post_train_epochs": 2},
+      "alpha_events": [{"post_epoch": 1, "alpha": 2.0}]}, "alpha_events"),
+])
+def test_ensemble_refuses_per_epoch_hooks_in_one_line(extra, field):
+    data = tiny_spec(train__ensemble=True)
+    data.update(extra)
+    with pytest.raises(SpecError) as err:
+        spec_from_dict(data, "x.toml")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("x.toml: ")
+    assert "train.ensemble" in text and field in text
+    with pytest.raises(SpecError, match="ensemble"):
+        spec_from_dict(tiny_spec(train__ensemble="maybe"), "x.toml")
