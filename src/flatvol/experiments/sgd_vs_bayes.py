@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
@@ -48,7 +48,7 @@ from flatvol.experiments.spec import (
     OptimizerSpec,
     TrainSpec,
     _Strict,
-    format_validation_error,
+    validate_spec,
 )
 from flatvol.models import Prior, build_model
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS, EnsembleEpochInfo, train_ensemble
@@ -156,15 +156,7 @@ class SgdVsBayesSpec(_Strict):
 
 def sgd_vs_bayes_spec_from_dict(data: Mapping[str, Any], source: str = "<spec>"
                                 ) -> SgdVsBayesSpec:
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{source}: expected a table/mapping at top level, got "
-                        f"{type(data).__name__}")
-    try:
-        return SgdVsBayesSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, source)) from None
-    except SpecError as exc:  # from a registry lookup inside a validator
-        raise SpecError(" ".join(f"{source}: {exc}".split())) from None
+    return validate_spec(SgdVsBayesSpec, data, source)
 
 
 def load_sgd_vs_bayes_spec(path: str | Path) -> SgdVsBayesSpec:

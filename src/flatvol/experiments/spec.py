@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from flatvol.errors import SpecError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 VOLUME_ESTIMATORS = ("ep-orthant", "orthant-is", "ep-probit", "laplace")
 DEFAULT_VOLUME_ESTIMATOR = "ep-orthant"
@@ -340,16 +342,22 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return _one_line(f"{source}: {where}: {msg}{got}{more}")
 
 
-def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
+def validate_spec(model: type[ModelT], data: Mapping[str, Any],
+                  source: str = "<spec>") -> ModelT:
+    """Validate parsed TOML/YAML `data` as `model`; any problem is one SpecError line."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{source}: expected a table/mapping at top level, got "
                         f"{type(data).__name__}")
     try:
-        return ExperimentSpec.model_validate(dict(data))
+        return model.model_validate(dict(data))
     except ValidationError as exc:
         raise SpecError(format_validation_error(exc, source)) from None
     except SpecError as exc:  # raised by a registry lookup inside a validator
         raise SpecError(_one_line(f"{source}: {exc}")) from None
+
+
+def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
+    return validate_spec(ExperimentSpec, data, source)
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
