@@ -1,13 +1,15 @@
 # `make demo` and `make test` each set up .venv from scratch if needed, then run.
+# `make test` also installs what the tests need beyond Python packages (Chromium, for the
+# report's browser test) where the machine allows it (root with apt-get).
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,ray
 BIN    := $(VENV)/bin
 comma  := ,
 STAMP  := $(VENV)/.flatvol-installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test lint bench clean setup
+.PHONY: demo test lint bench clean setup browser
 
 setup: $(STAMP)
 
@@ -23,8 +25,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/flatvol demo --out demo_out
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Chromium renders the HTML report in tests/analysis/test_analysis_browser.py.
+browser:
+	@sh scripts/install_chromium.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

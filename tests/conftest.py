@@ -1,12 +1,39 @@
-"""Shared fixtures: a small synthetic binary task that needs no data files."""
+"""Shared fixtures: a small synthetic binary task that needs no data files, and the full data
+(MNIST, CIFAR car/cat, Boolean-prior tables) where it is: FLATVOL_DATA, else ../shared/data."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from flatvol.data.task import Split, TaskData
+
+# The project's checkouts (and CI's clone) sit beside shared/, which holds the full data sets.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def full_data_dir() -> Path | None:
+    """The full-data folder: FLATVOL_DATA if set, else ../shared/data beside the checkout."""
+    value = os.environ.get("FLATVOL_DATA", "").strip()
+    if value:
+        return Path(value)
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The full data folder; the test is skipped where neither FLATVOL_DATA nor ../shared/data
+    exists (a checkout without the project's shared data)."""
+    path = full_data_dir()
+    if path is None:
+        pytest.skip(f"full data not present: set FLATVOL_DATA or provide {SHARED_DATA}")
+    if not path.is_dir():
+        pytest.fail(f"FLATVOL_DATA={path} is not a folder")
+    return path
 
 
 def make_synthetic_task(n_train: int = 64, n_attack: int = 16, n_test: int = 64, dim: int = 10,

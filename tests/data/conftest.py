@@ -1,5 +1,5 @@
-"""Fixtures for the data tests: tiny IDX/CIFAR files written by the tests, a loopback HTTP server,
-and the shared real data when FLATVOL_DATA is set.
+"""Fixtures for the data tests: tiny IDX/CIFAR files written by the tests and a loopback HTTP server
+(the shared real data fixture, shared_data, is in tests/conftest.py).
 
 Helpers reach the tests through the `dh` fixture rather than `from conftest import ...`, which
 works under every pytest import mode and cannot pick up another folder's conftest."""
@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
-import os
 import pickle
 import struct
 import threading
@@ -93,18 +92,6 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-@pytest.fixture
-def shared_data() -> Path:
-    """The shared real data folder named by FLATVOL_DATA; the test is skipped without it."""
-    value = os.environ.get("FLATVOL_DATA", "").strip()
-    if not value:
-        pytest.skip("FLATVOL_DATA not set")
-    path = Path(value)
-    if not path.is_dir():
-        pytest.fail(f"FLATVOL_DATA={value} is not a folder")
-    return path
 
 
 @pytest.fixture
