@@ -37,6 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import flatvol
 from flatvol.data.task import TaskData
 from flatvol.errors import FlatvolError, SpecError
+from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.measures import MeasureContext, VolumeCache, compute_measures
 from flatvol.experiments.spec import (
     ExperimentSpec,
@@ -116,21 +117,6 @@ def plan_runs(spec: ExperimentSpec) -> list[PlannedRun]:
 
 
 # --------------------------------------------------------------------------- data + kernel
-def load_run_task(spec: ExperimentSpec, attack_size: int, data_dir: str | None) -> TaskData:
-    from flatvol.data import load_task
-
-    d = spec.data
-    return load_task(d.task, train_size=d.train_size, attack_size=attack_size,
-                     test_size=d.test_size, data_seed=d.data_seed, data_dir=data_dir,
-                     classes=d.classes)
-
-
-def _prior(spec: ExperimentSpec):
-    from flatvol.models import Prior
-
-    return Prior(spec.model.sigma_w2, spec.model.sigma_b2)
-
-
 def needs_kernel(spec: ExperimentSpec) -> bool:
     return "volume" in spec.measures.final or "volume" in spec.during.measures
 
@@ -153,7 +139,7 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
     from flatvol.volume.kernels import fcn_kernel, mc_nngp_kernel
 
     v = spec.measures.volume
-    model = build_model(spec.model.arch, task.input_shape, _prior(spec), seed=v.mc_seed)
+    model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=v.mc_seed)
     x = task.x_SE()
     start = time.perf_counter()
     kind = v.kernel
@@ -210,24 +196,6 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
 
 
 # --------------------------------------------------------------------------- one run
-def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int):
-    """The TrainConfig of one run: spec.train with the optimizer's overrides; optimizer options
-    become a registered alias (Entropy-SGD's Langevin noise is seeded by the run seed)."""
-    from flatvol.train import TrainConfig
-    from flatvol.train.optimizers import optimizer_with_options
-
-    options = dict(opt.options)
-    if opt.name == "entropy-sgd":
-        options.setdefault("seed", int(seed))
-    base = spec.train.model_dump(exclude={"ensemble"})
-    for name in ("lr", "batch_size", "max_epochs", "momentum", "weight_decay",
-                 "post_train_epochs"):
-        value = getattr(opt, name)
-        if value is not None:
-            base[name] = value
-    return TrainConfig(optimizer=optimizer_with_options(opt.name, options), **base)
-
-
 class _Recorder:
     """The per-epoch callback: series rows, during-training measures, alpha events, SWA."""
 
@@ -372,7 +340,7 @@ def _execute(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
                          config.max_epochs, config.post_train_epochs)
     holder.append(recorder)
     if trained is None:
-        model = build_model(spec.model.arch, task.input_shape, _prior(spec), seed=run.seed)
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed)
         result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
                               callback=recorder)
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
@@ -462,7 +430,7 @@ def execute_group(runs: list[PlannedRun], ctx: SweepContext,
                 task = load_run_task(spec, first.attack_size, ctx.data_dir)
                 config = train_config(spec, first.optimizer, first.seed)
                 ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs],
-                                     _prior(spec), ctx.device, callback=on_epoch,
+                                     spec_prior(spec), ctx.device, callback=on_epoch,
                                      keep_history=True)
             except (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError,
                     IndexError, KeyError):

@@ -1,0 +1,62 @@
+"""What a run of a spec is built from: its task, its prior and its training configuration.
+
+The runner, the pre-flight checks and the backends all build runs through these functions, so a
+spec means the same thing wherever it is read.
+"""
+
+from __future__ import annotations
+
+from flatvol.data.task import TaskData
+from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
+from flatvol.models import Prior
+from flatvol.train import TrainConfig
+
+
+def load_run_task(spec: ExperimentSpec, attack_size: int, data_dir: str | None) -> TaskData:
+    """The TaskData (S, A, E) of the spec's data settings with `attack_size` flipped points.
+
+    Args:
+        spec: the experiment spec.
+        attack_size: |A| of this run.
+        data_dir: data directory (None: FLATVOL_DATA or the embedded MNIST subset).
+
+    Returns:
+        The task; S and E depend only on the data settings, so every run shares them.
+    """
+    from flatvol.data import load_task
+
+    d = spec.data
+    return load_task(d.task, train_size=d.train_size, attack_size=attack_size,
+                     test_size=d.test_size, data_seed=d.data_seed, data_dir=data_dir,
+                     classes=d.classes)
+
+
+def spec_prior(spec: ExperimentSpec) -> Prior:
+    """The prior that initializes every network of the spec (and defines its NNGP kernel)."""
+    return Prior(spec.model.sigma_w2, spec.model.sigma_b2)
+
+
+def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainConfig:
+    """The TrainConfig of one run: spec.train with the optimizer's overrides; optimizer options
+    become a registered alias (Entropy-SGD's Langevin noise is seeded by the run seed).
+
+    Args:
+        spec: the experiment spec.
+        opt: one of spec.optimizers.
+        seed: the run's seed.
+
+    Returns:
+        The configuration train_to_fit (or the ensemble trainer) runs with.
+    """
+    from flatvol.train.optimizers import optimizer_with_options
+
+    options = dict(opt.options)
+    if opt.name == "entropy-sgd":
+        options.setdefault("seed", int(seed))
+    base = spec.train.model_dump(exclude={"ensemble"})
+    for name in ("lr", "batch_size", "max_epochs", "momentum", "weight_decay",
+                 "post_train_epochs"):
+        value = getattr(opt, name)
+        if value is not None:
+            base[name] = value
+    return TrainConfig(optimizer=optimizer_with_options(opt.name, options), **base)

@@ -1,0 +1,110 @@
+"""Checks of command options that every command shares: thread counts, devices, output paths.
+
+Each check raises a one-line SpecError naming the option, what it expects and what it got, and
+touches nothing on disk, so a command can run all of them before any work (the CLI turns the
+error into exit code 2).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from flatvol.errors import SpecError
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> int | None:
+    """A torch thread count: None (torch's default) or an integer >= 1.
+
+    Args:
+        threads: the requested count.
+        option: the option's name, for the message.
+
+    Returns:
+        `threads` unchanged.
+    """
+    if threads is not None and (isinstance(threads, bool) or int(threads) != threads
+                                or threads < 1):
+        raise SpecError(f"{option}: expected an integer >= 1, got {threads!r}")
+    return threads
+
+
+def check_positive_int(value: int, option: str) -> int:
+    """An integer option that must be >= 1 (workers, samples, networks)."""
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise SpecError(f"{option}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def check_device(device: str | torch.device, option: str = "--device") -> torch.device:
+    """A torch device that exists on this machine: 'cpu', or 'cuda[:i]' / 'mps' when present.
+
+    Args:
+        device: the device string (or torch.device).
+        option: the option's name, for the message.
+
+    Returns:
+        The parsed torch.device.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SpecError(f"{option}: expected a torch device such as cpu, cuda or cuda:1, "
+                        f"got {str(device)!r}") from None
+    if parsed.type == "cpu":
+        return parsed
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SpecError(f"{option}: expected a device present on this machine, got "
+                            f"{str(device)!r} (no CUDA device is available; use cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise SpecError(f"{option}: expected cuda:0..cuda:{count - 1}, got {str(device)!r}")
+        return parsed
+    if parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SpecError(f"{option}: expected a device present on this machine, got "
+                            f"{str(device)!r} (MPS is not available; use cpu)")
+        return parsed
+    raise SpecError(f"{option}: expected cpu, cuda[:i] or mps, got {str(device)!r}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): rely on os.access
+        return False
+
+
+def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+    """A directory the command may create or write into: not an existing file, and writable
+    (or creatable under a writable folder). Nothing is created here.
+
+    Args:
+        path: the output directory.
+        option: the option's name, for the message.
+
+    Returns:
+        The path as a Path.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"{option} {path}: expected a directory, got an existing file")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise SpecError(f"{option} {path}: expected a directory, but {base} is a file")
+    if not os.access(base, os.W_OK | os.X_OK) or _read_only_mount(base):
+        what = "directory" if base == path else f"parent folder {base}"
+        raise SpecError(f"{option} {path}: expected a writable directory, but the {what} "
+                        "is not writable")
+    return path
