@@ -9,11 +9,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.exceptions
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flatvol.errors import FlatvolError
+
+# Recent typer raises its own (vendored click) exceptions; older typer raises click's, and then
+# depends on click, so click is importable exactly when it is needed.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (typer.exceptions.TyperException,)
+_ABORTS: tuple[type[BaseException], ...] = (typer.Abort,)
+try:
+    import click
+
+    _USAGE_ERRORS += (click.ClickException,)
+    _ABORTS += (click.Abort,)
+except ImportError:
+    pass
 
 app = typer.Typer(
     add_completion=False,
@@ -60,8 +73,19 @@ def train(
     from flatvol.errors import SpecError
     from flatvol.models import Prior
     from flatvol.train import TrainConfig
+    from flatvol.train.checkpoint import RUN_JSON
     from flatvol.train.run import RunSpec, train_run
+    from flatvol.validate import check_device, check_output_dir
 
+    check_output_dir(out)
+    if (out / RUN_JSON).exists():
+        raise SpecError(f"--out {out}: already holds a run ({RUN_JSON}); expected a new or empty "
+                        "directory (a finished run is never overwritten)")
+    check_device(device)
+    for option, value in (("--seed", seed), ("--data-seed", data_seed),
+                          ("--attack-size", attack_size)):
+        if value < 0:
+            raise SpecError(f"{option}: expected an integer >= 0, got {value}")
     try:
         prior = Prior(sigma_w2, sigma_b2)
     except ValueError as exc:
@@ -148,9 +172,26 @@ def echo_json(obj: object) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: user errors, including malformed options, become one line on stderr and
+    exit code 2 (never a traceback)."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except FlatvolError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `flatvol` / `flatvol run`: help
+            exc.show()
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "flatvol"
+        _fail(f"{where}: {exc.format_message()} (see '{where} --help')")
+    except _ABORTS:
+        console.print("aborted", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/] {escape(' '.join(message.split()))}", highlight=False,
+                  soft_wrap=True)
+    sys.exit(2)

@@ -88,7 +88,7 @@ def test_bad_inputs_raise_one_line_errors(app, files, tmp_path):
         (["--kernel", str(d / "K.npy"), "--labels", str(tmp_path / "bad_y.npy")], VolumeError,
          "{0,1} or {-1,+1}"),
         (["--kernel", str(d / "K.npy"), "--labels", str(tmp_path / "obj.npy")], VolumeError,
-         "not a readable .npy labels"),
+         "expected a numeric labels array, got Python objects"),
         (["--kernel", str(tmp_path / "rect.npy"), "--labels", str(d / "y.npy")], VolumeError,
          "square"),
         (["--kernel", str(tmp_path / "junk.npy"), "--labels", str(d / "y.npy")], VolumeError,

@@ -39,6 +39,7 @@ from flatvol.data.task import TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.measures import MeasureContext, VolumeCache, compute_measures
+from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import (
     ExperimentSpec,
     OptimizerSpec,
@@ -509,34 +510,20 @@ def run_sweep(
         source_path = resolve_spec_path(spec)
         spec = load_spec(source_path)
         source_text = source_path.read_text(encoding="utf-8")
-    if backend not in ("local", "ray"):
-        raise SpecError(f"--backend must be 'local' or 'ray', got {backend!r}")
-    if workers < 1:
-        raise SpecError(f"--workers must be >= 1, got {workers}")
-    if backend == "ray":
-        from flatvol.experiments.ray_backend import _import_ray
-
-        _import_ray()  # fail before touching the store
     out = Path(out)
     data_dir = str(data_dir) if data_dir is not None else None
     console = console or Console(stderr=True)
     runs = plan_runs(spec)
+    options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed)
+    check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options)
     with Store(out) as store:
         spec_hash = spec.spec_hash()
+        # Checked again inside the store (another sweep may have written since), and before
+        # anything is written, so a refused re-run leaves the store's bytes as they were.
+        todo = runs_to_do(runs, store.finished(spec_hash), retry_failed, out)
         store.add_spec(spec_hash, spec.name, spec_json(spec),
                        str(source_path) if source_path else None, source_text)
         store.set_meta(_environment())
-        finished = store.finished(spec_hash)
-        todo: list[PlannedRun] = []
-        for run in runs:
-            prev = finished.get(run.key)
-            if prev is None or (prev[0] == "failed" and retry_failed):
-                todo.append(run)
-            elif prev[1] != run.config_hash:
-                raise SpecError(
-                    f"{out}: run {run.key} is recorded with other settings for optimizer "
-                    f"{run.optimizer.key!r}; give the changed optimizer a new label or use a "
-                    "new --out")
         skipped = len(runs) - len(todo)
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
         grouped = backend == "local" and spec.train.ensemble

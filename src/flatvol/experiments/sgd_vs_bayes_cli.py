@@ -31,14 +31,17 @@ def sgd_vs_bayes_command(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flatvol.errors import SpecError
     from flatvol.experiments.sgd_vs_bayes import load_sgd_vs_bayes_spec, run_sgd_vs_bayes
+    from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
-    if threads is not None:
-        if threads < 1:
-            raise SpecError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    check_threads(threads)
+    check_output_dir(out)
+    check_device(device)
+    if networks is not None:
+        check_positive_int(networks, "--networks")
     parsed = load_sgd_vs_bayes_spec(spec)
+    if threads is not None:
+        torch.set_num_threads(threads)
     with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True,
                   disable=quiet) as bars:

@@ -275,6 +275,39 @@ def _open_readonly(db: str | Path | Store) -> tuple[sqlite3.Connection, bool]:
     return conn, True
 
 
+def recorded_runs(out: str | Path, spec_hash: str) -> dict[RunKey, tuple[str, str]]:
+    """(status, config_hash) of every run of `spec_hash` already in OUT's store, read without
+    writing anything (an empty dict where OUT has no store yet).
+
+    Args:
+        out: the output directory (or its store file).
+        spec_hash: the spec whose runs to list.
+
+    Returns:
+        {RunKey: (status, config_hash)}.
+    """
+    path = store_path(out)
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise StoreError(f"{path}: expected a results store file, got a directory")
+    try:
+        # immutable: this look-up runs before a command may be refused, so it must not touch
+        # the directory (not even SQLite's -wal/-shm files). Runs still only in a WAL are not
+        # seen here; the sweep repeats the check inside the store before it writes anything.
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"  # as_uri quotes '?', '#', ' '
+        conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+        try:
+            rows = conn.execute(
+                "SELECT optimizer, attack_size, seed, status, config_hash FROM runs "
+                "WHERE spec_hash=?", (spec_hash,)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a flatvol results store ({exc})") from None
+    return {RunKey(spec_hash, o, a, s): (st, ch) for o, a, s, st, ch in rows}
+
+
 def runs_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataFrame:
     """One row per recorded run: RUN_COLUMNS, INFO_COLUMNS (from the info JSON), then one column
     per scalar result (test_acc_E, log10_volume, log10_sharpness, ...). `db` is an output

@@ -8,6 +8,7 @@ training set S only (never the attack set).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,8 +32,9 @@ from flatvol.flatness.measures import (
     pac_bayes_flatness,
     pac_bayes_magnitude_flatness,
 )
-from flatvol.flatness.sharpness import keskar_sharpness
+from flatvol.flatness.sharpness import MAXIMIZERS, keskar_sharpness
 from flatvol.train.checkpoint import load_run
+from flatvol.validate import check_device, check_positive_int
 
 MeasureRunner = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 
@@ -103,6 +105,21 @@ def compute_measures(
     return out
 
 
+def check_flatness_options(*, epsilon: float, maximizer: str, top_k: int, n_hvp: int,
+                           chunk_size: int | None, device: str) -> None:
+    """The options of `flatvol flatness`, checked before the run is loaded."""
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise SpecError(f"--epsilon: expected a positive number, got {epsilon}")
+    if maximizer not in MAXIMIZERS:
+        raise SpecError(f"--maximizer: expected one of {', '.join(MAXIMIZERS)}, "
+                        f"got {maximizer!r}")
+    check_positive_int(top_k, "--top-k")
+    check_positive_int(n_hvp, "--n-hvp")
+    if chunk_size is not None:
+        check_positive_int(chunk_size, "--chunk-size")
+    check_device(device)
+
+
 def flatness_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by 'flatvol train'.")],
     measures: Annotated[str, typer.Option(
@@ -125,6 +142,8 @@ def flatness_command(
 ) -> None:
     """Flatness measures of a trained network on its training set S."""
     names = parse_measures(measures)
+    check_flatness_options(epsilon=epsilon, maximizer=maximizer, top_k=top_k, n_hvp=n_hvp,
+                           chunk_size=chunk_size, device=device)
     run = load_run(run_dir, data_dir=data_dir, device=device)
     results = compute_measures(
         run.model, run.task.S.x, run.task.S.y, names, epsilon=epsilon, maximizer=maximizer,

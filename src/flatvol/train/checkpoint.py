@@ -67,11 +67,22 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, pickle with forbidden globals, ...
         raise CheckpointError(f"{path}: not a readable weights-only checkpoint ({exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a state_dict, got {type(state).__name__}")
+    # Weights that are NaN or infinite give outputs that belong to no function: refuse them
+    # here, so no volume or flatness number is ever computed from them.
+    for name, tensor in state.items():
+        if torch.is_tensor(tensor) and tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"{path}: weights are not finite ({bad} NaN/inf values "
+                                      f"in {name!r}); expected finite weights")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match the model ({first})") from None
+        first = " ".join(str(exc).split())
+        raise CheckpointError(f"{path}: weights do not match the model in {RUN_JSON} "
+                              f"({first[:300]})") from None
     return model
 
 
@@ -84,10 +95,17 @@ def save_run(run_dir: str | Path, model: nn.Module, info: dict[str, Any]) -> Pat
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_JSON
+    """The metadata of a run directory (run.json), checked for the fields a reload needs."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: expected a run directory written by 'flatvol train', "
+                              "got a file")
+    path = run_dir / RUN_JSON
     if not path.is_file():
         raise CheckpointError(
-            f"{path}: not found (is {run_dir} a directory written by 'flatvol train'?)"
+            f"{run_dir}: no {RUN_JSON} (expected a directory written by 'flatvol train')"
         )
     try:
         info = json.loads(path.read_text())

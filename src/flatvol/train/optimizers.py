@@ -23,12 +23,21 @@ class OptimizerSettings:
         self.extra = extra
 
 
+def _plain(name: str, make: OptimizerFactory) -> OptimizerFactory:
+    """A torch.optim optimizer that takes no options beyond lr, momentum and weight decay."""
+    def factory(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
+        _check_extra(name, s, ())
+        return make(params, s)
+
+    return factory
+
+
 _REGISTRY: dict[str, OptimizerFactory] = {
-    "sgd": lambda p, s: torch.optim.SGD(p, lr=s.lr, weight_decay=s.weight_decay),
-    "momentum": lambda p, s: torch.optim.SGD(
-        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
-    ),
-    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay),
+    "sgd": _plain("sgd", lambda p, s: torch.optim.SGD(p, lr=s.lr, weight_decay=s.weight_decay)),
+    "momentum": _plain("momentum", lambda p, s: torch.optim.SGD(
+        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)),
+    "adam": _plain("adam", lambda p, s: torch.optim.Adam(
+        p, lr=s.lr, weight_decay=s.weight_decay)),
 }
 
 
@@ -38,9 +47,9 @@ Optimizer = torch.optim.Optimizer
 def _check_extra(name: str, settings: OptimizerSettings, allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(settings.extra) - set(allowed))
     if unknown:
+        expected = f"some of {', '.join(allowed)}" if allowed else "none"
         raise SpecError(
-            f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(allowed)}"
+            f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; expected {expected}"
         )
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import typer
 
 from flatvol.errors import SpecError, VolumeError
+from flatvol.validate import check_device
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
@@ -29,8 +30,21 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise VolumeError(f"{path}: {what} file not found")
     try:
+        with path.open("rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise VolumeError(f"{path}: cannot read the {what} file ({exc.strerror})") from None
+    if magic != b"\x93NUMPY":
+        raise VolumeError(f"{path}: expected a .npy {what} file (numpy.save), got another format")
+    try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise VolumeError(f"{path}: expected a numeric {what} array, got Python objects "
+                              "(refused: object arrays need unpickling)") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VolumeError(f"{path}: not a readable .npy {what} ({first})") from None
+    except (OSError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise VolumeError(f"{path}: not a readable .npy {what} ({first})") from None
 
@@ -41,7 +55,9 @@ def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int 
 
     K = as_kernel(load_npy(kernel, "kernel"), name=str(kernel))
     y = as_signed_labels(load_npy(labels, "labels"), K.shape[0], name=str(labels))
-    est = VolumeEstimator(K)
+    if n_train is not None and not 1 <= n_train <= K.shape[0]:
+        raise SpecError(f"--n-train: expected 1..{K.shape[0]} (rows of {kernel}), got {n_train}")
+    est = VolumeEstimator(K, name=str(kernel))
     if n_train is None:
         out = est.log_volume(y, estimator, **options).to_dict()
     else:
@@ -106,8 +122,11 @@ def volume_command(
 ) -> None:
     """Estimate the volume V(f) (log10 prior probability of the function) with the NNGP kernel."""
     check_estimator(estimator)
+    check_device(device)
     if samples < 2:
-        raise SpecError(f"--samples must be >= 2, got {samples}")
+        raise SpecError(f"--samples: expected an integer >= 2, got {samples}")
+    if mc_samples < 2:
+        raise SpecError(f"--mc-samples: expected an integer >= 2, got {mc_samples}")
     if proposal not in PROPOSALS:
         raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
     options = {"n_samples": samples, "seed": seed, "proposal": proposal}

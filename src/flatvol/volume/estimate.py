@@ -118,11 +118,12 @@ class VolumeEstimator:
         kernel: Any,
         *,
         max_relative_jitter: float = DEFAULT_MAX_JITTER,
+        name: str = "kernel",
         _validated: tuple[np.ndarray, np.ndarray, float] | None = None,
     ):
         if _validated is None:
-            K = as_kernel(kernel)
-            chol, jitter = jittered_cholesky(K, max_relative_jitter)
+            K = as_kernel(kernel, name=name)
+            chol, jitter = jittered_cholesky(K, max_relative_jitter, name=name)
             if jitter:
                 K[np.diag_indices(K.shape[0])] += jitter
         else:
@@ -271,6 +272,10 @@ def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 100
                             for i in range(0, x.shape[0], batch_size)])
     finally:
         model.train(was_training)
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:  # such a network computes no function: its "labels" would be arbitrary
+        raise VolumeError(f"the network's outputs are not finite on {bad} of {logits.numel()} "
+                          "points; expected finite outputs (are its weights finite?)")
     return (logits > 0).to(torch.float64).numpy()
 
 

@@ -1,0 +1,180 @@
+"""Pre-flight checks of a sweep: everything that can be checked before the first run starts.
+
+`check_sweep` validates the command's options, the output directory, and the whole expanded spec
+(every run's data sizes against the pool, the architecture, each optimizer with its options and
+each measure with its options) on tiny stand-ins, and reads the existing store without writing
+to it. A problem is one SpecError line naming the spec file or option, expected vs got; nothing on
+disk has changed when it is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flatvol.data.task import Split, TaskData
+from flatvol.errors import FlatvolError, SpecError
+from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.spec import ExperimentSpec
+from flatvol.experiments.store import RunKey, recorded_runs
+from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
+
+BACKENDS = ("local", "ray")
+DRY_RUN_POINTS = 4  # examples of S (and E) the measures are tried on before the sweep
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """A sweep command's options (flatvol run / run_sweep)."""
+
+    backend: str = "local"
+    workers: int = 1
+    device: str = "cpu"
+    threads: int | None = None
+    data_dir: str | None = None
+    retry_failed: bool = False
+
+
+def check_options(options: SweepOptions) -> None:
+    """The command-line options alone: backend, workers, threads, device."""
+    if options.backend not in BACKENDS:
+        raise SpecError(f"--backend: expected one of {', '.join(BACKENDS)}, "
+                        f"got {options.backend!r}")
+    check_positive_int(options.workers, "--workers")
+    check_threads(options.threads)
+    check_device(options.device)
+
+
+def runs_to_do(planned: Iterable[Any], finished: dict[RunKey, tuple[str, str]],
+               retry_failed: bool, out: Path) -> list[Any]:
+    """The planned runs not yet in the store (failed ones too with `retry_failed`).
+
+    Args:
+        planned: PlannedRun-like objects (key, config_hash, optimizer).
+        finished: recorded (status, config_hash) by key.
+        retry_failed: re-run runs recorded as failed.
+        out: the output directory, for the message.
+
+    Returns:
+        The runs to execute, in plan order. A run recorded with other settings (another
+        config hash under the same optimizer label) is a SpecError: its results would mix.
+    """
+    todo = []
+    for run in planned:
+        prev = finished.get(run.key)
+        if prev is None or (prev[0] == "failed" and retry_failed):
+            todo.append(run)
+        elif prev[1] != run.config_hash:
+            raise SpecError(
+                f"{out}: run {run.key} is recorded with other settings for optimizer "
+                f"{run.optimizer.key!r}; give the changed optimizer a new label or use a "
+                "new --out")
+    return todo
+
+
+def _tiny_task(task: TaskData, n: int = DRY_RUN_POINTS) -> TaskData:
+    def head(split: Split, k: int) -> Split:
+        return Split(split.x[:k], split.y[:k], split.index[:k])
+
+    return TaskData(task.task, task.classes, task.data_seed, head(task.S, n),
+                    head(task.A, 0), head(task.E, n))
+
+
+def _check_optimizers(spec: ExperimentSpec, source: str, model: torch.nn.Module) -> None:
+    from flatvol.train.optimizers import OptimizerSettings, make_optimizer
+
+    for i, opt in enumerate(spec.optimizers):
+        try:
+            config = train_config(spec, opt, seed=0)
+            settings = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
+            make_optimizer(config.optimizer, model.parameters(), settings)
+        except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
+            raise SpecError(_one_line(f"{source}: optimizers[{i}] ({opt.key}): {exc}")) from None
+
+
+def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
+                    task: TaskData) -> None:
+    """Try each measure that has options on a few points of S (volume: its estimator on a
+    3 x 3 kernel), so a bad option fails now rather than in every run."""
+    from flatvol.experiments.measures import MeasureContext, compute_measures
+    from flatvol.volume.estimate import VolumeEstimator
+
+    m = spec.measures
+    names = set(m.final) | set(spec.during.measures)
+    if "volume" in names and m.volume.options:
+        try:
+            VolumeEstimator(np.eye(3)).log_volume(np.array([1.0, 0.0, 1.0]), m.volume.estimator,
+                                                  **m.volume.options)
+        except (FlatvolError, TypeError, ValueError) as exc:
+            raise SpecError(_one_line(f"{source}: measures.volume.options: {exc}")) from None
+    tried = sorted(n for n in names if n in m.options
+                   or (n == "sharpness" and m.sharpness.options))
+    if not tried:
+        return
+    tiny = _tiny_task(task)
+    context = MeasureContext(m, seed=0, device="cpu")
+    for name in tried:
+        where = "measures.sharpness.options" if name == "sharpness" else f"measures.options.{name}"
+        try:
+            compute_measures([name], model, tiny, context)
+        except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
+            text = str(exc)
+            prefix = "" if text.startswith("measures.") else f"{where}: "
+            raise SpecError(_one_line(f"{source}: {prefix}{text}")) from None
+
+
+def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
+    """The whole expanded spec: data sizes of the largest attack set against the pool, the
+    architecture on the task's input shape, every optimizer, every measure's options.
+
+    Args:
+        spec: the validated spec.
+        source: the spec file (or name), for the messages.
+        data_dir: the data directory the sweep will read.
+    """
+    largest = max(spec.sweep.attack_values())
+    try:
+        task = load_run_task(spec, largest, data_dir)
+    except FlatvolError as exc:
+        field = "sweep.attack_sizes / data" if largest else "data"
+        raise SpecError(_one_line(f"{source}: {field}: {exc}")) from None
+    from flatvol.models import build_model
+
+    try:
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=0)
+    except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
+        raise SpecError(_one_line(f"{source}: model.arch: {exc}")) from None
+    _check_optimizers(spec, source, model)
+    _check_measures(spec, source, model, task)
+
+
+def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any],
+                options: SweepOptions) -> None:
+    """Every check of a sweep command, before any work and without writing anything.
+
+    Args:
+        spec: the validated spec.
+        source: the spec file (or name), for the messages.
+        out: the output directory.
+        planned: the sweep's planned runs.
+        options: the command's options.
+    """
+    check_options(options)
+    check_output_dir(out)
+    if options.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise SpecError("--backend ray: expected the ray package (pip install "
+                            "'flatvol[ray]'), got none installed") from None
+    runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
+    check_spec(spec, source, options.data_dir)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())

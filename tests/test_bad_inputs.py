@@ -1,0 +1,443 @@
+"""Bad input to every command: one line on stderr naming the problem, exit code 2, no traceback,
+and nothing written or changed on disk. One parametrized case per input."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flatvol.cli import main
+from flatvol.data import load_task
+from flatvol.experiments.runner import run_sweep
+from flatvol.models import Prior
+from flatvol.train import TrainConfig
+from flatvol.train.run import RunSpec, train_run
+
+TINY_SPEC = {
+    "name": "tiny",
+    "data": {"task": "mnist", "train_size": 40, "test_size": 40},
+    "model": {"arch": "fcn:8"},
+    "train": {"lr": 0.05, "max_epochs": 300},
+    "optimizers": [{"name": "sgd"}],
+    "sweep": {"attack_sizes": [0, 10], "seeds": 1},
+    "measures": {"final": ["sharpness"], "sharpness": {"maximizer": "fast"}},
+}
+
+
+def toml_text(spec: dict) -> str:
+    """A TOML file for a nested dict of scalars, lists, tables and arrays of tables."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    def table(prefix: str, node: dict) -> list[str]:
+        lines, subs = [], []
+        for k, v in node.items():
+            if isinstance(v, dict):
+                subs.append((f"{prefix}.{k}" if prefix else k, v))
+            elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                for item in v:
+                    subs.append(("[" + (f"{prefix}.{k}" if prefix else k) + "]", item))
+            else:
+                lines.append(f"{k} = {value(v)}")
+        for name, sub in subs:
+            lines.append(f"[{name}]")
+            lines.extend(table(name.strip("[]"), sub))
+        return lines
+
+    return "\n".join(table("", spec)) + "\n"
+
+
+def spec_with(**changes) -> dict:
+    """TINY_SPEC with dotted keys (a__b) replaced; a value of None deletes the key."""
+    spec = copy.deepcopy(TINY_SPEC)
+    for dotted, v in changes.items():
+        *path, last = dotted.split("__")
+        node = spec
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if v is None:
+            node.pop(last, None)
+        else:
+            node[last] = v
+    return spec
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under root (what a refused command must leave unchanged)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["flatvol", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_refused(monkeypatch, capsys, root: Path, args: list[str], needle: str) -> str:
+    before = snapshot(root)
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2, (code, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    assert "Traceback" not in err
+    assert snapshot(root) == before, "a refused command changed files on disk"
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _embedded(monkeypatch):
+    monkeypatch.delenv("FLATVOL_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny fitted run directory written by train_run (fcn:8 on 30 points)."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    task = load_task("mnist", train_size=30, attack_size=0, test_size=20, data_dir=None)
+    spec = RunSpec(train_size=30, test_size=20, model="fcn:8", prior=Prior(),
+                   train=TrainConfig(lr=0.05, max_epochs=300))
+    train_run(spec, task, out_dir=out)
+    return out
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with the files the cases point at."""
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "text.npy").write_text("0.5 0.1\n0.1 0.5\n")
+    np.save(tmp_path / "K.npy", np.array([[2.0, 0.5, 0.1], [0.5, 2.0, 0.3], [0.1, 0.3, 2.0]]))
+    np.save(tmp_path / "K_rect.npy", np.ones((3, 2)))
+    np.save(tmp_path / "K_asym.npy", np.array([[2.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0, 0, 2.0]]))
+    np.save(tmp_path / "K_nonpsd.npy", np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0, 0, 1.0]]))
+    np.save(tmp_path / "K_nan.npy", np.array([[1.0, np.nan, 0], [np.nan, 1.0, 0], [0, 0, 1.0]]))
+    np.save(tmp_path / "K_obj.npy", np.array([[1, 0, 0], [0, 1, 0], [0, 0, "x"]], dtype=object),
+            allow_pickle=True)
+    np.save(tmp_path / "y.npy", np.array([1, 0, 1]))
+    np.save(tmp_path / "y_short.npy", np.array([1, 0]))
+    np.save(tmp_path / "y_two.npy", np.array([1, 0, 2]))
+    np.save(tmp_path / "y_half.npy", np.array([1, 0, 0.5]))
+    np.save(tmp_path / "y_nan.npy", np.array([1, 0, np.nan]))
+    for name, spec in {
+        "ok": TINY_SPEC,
+        "bad_arch": spec_with(model__arch="fcn:40,x"),
+        "bad_arch_name": spec_with(model__arch="mlp:3"),
+        "huge_attack": spec_with(sweep__attack_sizes=[0, 100000]),
+        "huge_test": spec_with(data__test_size=100000),
+        "bad_classes": spec_with(data__classes="3v3"),
+        "bad_task": spec_with(data__task="imagenet"),
+        "bad_sam": spec_with(optimizers=[{"name": "sam", "options": {"rho": -1.0}}]),
+        "bad_opt_option": spec_with(optimizers=[{"name": "sgd", "options": {"bogus": 1}}]),
+        "bad_opt_name": spec_with(optimizers=[{"name": "rmsprop-ish"}]),
+        "bad_measure": spec_with(measures__final=["sharpness", "bogus"]),
+        "bad_measure_option": spec_with(measures__final=["hessian_trace"],
+                                        measures__options={"hessian_trace": {"bogus": 3}}),
+        "bad_measure_value": spec_with(measures__final=["hessian_trace"],
+                                       measures__options={"hessian_trace": {"n_hvp": 0}}),
+        "bad_sharpness_option": spec_with(measures__sharpness__options={"bogus": 1}),
+        "bad_volume_option": spec_with(measures__final=["volume"],
+                                       measures__volume={"options": {"bogus": 1}}),
+        "bad_estimator": spec_with(measures__final=["volume"],
+                                   measures__volume={"estimator": "magic"}),
+        "bad_seeds": spec_with(sweep__seeds="a"),
+        "bad_lr": spec_with(train__lr=-1.0),
+        "bad_field": spec_with(train__bogus=1),
+        "bad_alpha": spec_with(alpha_events=[{"post_epoch": 5, "alpha": 2.0}]),
+    }.items():
+        (tmp_path / f"{name}.toml").write_text(toml_text(spec))
+    (tmp_path / "broken.toml").write_text("name = \n[data\n")
+    (tmp_path / "spec.json").write_text("{}")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "results.sqlite").write_bytes(b"this is not sqlite" * 100)
+    return tmp_path
+
+
+def _run_dir_variant(src: Path, dst: Path, kind: str) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+    state = torch.load(dst / "model.pt", weights_only=True)
+    info = json.loads((dst / "run.json").read_text())
+    if kind == "nan":
+        first = next(iter(state))
+        state[first].view(-1)[0] = math.nan
+        torch.save(state, dst / "model.pt")
+    elif kind == "inf":
+        last = list(state)[-1]
+        state[last].view(-1)[0] = math.inf
+        torch.save(state, dst / "model.pt")
+    elif kind == "shape":
+        info["model"] = "fcn:9"
+        (dst / "run.json").write_text(json.dumps(info))
+    elif kind == "no_weights":
+        (dst / "model.pt").unlink()
+    elif kind == "garbage_weights":
+        (dst / "model.pt").write_bytes(b"garbage")
+    elif kind == "bad_json":
+        (dst / "run.json").write_text("{not json")
+    elif kind == "missing_field":
+        del info["model"]
+        (dst / "run.json").write_text(json.dumps(info))
+    elif kind == "bad_prior":
+        info["prior"] = {"sigma_w2": -1, "sigma_b2": 1}
+        (dst / "run.json").write_text(json.dumps(info))
+
+
+RUN_DIR_VARIANTS = {
+    "nan": "not finite", "inf": "not finite", "shape": "do not match",
+    "no_weights": "model.pt", "garbage_weights": "model.pt", "bad_json": "run.json",
+    "missing_field": "model", "bad_prior": "sigma_w2",
+}
+
+
+@pytest.mark.parametrize("command", ["volume", "flatness"])
+@pytest.mark.parametrize("kind", list(RUN_DIR_VARIANTS))
+def test_broken_run_directories(monkeypatch, capsys, tmp_path, trained_run, command, kind):
+    _run_dir_variant(trained_run, tmp_path / "r", kind)
+    assert_refused(monkeypatch, capsys, tmp_path, [command, str(tmp_path / "r")],
+                   RUN_DIR_VARIANTS[kind])
+
+
+@pytest.mark.parametrize("command", ["volume", "flatness"])
+@pytest.mark.parametrize("target,needle", [
+    ("missing", "run directory not found"), ("afile", "expected a run directory"),
+    (".", "no run.json"),
+])
+def test_run_dir_that_is_not_a_run(monkeypatch, capsys, workdir, command, target, needle):
+    path = workdir / target if target != "." else workdir
+    assert_refused(monkeypatch, capsys, workdir, [command, str(path)], needle)
+
+
+def _resolve(args: list[str], workdir: Path, run: Path) -> list[str]:
+    return [a.replace("{w}", str(workdir)).replace("{run}", str(run)) for a in args]
+
+
+VOLUME_CASES = {
+    "kernel_text": (["--kernel", "{w}/text.npy", "--labels", "{w}/y.npy"], "text.npy"),
+    "kernel_missing": (["--kernel", "{w}/nope.npy", "--labels", "{w}/y.npy"], "nope.npy"),
+    "kernel_rect": (["--kernel", "{w}/K_rect.npy", "--labels", "{w}/y.npy"], "square"),
+    "kernel_asym": (["--kernel", "{w}/K_asym.npy", "--labels", "{w}/y.npy"], "symmetric"),
+    "kernel_nonpsd": (["--kernel", "{w}/K_nonpsd.npy", "--labels", "{w}/y.npy"],
+                      "K_nonpsd.npy: not positive"),
+    "kernel_nan": (["--kernel", "{w}/K_nan.npy", "--labels", "{w}/y.npy"], "non-finite"),
+    "kernel_pickled": (["--kernel", "{w}/K_obj.npy", "--labels", "{w}/y.npy"], "K_obj.npy"),
+    "labels_short": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_short.npy"], "expected 3"),
+    "labels_two": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_two.npy"], "y_two.npy"),
+    "labels_half": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_half.npy"], "y_half.npy"),
+    "labels_nan": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_nan.npy"], "y_nan.npy"),
+    "labels_missing": (["--kernel", "{w}/K.npy"], "--labels"),
+    "kernel_only_labels": (["--labels", "{w}/y.npy"], "--kernel"),
+    "both_sources": (["{run}", "--kernel", "{w}/K.npy", "--labels", "{w}/y.npy"], "not both"),
+    "n_train_zero": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--n-train", "0"],
+                     "--n-train"),
+    "n_train_too_big": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--n-train", "9"],
+                        "--n-train"),
+    "estimator": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--estimator", "magic"],
+                  "estimator"),
+    "samples": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--samples", "1"],
+                "--samples"),
+    "proposal": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--proposal", "x"],
+                 "--proposal"),
+    "mc_samples": (["{run}", "--mc-samples", "1"], "--mc-samples"),
+    "device": (["{run}", "--device", "cuda:7"], "--device"),
+    "device_name": (["{run}", "--device", "gpu0"], "--device"),
+    "samples_text": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--samples", "x"],
+                     "--samples"),
+}
+
+
+@pytest.mark.parametrize("case", list(VOLUME_CASES))
+def test_volume_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = VOLUME_CASES[case]
+    assert_refused(monkeypatch, capsys, workdir,
+                   ["volume", *_resolve(args, workdir, trained_run)], needle)
+
+
+FLATNESS_CASES = {
+    "measures": (["--measures", "keskar,bogus"], "bogus"),
+    "measures_empty": (["--measures", ","], "--measures"),
+    "epsilon_zero": (["--epsilon", "0"], "epsilon"),
+    "epsilon_nan": (["--epsilon", "nan"], "epsilon"),
+    "maximizer": (["--maximizer", "magic"], "maximizer"),
+    "top_k": (["--top-k", "0"], "--top-k"),
+    "n_hvp": (["--n-hvp", "0"], "--n-hvp"),
+    "chunk_size": (["--chunk-size", "0"], "--chunk-size"),
+    "device": (["--device", "cuda"], "--device"),
+    "unknown_option": (["--bogus"], "--bogus"),
+}
+
+
+@pytest.mark.parametrize("case", list(FLATNESS_CASES))
+def test_flatness_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = FLATNESS_CASES[case]
+    assert_refused(monkeypatch, capsys, workdir, ["flatness", str(trained_run), *args], needle)
+
+
+TRAIN_CASES = {
+    "out_is_file": (["--out", "{w}/afile"], "--out"),
+    "out_holds_run": (["--out", "{run}"], "already holds a run"),
+    "out_under_file": (["--out", "{w}/afile/sub"], "--out"),
+    "task": (["--task", "imagenet"], "task"),
+    "classes": (["--classes", "3v3"], "classes"),
+    "attack_size": (["--attack-size", "100000"], "attack_size"),
+    "attack_negative": (["--attack-size", "-1"], "attack"),
+    "train_size_zero": (["--train-size", "0"], "train_size"),
+    "test_size_huge": (["--test-size", "100000"], "test_size"),
+    "seed_negative": (["--seed", "-1"], "--seed"),
+    "data_seed_negative": (["--data-seed", "-1"], "--data-seed"),
+    "data_dir": (["--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+    "model": (["--model", "fcn:40,x"], "fcn:40,x"),
+    "model_name": (["--model", "mlp:3"], "mlp"),
+    "optimizer": (["--optimizer", "rmsprop-ish"], "optimizer"),
+    "lr_negative": (["--lr", "-1"], "lr"),
+    "lr_nan": (["--lr", "nan"], "lr"),
+    "batch_size": (["--batch-size", "0"], "batch_size"),
+    "max_epochs": (["--max-epochs", "0"], "max_epochs"),
+    "fit": (["--fit", "E"], "fit"),
+    "sigma_w2": (["--sigma-w2", "-1"], "sigma_w2"),
+    "sigma_b2_nan": (["--sigma-b2", "nan"], "sigma_b2"),
+    "device": (["--device", "cuda"], "--device"),
+    "int_text": (["--seed", "x"], "--seed"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_train_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = TRAIN_CASES[case]
+    args = _resolve(args, workdir, trained_run)
+    if "--out" not in args:
+        args = ["--out", str(workdir / "new-run"), *args]
+    before = snapshot(trained_run)
+    assert_refused(monkeypatch, capsys, workdir, ["train", "--max-epochs", "5", *args]
+                   if "--max-epochs" not in args else ["train", *args], needle)
+    assert snapshot(trained_run) == before
+    assert not (workdir / "new-run").exists()
+
+
+RUN_CASES = {
+    "spec_missing": (["{w}/none.toml"], "none.toml"),
+    "spec_unknown_name": (["no_such_spec"], "no_such_spec"),
+    "spec_format": (["{w}/spec.json"], "spec.json"),
+    "spec_broken": (["{w}/broken.toml"], "invalid TOML"),
+    "arch": (["{w}/bad_arch.toml"], "model.arch"),
+    "arch_name": (["{w}/bad_arch_name.toml"], "model.arch"),
+    "attack_too_big": (["{w}/huge_attack.toml"], "attack"),
+    "test_too_big": (["{w}/huge_test.toml"], "test_size"),
+    "classes": (["{w}/bad_classes.toml"], "classes"),
+    "task": (["{w}/bad_task.toml"], "task"),
+    "sam_option": (["{w}/bad_sam.toml"], "optimizers[0]"),
+    "optimizer_option": (["{w}/bad_opt_option.toml"], "optimizers[0]"),
+    "optimizer_name": (["{w}/bad_opt_name.toml"], "optimizers"),
+    "measure_name": (["{w}/bad_measure.toml"], "bogus"),
+    "measure_option": (["{w}/bad_measure_option.toml"], "measures.options.hessian_trace"),
+    "measure_value": (["{w}/bad_measure_value.toml"], "hessian_trace"),
+    "sharpness_option": (["{w}/bad_sharpness_option.toml"], "measures.sharpness.options"),
+    "volume_option": (["{w}/bad_volume_option.toml"], "measures.volume.options"),
+    "estimator": (["{w}/bad_estimator.toml"], "estimator"),
+    "seeds": (["{w}/bad_seeds.toml"], "sweep.seeds"),
+    "lr": (["{w}/bad_lr.toml"], "train.lr"),
+    "unknown_field": (["{w}/bad_field.toml"], "train.bogus"),
+    "alpha_after_training": (["{w}/bad_alpha.toml"], "alpha_events"),
+    "out_is_file": (["{w}/ok.toml", "--out", "{w}/afile"], "--out"),
+    "out_under_file": (["{w}/ok.toml", "--out", "{w}/afile/sub"], "--out"),
+    "out_not_a_store": (["{w}/ok.toml", "--out", "{w}/store"], "results store"),
+    "threads_negative": (["{w}/ok.toml", "--threads", "-2"], "--threads"),
+    "threads_zero": (["{w}/ok.toml", "--threads", "0"], "--threads"),
+    "workers_zero": (["{w}/ok.toml", "--workers", "0"], "--workers"),
+    "backend": (["{w}/ok.toml", "--backend", "slurm"], "--backend"),
+    "device": (["{w}/ok.toml", "--device", "cuda"], "--device"),
+    "data_dir": (["{w}/ok.toml", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES))
+def test_run_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = RUN_CASES[case]
+    args = _resolve(args, workdir, trained_run)
+    if "--out" not in args:
+        args = [*args, "--out", str(workdir / "sweep")]
+    assert_refused(monkeypatch, capsys, workdir, ["run", *args, "--quiet"], needle)
+    assert not (workdir / "sweep").exists()
+
+
+SGD_VS_BAYES_CASES = {
+    "spec_missing": (["{w}/none.toml"], "none.toml"),
+    "spec_broken": (["{w}/broken.toml"], "broken.toml"),
+    "out_is_file": (["sgd_vs_bayes", "--out", "{w}/afile"], "--out"),
+    "threads_zero": (["sgd_vs_bayes", "--threads", "0"], "--threads"),
+    "threads_negative": (["sgd_vs_bayes", "--threads", "-2"], "--threads"),
+    "networks_zero": (["sgd_vs_bayes", "--networks", "0"], "--networks"),
+    "device": (["sgd_vs_bayes", "--device", "cuda"], "--device"),
+    "data_dir": (["sgd_vs_bayes", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+}
+
+
+@pytest.mark.parametrize("case", list(SGD_VS_BAYES_CASES))
+def test_sgd_vs_bayes_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = SGD_VS_BAYES_CASES[case]
+    args = _resolve(args, workdir, trained_run)
+    if "--out" not in args:
+        args = [*args, "--out", str(workdir / "pvb")]
+    assert_refused(monkeypatch, capsys, workdir, ["sgd-vs-bayes", *args, "--quiet"], needle)
+
+
+REPORT_CASES = {
+    "missing_dir": (["{w}/none"], "none"),
+    "no_store": (["{w}"], "no results store"),
+    "not_a_store": (["{w}/store"], "results store"),
+    "resamples": (["{w}/store", "--resamples", "-1"], "--resamples"),
+}
+
+
+@pytest.mark.parametrize("case", list(REPORT_CASES))
+def test_report_command(monkeypatch, capsys, workdir, trained_run, case):
+    args, needle = REPORT_CASES[case]
+    assert_refused(monkeypatch, capsys, workdir,
+                   ["report", *_resolve(args, workdir, trained_run)], needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--out", "{w}/afile"], "--out"),
+    (["--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+    (["--bogus"], "--bogus"),
+])
+def test_demo_command(monkeypatch, capsys, workdir, trained_run, args, needle):
+    assert_refused(monkeypatch, capsys, workdir,
+                   ["demo", *_resolve(args, workdir, trained_run)], needle)
+
+
+@pytest.mark.parametrize("args,needle", [(["bogus"], "bogus"), (["volume", "--bogus"], "--bogus")])
+def test_unknown_command_or_option(monkeypatch, capsys, workdir, args, needle):
+    assert_refused(monkeypatch, capsys, workdir, args, needle)
+
+
+def test_refused_rerun_leaves_the_store_bytes_unchanged(monkeypatch, capsys, tmp_path):
+    """A sweep re-run with a changed optimizer setting under the same label is refused, and the
+    store (database, spec rows, environment metadata) is byte-for-byte as it was."""
+    spec = tmp_path / "s.toml"
+    spec.write_text(toml_text(spec_with(sweep__attack_sizes=[0], measures__final=["accuracy"])))
+    out = tmp_path / "out"
+    run_sweep(spec, out, progress=False)
+    changed = tmp_path / "changed.toml"
+    changed.write_text(toml_text(spec_with(sweep__attack_sizes=[0], measures__final=["accuracy"],
+                                           optimizers=[{"name": "sgd", "lr": 0.02}])))
+    line = assert_refused(monkeypatch, capsys, tmp_path,
+                          ["run", str(changed), "--out", str(out), "--quiet"], "other settings")
+    assert "sgd" in line
