@@ -130,6 +130,11 @@ def workdir(tmp_path: Path) -> Path:
     np.save(tmp_path / "K_nan.npy", np.array([[1.0, np.nan, 0], [np.nan, 1.0, 0], [0, 0, 1.0]]))
     np.save(tmp_path / "K_obj.npy", np.array([[1, 0, 0], [0, 1, 0], [0, 0, "x"]], dtype=object),
             allow_pickle=True)
+    np.save(tmp_path / "K_zero_diag.npy", np.array([[0.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]))
+    np.save(tmp_path / "K_empty.npy", np.zeros((0, 0)))
+    np.save(tmp_path / "K_str.npy", np.array([["a", "b"], ["c", "d"]]))
+    np.save(tmp_path / "y_2d.npy", np.array([[1, 0], [1, 0], [0, 1]]))
+    np.save(tmp_path / "y_empty.npy", np.array([]))
     np.save(tmp_path / "y.npy", np.array([1, 0, 1]))
     np.save(tmp_path / "y_short.npy", np.array([1, 0]))
     np.save(tmp_path / "y_two.npy", np.array([1, 0, 2]))
@@ -160,9 +165,29 @@ def workdir(tmp_path: Path) -> Path:
         "bad_lr": spec_with(train__lr=-1.0),
         "bad_field": spec_with(train__bogus=1),
         "bad_alpha": spec_with(alpha_events=[{"post_epoch": 5, "alpha": 2.0}]),
+        "zero_train": spec_with(data__train_size=0),
+        "negative_attack": spec_with(sweep__attack_sizes=[0, -10]),
+        "repeated_attack": spec_with(sweep__attack_sizes=[0, 10, 10]),
+        "zero_seeds": spec_with(sweep__seeds=0),
+        "duplicate_labels": spec_with(optimizers=[{"name": "sgd"}, {"name": "sgd"}]),
+        "every_without_measures": spec_with(during={"every": 5}),
+        "unknown_during": spec_with(during={"every": 5, "measures": ["bogus"]}),
+        "ensemble_alpha": spec_with(train__ensemble=True, train__post_train_epochs=10,
+                                    alpha_events=[{"post_epoch": 5, "alpha": 2.0}]),
+        "epsilon_zero": spec_with(measures__sharpness__epsilon=0.0),
+        "maximizer": spec_with(measures__sharpness__maximizer="magic"),
+        "mc_samples": spec_with(measures__final=["volume"],
+                                measures__volume={"kernel": "mc", "mc_samples": 1}),
+        "analytic_cnn": spec_with(model__arch="cnn:4", measures__final=["volume"],
+                                  measures__volume={"kernel": "analytic"}),
+        "swa_without_post": spec_with(optimizers=[{"name": "sgd", "swa": {"lr": 0.01}}]),
+        "sigma_w2": spec_with(model__sigma_w2=0.0),
     }.items():
         (tmp_path / f"{name}.toml").write_text(toml_text(spec))
     (tmp_path / "broken.toml").write_text("name = \n[data\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    (tmp_path / "latin1.toml").write_bytes("name = \"caf\xe9\"\n".encode("latin-1"))
     (tmp_path / "spec.json").write_text("{}")
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "results.sqlite").write_bytes(b"this is not sqlite" * 100)
@@ -260,6 +285,14 @@ VOLUME_CASES = {
     "device_name": (["{run}", "--device", "gpu0"], "--device"),
     "samples_text": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--samples", "x"],
                      "--samples"),
+    "kernel_zero_diag": (["--kernel", "{w}/K_zero_diag.npy", "--labels", "{w}/y.npy"],
+                         "diagonal"),
+    "kernel_empty": (["--kernel", "{w}/K_empty.npy", "--labels", "{w}/y.npy"], "K_empty.npy"),
+    "kernel_strings": (["--kernel", "{w}/K_str.npy", "--labels", "{w}/y.npy"], "numeric"),
+    "kernel_is_dir": (["--kernel", "{w}/store", "--labels", "{w}/y.npy"], "store"),
+    "labels_2d": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_2d.npy"], "y_2d.npy"),
+    "labels_empty": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_empty.npy"], "y_empty.npy"),
+    "run_dir_missing": (["{w}/no-run"], "run directory not found"),
 }
 
 
@@ -364,6 +397,23 @@ RUN_CASES = {
     "backend": (["{w}/ok.toml", "--backend", "slurm"], "--backend"),
     "device": (["{w}/ok.toml", "--device", "cuda"], "--device"),
     "data_dir": (["{w}/ok.toml", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+    "yaml_list": (["{w}/list.yaml"], "list.yaml"),
+    "yaml_broken": (["{w}/broken.yaml"], "invalid YAML"),
+    "not_utf8": (["{w}/latin1.toml"], "latin1.toml"),
+    "zero_train": (["{w}/zero_train.toml"], "data.train_size"),
+    "negative_attack": (["{w}/negative_attack.toml"], "attack"),
+    "repeated_attack": (["{w}/repeated_attack.toml"], "repeat"),
+    "zero_seeds": (["{w}/zero_seeds.toml"], "sweep.seeds"),
+    "duplicate_labels": (["{w}/duplicate_labels.toml"], "unique"),
+    "every_without_measures": (["{w}/every_without_measures.toml"], "during"),
+    "unknown_during": (["{w}/unknown_during.toml"], "bogus"),
+    "ensemble_alpha": (["{w}/ensemble_alpha.toml"], "train.ensemble"),
+    "epsilon_zero": (["{w}/epsilon_zero.toml"], "epsilon"),
+    "maximizer": (["{w}/maximizer.toml"], "maximizer"),
+    "mc_samples": (["{w}/mc_samples.toml"], "mc_samples"),
+    "analytic_cnn": (["{w}/analytic_cnn.toml"], "analytic"),
+    "swa_without_post": (["{w}/swa_without_post.toml"], "post_train_epochs"),
+    "sigma_w2": (["{w}/sigma_w2.toml"], "sigma_w2"),
 }
 
 

@@ -6,9 +6,14 @@ spec means the same thing wherever it is read.
 
 from __future__ import annotations
 
+from typing import Literal
+
+from torch import nn
+
 from flatvol.data.task import TaskData
+from flatvol.errors import SpecError
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
-from flatvol.models import Prior
+from flatvol.models import FCN, Prior
 from flatvol.train import TrainConfig
 
 
@@ -60,3 +65,23 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainCo
         if value is not None:
             base[name] = value
     return TrainConfig(optimizer=optimizer_with_options(opt.name, options), **base)
+
+
+def kernel_kind(spec: ExperimentSpec, model: nn.Module) -> Literal["analytic", "mc"]:
+    """Which NNGP kernel the spec's volume uses for `model`: 'auto' is analytic for a ReLU FCN
+    and Monte Carlo otherwise; 'analytic' on another architecture is a SpecError.
+
+    Args:
+        spec: the experiment spec (its measures.volume.kernel).
+        model: a network built from spec.model.
+
+    Returns:
+        'analytic' or 'mc'.
+    """
+    kind = spec.measures.volume.kernel
+    if kind == "auto":
+        return "analytic" if isinstance(model, FCN) else "mc"
+    if kind == "analytic" and not isinstance(model, FCN):
+        raise SpecError(f"measures.volume.kernel: 'analytic' needs an fcn model, got "
+                        f"{spec.model.arch!r} (use 'mc' or 'auto')")
+    return kind

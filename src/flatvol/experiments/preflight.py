@@ -19,7 +19,7 @@ import torch
 
 from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
-from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, recorded_runs
 from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
@@ -149,6 +149,11 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
         model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=0)
     except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
         raise SpecError(_one_line(f"{source}: model.arch: {exc}")) from None
+    if "volume" in set(spec.measures.final) | set(spec.during.measures):
+        try:
+            kernel_kind(spec, model)
+        except FlatvolError as exc:
+            raise SpecError(_one_line(f"{source}: {exc}")) from None
     _check_optimizers(spec, source, model)
     _check_measures(spec, source, model, task)
 

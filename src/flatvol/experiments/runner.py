@@ -36,8 +36,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import flatvol
 from flatvol.data.task import TaskData
-from flatvol.errors import FlatvolError, SpecError
-from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.errors import FlatvolError
+from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.measures import MeasureContext, VolumeCache, compute_measures
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import (
@@ -136,20 +136,15 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
                    progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """The NNGP kernel of the model's prior on S u E (S first): analytic for a ReLU FCN, else
     (or with kernel = 'mc') Monte-Carlo over `mc_samples` random initializations."""
-    from flatvol.models import FCN, build_model
+    from flatvol.models import build_model
     from flatvol.volume.kernels import fcn_kernel, mc_nngp_kernel
 
     v = spec.measures.volume
     model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=v.mc_seed)
     x = task.x_SE()
     start = time.perf_counter()
-    kind = v.kernel
-    if kind == "auto":
-        kind = "analytic" if isinstance(model, FCN) else "mc"
+    kind = kernel_kind(spec, model)
     if kind == "analytic":
-        if not isinstance(model, FCN):
-            raise SpecError(f"measures.volume.kernel: 'analytic' needs an fcn model, got "
-                            f"{spec.model.arch!r} (use 'mc' or 'auto')")
         kernel = fcn_kernel(model, x)
         info: dict[str, Any] = {"kind": "analytic"}
     else:

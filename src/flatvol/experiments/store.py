@@ -292,10 +292,13 @@ def recorded_runs(out: str | Path, spec_hash: str) -> dict[RunKey, tuple[str, st
     if not path.is_file():
         raise StoreError(f"{path}: expected a results store file, got a directory")
     try:
-        # immutable: this look-up runs before a command may be refused, so it must not touch
-        # the directory (not even SQLite's -wal/-shm files). Runs still only in a WAL are not
-        # seen here; the sweep repeats the check inside the store before it writes anything.
-        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"  # as_uri quotes '?', '#', ' '
+        # This look-up runs before a command may be refused, so it must not touch the folder:
+        # a cleanly closed store (no -wal file) is read as immutable, which creates no -wal or
+        # -shm file; after a killed sweep the runs may still sit in the -wal, which a read-only
+        # connection reads through the -wal/-shm files already there.
+        wal = path.with_name(path.name + "-wal").exists()
+        mode = "mode=ro" if wal else "mode=ro&immutable=1"
+        uri = f"{path.resolve().as_uri()}?{mode}"  # as_uri quotes '?', '#', ' '
         conn = sqlite3.connect(uri, uri=True, timeout=60.0)
         try:
             rows = conn.execute(
