@@ -1,120 +1,104 @@
 """`flatvol flatness RUN_DIR --measures ... --json`: flatness measures of a trained run.
 
 `flatness_command` is a plain function with typer-annotated parameters; the main app registers
-it with `app.command("flatness")(flatness_command)`. The measures use the run's genuine
-training set S only (never the attack set).
+it with `app.command("flatness")(flatness_command)`. The measures are the catalogue's flatness
+entries (flatvol.measures, group 'flatness'), under the same names and defaults as in specs,
+and use the run's genuine training set S only (never the attack set).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
-from torch import nn
+from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
-from flatvol.flatness.hessian import (
-    hessian_density,
-    hessian_frobenius_norm,
-    hessian_top_eigenvalues,
-    hessian_trace,
+from flatvol.measures import (
+    DEFAULT_MAXIMIZER,
+    DEFAULT_SHARPNESS_EPSILON,
+    MeasureContext,
+    MeasuresSpec,
+    SharpnessSpec,
+    compute_measures,
+    measure_names,
 )
-from flatvol.flatness.measures import (
-    adaptive_sharpness,
-    average_sharpness,
-    fisher_rao_norm,
-    pac_bayes_flatness,
-    pac_bayes_magnitude_flatness,
-)
-from flatvol.flatness.sharpness import keskar_sharpness
 from flatvol.train.checkpoint import load_run
 
-MeasureRunner = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
 
-
-def _measure_table(opts: dict[str, Any]) -> dict[str, MeasureRunner]:
-    common = {"device": opts["device"], "chunk_size": opts["chunk_size"]}
-    seeded = {**common, "seed": opts["seed"]}
-    bar = {"progress": opts["progress"]}
-    return {
-        "keskar": lambda m, x, y: keskar_sharpness(
-            m, x, y, epsilon=opts["epsilon"], maximizer=opts["maximizer"], **seeded, **bar),
-        "hessian_top": lambda m, x, y: hessian_top_eigenvalues(m, x, y, k=opts["top_k"],
-                                                               **seeded, **bar),
-        "hessian_trace": lambda m, x, y: hessian_trace(m, x, y, n_hvp=opts["n_hvp"], **seeded,
-                                                       **bar),
-        "hessian_frobenius": lambda m, x, y: hessian_frobenius_norm(m, x, y, n_hvp=opts["n_hvp"],
-                                                                    **seeded, **bar),
-        "hessian_density": lambda m, x, y: hessian_density(m, x, y, **seeded, **bar),
-        "average_sharpness": lambda m, x, y: average_sharpness(m, x, y, **seeded),
-        "pacbayes": lambda m, x, y: pac_bayes_flatness(m, x, y, **seeded, **bar),
-        "pacbayes_mag": lambda m, x, y: pac_bayes_magnitude_flatness(m, x, y, **seeded, **bar),
-        "adaptive_sharpness": lambda m, x, y: adaptive_sharpness(m, x, y, **seeded),
-        "fisher_rao": lambda m, x, y: fisher_rao_norm(m, x, y, **common),
-    }
-
-
-MEASURE_NAMES: tuple[str, ...] = tuple(_measure_table(
-    {"device": None, "chunk_size": None, "seed": 0, "progress": False, "epsilon": 1e-4,
-     "maximizer": "fast", "top_k": 1, "n_hvp": 99}))
+def flatness_measure_names() -> list[str]:
+    """The measures `flatvol flatness` offers: the catalogue's 'flatness' group."""
+    return measure_names(group="flatness")
 
 
 def parse_measures(text: str) -> list[str]:
-    """'keskar,hessian_top' -> ['keskar', 'hessian_top']; 'all' -> every measure."""
+    """'sharpness,hessian_top_eig' -> ['sharpness', 'hessian_top_eig']; 'all' -> every one.
+
+    Args:
+        text: comma-separated catalogue flatness measure names, or 'all'.
+
+    Returns:
+        The names, in order, without repeats.
+    """
+    known = flatness_measure_names()
     names = [n.strip() for n in text.split(",") if n.strip()]
     if names == ["all"]:
-        return list(MEASURE_NAMES)
-    unknown = [n for n in names if n not in MEASURE_NAMES]
+        return known
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise SpecError(f"--measures: unknown measure(s) {', '.join(unknown) or '(none given)'}; "
-                        f"expected a comma-separated subset of {', '.join(MEASURE_NAMES)} or 'all'")
+                        f"expected a comma-separated subset of {', '.join(known)} or 'all'")
     return list(dict.fromkeys(names))
 
 
-def compute_measures(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    measures: list[str],
-    *,
-    epsilon: float = 1e-4,
-    maximizer: str = "fast",
-    top_k: int = 1,
-    n_hvp: int = 99,
-    seed: int = 0,
-    device: str | None = None,
-    chunk_size: int | None = None,
-    progress: bool = False,
-) -> dict[str, dict[str, Any]]:
-    """Run the named measures on (x, y); returns {measure: result.to_dict()}."""
-    table = _measure_table({"device": device, "chunk_size": chunk_size, "seed": seed,
-                            "progress": progress, "epsilon": epsilon, "maximizer": maximizer,
-                            "top_k": top_k, "n_hvp": n_hvp})
-    out: dict[str, dict[str, Any]] = {}
-    with tqdm(measures, desc="flatness", disable=not progress) as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
-            out[name] = table[name](model, x, y).to_dict()
-    return out
+def cli_settings(maximizer: str, epsilon: float, top_k: int | None,
+                 n_hvp: int | None) -> MeasuresSpec:
+    """The [measures] settings the CLI options stand for (unset options keep the catalogue's
+    defaults, as in a spec).
+
+    Args:
+        maximizer: Keskar maximizer.
+        epsilon: Keskar box size.
+        top_k: number of top Hessian eigenvalues, or None.
+        n_hvp: Hessian-vector products of the trace and Frobenius estimates, or None.
+
+    Returns:
+        The settings, validated like a spec's.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    if top_k is not None:
+        options["hessian_top_eig"] = {"k": top_k}
+    if n_hvp is not None:
+        options["hessian_trace"] = {"n_hvp": n_hvp}
+        options["hessian_frobenius"] = {"n_hvp": n_hvp}
+    try:
+        sharpness = SharpnessSpec(epsilon=epsilon, maximizer=maximizer)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        option = "--" + str(error["loc"][-1]).replace("_", "-")
+        raise SpecError(f"{option}: {error['msg']} (got {error['input']!r})") from None
+    return MeasuresSpec(sharpness=sharpness, options=options)
 
 
 def flatness_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by 'flatvol train'.")],
     measures: Annotated[str, typer.Option(
-        "--measures", help=f"Comma-separated: {', '.join(MEASURE_NAMES)}, or 'all'.")
-    ] = "keskar,hessian_top,hessian_trace",
+        "--measures", help=f"Comma-separated: {', '.join(flatness_measure_names())}, or 'all'.")
+    ] = "sharpness,hessian_top_eig,hessian_trace",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     maximizer: Annotated[
-        str, typer.Option(help="Keskar maximizer: paper | lbfgsb | fast.")
-    ] = "fast",
-    epsilon: Annotated[float, typer.Option(help="Keskar box size eps.")] = 1e-4,
-    top_k: Annotated[int, typer.Option(help="Number of top Hessian eigenvalues.")] = 1,
-    n_hvp: Annotated[int, typer.Option(help="Hessian-vector products for trace/Frobenius.")] = 99,
+        str, typer.Option(help="Keskar maximizer: paper | lbfgsb | fast (as in specs).")
+    ] = DEFAULT_MAXIMIZER,
+    epsilon: Annotated[float, typer.Option(help="Keskar box size eps.")] = \
+        DEFAULT_SHARPNESS_EPSILON,
+    top_k: Annotated[int | None, typer.Option(
+        help="Number of top Hessian eigenvalues [default: the measure's, 1].")] = None,
+    n_hvp: Annotated[int | None, typer.Option(
+        help="Hessian-vector products for trace/Frobenius [default: the measures' own].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random probe and restart.")] = 0,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", envvar="FLATVOL_DATA", help="Data directory of the run's task.")] = None,
@@ -125,12 +109,16 @@ def flatness_command(
 ) -> None:
     """Flatness measures of a trained network on its training set S."""
     names = parse_measures(measures)
+    settings = cli_settings(maximizer, epsilon, top_k, n_hvp)
     run = load_run(run_dir, data_dir=data_dir, device=device)
-    results = compute_measures(
-        run.model, run.task.S.x, run.task.S.y, names, epsilon=epsilon, maximizer=maximizer,
-        top_k=top_k, n_hvp=n_hvp, seed=seed, device=device, chunk_size=chunk_size,
-        progress=progress,
-    )
+    # --seed is the seed of every measure as given (a sweep derives one per measure instead).
+    context = MeasureContext(settings, seed=seed, device=device, derive_seeds=False,
+                             chunk_size=chunk_size, progress=progress)
+    with tqdm(names, desc="flatness", disable=not progress) as bar:
+        for name in bar:
+            bar.set_postfix_str(name)
+            compute_measures([name], run.model, run.task, context)
+    results = {name: context.details[name] for name in names}
     header = {"run_dir": str(run_dir), "train_size": len(run.task.S), "device": device,
               "seed": seed}
     if json_output:
