@@ -9,8 +9,8 @@ import typer
 from typer.testing import CliRunner
 
 from flatvol.errors import SpecError
-from flatvol.flatness.cli import flatness_command, flatness_measure_names, parse_measures
 from flatvol.measures import DEFAULT_MAXIMIZER, SharpnessSpec
+from flatvol.measures.cli import flatness_command, flatness_measure_names, parse_measures
 from flatvol.models import build_model
 from flatvol.train.checkpoint import save_run
 
