@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,12 +38,14 @@ if TYPE_CHECKING:
     from flatvol.data.task import TaskData
 
 OptionValue = bool | int | float | str
-VOLUME_ESTIMATORS = ("ep-orthant", "orthant-is", "ep-probit", "laplace")
-DEFAULT_VOLUME_ESTIMATOR = "ep-orthant"
+VolumeEstimatorName = Literal["ep-orthant", "orthant-is", "ep-probit", "laplace"]
+VOLUME_ESTIMATORS: tuple[str, ...] = get_args(VolumeEstimatorName)
+DEFAULT_VOLUME_ESTIMATOR: VolumeEstimatorName = "ep-orthant"
+MaximizerName = Literal["paper", "lbfgsb", "fast"]
 # The one default Keskar maximizer, for specs and `flatvol flatness` alike. 'paper' keeps the
 # numbers (and spec hashes) of existing sweeps; 'fast' reaches at least its value far sooner
 # (bench/bench_sharpness_fast_vs_paper.py), so a spec or the CLI may choose it.
-DEFAULT_MAXIMIZER: Literal["paper", "lbfgsb", "fast"] = "paper"
+DEFAULT_MAXIMIZER: MaximizerName = "paper"
 DEFAULT_SHARPNESS_EPSILON = 1e-4
 
 
@@ -156,8 +158,7 @@ class VolumeSpec(_StrictOptions):
     """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
     arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
 
-    estimator: Literal["ep-orthant", "orthant-is", "ep-probit", "laplace"] = \
-        DEFAULT_VOLUME_ESTIMATOR
+    estimator: VolumeEstimatorName = DEFAULT_VOLUME_ESTIMATOR
     kernel: Literal["auto", "analytic", "mc"] = "auto"
     mc_samples: int = Field(100, ge=2)
     mc_seed: int = 0
@@ -168,7 +169,7 @@ class SharpnessSpec(_StrictOptions):
     """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
 
     epsilon: float = Field(DEFAULT_SHARPNESS_EPSILON, gt=0)
-    maximizer: Literal["paper", "lbfgsb", "fast"] = DEFAULT_MAXIMIZER
+    maximizer: MaximizerName = DEFAULT_MAXIMIZER
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
