@@ -154,7 +154,7 @@ def _register_subcommands() -> None:
     from flatvol.analysis.cli import report_command
     from flatvol.experiments.cli import run_command
     from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
-    from flatvol.flatness.cli import flatness_command
+    from flatvol.measures.cli import flatness_command
     from flatvol.volume.cli import volume_command
 
     app.command("volume")(volume_command)

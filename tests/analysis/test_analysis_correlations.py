@@ -191,7 +191,7 @@ def test_granulated_kendall_matches_direct_definition_on_random_ragged_grid():
     runs["m"] = -runs["log10_sharpness"]
     psi, per_axis = _reference_granulated(runs, "m", "test_acc_E",
                                           ["attack_size", "seed", "optimizer"])
-    gk = granulated_kendall(runs, "neg_log10_sharpness")
+    gk = granulated_kendall(runs, "log10_sharpness")
     assert gk.psi == pytest.approx(psi, abs=1e-12)
     assert gk.per_axis == pytest.approx(per_axis, abs=1e-12)
 
@@ -213,11 +213,11 @@ def test_granulated_kendall_skips_singletons_and_constant_groups():
 def test_correlation_table_orientation_filtering_and_groups(runs):
     table = correlation_table(runs, n_resamples=100)
     assert list(table["measure"][:3]) == ["log10_volume", "log10_volume_conditional",
-                                          "neg_log10_sharpness"]
+                                          "log10_sharpness"]
     fitted = fitted_runs(runs)
     assert len(fitted) == len(runs) - 2  # one failed, one did not fit
     assert (table["n"] == len(fitted)).all()
-    row = table.set_index("measure").loc["neg_log10_sharpness"]
+    row = table.set_index("measure").loc["log10_sharpness"]
     # -log10 sharpness is the oriented measure: positive tau with accuracy
     expected = stats.kendalltau(-fitted.log10_sharpness, fitted.test_acc_E).statistic
     assert row["kendall"] == pytest.approx(expected) and expected > 0
@@ -232,7 +232,7 @@ def test_log_measures_drop_nonpositive_values():
     runs = pd.DataFrame({"test_acc_E": [0.9, 0.8, 0.7, 0.6, 0.5],
                          "hessian_trace": [1.0, 2.0, -0.5, 8.0, 16.0]})
     table = correlation_table(runs, n_resamples=0)
-    assert table.loc[0, "measure"] == "neg_log10_hessian_trace"
+    assert table.loc[0, "measure"] == "hessian_trace"
     assert table.loc[0, "n"] == 4 and table.loc[0, "kendall"] == pytest.approx(1.0)
 
 
@@ -254,9 +254,9 @@ def test_constant_measures_and_unvaried_axes_are_left_out(runs):
     # A PAC-Bayes bound that depends only on S is the same for every run: no ranking to test.
     one_optimizer = runs[runs.optimizer == "sgd"].assign(pac_bayes_bound=0.36)
     table = correlation_table(one_optimizer, n_resamples=0)
-    assert "neg_pac_bayes_bound" not in set(table["measure"])
+    assert "pac_bayes_bound" not in set(table["measure"])
     assert [m.key for m in constant_measures(fitted_runs(one_optimizer))] == [
-        "neg_pac_bayes_bound"]
+        "pac_bayes_bound"]
     assert "psi_optimizer" not in table.columns  # a single optimizer is not a sweep axis
     assert {"psi_attack_size", "psi_seed"} <= set(table.columns)
     # asked for explicitly, a constant measure gets a row of NaNs rather than an error

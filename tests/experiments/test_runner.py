@@ -8,8 +8,6 @@ from experiments_helpers import comparable_runs, comparable_series, tiny_spec
 
 from flatvol.errors import SpecError
 from flatvol.experiments import (
-    MeasureContext,
-    compute_measures,
     execute_run,
     plan_runs,
     prepare_context,
@@ -19,6 +17,7 @@ from flatvol.experiments import (
     spec_from_dict,
 )
 from flatvol.experiments.runner import load_run_task
+from flatvol.measures import MeasureContext, compute_measures
 
 
 def test_sweep_records_every_run_and_resume_skips_them(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from flatvol.errors import SpecError
 from flatvol.experiments import load_spec, packaged_spec_names, packaged_spec_path, plan_runs
-from flatvol.experiments.spec import DEFAULT_VOLUME_ESTIMATOR, resolve_spec_path, spec_from_dict
+from flatvol.experiments.spec import resolve_spec_path, spec_from_dict
+from flatvol.measures import DEFAULT_VOLUME_ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_resnet50", "fig3_cifar_resnet50_cpu",

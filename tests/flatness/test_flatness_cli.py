@@ -9,7 +9,8 @@ import typer
 from typer.testing import CliRunner
 
 from flatvol.errors import SpecError
-from flatvol.flatness.cli import MEASURE_NAMES, flatness_command, parse_measures
+from flatvol.measures import DEFAULT_MAXIMIZER, SharpnessSpec
+from flatvol.measures.cli import flatness_command, flatness_measure_names, parse_measures
 from flatvol.models import build_model
 from flatvol.train.checkpoint import save_run
 
@@ -37,25 +38,39 @@ def test_json_has_one_field_per_measure(app, run_dir):
               "--top-k", "2", "--n-hvp", "9"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert set(MEASURE_NAMES) <= set(out)
+    assert set(flatness_measure_names()) <= set(out)
     assert out["train_size"] == 40  # S only, never the attack set
-    assert out["keskar"]["n_examples"] == 40 and out["keskar"]["maximizer"] == "fast"
-    assert out["keskar"]["sharpness"] > 0 and "log10_sharpness" in out["keskar"]
-    assert len(out["hessian_top"]["eigenvalues"]) == 2
+    # One default maximizer for the CLI and specs, and the one used is recorded.
+    assert out["sharpness"]["maximizer"] == DEFAULT_MAXIMIZER == SharpnessSpec().maximizer
+    assert out["sharpness"]["n_examples"] == 40
+    assert out["sharpness"]["sharpness"] > 0 and "log10_sharpness" in out["sharpness"]
+    assert len(out["hessian_top_eig"]["eigenvalues"]) == 2
     assert out["hessian_trace"]["n_hvp"] == 9
 
 
 def test_text_output_and_maximizer_option(app, run_dir):
     result = CliRunner().invoke(
-        app, ["flatness", str(run_dir), "--measures", "keskar", "--maximizer", "lbfgsb",
+        app, ["flatness", str(run_dir), "--measures", "sharpness", "--maximizer", "lbfgsb",
               "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "keskar: sharpness=" in result.stdout and "maximizer=lbfgsb" in result.stdout
+    assert "sharpness: sharpness=" in result.stdout and "maximizer=lbfgsb" in result.stdout
 
 
 def test_bad_measure_names_are_one_line_spec_errors(app, run_dir):
     with pytest.raises(SpecError, match="unknown measure"):
-        parse_measures("keskar,volume")
+        parse_measures("sharpness,volume")  # volume is a measure, but not a flatness one
     result = CliRunner().invoke(app, ["flatness", str(run_dir), "--measures", "nope"])
     assert isinstance(result.exception, SpecError)
-    assert parse_measures("keskar, hessian_top,keskar") == ["keskar", "hessian_top"]
+    assert parse_measures("sharpness, hessian_top_eig,sharpness") == ["sharpness",
+                                                                      "hessian_top_eig"]
+    result = CliRunner().invoke(app, ["flatness", str(run_dir), "--maximizer", "best"])
+    assert isinstance(result.exception, SpecError) and "--maximizer" in str(result.exception)
+
+
+def test_cli_measures_are_the_catalogue_flatness_entries_with_spec_names():
+    from flatvol.measures import measure_entries
+
+    names = flatness_measure_names()
+    assert names == sorted(e.name for e in measure_entries() if e.group == "flatness")
+    assert {"sharpness", "hessian_top_eig", "hessian_trace", "pac_bayes_sigma"} <= set(names)
+    assert "volume" not in names and "accuracy" not in names

@@ -24,7 +24,7 @@ from flatvol.analysis.export import (
     export_parquet,
     read_table,
 )
-from flatvol.analysis.measures import KNOWN_MEASURES, SHARPNESS, VOLUME, Measure, resolve_measures
+from flatvol.analysis.measures import SHARPNESS, VOLUME, Measure, known_measures, resolve_measures
 from flatvol.analysis.temporal import (
     AlphaEvent,
     RunSeries,
@@ -35,9 +35,10 @@ from flatvol.analysis.temporal import (
 )
 
 __all__ = [
-    "DEFAULT_AXES", "KNOWN_MEASURES", "SHARPNESS", "VOLUME", "AlphaEvent", "Correlation",
+    "DEFAULT_AXES", "SHARPNESS", "VOLUME", "AlphaEvent", "Correlation",
     "Estimate", "GranulatedKendall", "Measure", "MissingDependencyError", "RunSeries",
     "TemporalSummary", "correlate", "correlation_table", "export_csv", "export_parquet",
-    "fitted_runs", "granulated_kendall", "kendall_tau_b", "pearson_r", "read_table",
-    "resolve_measures", "spearman_rho", "split_runs", "temporal_runs", "temporal_summary",
+    "fitted_runs", "granulated_kendall", "kendall_tau_b", "known_measures", "pearson_r",
+    "read_table", "resolve_measures", "spearman_rho", "split_runs", "temporal_runs",
+    "temporal_summary",
 ]

@@ -1,5 +1,7 @@
 """Which columns of a runs table are predictors of generalization, and how each is oriented.
 
+The known predictors, their orientation and labels come from the measure catalogue
+(flatvol.measures: each entry's `predictors`); a predictor is named by its stored column.
 Every measure is oriented so that *larger predicts better generalization* (as the paper plots
 -log10 sharpness): a flatness/sharpness/complexity column enters with sign -1. Rank statistics
 (Kendall, Spearman) only see the sign; Pearson also sees the log10 transform.
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from flatvol.errors import DataError
+from flatvol.measures import measure_entries
 
 
 @dataclass(frozen=True)
@@ -52,38 +55,24 @@ class Measure:
         return out
 
 
-# Known measure columns, in report order. The runner's store may hold any subset of them.
-KNOWN_MEASURES: tuple[Measure, ...] = (
-    Measure("log10_volume", "log10_volume", "log10 V(f)", plot_label=r"$\log_{10} V(f)$"),
-    Measure("log10_volume_conditional", "log10_volume_conditional", "log10 V(f|S)",
-            plot_label=r"$\log_{10} V(f\,|\,S)$"),
-    Measure("neg_log10_sharpness", "log10_sharpness", "-log10 sharpness", sign=-1,
-            plot_label=r"$-\log_{10}$ sharpness"),
-    Measure("neg_log10_hessian_top_eig", "hessian_top_eig", "-log10 lambda_max(H)", -1, True,
-            plot_label=r"$-\log_{10} \lambda_{\max}(H)$"),
-    Measure("neg_log10_hessian_trace", "hessian_trace", "-log10 Tr(H)", -1, True,
-            plot_label=r"$-\log_{10} \mathrm{Tr}\,H$"),
-    Measure("neg_log10_hessian_frobenius", "hessian_frobenius", "-log10 ||H||_F", -1, True),
-    Measure("neg_log10_average_sharpness", "average_sharpness", "-log10 avg. sharpness", -1, True),
-    Measure("neg_log10_adaptive_sharpness", "adaptive_sharpness", "-log10 adaptive sharpness",
-            -1, True),
-    Measure("log10_pac_bayes_sigma", "pac_bayes_sigma", "log10 PAC-Bayes sigma*", 1, True),
-    Measure("log10_pac_bayes_mag_sigma", "pac_bayes_mag_sigma", "log10 PAC-Bayes mag. sigma*",
-            1, True),
-    Measure("neg_log10_fisher_rao_norm", "fisher_rao_norm", "-log10 Fisher-Rao norm", -1, True),
-    Measure("neg_pac_bayes_bound", "pac_bayes_bound", "-PAC-Bayes error bound", sign=-1),
-)
-
-VOLUME = KNOWN_MEASURES[0]
-SHARPNESS = KNOWN_MEASURES[2]
+def known_measures() -> tuple[Measure, ...]:
+    """Every predictor of the measure catalogue (flatvol.measures), in report order, keyed by
+    its stored column. Read at call time, so measures registered later are included."""
+    return tuple(Measure(p.column, p.column, p.label, p.sign, p.log10, p.plot_label)
+                 for entry in measure_entries() for p in entry.predictors)
 
 
 def measure_by_key(key: str) -> Measure:
-    for m in KNOWN_MEASURES:
+    """The catalogue predictor stored in column `key`."""
+    for m in known_measures():
         if key in (m.key, m.column):
             return m
-    known = ", ".join(m.key for m in KNOWN_MEASURES)
+    known = ", ".join(m.key for m in known_measures())
     raise DataError(f"unknown measure {key!r} (known: {known}; or pass a Measure)")
+
+
+VOLUME = measure_by_key("log10_volume")
+SHARPNESS = measure_by_key("log10_sharpness")
 
 
 def resolve_measures(runs: pd.DataFrame,
@@ -96,20 +85,20 @@ def resolve_measures(runs: pd.DataFrame,
         for m in measures:
             if isinstance(m, Measure):
                 out.append(m)
-            elif m in {k.key for k in KNOWN_MEASURES} | {k.column for k in KNOWN_MEASURES}:
+            elif m in {k.column for k in known_measures()}:
                 out.append(measure_by_key(m))
             else:  # an arbitrary column, taken as is
                 out.append(Measure(m, m, m))
         for m in out:
             m.values(runs)  # raises DataError naming a missing column
         return out
-    return [m for m in KNOWN_MEASURES if m.column in runs.columns and _varies(m.values(runs))]
+    return [m for m in known_measures() if m.column in runs.columns and _varies(m.values(runs))]
 
 
 def constant_measures(runs: pd.DataFrame) -> list[Measure]:
     """Known measures present in `runs` with finite values that are all equal."""
     out = []
-    for m in KNOWN_MEASURES:
+    for m in known_measures():
         if m.column in runs.columns:
             v = m.values(runs)
             if np.isfinite(v).any() and not _varies(v):

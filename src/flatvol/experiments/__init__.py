@@ -1,4 +1,5 @@
-"""Experiments: specs, the sweep runner with its resumable SQLite store, and the measure registry.
+"""Experiments: specs and the sweep runner with its resumable SQLite store (the measures a spec
+lists are in the catalogue, flatvol.measures).
 
     spec = load_spec("specs/fig3_mnist_fcn.toml")
     summary = run_sweep(spec, "runs/fig3")           # or `flatvol run SPEC --out DIR`
@@ -6,14 +7,6 @@
     series = series_frame("runs/fig3")               # per-epoch values, long format
 """
 
-from flatvol.experiments.measures import (
-    MeasureContext,
-    VolumeCache,
-    compute_measures,
-    get_measure,
-    measure_names,
-    register_measure,
-)
 from flatvol.experiments.runner import (
     PlannedRun,
     SweepContext,
@@ -46,7 +39,6 @@ from flatvol.experiments.store import (
 
 __all__ = [
     "ExperimentSpec",
-    "MeasureContext",
     "PlannedRun",
     "RunKey",
     "RunRecord",
@@ -55,18 +47,13 @@ __all__ = [
     "SweepContext",
     "SweepError",
     "SweepSummary",
-    "VolumeCache",
     "compute_kernel",
-    "compute_measures",
     "execute_run",
-    "get_measure",
     "load_spec",
-    "measure_names",
     "packaged_spec_names",
     "packaged_spec_path",
     "plan_runs",
     "prepare_context",
-    "register_measure",
     "resolve_spec_path",
     "run_sweep",
     "runs_frame",

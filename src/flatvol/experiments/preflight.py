@@ -101,7 +101,7 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
                     task: TaskData) -> None:
     """Try each measure that has options on a few points of S (volume: its estimator on a
     3 x 3 kernel), so a bad option fails now rather than in every run."""
-    from flatvol.experiments.measures import MeasureContext, compute_measures
+    from flatvol.measures import MeasureContext, compute_measures
     from flatvol.volume.estimate import VolumeEstimator
 
     m = spec.measures

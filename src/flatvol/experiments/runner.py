@@ -38,7 +38,6 @@ import flatvol
 from flatvol.data.task import TaskData
 from flatvol.errors import FlatvolError
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
-from flatvol.experiments.measures import MeasureContext, VolumeCache, compute_measures
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import (
     ExperimentSpec,
@@ -48,6 +47,7 @@ from flatvol.experiments.spec import (
     spec_json,
 )
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
+from flatvol.measures import MeasureContext, VolumeCache, compute_measures
 from flatvol.train.checkpoint import atomic_write
 
 ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total

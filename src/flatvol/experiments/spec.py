@@ -29,11 +29,9 @@ from pydantic import (
 )
 
 from flatvol.errors import SpecError
+from flatvol.measures import MeasuresSpec, OptionValue, check_measure_names
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-VOLUME_ESTIMATORS = ("ep-orthant", "orthant-is", "ep-probit", "laplace")
-DEFAULT_VOLUME_ESTIMATOR = "ep-orthant"
 
 
 class _Strict(BaseModel):
@@ -78,9 +76,6 @@ class SWASpec(_Strict):
     lr: float | None = Field(None, gt=0)
     anneal_epochs: int = Field(1, ge=1)
     anneal_strategy: Literal["cos", "linear"] = "cos"
-
-
-OptionValue = bool | int | float | str
 
 
 class OptimizerSpec(_Strict):
@@ -159,52 +154,6 @@ class SweepSpec(_Strict):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
-class VolumeSpec(_Strict):
-    """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
-    arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
-
-    estimator: Literal["ep-orthant", "orthant-is", "ep-probit", "laplace"] = "ep-orthant"
-    kernel: Literal["auto", "analytic", "mc"] = "auto"
-    mc_samples: int = Field(100, ge=2)
-    mc_seed: int = 0
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-
-
-class SharpnessSpec(_Strict):
-    """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
-
-    epsilon: float = Field(1e-4, gt=0)
-    maximizer: Literal["paper", "lbfgsb", "fast"] = "paper"
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-
-
-class MeasuresSpec(_Strict):
-    """`final`: measure names (flatvol.experiments.measure_names()) taken after training;
-    `volume`, `sharpness` configure those two; `options.<measure>` are keyword arguments for the
-    other flatness measures (e.g. options.hessian_trace = {n_hvp = 50})."""
-
-    final: list[str] = Field(default_factory=lambda: ["volume", "sharpness"])
-    volume: VolumeSpec = Field(default_factory=VolumeSpec)
-    sharpness: SharpnessSpec = Field(default_factory=SharpnessSpec)
-    options: dict[str, dict[str, OptionValue]] = Field(default_factory=dict)
-
-    @field_validator("final")
-    @classmethod
-    def _names(cls, names: list[str]) -> list[str]:
-        _check_measure_names(names)
-        return names
-
-    @model_validator(mode="after")
-    def _option_names(self) -> MeasuresSpec:
-        _check_measure_names(list(self.options), what="options for")
-        own = [n for n in self.options if n in ("volume", "sharpness", "accuracy",
-                                                 "test_accuracy")]
-        if own:
-            raise ValueError(f"options.{own[0]}: set {own[0]} options in [measures.{own[0]}] "
-                             "(volume, sharpness) or not at all (accuracy)")
-        return self
-
-
 class DuringSpec(_Strict):
     """Measure every `every` epochs (0: never) in the given phases; 'fit' is before the stopping
     rule holds, 'post' the post-training epochs. Loss and train accuracy are recorded every epoch
@@ -217,7 +166,7 @@ class DuringSpec(_Strict):
     @field_validator("measures")
     @classmethod
     def _names(cls, names: list[str]) -> list[str]:
-        _check_measure_names(names)
+        check_measure_names(names)
         return names
 
 
@@ -294,17 +243,6 @@ class ExperimentSpec(_Strict):
 def _digest(payload: Any) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _check_measure_names(names: list[str], what: str = "") -> None:
-    from flatvol.experiments.measures import measure_names
-
-    known = measure_names()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        prefix = f"{what} " if what else ""
-        raise ValueError(f"{prefix}unknown measure {unknown[0]!r}; expected one of "
-                         f"{', '.join(known)}")
 
 
 def _loc(loc: tuple) -> str:

@@ -6,6 +6,8 @@ with labels in {0, 1}. Pass the genuine training set S as (x, y). Models are nev
 """
 
 from flatvol.flatness._functional import FunctionalLoss, LossFn, bce_with_logits_loss
+from flatvol.flatness.adaptive import AdaptiveSharpness, adaptive_sharpness
+from flatvol.flatness.fisher_rao import FisherRaoNorm, fisher_rao_norm
 from flatvol.flatness.hessian import (
     HessianDensity,
     HessianEigenvalues,
@@ -18,14 +20,10 @@ from flatvol.flatness.hessian import (
     hessian_trace,
     hessian_vector_product,
 )
-from flatvol.flatness.measures import (
-    AdaptiveSharpness,
+from flatvol.flatness.perturbation import (
     AverageSharpness,
-    FisherRaoNorm,
     PacBayesFlatness,
-    adaptive_sharpness,
     average_sharpness,
-    fisher_rao_norm,
     pac_bayes_flatness,
     pac_bayes_magnitude_flatness,
 )

@@ -1,4 +1,5 @@
-"""Shared pieces of the typed results: JSON-ready dicts and a stopwatch."""
+"""Shared pieces of the flatness measures: JSON-ready result dicts, a stopwatch and the check
+of a positive argument."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from flatvol.errors import SpecError
 
 
 def _jsonable(value: Any) -> Any:
@@ -43,3 +46,12 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.start
+
+
+def require_positive(name: str, value: float, allow_zero: bool = False) -> None:
+    """Raise SpecError unless `value` is a finite positive (or, with allow_zero, non-negative)
+    number; `name` is the argument named in the message."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not (ok and math.isfinite(value)):
+        raise SpecError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
+                        f"number, got {value}")

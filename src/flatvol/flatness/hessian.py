@@ -1,7 +1,9 @@
 """The Hessian of the training loss, from Hessian-vector products only.
 
-HVPs are forward-over-reverse (`torch.func.jvp` of `torch.func.grad`) on the full data,
-summed over chunks (see `_functional.FunctionalLoss.hvp`). On top of them:
+HVPs are taken on the full data, summed over chunks (`_functional.FunctionalLoss.hvp`); the
+default `hvp_method='double-backward'` differentiates <grad L(w), v> again with
+torch.autograd, and 'forward-over-reverse' (`torch.func.jvp` of `torch.func.grad`) is the
+alternative. On top of them, with the matrix-free estimators of flatvol.flatness.estimators:
 
 - top-k (or bottom-k) eigenvalues by Lanczos with full reorthogonalization, stopped when the
   Ritz residuals |beta_m s_mi| fall below tol * ||T_m|| (Golub & Van Loan, Matrix
@@ -19,157 +21,22 @@ reproducible and the same on any device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
-from scipy.linalg import eigh_tridiagonal
 from torch import nn
 from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch
+from flatvol.flatness.estimators import Lanczos, MatVec, TraceEstimate, hutchinson, hutchpp
 
-MatVec = Callable[[torch.Tensor], torch.Tensor]
 TraceMethod = Literal["hutchpp", "hutchinson"]
 
 
-# ---------------------------------------------------------------------------------------
-# Linear-algebra kernels on an abstract symmetric matvec
-# ---------------------------------------------------------------------------------------
-class Lanczos:
-    """Lanczos tridiagonalization with full (twice-applied Gram-Schmidt) reorthogonalization.
-
-    Stores the Krylov basis (max_iter x n) so Ritz vectors can be formed and every new vector
-    is orthogonalized against all previous ones, which keeps the Ritz values free of the
-    spurious copies plain Lanczos produces.
-    """
-
-    def __init__(self, matvec: MatVec, start: torch.Tensor, max_iter: int):
-        self.matvec = matvec
-        self.max_iter = min(int(max_iter), start.numel())
-        self.basis = torch.empty(self.max_iter, start.numel(), dtype=start.dtype,
-                                 device=start.device)  # rows beyond `size` are never read
-        self.basis[0] = start / torch.linalg.vector_norm(start)
-        self.alpha: list[float] = []
-        self.beta: list[float] = []  # beta[j] couples basis[j] and basis[j + 1]
-        self.residual_norm = math.inf  # norm of the last (unnormalized) residual vector
-        self.done = False
-
-    @property
-    def size(self) -> int:
-        return len(self.alpha)
-
-    def step(self) -> bool:
-        """One Lanczos step; False once the basis is complete or an invariant subspace is hit."""
-        if self.done:
-            return False
-        j = self.size
-        q = self.basis[j]
-        w = self.matvec(q)
-        a = float(torch.dot(q, w))
-        w = w - a * q
-        if j > 0:
-            w = w - self.beta[j - 1] * self.basis[j - 1]
-        used = self.basis[: j + 1]
-        for _ in range(2):
-            w = w - used.T @ (used @ w)
-        b = float(torch.linalg.vector_norm(w))
-        self.alpha.append(a)
-        self.residual_norm = b
-        scale = max(abs(a), self.beta[-1] if self.beta else 0.0, np.finfo(float).tiny)
-        if j + 1 >= self.max_iter or b <= 1e3 * torch.finfo(w.dtype).eps * scale:
-            self.done = True
-            return False
-        self.beta.append(b)
-        self.basis[j + 1] = w / b
-        return True
-
-    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Ritz values (ascending) and the eigenvectors of the tridiagonal matrix T_m."""
-        d = np.asarray(self.alpha, dtype=np.float64)
-        e = np.asarray(self.beta[: self.size - 1], dtype=np.float64)
-        if d.size == 1:
-            return d.copy(), np.ones((1, 1))
-        return eigh_tridiagonal(d, e)
-
-
-def rademacher(n: int, count: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """count x n matrix of independent +-1 entries."""
-    signs = torch.randint(0, 2, (count, n), generator=generator, dtype=torch.int8)
-    return (signs.to(like.device, like.dtype) * 2 - 1)
-
-
-@dataclass(frozen=True)
-class _TraceEstimate:
-    trace: float
-    trace_std_error: float
-    frobenius_sq: float
-    frobenius_sq_std_error: float
-    n_matvec: int
-
-
-def _std_error(samples: list[float]) -> float:
-    if len(samples) < 2:
-        return math.nan
-    return float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
-
-
-def hutchinson(matvec: MatVec, n: int, n_probes: int, generator: torch.Generator,
-               like: torch.Tensor, progress: bool = False) -> _TraceEstimate:
-    """tr(H) ~ mean v.Hv and tr(H^2) ~ mean |Hv|^2 with Rademacher v (one matvec per probe)."""
-    traces, squares = [], []
-    for _ in tqdm(range(n_probes), desc="hutchinson", disable=not progress, leave=False):
-        v = rademacher(n, 1, generator, like)[0]
-        hv = matvec(v)
-        traces.append(float(torch.dot(v, hv)))
-        squares.append(float(torch.dot(hv, hv)))
-    return _TraceEstimate(float(np.mean(traces)), _std_error(traces), float(np.mean(squares)),
-                          _std_error(squares), n_probes)
-
-
-def hutchpp(matvec: MatVec, n: int, n_matvec: int, generator: torch.Generator,
-            like: torch.Tensor, progress: bool = False) -> _TraceEstimate:
-    """Hutch++ with n_matvec = 3k matvecs: exact trace on Q = orth(H S), Hutchinson on the rest.
-
-    tr(H)   = tr(Q^T H Q) + (1/k) sum_j g'_j.H g'_j,     g'_j = (I - QQ^T) g_j
-    tr(H^2) = ||H Q||_F^2 + (1/k) sum_j ||H g'_j||^2
-    (the second line is Hutch++ applied to H^2, reusing the same products since H = H^T).
-    """
-    k = n_matvec // 3
-    if k < 1:
-        raise SpecError(f"Hutch++ needs at least 3 Hessian-vector products, got {n_matvec}")
-    k = min(k, n)
-    bar = tqdm(total=3 * k, desc="hutch++", disable=not progress, leave=False)
-
-    def apply(vectors: torch.Tensor) -> torch.Tensor:
-        out = []
-        for v in vectors:
-            out.append(matvec(v))
-            bar.update()
-        return torch.stack(out)
-
-    sketch = apply(rademacher(n, k, generator, like))  # rows are H s_j
-    q, _ = torch.linalg.qr(sketch.T)  # n x k orthonormal basis of range(H S)
-    hq = apply(q.T)
-    exact_trace = float((q.T * hq).sum())
-    exact_square = float((hq * hq).sum())
-    g = rademacher(n, k, generator, like)
-    g = g - (g @ q) @ q.T
-    hg = apply(g)
-    bar.close()
-    traces = (g * hg).sum(dim=1).tolist()
-    squares = (hg * hg).sum(dim=1).tolist()
-    return _TraceEstimate(exact_trace + float(np.mean(traces)), _std_error(traces),
-                          exact_square + float(np.mean(squares)), _std_error(squares), 3 * k)
-
-
-# ---------------------------------------------------------------------------------------
-# Public measures
-# ---------------------------------------------------------------------------------------
 def _counting_hvp(fl: FunctionalLoss) -> tuple[MatVec, list[int]]:
     count = [0]
 
@@ -334,7 +201,7 @@ class HessianFrobenius(ResultMixin):
 
 
 def _estimate_trace(fl: FunctionalLoss, method: str, n_hvp: int, seed: int,
-                    progress: bool) -> _TraceEstimate:
+                    progress: bool) -> TraceEstimate:
     if method not in ("hutchpp", "hutchinson"):
         raise SpecError(f"method must be 'hutchpp' or 'hutchinson', got {method!r}")
     if n_hvp < (3 if method == "hutchpp" else 1):

@@ -1,0 +1,132 @@
+"""Adaptive sharpness (Kwon, Kim, Park & Choi, ICML 2021): the worst loss rise over
+a ball in the rescaled coordinates T_w^-1 delta, T_w = diag(|w| + eta), so the measure is
+invariant to the layer-wise rescalings that leave a ReLU network's function unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from flatvol.errors import SpecError
+from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
+from flatvol.flatness.sharpness import BoxProblem, fast_ascent
+
+
+@dataclass(frozen=True)
+class AdaptiveSharpness(ResultMixin):
+    """max_{||delta||_p <= rho} L(w + T_w delta) - L(w), T_w = diag(|w| + eta)."""
+
+    sharpness: float
+    loss: float
+    max_loss: float
+    rho: float
+    p: str
+    eta: float
+    n_loss_evals: int
+    n_grad_evals: int
+    seconds: float
+    perturbation: torch.Tensor = field(repr=False, compare=False)  # T_w delta, weight space
+    scale: torch.Tensor = field(repr=False, compare=False)  # |w| + eta
+
+
+def _l2_ball_ascent(fl: FunctionalLoss, scale: torch.Tensor, rho: float, n_steps: int,
+                    n_restarts: int, generator: torch.Generator) -> tuple[float, torch.Tensor, int]:
+    """Normalized-gradient PGD on the l2 ball ||delta|| <= rho in the rescaled coordinates."""
+    best_value, best_delta, n_grad = -math.inf, torch.zeros_like(scale), 0
+
+    def project(delta: torch.Tensor) -> torch.Tensor:
+        norm = float(torch.linalg.vector_norm(delta))
+        return delta if norm <= rho else delta * (rho / norm)
+
+    def evaluate(delta: torch.Tensor) -> tuple[float, torch.Tensor]:
+        nonlocal best_value, best_delta, n_grad
+        n_grad += 1
+        value, g = fl.value_and_grad(fl.w0 + scale * delta)
+        if value > best_value:
+            best_value, best_delta = value, delta.clone()
+        return value, scale * g
+
+    starts = [torch.zeros_like(scale)]
+    for _ in range(n_restarts):
+        direction = torch.randn(scale.shape, generator=generator, dtype=torch.float64).to(scale)
+        starts.append(direction * (rho / float(torch.linalg.vector_norm(direction))))
+    for delta in starts:
+        value, g = evaluate(delta)
+        t = 1.0
+        for _ in range(n_steps):
+            g_norm = float(torch.linalg.vector_norm(g))
+            if g_norm == 0:
+                break
+            new = project(delta + (t * rho / g_norm) * g)
+            if torch.equal(new, delta):
+                break
+            new_value, new_g = evaluate(new)
+            if new_value >= value:
+                delta, value, g = new, new_value, new_g
+            else:
+                t /= 2
+                if t < 1 / 16:
+                    break
+    return best_value, best_delta, n_grad
+
+
+def adaptive_sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+    *,
+    rho: float = 1e-3,
+    p: Literal["inf", "2"] | float = "inf",
+    eta: float = 0.0,
+    n_steps: int = 10,
+    n_restarts: int = 2,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+) -> AdaptiveSharpness:
+    """Adaptive sharpness of Kwon, Kim, Park & Choi, "ASAM: Adaptive sharpness-aware
+    minimization for scale-invariant learning of deep neural networks", ICML 2021:
+
+        max_{||T_w^{-1} e||_p <= rho} L(w + e) - L(w),   T_w = diag(|w_i| + eta).
+
+    With eta = 0 the perturbed weights are w_i (1 + t_i) with ||t||_p <= rho, so the measure is
+    invariant under every positive rescaling of parameters that leaves the function unchanged
+    (layer- and neuron-wise alpha-scaling of ReLU nets, biases included). p = 'inf' is the
+    elementwise ball, maximized by the same corner ascent as Keskar's 'fast' maximizer (Keskar's
+    box is this ball with eta = 1, which is what breaks its invariance); p = 2 uses
+    normalized-gradient projected ascent. Both take `n_steps` steps from 0 and from
+    `n_restarts` random starts.
+    """
+    require_positive("rho", rho)
+    require_positive("eta", eta, allow_zero=True)
+    p_name = "inf" if p in ("inf", math.inf) else "2" if p in ("2", 2) else None
+    if p_name is None:
+        raise SpecError(f"p must be 'inf' or 2, got {p!r}")
+    if n_steps < 1 or n_restarts < 0:
+        raise SpecError(f"need n_steps >= 1 and n_restarts >= 0, got {n_steps}, {n_restarts}")
+    clock = Stopwatch()
+    generator = torch.Generator().manual_seed(seed)
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+        scale = fl.w0.abs() + eta
+        loss = fl.loss_value(fl.w0)
+        if p_name == "inf":
+            problem = BoxProblem(fl, rho * scale)
+            problem.record(loss, torch.zeros_like(scale))
+            fast_ascent(problem, n_steps=n_steps, n_restarts=n_restarts, generator=generator)
+            max_loss, perturbation = problem.best_value, problem.best_z
+            n_loss, n_grad = problem.n_loss_evals + 1, problem.n_grad_evals
+        else:
+            max_loss, delta, n_grad = _l2_ball_ascent(fl, scale, rho, n_steps, n_restarts,
+                                                      generator)
+            if loss >= max_loss:
+                max_loss, delta = loss, torch.zeros_like(scale)
+            perturbation, n_loss = scale * delta, n_grad + 1
+        return AdaptiveSharpness(max_loss - loss, loss, max_loss, rho, p_name, eta, n_loss,
+                                 n_grad, clock.seconds, perturbation.cpu(), scale.cpu())

@@ -1,0 +1,246 @@
+"""Flatness under random weight noise: average-case sharpness (E_u L(w + u) - L(w)) and
+PAC-Bayes flatness (the largest noise scale sigma* whose expected loss rise stays under delta),
+plain and magnitude-aware. Each works on any nn.Module through `FunctionalLoss`; the model is
+never changed. Their invariance under the alpha-scaling of ReLU networks is discussed in
+docs/FLATNESS.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from flatvol.errors import SpecError
+from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
+
+
+def _noise_scale(w0: torch.Tensor, sigma: float, magnitude_aware: bool,
+                 epsilon_floor: float) -> torch.Tensor:
+    """Per-coordinate standard deviation: sigma, or sqrt(sigma^2 w_i^2 + eps^2) (Jiang et al.)."""
+    if not magnitude_aware:
+        return torch.full_like(w0, sigma)
+    return torch.sqrt(sigma**2 * w0**2 + epsilon_floor**2)
+
+
+class _GaussianPerturbations:
+    """Fixed standard-normal directions xi_1..xi_m (common random numbers): the Monte Carlo
+    estimate is then a deterministic, usually monotone, function of sigma, which is what makes
+    bisection over sigma well defined. Drawn on the CPU from `seed`, regenerated on demand
+    so memory stays at one parameter vector."""
+
+    def __init__(self, fl: FunctionalLoss, n_samples: int, seed: int):
+        self.fl, self.n_samples, self.seed = fl, n_samples, seed
+
+    def mean_metric(self, scale: torch.Tensor, metric: str) -> tuple[float, float]:
+        generator = torch.Generator().manual_seed(self.seed)
+        values = []
+        for _ in range(self.n_samples):
+            xi = torch.randn(self.fl.n_params, generator=generator, dtype=torch.float64)
+            w = self.fl.w0 + scale * xi.to(self.fl.device, self.fl.dtype)
+            if metric == "loss":  # huge noise may overflow: that is an infinite rise, not an error
+                value = self.fl.loss_value(w, require_finite=False)
+                values.append(value if math.isfinite(value) else math.inf)
+            else:
+                values.append(self.fl.error_rate(w))
+        if not all(math.isfinite(v) for v in values):
+            return math.inf, math.nan
+        std_error = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 \
+            else math.nan
+        return float(np.mean(values)), std_error
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AverageSharpness(ResultMixin):
+    """E_u[L(w + u)] - L(w) with Gaussian u; std_error is the Monte Carlo standard error."""
+
+    sharpness: float
+    std_error: float
+    loss: float
+    mean_perturbed_loss: float
+    sigma: float
+    magnitude_aware: bool
+    epsilon_floor: float
+    n_samples: int
+    seconds: float
+
+
+def average_sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+    *,
+    sigma: float = 0.01,
+    n_samples: int = 32,
+    magnitude_aware: bool = False,
+    epsilon_floor: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+) -> AverageSharpness:
+    """Average-case (expected) sharpness E_{u ~ N(0, diag s^2)} L(w + u) - L(w).
+
+    Source: Neyshabur, Bhojanapalli, McAllester & Srebro, "Exploring generalization in deep
+    learning", NeurIPS 2017 (expected sharpness); Jiang et al., "Fantastic generalization
+    measures and where to find them", ICLR 2020 (the sigma-based sharpness measures).
+    s_i = sigma, or with magnitude_aware s_i = sqrt(sigma^2 w_i^2 + epsilon_floor^2).
+    """
+    require_positive("sigma", sigma)
+    require_positive("epsilon_floor", epsilon_floor, allow_zero=True)
+    if n_samples < 1:
+        raise SpecError(f"n_samples must be >= 1, got {n_samples}")
+    clock = Stopwatch()
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+        loss = fl.loss_value(fl.w0)
+        scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
+        mean, std_error = _GaussianPerturbations(fl, n_samples, seed).mean_metric(scale, "loss")
+        return AverageSharpness(mean - loss, std_error, loss, mean, sigma, magnitude_aware,
+                                epsilon_floor, n_samples, clock.seconds)
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PacBayesFlatness(ResultMixin):
+    """sigma*: largest sigma with E_u[metric(w + u)] - metric(w) <= delta; flatness 1/sigma*^2.
+
+    `bracketed` is False when even `sigma_max` kept the rise under delta (sigma_star is then
+    sigma_max, a lower bound) or `sigma_min` already exceeded it (sigma_star is 0).
+    """
+
+    sigma_star: float
+    flatness: float
+    rise_at_sigma_star: float
+    delta: float
+    metric: str
+    magnitude_aware: bool
+    epsilon_floor: float
+    base_value: float
+    bracketed: bool
+    n_samples: int
+    n_evaluations: int
+    seconds: float
+
+
+def pac_bayes_flatness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+    *,
+    delta: float = 0.1,
+    metric: Literal["loss", "error"] = "loss",
+    magnitude_aware: bool = False,
+    epsilon_floor: float = 1e-3,
+    n_samples: int = 16,
+    sigma_init: float = 0.01,
+    sigma_min: float = 1e-10,
+    sigma_max: float = 1e3,
+    rel_tol: float = 1e-3,
+    max_bisections: int = 60,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> PacBayesFlatness:
+    """PAC-Bayes flatness sigma* of Jiang et al., "Fantastic generalization measures and where
+    to find them", ICLR 2020 (measures pacbayes.flatness = 1/sigma'^2 and, with
+    magnitude_aware, pacbayes.mag.flatness = 1/alpha'^2 whose noise has variance
+    alpha'^2 w_i^2 + epsilon_floor^2, epsilon_floor = 1e-3 there).
+
+    The rise of the mean training loss (metric='loss') or 0-1 training error ('error', as
+    Jiang et al.) under Gaussian noise is estimated with `n_samples` fixed directions (common
+    random numbers); sigma is bracketed by doubling/halving from `sigma_init` and then
+    bisected geometrically until hi/lo - 1 < rel_tol.
+    """
+    require_positive("delta", delta)
+    require_positive("epsilon_floor", epsilon_floor, allow_zero=True)
+    require_positive("rel_tol", rel_tol)
+    if metric not in ("loss", "error"):
+        raise SpecError(f"metric must be 'loss' or 'error', got {metric!r}")
+    if not 0 < sigma_min <= sigma_init <= sigma_max:
+        raise SpecError(f"need 0 < sigma_min <= sigma_init <= sigma_max, got {sigma_min}, "
+                        f"{sigma_init}, {sigma_max}")
+    if n_samples < 1:
+        raise SpecError(f"n_samples must be >= 1, got {n_samples}")
+    clock = Stopwatch()
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+        base = fl.loss_value(fl.w0) if metric == "loss" else fl.error_rate(fl.w0)
+        perturb = _GaussianPerturbations(fl, n_samples, seed)
+        cache: dict[float, float] = {}
+        bar = tqdm(desc="pac-bayes sigma", disable=not progress, leave=False)
+
+        def rise(sigma: float) -> float:
+            if sigma not in cache:
+                scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
+                cache[sigma] = perturb.mean_metric(scale, metric)[0] - base
+                bar.update()
+            return cache[sigma]
+
+        bracketed = True
+        lo, hi = 0.0, math.inf
+        sigma = sigma_init
+        if rise(sigma) <= delta:
+            lo = sigma
+            while rise(sigma * 2) <= delta:
+                sigma *= 2
+                lo = sigma
+                if sigma * 2 > sigma_max:
+                    bracketed = False
+                    break
+            else:
+                hi = sigma * 2
+        else:
+            hi = sigma
+            while rise(sigma / 2) > delta:
+                sigma /= 2
+                hi = sigma
+                if sigma / 2 < sigma_min:
+                    bracketed = False
+                    break
+            else:
+                lo = sigma / 2
+        if bracketed:
+            for _ in range(max_bisections):
+                if hi / lo - 1 < rel_tol:
+                    break
+                mid = math.sqrt(lo * hi)
+                if rise(mid) <= delta:
+                    lo = mid
+                else:
+                    hi = mid
+        bar.close()
+        return PacBayesFlatness(
+            sigma_star=lo,
+            flatness=1 / lo**2 if lo > 0 else math.inf,
+            rise_at_sigma_star=cache.get(lo, 0.0),
+            delta=delta,
+            metric=metric,
+            magnitude_aware=magnitude_aware,
+            epsilon_floor=epsilon_floor,
+            base_value=base,
+            bracketed=bracketed,
+            n_samples=n_samples,
+            n_evaluations=len(cache),
+            seconds=clock.seconds,
+        )
+
+
+def pac_bayes_magnitude_flatness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn | None = None,
+    **kwargs: object,
+) -> PacBayesFlatness:
+    """Magnitude-aware PAC-Bayes flatness (Jiang et al. 2020, pacbayes.mag.flatness): noise
+    variance alpha^2 w_i^2 + epsilon_floor^2. With epsilon_floor = 0 the noise is
+    multiplicative, w_i (1 + alpha xi_i), and sigma* is invariant under alpha-scaling."""
+    return pac_bayes_flatness(model, x, y, loss_fn, magnitude_aware=True, **kwargs)  # type: ignore[arg-type]
