@@ -20,12 +20,8 @@ SPEC = tiny_spec(sweep__attack_sizes=[0, 10, 20, 30], train__post_train_epochs=1
 
 
 def _command(spec_path, out) -> list[str]:
-    from flatvol.cli import app
-
-    # `python -m flatvol run` once flatvol.cli registers the command; the module itself before
-    registered = any(c.name == "run" for c in app.registered_commands)
-    entry = ["-m", "flatvol", "run"] if registered else ["-m", "flatvol.experiments.cli"]
-    return [sys.executable, *entry, str(spec_path), "--out", str(out), "--threads", "1", "--quiet"]
+    return [sys.executable, "-m", "flatvol", "run", str(spec_path), "--out", str(out),
+            "--threads", "1", "--quiet"]
 
 
 def _done_runs(db) -> int:

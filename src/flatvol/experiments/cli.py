@@ -1,4 +1,5 @@
-"""`flatvol run`: a plain function with typer annotations; flatvol.cli registers it."""
+"""`flatvol run`: a plain function with typer annotations; flatvol.cli registers it (and turns
+its FlatvolErrors into one line and exit code 2)."""
 
 from __future__ import annotations
 
@@ -46,23 +47,3 @@ def run_command(
     if len(summary.failures) > 10:
         console.print(f"  ... and {len(summary.failures) - 10} more (see runs.reason)")
 
-
-def main() -> None:
-    """`python -m flatvol.experiments.cli SPEC --out DIR`: the same command standalone."""
-    import sys
-
-    from flatvol.errors import FlatvolError
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(run_command)
-    try:
-        app()
-    except FlatvolError as exc:
-        from rich.markup import escape
-
-        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
