@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,3 +58,20 @@ def make_synthetic_task(n_train: int = 64, n_attack: int = 16, n_test: int = 64,
 @pytest.fixture
 def synthetic_task() -> TaskData:
     return make_synthetic_task()
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
+    """cli("train", "--out", ...) runs the `flatvol` entry point in this process and returns
+    (exit code, stdout, stderr); a user error exits 2, so it never raises."""
+    from flatvol.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["flatvol", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run

@@ -7,14 +7,12 @@ import copy
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from flatvol.cli import main
 from flatvol.data import load_task
 from flatvol.experiments.runner import run_sweep
 from flatvol.models import Prior
@@ -82,17 +80,9 @@ def snapshot(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["flatvol", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def assert_refused(monkeypatch, capsys, root: Path, args: list[str], needle: str) -> str:
+def assert_refused(cli, root: Path, args: list[str], needle: str) -> str:
     before = snapshot(root)
-    code, out, err = run_cli(monkeypatch, capsys, *args)
+    code, out, err = cli(*args)
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2, (code, out, err)
     assert len(lines) == 1 and lines[0].startswith("error:"), err
@@ -234,9 +224,9 @@ RUN_DIR_VARIANTS = {
 
 @pytest.mark.parametrize("command", ["volume", "flatness"])
 @pytest.mark.parametrize("kind", list(RUN_DIR_VARIANTS))
-def test_broken_run_directories(monkeypatch, capsys, tmp_path, trained_run, command, kind):
+def test_broken_run_directories(cli, tmp_path, trained_run, command, kind):
     _run_dir_variant(trained_run, tmp_path / "r", kind)
-    assert_refused(monkeypatch, capsys, tmp_path, [command, str(tmp_path / "r")],
+    assert_refused(cli, tmp_path, [command, str(tmp_path / "r")],
                    RUN_DIR_VARIANTS[kind])
 
 
@@ -245,9 +235,9 @@ def test_broken_run_directories(monkeypatch, capsys, tmp_path, trained_run, comm
     ("missing", "run directory not found"), ("afile", "expected a run directory"),
     (".", "no run.json"),
 ])
-def test_run_dir_that_is_not_a_run(monkeypatch, capsys, workdir, command, target, needle):
+def test_run_dir_that_is_not_a_run(cli, workdir, command, target, needle):
     path = workdir / target if target != "." else workdir
-    assert_refused(monkeypatch, capsys, workdir, [command, str(path)], needle)
+    assert_refused(cli, workdir, [command, str(path)], needle)
 
 
 def _resolve(args: list[str], workdir: Path, run: Path) -> list[str]:
@@ -297,9 +287,9 @@ VOLUME_CASES = {
 
 
 @pytest.mark.parametrize("case", list(VOLUME_CASES))
-def test_volume_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_volume_command(cli, workdir, trained_run, case):
     args, needle = VOLUME_CASES[case]
-    assert_refused(monkeypatch, capsys, workdir,
+    assert_refused(cli, workdir,
                    ["volume", *_resolve(args, workdir, trained_run)], needle)
 
 
@@ -318,9 +308,9 @@ FLATNESS_CASES = {
 
 
 @pytest.mark.parametrize("case", list(FLATNESS_CASES))
-def test_flatness_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_flatness_command(cli, workdir, trained_run, case):
     args, needle = FLATNESS_CASES[case]
-    assert_refused(monkeypatch, capsys, workdir, ["flatness", str(trained_run), *args], needle)
+    assert_refused(cli, workdir, ["flatness", str(trained_run), *args], needle)
 
 
 TRAIN_CASES = {
@@ -352,13 +342,13 @@ TRAIN_CASES = {
 
 
 @pytest.mark.parametrize("case", list(TRAIN_CASES))
-def test_train_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_train_command(cli, workdir, trained_run, case):
     args, needle = TRAIN_CASES[case]
     args = _resolve(args, workdir, trained_run)
     if "--out" not in args:
         args = ["--out", str(workdir / "new-run"), *args]
     before = snapshot(trained_run)
-    assert_refused(monkeypatch, capsys, workdir, ["train", "--max-epochs", "5", *args]
+    assert_refused(cli, workdir, ["train", "--max-epochs", "5", *args]
                    if "--max-epochs" not in args else ["train", *args], needle)
     assert snapshot(trained_run) == before
     assert not (workdir / "new-run").exists()
@@ -418,12 +408,12 @@ RUN_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RUN_CASES))
-def test_run_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_run_command(cli, workdir, trained_run, case):
     args, needle = RUN_CASES[case]
     args = _resolve(args, workdir, trained_run)
     if "--out" not in args:
         args = [*args, "--out", str(workdir / "sweep")]
-    assert_refused(monkeypatch, capsys, workdir, ["run", *args, "--quiet"], needle)
+    assert_refused(cli, workdir, ["run", *args, "--quiet"], needle)
     assert not (workdir / "sweep").exists()
 
 
@@ -440,12 +430,12 @@ SGD_VS_BAYES_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SGD_VS_BAYES_CASES))
-def test_sgd_vs_bayes_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_sgd_vs_bayes_command(cli, workdir, trained_run, case):
     args, needle = SGD_VS_BAYES_CASES[case]
     args = _resolve(args, workdir, trained_run)
     if "--out" not in args:
         args = [*args, "--out", str(workdir / "pvb")]
-    assert_refused(monkeypatch, capsys, workdir, ["sgd-vs-bayes", *args, "--quiet"], needle)
+    assert_refused(cli, workdir, ["sgd-vs-bayes", *args, "--quiet"], needle)
 
 
 REPORT_CASES = {
@@ -457,9 +447,9 @@ REPORT_CASES = {
 
 
 @pytest.mark.parametrize("case", list(REPORT_CASES))
-def test_report_command(monkeypatch, capsys, workdir, trained_run, case):
+def test_report_command(cli, workdir, trained_run, case):
     args, needle = REPORT_CASES[case]
-    assert_refused(monkeypatch, capsys, workdir,
+    assert_refused(cli, workdir,
                    ["report", *_resolve(args, workdir, trained_run)], needle)
 
 
@@ -468,17 +458,17 @@ def test_report_command(monkeypatch, capsys, workdir, trained_run, case):
     (["--data-dir", "{w}/no-such-dir"], "no-such-dir"),
     (["--bogus"], "--bogus"),
 ])
-def test_demo_command(monkeypatch, capsys, workdir, trained_run, args, needle):
-    assert_refused(monkeypatch, capsys, workdir,
+def test_demo_command(cli, workdir, trained_run, args, needle):
+    assert_refused(cli, workdir,
                    ["demo", *_resolve(args, workdir, trained_run)], needle)
 
 
 @pytest.mark.parametrize("args,needle", [(["bogus"], "bogus"), (["volume", "--bogus"], "--bogus")])
-def test_unknown_command_or_option(monkeypatch, capsys, workdir, args, needle):
-    assert_refused(monkeypatch, capsys, workdir, args, needle)
+def test_unknown_command_or_option(cli, workdir, args, needle):
+    assert_refused(cli, workdir, args, needle)
 
 
-def test_refused_rerun_leaves_the_store_bytes_unchanged(monkeypatch, capsys, tmp_path):
+def test_refused_rerun_leaves_the_store_bytes_unchanged(cli, tmp_path):
     """A sweep re-run with a changed optimizer setting under the same label is refused, and the
     store (database, spec rows, environment metadata) is byte-for-byte as it was."""
     spec = tmp_path / "s.toml"
@@ -488,6 +478,6 @@ def test_refused_rerun_leaves_the_store_bytes_unchanged(monkeypatch, capsys, tmp
     changed = tmp_path / "changed.toml"
     changed.write_text(toml_text(spec_with(sweep__attack_sizes=[0], measures__final=["accuracy"],
                                            optimizers=[{"name": "sgd", "lr": 0.02}])))
-    line = assert_refused(monkeypatch, capsys, tmp_path,
+    line = assert_refused(cli, tmp_path,
                           ["run", str(changed), "--out", str(out), "--quiet"], "other settings")
     assert "sgd" in line

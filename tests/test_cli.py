@@ -6,21 +6,11 @@ import sys
 
 import pytest
 
-from flatvol.cli import main
 
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["flatvol", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_train_writes_run_json_with_required_fields(tmp_path, monkeypatch, capsys):
+def test_train_writes_run_json_with_required_fields(tmp_path, monkeypatch, cli):
     monkeypatch.delenv("FLATVOL_DATA", raising=False)
     out = tmp_path / "run"
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", str(out), "--train-size", "60",
+    code, _, err = cli("train", "--out", str(out), "--train-size", "60",
                            "--attack-size", "20", "--test-size", "50", "--model", "fcn:16",
                            "--lr", "0.05", "--max-epochs", "300")
     assert code in (0, None), err
@@ -45,19 +35,19 @@ def test_train_writes_run_json_with_required_fields(tmp_path, monkeypatch, capsy
         (["--sigma-w2", "-1"], "sigma_w2"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, cli, args, needle):
     monkeypatch.delenv("FLATVOL_DATA", raising=False)
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", str(tmp_path / "r"), *args)
+    code, _, err = cli("train", "--out", str(tmp_path / "r"), *args)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
     assert not (tmp_path / "r").exists()  # nothing half-written
 
 
-def test_missing_and_corrupt_data_files_are_one_line_errors(tmp_path, monkeypatch, capsys):
+def test_missing_and_corrupt_data_files_are_one_line_errors(tmp_path, monkeypatch, cli):
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", str(tmp_path / "r"),
+    code, _, err = cli("train", "--out", str(tmp_path / "r"),
                            "--data-dir", str(empty))
     assert code == 2 and err.count("\n") == 1 and "error:" in err
     corrupt = tmp_path / "corrupt"
@@ -65,7 +55,7 @@ def test_missing_and_corrupt_data_files_are_one_line_errors(tmp_path, monkeypatc
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (corrupt / name).write_bytes(b"\x00\x00\x08\x03garbage")
-    code, _, err = run_cli(monkeypatch, capsys, "train", "--out", str(tmp_path / "r"),
+    code, _, err = cli("train", "--out", str(tmp_path / "r"),
                            "--data-dir", str(corrupt))
     assert code == 2 and err.count("\n") == 1 and "idx" in err, err
 
