@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flatvol.errors import FlatvolError
+from flatvol.io import dumps_json
 
 # Recent typer raises its own (vendored click) exceptions; older typer raises click's, and then
 # depends on click, so click is importable exactly when it is needed.
@@ -168,7 +168,7 @@ _register_subcommands()
 
 
 def echo_json(obj: object) -> None:
-    typer.echo(json.dumps(obj, indent=2, sort_keys=True))
+    typer.echo(dumps_json(obj, indent=2))
 
 
 def main() -> None:

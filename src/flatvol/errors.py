@@ -19,3 +19,7 @@ class VolumeError(FlatvolError):
 
 class CheckpointError(FlatvolError):
     """A run directory or checkpoint that cannot be read."""
+
+
+class SweepError(FlatvolError):
+    """The sweep could not finish (a worker process died); re-running resumes it."""

@@ -16,7 +16,7 @@ from flatvol.experiments import (
     series_frame,
     spec_from_dict,
 )
-from flatvol.experiments.runner import load_run_task
+from flatvol.experiments.build import load_run_task
 from flatvol.measures import MeasureContext, compute_measures
 
 

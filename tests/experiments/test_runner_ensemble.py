@@ -10,7 +10,8 @@ from experiments_helpers import tiny_spec
 
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
-from flatvol.experiments.runner import ensemble_eligible, ensemble_groups
+from flatvol.experiments.execute import ensemble_eligible
+from flatvol.experiments.plan import ensemble_groups
 from flatvol.experiments.store import store_path
 
 KEYS = ["optimizer", "attack_size", "seed"]

@@ -83,3 +83,21 @@ def test_missing_or_foreign_store(tmp_path):
     sqlite3.connect(other).execute("CREATE TABLE t (a)").connection.commit()
     with pytest.raises(StoreError, match="not a flatvol results store"):
         series_frame(other.parent)
+
+
+def test_info_json_is_strict_json_with_null_for_non_finite(tmp_path):
+    import json
+
+    import numpy as np
+
+    info = {"f32": np.float32("inf"), "array": np.array([1.5, np.nan]), "nested": {"x": -math.inf},
+            "ok": np.float64(0.25)}
+    with Store(tmp_path) as store:
+        store.record(_record(0, info=info))
+        text = store.conn.execute("SELECT info_json FROM runs").fetchone()[0]
+
+    def refuse(name):
+        raise AssertionError(f"info_json is not strict JSON: {name}")
+
+    assert json.loads(text, parse_constant=refuse) == {
+        "f32": None, "array": [1.5, None], "nested": {"x": None}, "ok": 0.25}

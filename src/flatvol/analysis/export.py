@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from flatvol.errors import DataError, FlatvolError
+from flatvol.io import atomic_write
 
 
 class MissingDependencyError(FlatvolError):
     """An optional dependency needed for the requested output is not installed."""
 
 
-def _replace_atomically(tmp: Path, path: Path) -> Path:
-    os.replace(tmp, path)
-    return path
-
-
 def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write `frame` as CSV (no index, full float precision); returns the path."""
+    """Write `frame` as CSV (no index, full float precision) atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.17g")
-    return _replace_atomically(tmp, path)
+    atomic_write(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.17g"))
+    return path
 
 
 def require_pyarrow() -> None:
@@ -37,20 +30,18 @@ def require_pyarrow() -> None:
 
 
 def export_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write `frame` as Parquet with pyarrow; a one-line FlatvolError if pyarrow is missing."""
+    """Write `frame` as Parquet with pyarrow, atomically; a one-line FlatvolError if pyarrow is
+    missing or refuses the frame."""
     require_pyarrow()
     import pyarrow as pa
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        frame.to_parquet(tmp, index=False, engine="pyarrow")
+        atomic_write(path, lambda fh: frame.to_parquet(fh, index=False, engine="pyarrow"))
     except (pa.ArrowException, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot write Parquet: {message}") from None
-    return _replace_atomically(tmp, path)
+    return path
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

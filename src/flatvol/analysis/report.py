@@ -30,6 +30,7 @@ from flatvol.analysis.measures import (
 )
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
 from flatvol.errors import DataError
+from flatvol.io import atomic_write_text
 
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
@@ -467,7 +468,5 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
         f"flatvol report: {out_dir.name}"
     page = page_html(title or default_title, sections, results.source)
     path = out_dir / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, page)
     return path

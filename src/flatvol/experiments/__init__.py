@@ -7,17 +7,12 @@ lists are in the catalogue, flatvol.measures).
     series = series_frame("runs/fig3")               # per-epoch values, long format
 """
 
-from flatvol.experiments.runner import (
-    PlannedRun,
-    SweepContext,
-    SweepError,
-    SweepSummary,
-    compute_kernel,
-    execute_run,
-    plan_runs,
-    prepare_context,
-    run_sweep,
-)
+from flatvol.errors import SweepError
+from flatvol.experiments.backends import BACKENDS, Backend, get_backend
+from flatvol.experiments.context import SweepContext, compute_kernel, prepare_context
+from flatvol.experiments.execute import TrainedNetwork, execute_group, execute_run
+from flatvol.experiments.plan import PlannedRun, plan_runs
+from flatvol.experiments.runner import SweepSummary, run_sweep
 from flatvol.experiments.spec import (
     ExperimentSpec,
     load_spec,
@@ -38,6 +33,8 @@ from flatvol.experiments.store import (
 )
 
 __all__ = [
+    "BACKENDS",
+    "Backend",
     "ExperimentSpec",
     "PlannedRun",
     "RunKey",
@@ -47,8 +44,11 @@ __all__ = [
     "SweepContext",
     "SweepError",
     "SweepSummary",
+    "TrainedNetwork",
     "compute_kernel",
+    "execute_group",
     "execute_run",
+    "get_backend",
     "load_spec",
     "packaged_spec_names",
     "packaged_spec_path",

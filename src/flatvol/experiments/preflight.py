@@ -19,12 +19,12 @@ import torch
 
 from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
+from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, recorded_runs
 from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
-BACKENDS = ("local", "ray")
 DRY_RUN_POINTS = 4  # examples of S (and E) the measures are tried on before the sweep
 
 
@@ -42,9 +42,7 @@ class SweepOptions:
 
 def check_options(options: SweepOptions) -> None:
     """The command-line options alone: backend, workers, threads, device."""
-    if options.backend not in BACKENDS:
-        raise SpecError(f"--backend: expected one of {', '.join(BACKENDS)}, "
-                        f"got {options.backend!r}")
+    get_backend(options.backend)  # a registered name
     check_positive_int(options.workers, "--workers")
     check_threads(options.threads)
     check_device(options.device)
@@ -171,12 +169,7 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
     """
     check_options(options)
     check_output_dir(out)
-    if options.backend == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise SpecError("--backend ray: expected the ray package (pip install "
-                            "'flatvol[ray]'), got none installed") from None
+    get_backend(options.backend).check_available()
     runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
     check_spec(spec, source, options.data_dir)
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 import tomllib
 from collections import Counter
@@ -50,6 +48,7 @@ from flatvol.experiments.spec import (
     _Strict,
     validate_spec,
 )
+from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, float_or_nan
 from flatvol.models import Prior, build_model
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS, EnsembleEpochInfo, train_ensemble
 from flatvol.train.loop import TrainConfig
@@ -215,21 +214,6 @@ def labels_of(bits: str) -> np.ndarray:
     return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], suffix: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _read_chunk(path: Path, seeds: list[int], n_E: int) -> dict[str, np.ndarray] | None:
     """A saved chunk, or None if it is unreadable or does not match (then it is retrained)."""
     try:
@@ -287,7 +271,7 @@ def sample_functions(
             }
             seconds += time.perf_counter() - start
             if path is not None:
-                _atomic_write(path, lambda fh, c=chunk: np.savez(fh, **c), ".npz")
+                atomic_write(path, lambda fh, c=chunk: np.savez(fh, **c))
         parts.append(chunk)
         done += len(chunk_seeds)
         if progress is not None:
@@ -399,8 +383,8 @@ def conditional_volumes(
     return VolumeTable(
         estimator=v.estimator,
         kernel=cache["kernel"],
-        log10_v_train=float(cache["log10_v_train"]),
-        log10_v_full={f: float(known[f][0]) for f in functions},
+        log10_v_train=float_or_nan(cache["log10_v_train"]),
+        log10_v_full={f: float_or_nan(known[f][0]) for f in functions},
         converged={f: bool(known[f][1]) for f in functions},
         prior_label1=np.asarray(cache["prior_label1"], dtype=np.float64),
     )
@@ -426,8 +410,7 @@ def point_marginals(spec: SgdVsBayesSpec, task: TaskData, kernel: np.ndarray) ->
 
 
 def _save_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=1, sort_keys=True)
-                                             + "\n").encode()), ".json")
+    atomic_write_json(path, obj, indent=1)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -715,5 +698,5 @@ def _write_csv(path: Path, rows: list[dict[str, Any]],
     writer.writeheader()
     for r in rows:
         writer.writerow({k: r[k] for k in columns})
-    _atomic_write(path, lambda fh: fh.write(buffer.getvalue().encode()), ".csv")
+    atomic_write_text(path, buffer.getvalue())
     return path

@@ -16,7 +16,6 @@ impossible. `runs_frame` and `series_frame` give pandas views for the analysis.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from flatvol.errors import FlatvolError
+from flatvol.io import dumps_json, finite_or_none
 
 STORE_FILE = "results.sqlite"
 SCHEMA_VERSION = "1"
@@ -126,21 +126,6 @@ class RunRecord:
     volume_estimator: str | None = None
 
 
-def _float(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -222,7 +207,7 @@ class Store:
         """Write one run atomically. A key already 'done' raises StoreError (never a duplicate);
         a 'failed' row for the key is replaced when `replace_failed`."""
         key = run.key.as_tuple()
-        info = json.dumps(_sanitize(run.info), sort_keys=True, default=_json_default)
+        info = dumps_json(run.info)
         with self.transaction() as c:
             prev = c.execute("SELECT status FROM runs WHERE spec_hash=? AND optimizer=? AND "
                              "attack_size=? AND seed=?", key).fetchone()
@@ -236,9 +221,11 @@ class Store:
                       (*key, run.config_hash, run.status, run.reason, run.volume_estimator,
                        info, float(run.seconds), _now()))
             c.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                          [(*key, name, _float(v)) for name, v in sorted(run.results.items())])
+                          [(*key, name, finite_or_none(v))
+                           for name, v in sorted(run.results.items())])
             c.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          [(*key, int(e), str(p), str(m), _float(v)) for e, p, m, v in run.series])
+                          [(*key, int(e), str(p), str(m), finite_or_none(v))
+                           for e, p, m, v in run.series])
 
     @staticmethod
     def _delete(c: sqlite3.Connection, key: tuple) -> None:
@@ -249,16 +236,6 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
                 for t in ("specs", "runs", "results", "series")}
-
-
-def _sanitize(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _sanitize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_sanitize(v) for v in obj]
-    return obj
 
 
 def _open_readonly(db: str | Path | Store) -> tuple[sqlite3.Connection, bool]:

@@ -8,22 +8,10 @@ import time
 from dataclasses import fields
 from typing import Any
 
-import numpy as np
 import torch
 
 from flatvol.errors import SpecError
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None  # JSON has no inf/nan
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.floating, np.integer)):
-        return _jsonable(value.item())
-    return value
+from flatvol.io import to_jsonable
 
 
 class ResultMixin:
@@ -35,7 +23,7 @@ class ResultMixin:
             value = getattr(self, f.name)
             if torch.is_tensor(value) or not f.repr:
                 continue
-            out[f.name] = _jsonable(value)
+            out[f.name] = to_jsonable(value)
         return out
 
 

@@ -8,7 +8,6 @@ and use the run's genuine training set S only (never the attack set).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
+from flatvol.io import dumps_json
 from flatvol.measures import (
     DEFAULT_MAXIMIZER,
     DEFAULT_SHARPNESS_EPSILON,
@@ -127,7 +127,7 @@ def flatness_command(
     header = {"run_dir": str(run_dir), "train_size": len(run.task.S), "device": device,
               "seed": seed}
     if json_output:
-        typer.echo(json.dumps({**header, **results}, sort_keys=True))
+        typer.echo(dumps_json({**header, **results}))
         return
     typer.echo(f"flatness of {run_dir} on S ({len(run.task.S)} examples)")
     for name, result in results.items():

@@ -1,55 +1,28 @@
 """Run directories: run.json (metadata, written last) + model.pt (a plain state_dict).
 
-Both files are written atomically (temporary file, then rename), so a killed process never
-leaves a half-written run; run.json is written after the weights, so its presence marks a
-complete run. Weights load with torch.load(weights_only=True): no arbitrary unpickling.
+Both files are written atomically (flatvol.io: temporary file, fsync, rename), so a killed
+process never leaves a half-written run; run.json is written after the weights, so its presence
+marks a complete run. Weights load with torch.load(weights_only=True): no arbitrary unpickling.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 from torch import nn
 
 from flatvol.data.task import TaskData
 from flatvol.errors import CheckpointError, FlatvolError
+from flatvol.io import atomic_write, atomic_write_json
 from flatvol.models import Prior, build_model
 
 RUN_JSON = "run.json"
 WEIGHTS = "model.pt"
 REQUIRED_FIELDS = ("task", "train_size", "attack_size", "test_size", "model", "prior", "seed")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it into place:
-    readers see the old file or the complete new one, never a partial write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def save_checkpoint(path: str | Path, model: nn.Module) -> None:

@@ -6,7 +6,6 @@ turned into one line and exit code 2 by the main CLI.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import typer
 
 from flatvol.errors import SpecError, VolumeError
+from flatvol.io import dumps_json
 from flatvol.validate import check_device
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
@@ -140,7 +140,7 @@ def volume_command(
         out = _volume_from_files(kernel, labels, estimator, n_train, options)
     out["estimator_description"] = ESTIMATORS[estimator]
     if json_output:
-        typer.echo(json.dumps(out, sort_keys=True))
+        typer.echo(dumps_json(out))
         return
     keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
             "log10_volume_conditional", "pac_bayes_bound", "stderr_log10",

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from flatvol.errors import VolumeError
+from flatvol.io import to_jsonable as _json_number  # non-finite -> null, see flatvol.io
 from flatvol.volume._numerics import (
     DEFAULT_MAX_JITTER,
     LN10,
@@ -88,12 +89,6 @@ class ConditionalVolume:
             "log10_volume_conditional": _json_number(self.log10_volume_conditional),
             "pac_bayes_bound": _json_number(self.pac_bayes_bound),
         }
-
-
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def check_estimator(name: str) -> str:

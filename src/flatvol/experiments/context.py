@@ -1,0 +1,128 @@
+"""What all runs of a sweep share: the spec, the data settings, and the NNGP kernel of S u E.
+
+    prepare_context(spec, out, ...) -> SweepContext   (kernel computed once, cached in DIR/cache)
+
+The context is picklable: the local process pool and Ray ship it once to each worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flatvol.data.task import TaskData
+from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior
+from flatvol.experiments.spec import ExperimentSpec
+from flatvol.io import atomic_write, atomic_write_json
+from flatvol.measures import VolumeCache
+
+
+@dataclass
+class SweepContext:
+    """What all runs of a sweep share (picklable, shipped once to each worker)."""
+
+    spec: ExperimentSpec
+    data_dir: str | None = None
+    device: str = "cpu"
+    kernel: np.ndarray | None = None
+    kernel_info: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    _volume_cache: VolumeCache | None = field(default=None, repr=False)
+
+    def volume_cache(self) -> VolumeCache | None:
+        """The per-process cache of volume estimators on the kernel (not shipped to workers:
+        each process factorizes the kernel once and reuses it for all its runs and epochs)."""
+        if self.kernel is None:
+            return None
+        if self._volume_cache is None:
+            self._volume_cache = VolumeCache(self.kernel)
+        return self._volume_cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_volume_cache": None}
+
+
+def needs_kernel(spec: ExperimentSpec) -> bool:
+    return "volume" in spec.measures.final or "volume" in spec.during.measures
+
+
+def kernel_cache_key(spec: ExperimentSpec) -> str:
+    v = spec.measures.volume
+    payload = {"data": spec.data.model_dump(mode="json"),
+               "model": spec.model.model_dump(mode="json"), "kernel": v.kernel,
+               "mc_samples": v.mc_samples if v.kernel != "analytic" else None,
+               "mc_seed": v.mc_seed if v.kernel != "analytic" else None}
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
+                   progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """The NNGP kernel of the model's prior on S u E (S first): analytic for a ReLU FCN, else
+    (or with kernel = 'mc') Monte-Carlo over `mc_samples` random initializations."""
+    from flatvol.models import build_model
+    from flatvol.volume.kernels import fcn_kernel, mc_nngp_kernel
+
+    v = spec.measures.volume
+    model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=v.mc_seed)
+    x = task.x_SE()
+    start = time.perf_counter()
+    kind = kernel_kind(spec, model)
+    if kind == "analytic":
+        kernel = fcn_kernel(model, x)
+        info: dict[str, Any] = {"kind": "analytic"}
+    else:
+        mc = mc_nngp_kernel(model, x, v.mc_samples, seed=v.mc_seed, device=device,
+                            progress=progress)
+        kernel = mc.kernel
+        info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
+                "width": mc.width, "max_stderr": float(np.max(mc.stderr))}
+    info.update(n=int(kernel.shape[0]), seconds=round(time.perf_counter() - start, 3))
+    return np.ascontiguousarray(kernel, dtype=np.float64), info
+
+
+def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
+                 progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """The sweep's kernel, from DIR/cache/kernel-<key>.npy if a previous sweep computed it."""
+    key = kernel_cache_key(spec)
+    path = out / "cache" / f"kernel-{key}.npy"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        try:
+            kernel = np.load(path, allow_pickle=False)
+            info = json.loads(meta.read_text())
+            return kernel, {**info, "cached": True}
+        except (OSError, ValueError):
+            pass  # unreadable cache: recompute
+    task = load_run_task(spec, 0, data_dir)
+    kernel, info = compute_kernel(spec, task, device, progress)
+    atomic_write(path, lambda fh: np.save(fh, kernel, allow_pickle=False))
+    atomic_write_json(meta, {**info, "cache_key": key})
+    return kernel, {**info, "cache_key": key}
+
+
+def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,
+                    device: str = "cpu", progress: bool = True,
+                    threads: int | None = None) -> SweepContext:
+    """The context of a sweep writing to `out`, with the kernel if a measure needs it.
+
+    Args:
+        spec: The sweep's spec.
+        out: The output directory (the kernel is cached in out/cache).
+        data_dir: Data directory of the task (None: the embedded MNIST subset).
+        device: Torch device of the kernel computation and of the runs.
+        progress: Show progress of a Monte-Carlo kernel.
+        threads: Torch threads per run (None: leave torch's setting).
+
+    Returns:
+        The SweepContext shared by all runs.
+    """
+    kernel, info = (sweep_kernel(spec, out, data_dir, device, progress) if needs_kernel(spec)
+                    else (None, {}))
+    return SweepContext(spec, data_dir, device, kernel, info, threads)

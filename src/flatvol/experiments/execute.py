@@ -1,0 +1,309 @@
+"""Executing runs: train and measure one run, or a group of seeds with the ensemble trainer.
+
+    execute_run(run, ctx)      -> RunRecord            (pure: no store access; any backend)
+    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: seeds trained together)
+
+Neither touches the store: a backend ships runs here and hands the records back to the driver.
+Determinism: a run's numbers depend only on the spec and its seed (model init and data order
+from the seed, measure seeds from seed and epoch), not on the backend or on which runs were done
+before; bitwise equality assumes the same torch build and thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import flatvol
+from flatvol.data.task import TaskData
+from flatvol.errors import FlatvolError
+from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.context import SweepContext
+from flatvol.experiments.plan import PlannedRun
+from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
+from flatvol.experiments.store import RunKey, RunRecord
+from flatvol.measures import MeasureContext, compute_measures
+
+ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
+
+# Errors that are a problem of the run itself (an unfit option, a diverging loss): the run is
+# recorded as failed with the reason. Anything else (KeyboardInterrupt, MemoryError) stops it.
+RUN_ERRORS = (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError, IndexError,
+              KeyError)
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A run's network already trained (by execute_group): execute_run only measures it."""
+
+    task: TaskData
+    model: torch.nn.Module
+    result: Any  # TrainResult, with its per-epoch history
+    seconds: float  # this run's share of the group's training time
+    ensemble: dict[str, Any]  # size, engine and training time of the group
+
+
+class _Series:
+    """A run's per-epoch rows (epoch, phase, metric, value), insertion-ordered, no duplicates.
+    Created before training starts, so a failed run keeps the rows it had."""
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[int, str, str], float] = {}
+
+    def add(self, epoch: int, phase: str, values: dict[str, float]) -> None:
+        for metric, value in values.items():
+            self._values[(epoch, phase, metric)] = float(value)
+
+    @property
+    def rows(self) -> list[tuple[int, str, str, float]]:
+        return [(e, p, m, v) for (e, p, m), v in self._values.items()]
+
+
+class _Recorder:
+    """The per-epoch callback: series rows, during-training measures, alpha events, SWA."""
+
+    def __init__(self, run: PlannedRun, ctx: SweepContext, series: _Series, task: TaskData,
+                 measure_ctx: MeasureContext, swa: Any, progress: ProgressFn | None,
+                 max_epochs: int, post_epochs: int):
+        self.run, self.ctx, self.task, self.mctx = run, ctx, task, measure_ctx
+        self.swa, self.progress = swa, progress
+        self.max_epochs, self.post_epochs = max_epochs, post_epochs
+        self.series = series
+        self.alpha_applied: list[dict[str, Any]] = []
+        spec = ctx.spec
+        self.every = spec.during.every
+        self.during = list(spec.during.measures)
+        self.phases = set(spec.during.phases)
+        self.events = {e.post_epoch: e for e in spec.alpha_events}
+
+    def _measure(self, epoch: int, phase: str, model: torch.nn.Module) -> None:
+        self.mctx.epoch = epoch
+        self.series.add(epoch, phase, compute_measures(self.during, model, self.task, self.mctx))
+        model.eval()
+
+    def __call__(self, info: Any, model: torch.nn.Module) -> None:
+        from flatvol.reparam import alpha_scale
+
+        epoch, phase = info.epoch, info.phase
+        self.series.add(epoch, phase, {"loss": info.loss, "train_acc_S": info.train_acc_S,
+                                       "train_acc_A": info.train_acc_A})
+        fit_epoch = info.fitted_at is not None and info.fitted_at == epoch
+        if fit_epoch:
+            self.series.add(epoch, phase, {"zero_error_epoch": float(epoch)})
+        post_index = epoch - info.fitted_at if phase == "post" else None
+        event = self.events.get(post_index) if post_index is not None else None
+        if self.during and phase in self.phases and (
+                (self.every and epoch % self.every == 0) or fit_epoch or event is not None):
+            self._measure(epoch, phase, model)
+        if event is not None:
+            alpha_scale(model, event.alpha, event.layer - 1, inplace=True)
+            self.alpha_applied.append({"epoch": epoch, "post_epoch": event.post_epoch,
+                                       "layer": event.layer, "alpha": event.alpha})
+            self.series.add(epoch, "alpha", {"alpha": event.alpha, "alpha_layer": event.layer})
+            if self.during:
+                self._measure(epoch, "alpha", model)
+        if self.swa is not None:
+            self.swa.callback(info, model)
+        if self.progress is not None:
+            if info.fitted_at is None:
+                total, text = self.max_epochs, f"fit  acc_S {info.train_acc_S:.3f}"
+            else:
+                total = info.fitted_at + self.post_epochs
+                text = f"post acc_S {info.train_acc_S:.3f}"
+            self.progress(self.run.key, text, epoch, total)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The one-line reason recorded for a run that raised `exc` (where, for a non-flatvol
+    error: the last frame of the traceback)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, FlatvolError):
+        return text
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}: {text}{where}"
+
+
+def volume_estimator_name(spec: ExperimentSpec) -> str | None:
+    """The volume estimator a run of `spec` records (None when no measure uses the volume)."""
+    measures = set(spec.measures.final) | set(spec.during.measures)
+    return spec.measures.volume.estimator if "volume" in measures else None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch threads (None or 0: leave the setting), then restore it."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None = None,
+                trained: TrainedNetwork | None = None) -> RunRecord:
+    """Train and measure one run.
+
+    Args:
+        run: The run to execute.
+        ctx: What the runs of the sweep share (spec, kernel, device, threads).
+        progress: Called with (key, text, epoch, total epochs) after each epoch.
+        trained: The run's network if execute_group trained it already: its history is
+            replayed and the network measured.
+
+    Returns:
+        The run's record. Never raises for a problem of the run itself (an unfit training set,
+        a diverging loss, a bad option): the record is then 'failed', with the reason and the
+        series rows recorded until the failure.
+    """
+    start = time.perf_counter() - (trained.seconds if trained is not None else 0.0)
+    info: dict[str, Any] = {"seed": run.seed, "attack_size": run.attack_size,
+                            "optimizer_label": run.optimizer.key}
+    series = _Series()
+    with torch_threads(ctx.threads):
+        try:
+            return _train_and_measure(run, ctx, progress, info, start, series, trained)
+        except RUN_ERRORS as exc:
+            reason = failure_reason(exc)
+            info.update(error=reason, seconds=round(time.perf_counter() - start, 3))
+            return RunRecord(run.key, run.config_hash, "failed", reason=reason, info=info,
+                             series=series.rows, seconds=time.perf_counter() - start,
+                             volume_estimator=volume_estimator_name(ctx.spec))
+
+
+def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
+                       info: dict[str, Any], start: float, series: _Series,
+                       trained: TrainedNetwork | None) -> RunRecord:
+    from flatvol.models import build_model
+    from flatvol.train import train_to_fit
+    from flatvol.train.loop import EpochInfo
+    from flatvol.train.swa import SWAConfig, SWATracker
+
+    spec = ctx.spec
+    task = trained.task if trained is not None else load_run_task(spec, run.attack_size,
+                                                                   ctx.data_dir)
+    config = train_config(spec, run.optimizer, run.seed)
+    swa = None
+    if run.optimizer.swa is not None:
+        s = run.optimizer.swa
+        swa = SWATracker(config.optimizer, SWAConfig(s.lr, s.anneal_epochs, s.anneal_strategy))
+        config = type(config)(**{**config.to_dict(), "optimizer": swa.optimizer_name})
+    mctx = MeasureContext(spec.measures, seed=run.seed, device=ctx.device, kernel=ctx.kernel,
+                          kernel_info=ctx.kernel_info, volume_cache=ctx.volume_cache())
+    recorder = _Recorder(run, ctx, series, task, mctx, swa,
+                         progress if trained is None else None,
+                         config.max_epochs, config.post_train_epochs)
+    if trained is None:
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed)
+        result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
+                              callback=recorder)
+    else:  # replay the ensemble member's history: the same series rows train_to_fit gives
+        model, result = trained.model, trained.result
+        for row in result.history:
+            recorder(EpochInfo(**row), model)
+        info["ensemble"] = trained.ensemble
+    info.update(
+        train_status=result.status, epochs=result.epochs, fitted_at=result.fitted_at,
+        task=spec.data.task, classes=task.classes, train_size=task.train_size,
+        test_size=task.test_size, data_seed=spec.data.data_seed, model=spec.model.arch,
+        prior={"sigma_w2": spec.model.sigma_w2, "sigma_b2": spec.model.sigma_b2},
+        optimizer_name=run.optimizer.name, optimizer_options=dict(run.optimizer.options),
+        lr=config.lr, batch_size=config.batch_size, train=config.to_dict(),
+        alpha_events=recorder.alpha_applied, device=str(ctx.device),
+        flatvol_version=flatvol.__version__, torch_version=torch.__version__,
+        last_iterate={"train_acc_S": result.train_acc_S, "train_acc_A": result.train_acc_A,
+                      "test_acc_E": result.test_acc_E},
+    )
+    if result.status != "fitted":
+        reason = (f"did_not_fit: {'S' if config.fit == 'S' else 'S u A'} not fit after "
+                  f"{result.epochs} epochs (train_acc_S {result.train_acc_S:.4f})")
+        info.update(seconds=round(time.perf_counter() - start, 3))
+        return RunRecord(run.key, run.config_hash, "failed", reason=reason,
+                         results={"train_acc_S": result.train_acc_S,
+                                  "train_acc_A": result.train_acc_A,
+                                  "test_acc_E": result.test_acc_E},
+                         info=info, series=series.rows, seconds=time.perf_counter() - start,
+                         volume_estimator=volume_estimator_name(spec))
+    measured = model
+    info["measured_model"] = "final"
+    if swa is not None:
+        measured = swa.averaged_model(task)
+        info.update(measured_model="swa-average", swa_epochs=swa.epochs_averaged)
+    mctx.epoch = None
+    mctx.details = {}
+    names = ["accuracy"] + [m for m in spec.measures.final if m != "accuracy"]
+    results = compute_measures(names, measured, task, mctx)
+    info["measures"] = mctx.details
+    info["seconds"] = round(time.perf_counter() - start, 3)
+    return RunRecord(run.key, run.config_hash, "done", results=results, info=info,
+                     series=series.rows, seconds=time.perf_counter() - start,
+                     volume_estimator=volume_estimator_name(spec))
+
+
+def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
+    """Whether `opt`'s runs can train together: train.ensemble is on, and the optimizer is a
+    plain sgd / momentum / adam (no factory options, no SWA). During-training measures and
+    alpha events are refused with train.ensemble at spec validation."""
+    from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
+
+    return (spec.train.ensemble and opt.name in ENSEMBLE_OPTIMIZERS and not opt.options
+            and opt.swa is None and not spec.during.measures and not spec.alpha_events)
+
+
+def execute_group(runs: list[PlannedRun], ctx: SweepContext,
+                  progress: ProgressFn | None = None) -> Iterator[RunRecord]:
+    """Records of `runs` (one ensemble_groups group), yielded one at a time as each is measured.
+
+    Args:
+        runs: Runs that differ only by seed.
+        ctx: What the runs of the sweep share.
+        progress: Called with (key of the first run, text, epoch, total) during training.
+
+    Yields:
+        One RunRecord per run, in order. If the group can use the ensemble trainer its seeds
+        train together, each member then being measured and recorded as execute_run does;
+        otherwise (or if the ensemble trainer refuses the model, e.g. BatchNorm, or fails) each
+        run trains on its own with execute_run.
+    """
+    from flatvol.train.ensemble import train_ensemble
+
+    spec = ctx.spec
+    ens = None
+    if len(runs) > 1 and ensemble_eligible(spec, runs[0].optimizer):
+        first = runs[0]
+        start = time.perf_counter()
+
+        def on_epoch(e: Any) -> None:
+            if progress is not None:
+                progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
+                         config.max_epochs)
+
+        with torch_threads(ctx.threads):
+            try:
+                task = load_run_task(spec, first.attack_size, ctx.data_dir)
+                config = train_config(spec, first.optimizer, first.seed)
+                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs],
+                                     spec_prior(spec), ctx.device, callback=on_epoch,
+                                     keep_history=True)
+            except RUN_ERRORS:
+                ens = None  # one at a time, where each run gets its own outcome
+        train_seconds = time.perf_counter() - start
+    if ens is None:
+        for run in runs:
+            yield execute_run(run, ctx, progress)
+        return
+    about = {"size": len(runs), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
+    for i, run in enumerate(runs):
+        yield execute_run(run, ctx, progress, trained=TrainedNetwork(
+            task, ens.model(i), ens.result(i), train_seconds / len(runs), about))

@@ -1,0 +1,45 @@
+"""Planning a sweep: the runs of a spec, and which of them can train together.
+
+    plan_runs(spec)        -> [PlannedRun]          (seed-major, so a partial sweep is balanced)
+    ensemble_groups(runs)  -> [[PlannedRun]]        (runs that differ only by seed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
+from flatvol.experiments.store import RunKey
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One (optimizer, attack size, seed) run of a spec, with the hash of its settings."""
+
+    key: RunKey
+    config_hash: str
+    optimizer: OptimizerSpec
+    attack_size: int
+    seed: int
+
+
+def plan_runs(spec: ExperimentSpec) -> list[PlannedRun]:
+    """All (optimizer, attack size, seed) runs of the spec, seed-major."""
+    spec_hash = spec.spec_hash()
+    runs = []
+    for seed in spec.sweep.seed_values():
+        for opt in spec.optimizers:
+            config_hash = spec.config_hash(opt)
+            for attack in spec.sweep.attack_values():
+                runs.append(PlannedRun(RunKey(spec_hash, opt.key, attack, seed), config_hash,
+                                       opt, attack, seed))
+    return runs
+
+
+def ensemble_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """`runs` split into groups that differ only by seed (same optimizer and attack size), in
+    order of first appearance, each group in plan order."""
+    groups: dict[tuple[str, int], list[PlannedRun]] = {}
+    for run in runs:
+        groups.setdefault((run.optimizer.key, run.attack_size), []).append(run)
+    return list(groups.values())
