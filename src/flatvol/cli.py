@@ -14,7 +14,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flatvol.errors import FlatvolError
-from flatvol.io import dumps_json
 
 # Recent typer raises its own (vendored click) exceptions; older typer raises click's, and then
 # depends on click, so click is importable exactly when it is needed.
@@ -165,10 +164,6 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-
-
-def echo_json(obj: object) -> None:
-    typer.echo(dumps_json(obj, indent=2))
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from flatvol.data.cifar import (
 )
 from flatvol.data.idx import MNIST_FILE_STEMS, find_mnist_file
 from flatvol.errors import DataError
+from flatvol.io import atomic_write
 
 _CHUNK = 1 << 20
 
@@ -272,13 +273,7 @@ def extract_cifar10_tarball(tarball: str | os.PathLike, data_dir: str | os.PathL
             for name in sorted(wanted):
                 src = tar.extractfile(members[name])
                 assert src is not None  # isfile() members always have content
-                fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out_dir)
-                try:
-                    with os.fdopen(fd, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                    os.replace(tmp, out_dir / name)
-                finally:
-                    Path(tmp).unlink(missing_ok=True)
+                atomic_write(out_dir / name, lambda dst, src=src: shutil.copyfileobj(src, dst))
     except (OSError, EOFError, tarfile.TarError, zlib.error) as e:
         raise DataError(f"{tarball}: cannot extract CIFAR-10 tarball ({e})") from None
     return out_dir
