@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from flatvol.errors import VolumeError
@@ -39,3 +40,15 @@ def test_bad_inputs(ln_p, m, delta, match):
     with pytest.raises(VolumeError, match=match) as info:
         pac_bayes_bound(ln_p, m, delta)
     assert "\n" not in str(info.value)
+
+
+def test_conditional_volume_reports_no_bound_for_one_training_point():
+    # VolumeEstimator.conditional stays usable at |S| = 1, where the bound is undefined (m - 1 = 0)
+    from flatvol.volume import VolumeEstimator
+
+    K = np.array([[1.0, 0.5, 0.2], [0.5, 1.0, 0.4], [0.2, 0.4, 1.0]])
+    est = VolumeEstimator(K)
+    assert math.isnan(est.conditional([1, 1, 0], 1).pac_bayes_bound)
+    two = est.conditional([1, 1, 0], 2)
+    assert two.pac_bayes_bound == pytest.approx(
+        pac_bayes_bound(two.train.log_marginal_likelihood_nats, 2))

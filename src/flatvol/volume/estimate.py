@@ -219,7 +219,7 @@ class VolumeEstimator:
         train = self.leading(n_train).log_volume(y[:n_train], estimator, **options)
         conditional = full.log10_volume - train.log10_volume
         bound = pac_bayes_bound(min(train.log_marginal_likelihood_nats, 0.0), n_train, delta) \
-            if math.isfinite(train.log_marginal_likelihood_nats) else math.nan
+            if math.isfinite(train.log_marginal_likelihood_nats) and n_train >= 2 else math.nan
         return ConditionalVolume(full, train, conditional, bound)
 
 
