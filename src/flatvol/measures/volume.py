@@ -94,9 +94,9 @@ def volume_values(model: nn.Module, task: TaskData, cache: VolumeCache, estimato
 
 
 def _pac_bayes_bound(log_p_nats: float, m: int, delta: float = 0.05) -> float:
-    """Valle-Perez et al. (2019) bound from V(f on S); nan if the estimate is not finite."""
+    """The Langford-Seeger bound from V(f on S) (bounds.py); nan if not finite or m < 2."""
     from flatvol.volume import pac_bayes_bound
 
-    if not math.isfinite(log_p_nats):
+    if not math.isfinite(log_p_nats) or m < 2:  # the bound divides by m - 1: undefined at m = 1
         return math.nan
     return float(pac_bayes_bound(min(log_p_nats, 0.0), m, delta))

@@ -183,10 +183,11 @@ class VolumeEstimator:
                                    n_samples=n_samples, seed=seed, proposal=proposal)
             value, used = est.log_probability, est.proposal
             stderr, ess, samples = est.stderr_log10, est.effective_sample_size, est.n_samples
-            converged = math.isfinite(value) and ess >= MIN_EFFECTIVE_SAMPLES
+            converged = math.isfinite(value) and ess >= MIN_EFFECTIVE_SAMPLES and est.reliable
             message = "" if converged else (
-                f"importance weights degenerate (effective sample size {ess:.1f} of {samples});"
-                " the estimate and its standard error are unreliable")
+                f"importance weights degenerate (effective sample size {ess:.1f} of {samples},"
+                f" Pareto k-hat {est.pareto_k:.2f}); the estimate and its standard error are"
+                " unreliable")
         if not math.isfinite(value):
             converged = False
             message = message or "estimate is not finite"
@@ -218,7 +219,7 @@ class VolumeEstimator:
         train = self.leading(n_train).log_volume(y[:n_train], estimator, **options)
         conditional = full.log10_volume - train.log10_volume
         bound = pac_bayes_bound(min(train.log_marginal_likelihood_nats, 0.0), n_train, delta) \
-            if math.isfinite(train.log_marginal_likelihood_nats) else math.nan
+            if math.isfinite(train.log_marginal_likelihood_nats) and n_train >= 2 else math.nan
         return ConditionalVolume(full, train, conditional, bound)
 
 
