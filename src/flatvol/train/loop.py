@@ -36,7 +36,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     post_train_epochs: int = 0
-    optimizer_options: Mapping[str, OptionValue] = field(default_factory=dict)
+    # hash=False: a dict cannot be hashed; configs that differ only here still compare unequal
+    optimizer_options: Mapping[str, OptionValue] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         # a private copy: the caller's dict may change later, a frozen config must not
