@@ -115,9 +115,9 @@ def check_optimizer(name: str, options: Mapping[str, OptionValue] | None = None)
         )
     unknown = sorted(set(options or {}) - set(entry.options))
     if unknown:
-        expected = ", ".join(entry.options) if entry.options else "none"
+        expected = f"some of {', '.join(entry.options)}" if entry.options else "none"
         raise SpecError(f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; "
-                        f"expected some of {expected}")
+                        f"expected {expected}")
 
 
 def make_optimizer(
