@@ -8,7 +8,7 @@ from flatvol.errors import SpecError
 from flatvol.models import build_model
 from flatvol.train import TrainConfig, make_optimizer, train_to_fit
 from flatvol.train.entropy_sgd import EntropySGD
-from flatvol.train.optimizers import OptimizerSettings, optimizer_with_options
+from flatvol.train.optimizers import OptimizerSettings
 
 
 def _quadratic(seed=0):
@@ -133,8 +133,8 @@ def test_decreases_a_quadratic_and_gamma_scopes_up():
 
 
 def test_registered_and_trains_to_fit(synthetic_task):
-    name = optimizer_with_options("entropy-sgd", {"langevin_steps": 5, "gamma0": 1.0, "seed": 3})
-    config = TrainConfig(optimizer=name, lr=1.0, batch_size=32, max_epochs=200)
+    config = TrainConfig(optimizer="entropy-sgd", lr=1.0, batch_size=32, max_epochs=200,
+                         optimizer_options={"langevin_steps": 5, "gamma0": 1.0, "seed": 3})
     runs = []
     for _ in range(2):
         model = build_model("fcn:16", synthetic_task.input_shape, seed=0)
@@ -148,8 +148,8 @@ def test_registered_and_trains_to_fit(synthetic_task):
 def test_bad_options_are_spec_errors():
     params = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(SpecError, match="unknown option"):
-        make_optimizer("entropy-sgd", params, OptimizerSettings(0.1, L=3))
+        make_optimizer("entropy-sgd", params, OptimizerSettings(0.1, options={"L": 3}))
     with pytest.raises(SpecError, match="langevin_steps"):
-        make_optimizer("entropy-sgd", params, OptimizerSettings(0.1, langevin_steps=0))
+        make_optimizer("entropy-sgd", params, OptimizerSettings(0.1, options={"langevin_steps": 0}))
     with pytest.raises(RuntimeError, match="closure"):
         EntropySGD(params).step()

@@ -7,7 +7,7 @@ import torch
 from flatvol.errors import SpecError
 from flatvol.models import build_model
 from flatvol.train import TrainConfig, make_optimizer, train_to_fit
-from flatvol.train.optimizers import OptimizerSettings, optimizer_with_options
+from flatvol.train.optimizers import OptimizerSettings
 from flatvol.train.sam import SAM
 
 rng = np.random.default_rng(0)
@@ -80,12 +80,13 @@ def test_rho_zero_is_the_base_optimizer():
 
 
 def test_registered_with_options_and_trains_to_fit(synthetic_task):
-    name = optimizer_with_options("sam", {"rho": 0.05, "base": "momentum"})
+    options = {"rho": 0.05, "base": "momentum"}
     model = build_model("fcn:16", synthetic_task.input_shape, seed=0)
-    result = train_to_fit(model, synthetic_task, TrainConfig(optimizer=name, lr=0.05,
-                                                             max_epochs=300), seed=0)
+    config = TrainConfig(optimizer="sam", optimizer_options=options, lr=0.05, max_epochs=300)
+    result = train_to_fit(model, synthetic_task, config, seed=0)
     assert result.status == "fitted" and result.train_acc_S == 1.0
-    opt = make_optimizer(name, model.parameters(), OptimizerSettings(0.05, momentum=0.8))
+    opt = make_optimizer("sam", model.parameters(),
+                         OptimizerSettings(0.05, momentum=0.8, options=options))
     assert isinstance(opt, SAM) and isinstance(opt.base_optimizer, torch.optim.SGD)
     assert opt.param_groups[0]["momentum"] == 0.8 and opt.param_groups[0]["rho"] == 0.05
 
@@ -93,8 +94,8 @@ def test_registered_with_options_and_trains_to_fit(synthetic_task):
 def test_bad_options_are_spec_errors():
     params = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(SpecError, match="unknown option"):
-        make_optimizer("sam", params, OptimizerSettings(0.1, radius=3))
+        make_optimizer("sam", params, OptimizerSettings(0.1, options={"radius": 3}))
     with pytest.raises(SpecError, match="unknown optimizer"):
-        make_optimizer("sam", params, OptimizerSettings(0.1, base="lbfgs-ish"))
+        make_optimizer("sam", params, OptimizerSettings(0.1, options={"base": "lbfgs-ish"}))
     with pytest.raises(SpecError, match="rho"):
-        make_optimizer("sam", params, OptimizerSettings(0.1, rho=-1.0))
+        make_optimizer("sam", params, OptimizerSettings(0.1, options={"rho": -1.0}))

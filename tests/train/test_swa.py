@@ -7,11 +7,18 @@ from torch import nn
 
 from flatvol.errors import SpecError
 from flatvol.models import build_model
-from flatvol.train import TrainConfig, train_to_fit
+from flatvol.train import TrainConfig, make_optimizer, train_to_fit
 from flatvol.train.swa import SWAConfig, SWATracker
 
 
-def _run(task, model, tracker, post=4, lr=0.1):
+def _tracker(model, optimizer, config=None, lr=0.1, post=4):
+    """A TrainConfig and a tracker over the optimizer built from it for `model`."""
+    train = TrainConfig(optimizer=optimizer, lr=lr, max_epochs=500, post_train_epochs=post)
+    opt = make_optimizer(optimizer, model.parameters(), train.optimizer_settings())
+    return train, SWATracker(opt, config)
+
+
+def _run(task, model, train, tracker):
     snapshots, lrs = {}, []
 
     def callback(info, m):
@@ -20,16 +27,16 @@ def _run(task, model, tracker, post=4, lr=0.1):
         optimizer = tracker.scheduler.optimizer if tracker.scheduler else None
         lrs.append(optimizer.param_groups[0]["lr"] if optimizer else None)
 
-    config = TrainConfig(optimizer=tracker.optimizer_name, lr=lr, max_epochs=500,
-                         post_train_epochs=post)
-    result = train_to_fit(model, task, config, seed=0, callback=callback)
+    result = train_to_fit(model, task, train, seed=0, callback=callback,
+                          optimizer=tracker.optimizer)
     return result, snapshots, lrs
 
 
 def test_average_of_fitted_and_post_fit_weights(synthetic_task):
     model = build_model("fcn:16", synthetic_task.input_shape, seed=0)
-    tracker = SWATracker("sgd", SWAConfig(lr=0.02, anneal_epochs=2, anneal_strategy="linear"))
-    result, snapshots, lrs = _run(synthetic_task, model, tracker)
+    train, tracker = _tracker(model, "sgd",
+                              SWAConfig(lr=0.02, anneal_epochs=2, anneal_strategy="linear"))
+    result, snapshots, lrs = _run(synthetic_task, model, train, tracker)
     assert result.status == "fitted"
     fitted = result.fitted_at
     assert tracker.epochs_averaged == list(range(fitted, result.epochs + 1))
@@ -59,8 +66,8 @@ class BNNet(nn.Module):
 def test_batchnorm_statistics_recomputed_for_averaged_weights(synthetic_task):
     torch.manual_seed(0)
     model = BNNet(synthetic_task.input_shape[0])
-    tracker = SWATracker("momentum")
-    _run(synthetic_task, model, tracker, post=3, lr=0.05)
+    train, tracker = _tracker(model, "momentum", lr=0.05, post=3)
+    _run(synthetic_task, model, train, tracker)
     averaged = tracker.averaged_model(synthetic_task, batch_size=10_000)  # one batch: exact mean
     x, _ = synthetic_task.train_inputs()
     with torch.no_grad():
@@ -71,10 +78,16 @@ def test_batchnorm_statistics_recomputed_for_averaged_weights(synthetic_task):
     assert not averaged.training
 
 
-def test_errors():
+def test_errors(synthetic_task):
     with pytest.raises(SpecError, match="unknown optimizer"):
-        SWATracker("nope")
+        _tracker(build_model("fcn:4", (3,)), "nope")
     with pytest.raises(SpecError, match="anneal_epochs"):
         SWAConfig(anneal_epochs=0)
+    model = build_model("fcn:16", synthetic_task.input_shape, seed=0)
+    train, tracker = _tracker(model, "sgd")
     with pytest.raises(RuntimeError, match="nothing averaged"):
-        SWATracker("sgd").averaged_model(None)
+        tracker.averaged_model(None)
+    # A tracker whose optimizer trains another model would schedule the wrong run's lr.
+    other = build_model("fcn:16", synthetic_task.input_shape, seed=1)
+    with pytest.raises(RuntimeError, match="does not train this model"):
+        train_to_fit(other, synthetic_task, train, seed=0, callback=tracker.callback)

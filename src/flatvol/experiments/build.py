@@ -42,8 +42,8 @@ def spec_prior(spec: ExperimentSpec) -> Prior:
 
 
 def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainConfig:
-    """The TrainConfig of one run: spec.train with the optimizer's overrides; optimizer options
-    become a registered alias (Entropy-SGD's Langevin noise is seeded by the run seed).
+    """The TrainConfig of one run: spec.train with the optimizer's overrides and options
+    (Entropy-SGD's Langevin noise is seeded by the run seed).
 
     Args:
         spec: the experiment spec.
@@ -53,8 +53,6 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainCo
     Returns:
         The configuration train_to_fit (or the ensemble trainer) runs with.
     """
-    from flatvol.train.optimizers import optimizer_with_options
-
     options = dict(opt.options)
     if opt.name == "entropy-sgd":
         options.setdefault("seed", int(seed))
@@ -64,7 +62,7 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainCo
         value = getattr(opt, name)
         if value is not None:
             base[name] = value
-    return TrainConfig(optimizer=optimizer_with_options(opt.name, options), **base)
+    return TrainConfig(optimizer=opt.name, optimizer_options=options, **base)
 
 
 def kernel_kind(spec: ExperimentSpec, model: nn.Module) -> Literal["analytic", "mc"]:

@@ -188,26 +188,29 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     from flatvol.models import build_model
     from flatvol.train import train_to_fit
     from flatvol.train.loop import EpochInfo
+    from flatvol.train.optimizers import make_optimizer
     from flatvol.train.swa import SWAConfig, SWATracker
 
     spec = ctx.spec
     task = trained.task if trained is not None else load_run_task(spec, run.attack_size,
                                                                    ctx.data_dir)
     config = train_config(spec, run.optimizer, run.seed)
-    swa = None
+    model = optimizer = swa = None
+    if trained is None:
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed)
+        optimizer = make_optimizer(config.optimizer, model.parameters(),
+                                   config.optimizer_settings())
     if run.optimizer.swa is not None:
         s = run.optimizer.swa
-        swa = SWATracker(config.optimizer, SWAConfig(s.lr, s.anneal_epochs, s.anneal_strategy))
-        config = type(config)(**{**config.to_dict(), "optimizer": swa.optimizer_name})
+        swa = SWATracker(optimizer, SWAConfig(s.lr, s.anneal_epochs, s.anneal_strategy))
     mctx = MeasureContext(spec.measures, seed=run.seed, device=ctx.device, kernel=ctx.kernel,
                           kernel_info=ctx.kernel_info, volume_cache=ctx.volume_cache())
     recorder = _Recorder(run, ctx, series, task, mctx, swa,
                          progress if trained is None else None,
                          config.max_epochs, config.post_train_epochs)
     if trained is None:
-        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed)
         result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
-                              callback=recorder)
+                              callback=recorder, optimizer=optimizer)
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
         model, result = trained.model, trained.result
         for row in result.history:

@@ -84,13 +84,12 @@ def _tiny_task(task: TaskData, n: int = DRY_RUN_POINTS) -> TaskData:
 
 
 def _check_optimizers(spec: ExperimentSpec, source: str, model: torch.nn.Module) -> None:
-    from flatvol.train.optimizers import OptimizerSettings, make_optimizer
+    from flatvol.train.optimizers import make_optimizer
 
     for i, opt in enumerate(spec.optimizers):
         try:
             config = train_config(spec, opt, seed=0)
-            settings = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
-            make_optimizer(config.optimizer, model.parameters(), settings)
+            make_optimizer(config.optimizer, model.parameters(), config.optimizer_settings())
         except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
             raise SpecError(_one_line(f"{source}: optimizers[{i}] ({opt.key}): {exc}")) from None
 

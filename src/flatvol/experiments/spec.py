@@ -101,7 +101,7 @@ class OptimizerSpec(_Strict):
 
         if name not in optimizer_names():
             raise ValueError(f"unknown optimizer {name!r}; expected one of "
-                             f"{', '.join(n for n in optimizer_names() if '(' not in n)}")
+                             f"{', '.join(optimizer_names())}")
         return name
 
     @property

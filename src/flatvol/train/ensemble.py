@@ -1,20 +1,12 @@
 """Train K networks of one architecture at once, each exactly as `train_to_fit` trains it alone.
 
-Member k is `build_model(spec, shape, prior, seed=seeds[k])`, sees the data in the order
-`train_to_fit(..., seed=seeds[k])` would (its own torch.randperm stream), and follows the same
-optimizer math (torch.optim's SGD, SGD+momentum and Adam, re-implemented on stacked tensors so
-that one member's state never moves another's). Each member stops at the end of the first
-epoch where its stopping rule holds (plus `post_train_epochs`); its weights are then copied
-out and it is dropped from the stacked tensors, so it neither changes nor costs anything while
-the others train.
-
-Two engines compute the per-member gradients:
-- 'fcn': batched matmuls (baddbmm/bmm) with a hand-written backward pass for `FCN` models (the
-  fast path on CPU). Input features that are zero on every training point are left out of
-  training: their first-layer weights get zero gradient, so without weight decay they cannot
-  move under SGD, momentum or Adam (MNIST's border pixels: ~25% of the first layer's work).
-- 'vmap': `torch.func.vmap` over `grad(functional_call(...))`, for any module without
-  BatchNorm (batch statistics would need per-member running buffers).
+Member k is `build_model(spec, shape, prior, seed=seeds[k])` and sees the data in the order
+`train_to_fit(..., seed=seeds[k])` would; per-member gradients come from an engine of
+flatvol.train.stacked ('fcn': batched matmuls with a hand-written backward pass, the fast path
+for `FCN` models on CPU; 'vmap': any module without BatchNorm), the update is torch.optim's own
+(`StackedOptimizer`), and the stopping rule and data order are train_to_fit's
+(flatvol.train.protocol). A member that stops has its weights copied out and is dropped from
+the stacks, so it neither changes nor costs anything while the others train.
 
 Members are processed in groups of `group_size`: a group runs a whole epoch, minibatch after
 minibatch, before the next group starts, so its weights stay in cache; the ensemble size only
@@ -30,33 +22,34 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
-from torch.nn import functional as F
+from torch.func import stack_module_state
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
-from flatvol.models import FCN, Prior, build_model
-from flatvol.train.loop import TrainConfig, TrainResult
+from flatvol.models import Prior, build_model
+from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult
+from flatvol.train.protocol import data_order_generator
+from flatvol.train.stacked import (
+    ENSEMBLE_OPTIMIZERS,
+    EngineName,
+    Params,
+    StackedEngine,
+    StackedOptimizer,
+    gather_minibatches,
+    pick_engine,
+)
 
-ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam")
-ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam defaults, as used by the optimizer registry
-ADAM_EPS = 1e-8
-DATA_ORDER_OFFSET = 1_000_003  # train_to_fit: Generator().manual_seed(seed + 1_000_003)
+__all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "train_ensemble",
+           "train_models_together"]
+
 SUSPECTS = 16  # points re-checked per member before a full evaluation of S
-Engine = Literal["auto", "fcn", "vmap"]
-Params = dict[str, torch.Tensor]
-
-# Largest intermediate (elements) an evaluation pass builds before splitting by member.
-_EVAL_ELEMENTS = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -87,7 +80,7 @@ class EnsembleResult:
     engine: str
     flops: float  # matmul FLOPs performed in training and evaluation (FCN engine; else nan)
     _template: nn.Module = field(repr=False)
-    _runner: _Engine = field(repr=False)
+    _runner: StackedEngine = field(repr=False)
 
     def __len__(self) -> int:
         return len(self.seeds)
@@ -131,306 +124,7 @@ class EnsembleResult:
         return (self.logits(x) > 0).float().cpu()
 
 
-# ----------------------------------------------------------------------------- engines
-
-
-class _Engine:
-    name = "base"
-    flops = math.nan
-
-    def prepare(self, params: Params, x_train: torch.Tensor, frozen_zero_inputs: bool
-                ) -> tuple[Params, torch.Tensor]:
-        """The parameters and inputs the training loop works on (default: unchanged)."""
-        return params, x_train
-
-    def restore(self, name: str, trained: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        """Full-size parameter `name` from its training form (inverse of prepare)."""
-        return trained
-
-    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
-                       need_loss: bool = True
-                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
-        """x: (G, B, ...) y: (G, B) -> mean BCE per member (G,) (or None when not needed),
-        logits (G, B), gradients."""
-        raise NotImplementedError
-
-    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        """x shared by all members: (n, ...) -> (K, n)."""
-        raise NotImplementedError
-
-    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        """x: (K, m, ...), member k's own points -> (K, m)."""
-        raise NotImplementedError
-
-
-class _FCNEngine(_Engine):
-    """Forward and backward of Linear-ReLU stacks with batched matmuls, no autograd."""
-
-    name = "fcn"
-
-    def __init__(self, template: FCN):
-        names = {id(p): n for n, p in template.named_parameters()}
-        self.layers = [(names[id(m.weight)], names[id(m.bias)]) for m in template.linears]
-        self.dims = [template.in_dim, *template.widths, 1]
-        self.columns: torch.Tensor | None = None  # input features kept for training
-        self.flops = 0.0
-        self._buffers: dict[int, Params] = {}
-        self._lock = threading.Lock()
-
-    # --- input features that are zero on every training point
-    def prepare(self, params: Params, x_train: torch.Tensor, frozen_zero_inputs: bool
-                ) -> tuple[Params, torch.Tensor]:
-        x_flat = x_train.flatten(1)
-        if not frozen_zero_inputs:
-            return params, x_flat
-        used = (x_flat != 0).any(0)
-        if bool(used.all()):
-            return params, x_flat
-        self.columns = torch.nonzero(used).squeeze(1)
-        w_first = self.layers[0][0]
-        params = dict(params)
-        params[w_first] = params[w_first].index_select(2, self.columns).contiguous()
-        return params, x_flat.index_select(1, self.columns).contiguous()
-
-    def restore(self, name: str, trained: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-        if self.columns is None or name != self.layers[0][0]:
-            return trained
-        full = original.clone()
-        full[:, :, self.columns] = trained
-        return full
-
-    def _count(self, members: int, rows: int, first_in: int, backward: bool) -> None:
-        dims = [first_in, *self.dims[1:]]
-        fwd = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
-        if backward:  # weight gradients of every layer, input gradients of all but the first
-            fwd += fwd + sum(2 * a * b for a, b in zip(dims[1:-1], dims[2:]))
-        with self._lock:  # groups may run in threads
-            self.flops += float(members) * rows * fwd
-
-    def _forward(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (G, B, d) -> logits (G, B) and each layer's input, kept transposed as
-        (G, features, B): W @ x^T runs faster than x @ W^T in MKL's batched GEMM."""
-        h = x.transpose(1, 2)
-        inputs = []
-        for w_name, b_name in self.layers[:-1]:
-            inputs.append(h)
-            # bmm then a broadcast add: cheaper than baddbmm's copy of the expanded bias
-            h = torch.bmm(params[w_name], h).add_(params[b_name].unsqueeze(2)).clamp_min_(0)
-        w_out, b_out = self.layers[-1]
-        inputs.append(h)
-        z = torch.bmm(params[w_out], h).add_(params[b_out].unsqueeze(2))
-        return z.squeeze(1), inputs
-
-    def _grad_buffer(self, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        # reused between steps (one set per thread): a fresh multi-MB tensor per step costs
-        # page faults
-        mine = self._buffers.setdefault(threading.get_ident(), {})
-        buf = mine.get(name)
-        if buf is None or buf.shape != shape or buf.device != like.device:
-            buf = mine[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
-
-    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
-                       need_loss: bool = True
-                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
-        self._count(x.shape[0], x.shape[1], x.shape[2], backward=True)
-        z, inputs = self._forward(params, x)
-        loss = (F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(1)
-                if need_loss else None)
-        g = (torch.sigmoid(z) - y).div_(y.shape[1])  # d mean-BCE / d logit
-        ga = g.unsqueeze(1)  # (G, out, B): gradient w.r.t. a layer's pre-activations
-        grads: Params = {}
-        for layer in range(len(self.layers) - 1, -1, -1):
-            w_name, b_name = self.layers[layer]
-            weight = params[w_name]
-            h_in = inputs[layer].transpose(1, 2)  # (G, B, in); the first layer's is x itself
-            grads[w_name] = torch.bmm(ga, h_in, out=self._grad_buffer(w_name, weight.shape,
-                                                                      weight))
-            grads[b_name] = ga.sum(2)
-            if layer > 0:
-                gh = torch.bmm(weight.transpose(1, 2), ga)  # (G, in, B), before any update
-                # ReLU backward from its output (the layer's input): zero where it was <= 0
-                ga = torch.ops.aten.threshold_backward(gh, inputs[layer], 0.0)
-        return loss, z, grads
-
-    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        self._count(x.shape[0], x.shape[1], x.shape[2], backward=False)
-        return self._forward(params, x)[0]
-
-    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        first = params[self.layers[0][0]]
-        x = x.flatten(1).to(first.dtype)
-        if first.shape[2] != x.shape[1]:  # training-time weights: inputs restricted too
-            x = x.index_select(1, self.columns)  # type: ignore[arg-type]
-        k_total = first.shape[0]
-        step = max(1, _EVAL_ELEMENTS // max(1, len(x) * max(self.dims[1:])))
-        self._count(k_total, len(x), x.shape[1], backward=False)
-        out = []
-        for k0 in range(0, k_total, step):
-            p = {k: v[k0 : k0 + step] for k, v in params.items()}
-            w_name, b_name = self.layers[0]
-            kc, width, d = p[w_name].shape
-            # the first layer is one GEMM: x (n, d) @ [W_1 .. W_K]^T (d, K*width)
-            a = torch.addmm(p[b_name].reshape(-1), x, p[w_name].reshape(kc * width, d).t())
-            h = a.view(len(x), kc, width).transpose(0, 1)
-            for w_name, b_name in self.layers[1:]:
-                h = h.clamp_min(0)
-                h = torch.baddbmm(p[b_name].unsqueeze(1), h, p[w_name].transpose(1, 2))
-            out.append(h.squeeze(-1))
-        return torch.cat(out)
-
-
-class _VmapEngine(_Engine):
-    """Any module: vmap over members of grad(functional_call(module, ...))."""
-
-    name = "vmap"
-
-    def __init__(self, template: nn.Module):
-        self.base = copy.deepcopy(template).to("meta")
-
-        def logit_fn(p: Params, b: Params, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.base, (p, b), (x,))
-
-        def loss_fn(p: Params, b: Params, x: torch.Tensor, y: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-            z = logit_fn(p, b, x)
-            return F.binary_cross_entropy_with_logits(z, y), z.detach()
-
-        self._grad = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
-        self._logits = vmap(logit_fn, in_dims=(0, 0, None))
-        self._logits_own = vmap(logit_fn, in_dims=(0, 0, 0))
-
-    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
-                       need_loss: bool = True
-                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
-        grads, (loss, z) = self._grad(params, buffers, x, y)
-        return loss, z, grads
-
-    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        k_total = next(iter(params.values())).shape[0]
-        x = x.to(next(iter(params.values())).dtype)
-        if len(x) == 0:
-            return x.new_zeros(k_total, 0)
-        rows = []
-        for k0 in range(0, k_total, 64):  # bounded activations: 64 members x 1024 points
-            p = {k: v[k0 : k0 + 64] for k, v in params.items()}
-            b = {k: v[k0 : k0 + 64] for k, v in buffers.items()}
-            rows.append(torch.cat([self._logits(p, b, x[i : i + 1024])
-                                   for i in range(0, len(x), 1024)], dim=1))
-        return torch.cat(rows)
-
-    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        return self._logits_own(params, buffers, x)
-
-
-def _pick_engine(template: nn.Module, engine: str) -> _Engine:
-    if engine not in ("auto", "fcn", "vmap"):
-        raise SpecError(f"ensemble engine must be 'auto', 'fcn' or 'vmap', got {engine!r}")
-    bn = [type(m).__name__ for m in template.modules()
-          if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if bn:
-        raise SpecError(
-            f"ensemble training does not support BatchNorm ({bn[0]} in "
-            f"{getattr(template, 'spec', type(template).__name__)}); "
-            "use a 'nobn' model or train_to_fit"
-        )
-    is_fcn = type(template) is FCN
-    if engine == "fcn" and not is_fcn:
-        raise SpecError(f"ensemble engine 'fcn' needs FCN models, got {type(template).__name__}")
-    if engine == "fcn" or (engine == "auto" and is_fcn):
-        return _FCNEngine(template)  # type: ignore[arg-type]
-    return _VmapEngine(template)
-
-
-# ----------------------------------------------------------------------------- optimizers
-
-
-class _StackedOptimizer:
-    """torch.optim's SGD / SGD+momentum / Adam update, applied to (K, ...) parameter stacks.
-
-    All members still training have taken the same number of steps (they start together and
-    every epoch has the same number of minibatches), so one step number serves them all.
-    """
-
-    def __init__(self, config: TrainConfig, params: Params):
-        if config.optimizer not in ENSEMBLE_OPTIMIZERS:
-            raise SpecError(
-                f"ensemble training supports optimizers {', '.join(ENSEMBLE_OPTIMIZERS)}; "
-                f"got {config.optimizer!r} (use train_to_fit for it)"
-            )
-        self.kind = config.optimizer
-        self.lr = config.lr
-        self.weight_decay = config.weight_decay
-        self.momentum = config.momentum if self.kind == "momentum" else 0.0
-        self.state: dict[str, Params] = {}
-        if self.kind == "adam":
-            self.state = {
-                "exp_avg": {k: torch.zeros_like(v) for k, v in params.items()},
-                "exp_avg_sq": {k: torch.zeros_like(v) for k, v in params.items()},
-            }
-        elif self.momentum != 0:
-            self.state = {"momentum_buffer": {k: torch.zeros_like(v) for k, v in params.items()}}
-
-    @torch.no_grad()
-    def step(self, params: Params, grads: Params, rows: slice, step: int) -> None:
-        """Update members `rows` (params and grads are those rows) at minibatch step `step`
-        (1-based, counted over all epochs; groups of members may take their steps in turn)."""
-        state = {g: {k: v[rows] for k, v in group.items()} for g, group in self.state.items()}
-        if self.kind == "adam":
-            self._adam(params, grads, state, step)
-        else:
-            self._sgd(params, grads, state, step)
-
-    def _sgd(self, params: Params, grads: Params, state: dict[str, Params], step: int) -> None:
-        for name, p in params.items():
-            grad = grads[name]
-            if self.weight_decay != 0:
-                grad = grad.add(p, alpha=self.weight_decay)
-            if self.momentum != 0:
-                buf = state["momentum_buffer"][name]
-                if step == 1:  # torch.optim: the first buffer is a copy of the gradient
-                    buf.copy_(grad)
-                else:
-                    buf.mul_(self.momentum).add_(grad)
-                grad = buf
-            p.add_(grad, alpha=-self.lr)
-
-    def _adam(self, params: Params, grads: Params, state: dict[str, Params], step: int) -> None:
-        beta1, beta2 = ADAM_BETAS
-        bias_correction1 = 1 - beta1 ** float(step)
-        bias_correction2 = 1 - beta2 ** float(step)
-        step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
-        for name, p in params.items():
-            grad = grads[name]
-            if self.weight_decay != 0:
-                grad = grad.add(p, alpha=self.weight_decay)
-            exp_avg, exp_avg_sq = state["exp_avg"][name], state["exp_avg_sq"][name]
-            exp_avg.lerp_(grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(ADAM_EPS)
-            p.addcdiv_(exp_avg, denom, value=-step_size)
-
-    def keep(self, rows: torch.Tensor) -> None:
-        """Drop the state of members that stopped (rows: indices of those that continue)."""
-        for group in self.state.values():
-            for name in group:
-                group[name] = group[name].index_select(0, rows)
-
-
 # ----------------------------------------------------------------------------- training
-
-
-def _gather(x: torch.Tensor, idx: torch.Tensor, buffers: Params) -> torch.Tensor:
-    """x[idx] for idx (G, B): each member's minibatch, (G, B, ...), written into a buffer
-    reused across steps (a fresh multi-MB tensor every step costs page faults)."""
-    shape = (*idx.shape, *x.shape[1:])
-    key = str(shape)
-    if key not in buffers:
-        buffers[key] = torch.empty(shape, dtype=x.dtype, device=x.device)
-    out = buffers[key]
-    torch.index_select(x, 0, idx.reshape(-1), out=out.view(-1, *x.shape[1:]))
-    return out
 
 
 def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -463,7 +157,7 @@ def train_models_together(
     device: str | torch.device = "cpu",
     callback: Callable[[EnsembleEpochInfo], None] | None = None,
     keep_history: bool = True,
-    engine: Engine = "auto",
+    engine: EngineName = "auto",
     group_size: int = 16,
     workers: int | None = None,
 ) -> EnsembleResult:
@@ -483,7 +177,7 @@ def train_models_together(
         raise SpecError(f"group_size must be >= 1, got {group_size}")
     device = torch.device(device)
     template = copy.deepcopy(models[0]).cpu().eval()
-    runner = _pick_engine(template, engine)
+    runner = pick_engine(template, engine)
     with torch.no_grad():
         stacked, stacked_buffers = stack_module_state(list(models))
         initial = {k: v.detach().to(device).clone() for k, v in stacked.items()}
@@ -492,10 +186,9 @@ def train_models_together(
 
     x_train, y_train = (t.to(device, dtype) for t in task.train_inputs(include_attack=True))
     n, n_S, n_A = len(y_train), len(task.S), len(task.A)
-    # the points whose fit decides stopping: S, or S u A (train_inputs lists S first)
-    n_rule = n_S + n_A if config.fit == "all" else n_S
+    rule = config.stopping_rule()
     params, x_run = runner.prepare(initial, x_train, frozen_zero_inputs=config.weight_decay == 0)
-    optimizer = _StackedOptimizer(config, params)
+    optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
 
     k_total = len(models)
     final = {k: torch.empty_like(v) for k, v in params.items()}
@@ -503,7 +196,7 @@ def train_models_together(
     fitted_at = np.full(k_total, -1, dtype=np.int64)
     histories: list[list[dict]] | None = [[] for _ in range(k_total)] if keep_history else None
     active = np.arange(k_total)  # member ids of the rows of `params`
-    generators = [torch.Generator().manual_seed(s + DATA_ORDER_OFFSET) for s in seeds]
+    generators = [data_order_generator(s) for s in seeds]
     if workers is not None and workers < 1:
         raise SpecError(f"workers must be >= 1, got {workers}")
     if workers is None:
@@ -529,18 +222,17 @@ def train_models_together(
                                          y_train[:n_S]).cpu().numpy()
                     correct_A = _correct(runner.logits(params, buffers, x_run[n_S:]),
                                          y_train[n_S:]).cpu().numpy()
-                    fit_now = (correct_S == n_S) & ((config.fit == "S") | (correct_A == n_A))
+                    fit_now = rule.fitted(correct_S == n_S, correct_A == n_A)
                 else:
-                    fit_now = _fits(runner, params, buffers, x_run, y_train, n_rule, missed)
+                    fit_now = _fits(runner, params, buffers, x_run, y_train, missed,
+                                    rule.watched_points(n_S, n_A))
             was_fitting = fitted_at[active] < 0
             fitted_at[active[was_fitting & fit_now]] = epoch
             if histories is not None:
                 _record(histories, active, epoch, was_fitting, fitted_at, (total / n).tolist(),
                         correct_S / max(n_S, 1) if n_S else np.full(len(active), math.nan),
                         correct_A / max(n_A, 1) if n_A else np.full(len(active), math.nan))
-            fa = fitted_at[active]
-            done = np.where(fa >= 0, epoch >= fa + config.post_train_epochs,
-                            epoch >= config.max_epochs)
+            done = rule.done(epoch, fitted_at[active])
             if done.any():  # copy finished members out and drop them from the stacks
                 stay = torch.from_numpy(np.flatnonzero(~done)).to(device)
                 leave = torch.from_numpy(np.flatnonzero(done)).to(device)
@@ -590,20 +282,16 @@ def train_models_together(
 def _record(histories: list[list[dict]], members: np.ndarray, epoch: int,
             was_fitting: np.ndarray, fitted_at: np.ndarray, losses: list[float],
             acc_S: np.ndarray, acc_A: np.ndarray) -> None:
-    """Append one epoch to each member's history, in train_to_fit's EpochInfo form."""
+    """Append one epoch to each member's history, as train_to_fit records its EpochInfo."""
     for row, member in enumerate(members.tolist()):
         fa = int(fitted_at[member])
-        histories[member].append({
-            "epoch": epoch,
-            "phase": "fit" if was_fitting[row] else "post",
-            "loss": losses[row],
-            "train_acc_S": float(acc_S[row]),
-            "train_acc_A": float(acc_A[row]),
-            "fitted_at": fa if fa >= 0 else None,
-        })
+        histories[member].append(asdict(EpochInfo(
+            epoch=epoch, phase="fit" if was_fitting[row] else "post", loss=losses[row],
+            train_acc_S=float(acc_S[row]), train_acc_A=float(acc_A[row]),
+            fitted_at=fa if fa >= 0 else None)))
 
 
-def _run_epoch(runner: _Engine, optimizer: _StackedOptimizer, params: Params, buffers: Params,
+def _run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params, buffers: Params,
                x: torch.Tensor, y: torch.Tensor, perms: torch.Tensor, epochs_done: int,
                batch_size: int, group_size: int, keep_history: bool,
                pool: ThreadPoolExecutor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -623,7 +311,7 @@ def _run_epoch(runner: _Engine, optimizer: _StackedOptimizer, params: Params, bu
         scratch: Params = {}
         for step, i in enumerate(range(0, n, batch_size)):
             idx = perms[rows, i : i + batch_size]
-            xb = _gather(x, idx, scratch)
+            xb = gather_minibatches(x, idx, scratch)
             yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
             with torch.no_grad():
                 loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
@@ -644,9 +332,10 @@ def _run_epoch(runner: _Engine, optimizer: _StackedOptimizer, params: Params, bu
     return total, missed
 
 
-def _fits(runner: _Engine, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
-          n_rule: int, missed: torch.Tensor) -> np.ndarray:
-    """Exactly which members classify all of x[:n_rule] correctly, evaluating little.
+def _fits(runner: StackedEngine, params: Params, buffers: Params, x: torch.Tensor,
+          y: torch.Tensor, missed: torch.Tensor, n_rule: int) -> np.ndarray:
+    """Exactly which members classify all of x[:n_rule] correctly (the stopping rule's
+    points: StoppingRule.watched_points), evaluating little.
 
     A member that still misclassifies one of the points its training pass got wrong is
     certainly not fit; only the others are evaluated on all n_rule points.
@@ -685,7 +374,7 @@ def train_ensemble(
     device: str | torch.device = "cpu",
     callback: Callable[[EnsembleEpochInfo], None] | None = None,
     keep_history: bool = True,
-    engine: Engine = "auto",
+    engine: EngineName = "auto",
     group_size: int = 16,
     workers: int | None = None,
 ) -> EnsembleResult:

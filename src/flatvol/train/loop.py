@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -12,12 +12,21 @@ from torch.nn import functional as F
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
-from flatvol.train.optimizers import OptimizerSettings, make_optimizer, optimizer_names
+from flatvol.train.optimizers import (
+    OptimizerSettings,
+    OptionValue,
+    check_optimizer,
+    make_optimizer,
+)
+from flatvol.train.protocol import StoppingRule, data_order_generator
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Paper defaults: SGD, lr 0.01, batch 32, stop at the end of the first epoch with S fit."""
+    """Paper defaults: SGD, lr 0.01, batch 32, stop at the end of the first epoch with S fit.
+
+    `optimizer` is a registered optimizer name (flatvol.train.optimizer_names) and
+    `optimizer_options` its own options (e.g. SAM's rho), handed to its factory."""
 
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -27,26 +36,35 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     post_train_epochs: int = 0
+    # hash=False: a dict cannot be hashed; configs that differ only here still compare unequal
+    optimizer_options: Mapping[str, OptionValue] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in optimizer_names():
-            raise SpecError(
-                f"unknown optimizer {self.optimizer!r}; "
-                f"expected one of {', '.join(optimizer_names())}"
-            )
-        if self.fit not in ("S", "all"):
-            raise SpecError(f"fit must be 'S' or 'all', got {self.fit!r}")
+        # a private copy: the caller's dict may change later, a frozen config must not
+        object.__setattr__(self, "optimizer_options", dict(self.optimizer_options))
+        check_optimizer(self.optimizer, self.optimizer_options)
+        self.stopping_rule()  # validates fit, max_epochs and post_train_epochs
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SpecError(f"lr must be a positive number, got {self.lr}")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_epochs < 1:
-            raise SpecError(f"max_epochs must be >= 1, got {self.max_epochs}")
-        if self.post_train_epochs < 0:
-            raise SpecError(f"post_train_epochs must be >= 0, got {self.post_train_epochs}")
+
+    def stopping_rule(self) -> StoppingRule:
+        """When a run with this config stops."""
+        return StoppingRule(self.fit, self.max_epochs, self.post_train_epochs)
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """What the optimizer factory reads from this config."""
+        return OptimizerSettings(self.lr, self.momentum, self.weight_decay,
+                                 dict(self.optimizer_options))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as recorded with a run. Options are listed only when there are some, so
+        configs without options keep the form (and the hashes) they always had."""
+        out = asdict(self)
+        if not out["optimizer_options"]:
+            del out["optimizer_options"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,12 +126,27 @@ def train_to_fit(
     seed: int = 0,
     device: str | torch.device = "cpu",
     callback: Callable[[EpochInfo, torch.nn.Module], None] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> TrainResult:
     """Train on S u A with minibatch `config.optimizer` until the stopping rule holds.
 
-    Stopping: at the end of the first epoch where S (fit='S') or S u A (fit='all') is 100%
-    classified, then `post_train_epochs` more epochs. Hitting `max_epochs` first gives
-    status 'did_not_fit'. The data order is drawn from `seed` alone, so a run is reproducible.
+    Stopping (`config.stopping_rule()`): at the end of the first epoch where S (fit='S') or
+    S u A (fit='all') is 100% classified, then `post_train_epochs` more epochs. Hitting
+    `max_epochs` first gives status 'did_not_fit'. The data order is drawn from `seed` alone
+    (`data_order_generator`), so a run is reproducible.
+
+    Args:
+        model: trained in place.
+        task: S, A and E.
+        config: optimizer, batch size and stopping rule (default: the paper's).
+        seed: the run seed, which fixes the data order.
+        device: where to train.
+        callback: called after every epoch with its EpochInfo and the model.
+        optimizer: an optimizer already built over `model`'s parameters (e.g. one that SWA
+            schedules); default: `config`'s optimizer, made here.
+
+    Returns:
+        The run's TrainResult.
     """
     config = config or TrainConfig()
     device = torch.device(device)
@@ -121,9 +154,11 @@ def train_to_fit(
     x_train, y_train = (t.to(device) for t in task.train_inputs(include_attack=True))
     x_S, y_S = task.S.x.to(device), task.S.y.to(device)
     x_A, y_A = task.A.x.to(device), task.A.y.to(device)
-    settings = OptimizerSettings(config.lr, config.momentum, config.weight_decay)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), settings)
-    order_rng = torch.Generator().manual_seed(int(seed) + 1_000_003)  # decoupled from init seed
+    if optimizer is None:
+        optimizer = make_optimizer(config.optimizer, model.parameters(),
+                                   config.optimizer_settings())
+    rule = config.stopping_rule()
+    order_rng = data_order_generator(seed)
     n = len(y_train)
     history: list[dict] = []
     fitted_at: int | None = None
@@ -148,17 +183,13 @@ def train_to_fit(
         acc_S = accuracy(model, x_S, y_S)
         acc_A = accuracy(model, x_A, y_A)
         phase = "fit" if fitted_at is None else "post"
-        if fitted_at is None:
-            fit_now = acc_S == 1.0 and (config.fit == "S" or len(y_A) == 0 or acc_A == 1.0)
-            if fit_now:
-                fitted_at = epoch
+        if fitted_at is None and rule.fitted(acc_S == 1.0, len(y_A) == 0 or acc_A == 1.0):
+            fitted_at = epoch
         info = EpochInfo(epoch, phase, total / n, acc_S, acc_A, fitted_at)
         history.append(asdict(info))
         if callback is not None:
             callback(info, model)
-        if fitted_at is not None and epoch >= fitted_at + config.post_train_epochs:
-            break
-        if fitted_at is None and epoch >= config.max_epochs:
+        if rule.done(epoch, fitted_at):
             break
     model.eval()
     return TrainResult(

@@ -1,56 +1,44 @@
-"""Optimizer registry: name -> torch.optim optimizer over a model's parameters."""
+"""Optimizer registry: (name, options) -> a torch.optim optimizer over a model's parameters.
+
+An optimizer is named by a registered name plus that optimizer's own options (SAM's rho,
+Entropy-SGD's langevin_steps, ...); TrainConfig carries both, and `make_optimizer` resolves them
+through the registry. The registry also lists, per name, the options its factory accepts, so an
+unknown option is refused when the TrainConfig is made rather than mid-run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
 from flatvol.errors import SpecError
 
-OptimizerFactory = Callable[
-    [Iterable[torch.nn.Parameter], "OptimizerSettings"], torch.optim.Optimizer
-]
-
-
-class OptimizerSettings:
-    """The hyperparameters an optimizer factory may read (a view of TrainConfig)."""
-
-    def __init__(self, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, **extra: float):
-        self.lr = lr
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.extra = extra
-
-
-def _plain(name: str, make: OptimizerFactory) -> OptimizerFactory:
-    """A torch.optim optimizer that takes no options beyond lr, momentum and weight decay."""
-    def factory(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
-        _check_extra(name, s, ())
-        return make(params, s)
-
-    return factory
-
-
-_REGISTRY: dict[str, OptimizerFactory] = {
-    "sgd": _plain("sgd", lambda p, s: torch.optim.SGD(p, lr=s.lr, weight_decay=s.weight_decay)),
-    "momentum": _plain("momentum", lambda p, s: torch.optim.SGD(
-        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)),
-    "adam": _plain("adam", lambda p, s: torch.optim.Adam(
-        p, lr=s.lr, weight_decay=s.weight_decay)),
-}
-
-
+OptionValue = bool | int | float | str
 Optimizer = torch.optim.Optimizer
 
 
-def _check_extra(name: str, settings: OptimizerSettings, allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(settings.extra) - set(allowed))
-    if unknown:
-        expected = f"some of {', '.join(allowed)}" if allowed else "none"
-        raise SpecError(
-            f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; expected {expected}"
-        )
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """What an optimizer factory reads: TrainConfig's lr, momentum and weight decay, and the
+    optimizer's own `options`."""
+
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    options: Mapping[str, OptionValue] = field(default_factory=dict)
+
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], OptimizerSettings], Optimizer]
+
+
+@dataclass(frozen=True)
+class RegisteredOptimizer:
+    """A registry entry: the factory and the option names it accepts."""
+
+    factory: OptimizerFactory
+    options: tuple[str, ...] = ()
 
 
 ENTROPY_SGD_OPTIONS = ("langevin_steps", "sgld_lr", "noise", "mean_weight", "gamma0", "gamma1",
@@ -61,9 +49,8 @@ SAM_OPTIONS = ("base", "rho", "adaptive")
 def _entropy_sgd(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
     from flatvol.train.entropy_sgd import EntropySGD
 
-    _check_extra("entropy-sgd", s, ENTROPY_SGD_OPTIONS)
     try:
-        return EntropySGD(params, lr=s.lr, weight_decay=s.weight_decay, **s.extra)
+        return EntropySGD(params, lr=s.lr, weight_decay=s.weight_decay, **s.options)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"optimizer 'entropy-sgd': {exc}") from None
 
@@ -71,61 +58,83 @@ def _entropy_sgd(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> 
 def _sam(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
     from flatvol.train.sam import SAM
 
-    _check_extra("sam", s, SAM_OPTIONS)
-    extra = dict(s.extra)
-    base = str(extra.pop("base", "sgd"))
-    if base == "sam" or base.startswith("sam("):
+    options = dict(s.options)
+    base = str(options.pop("base", "sgd"))
+    if base == "sam":
         raise SpecError("optimizer 'sam': base must not be 'sam' itself")
     base_settings = OptimizerSettings(s.lr, s.momentum, s.weight_decay)
     try:
-        return SAM(params, lambda groups: make_optimizer(base, groups, base_settings), **extra)
+        return SAM(params, lambda groups: make_optimizer(base, groups, base_settings), **options)
     except (TypeError, ValueError) as exc:
         raise SpecError(f"optimizer 'sam': {exc}") from None
 
 
-_REGISTRY["entropy-sgd"] = _entropy_sgd
-_REGISTRY["sam"] = _sam
+_REGISTRY: dict[str, RegisteredOptimizer] = {
+    "sgd": RegisteredOptimizer(
+        lambda p, s: torch.optim.SGD(p, lr=s.lr, weight_decay=s.weight_decay)),
+    "momentum": RegisteredOptimizer(
+        lambda p, s: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum,
+                                     weight_decay=s.weight_decay)),
+    "adam": RegisteredOptimizer(
+        lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay)),
+    "entropy-sgd": RegisteredOptimizer(_entropy_sgd, ENTROPY_SGD_OPTIONS),
+    "sam": RegisteredOptimizer(_sam, SAM_OPTIONS),
+}
 
 
-def optimizer_with_options(name: str, options: dict | None = None) -> str:
-    """Register (once) and return an alias of `name` whose factory also receives `options` as
-    OptimizerSettings.extra (e.g. SAM's rho, Entropy-SGD's langevin_steps), since TrainConfig
-    carries only lr, momentum and weight decay. Without options, returns `name` unchanged."""
-    if name not in _REGISTRY:
-        raise SpecError(
-            f"unknown optimizer {name!r}; expected one of {', '.join(optimizer_names())}"
-        )
-    if not options:
-        return name
-    alias = f"{name}(" + ",".join(f"{k}={options[k]!r}" for k in sorted(options)) + ")"
-    if alias not in _REGISTRY:
-        base = _REGISTRY[name]
-        fixed = dict(options)
+def register_optimizer(name: str, factory: OptimizerFactory, options: Iterable[str] = ()) -> None:
+    """Make `name` available to train_to_fit, specs and the CLI.
 
-        def factory(params: Iterable[torch.nn.Parameter], s: OptimizerSettings) -> Optimizer:
-            return base(params, OptimizerSettings(s.lr, s.momentum, s.weight_decay,
-                                                  **{**s.extra, **fixed}))
-
-        _REGISTRY[alias] = factory
-    return alias
-
-
-def register_optimizer(name: str, factory: OptimizerFactory) -> None:
-    """Make `name` available to train_to_fit, specs and the CLI."""
-    _REGISTRY[name] = factory
+    Args:
+        name: the optimizer's name in TrainConfig and specs.
+        factory: (parameters, OptimizerSettings) -> torch.optim.Optimizer.
+        options: the option names the factory accepts (OptimizerSettings.options).
+    """
+    _REGISTRY[name] = RegisteredOptimizer(factory, tuple(options))
 
 
 def optimizer_names() -> list[str]:
+    """The registered optimizer names, sorted."""
     return sorted(_REGISTRY)
+
+
+def check_optimizer(name: str, options: Mapping[str, OptionValue] | None = None) -> None:
+    """Refuse an unregistered name or an option its factory does not accept.
+
+    Args:
+        name: an optimizer name.
+        options: that optimizer's options.
+
+    Raises:
+        SpecError: with a one-line message.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise SpecError(
+            f"unknown optimizer {name!r}; expected one of {', '.join(optimizer_names())}"
+        )
+    unknown = sorted(set(options or {}) - set(entry.options))
+    if unknown:
+        expected = f"some of {', '.join(entry.options)}" if entry.options else "none"
+        raise SpecError(f"optimizer {name!r}: unknown option(s) {', '.join(unknown)}; "
+                        f"expected {expected}")
 
 
 def make_optimizer(
     name: str, params: Iterable[torch.nn.Parameter], settings: OptimizerSettings
-) -> torch.optim.Optimizer:
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise SpecError(
-            f"unknown optimizer {name!r}; expected one of {', '.join(optimizer_names())}"
-        ) from None
-    return factory(params, settings)
+) -> Optimizer:
+    """The optimizer `name` with `settings` over `params`.
+
+    Args:
+        name: a registered optimizer name.
+        params: parameters (or param groups) to optimize.
+        settings: lr, momentum, weight decay and the optimizer's options.
+
+    Returns:
+        A torch.optim.Optimizer.
+
+    Raises:
+        SpecError: unknown name or option, or options the optimizer refuses.
+    """
+    check_optimizer(name, settings.options)
+    return _REGISTRY[name].factory(params, settings)

@@ -1,13 +1,11 @@
 """Stochastic Weight Averaging (Izmailov et al., UAI 2018) via torch.optim.swa_utils.
 
-SWA is not an optimizer but a procedure around one, so it hooks into `train_to_fit` through its
-two extension points and needs no change to the loop:
-
-- the optimizer registry: `SWATracker.optimizer_name` is a registered alias of the base
-  optimizer whose factory also hands the created optimizer to the tracker (for SWALR);
-- the per-epoch callback: from the epoch at which the stopping rule is met (the fitted weights
-  are the first average point) through every post-training epoch, the tracker adds the weights
-  to an `AveragedModel` and steps `SWALR`.
+SWA is not an optimizer but a procedure around one, so it hooks into `train_to_fit` without a
+change to the loop: the tracker is given the optimizer the run trains with (built with the
+registry and passed to `train_to_fit(..., optimizer=...)`) so SWALR can schedule it, and its
+`callback` runs after every epoch. From the epoch at which the stopping rule is met (the fitted
+weights are the first average point) through every post-training epoch, the tracker adds the
+weights to an `AveragedModel` and steps `SWALR`.
 
 After training, `averaged_model(task)` recomputes BatchNorm statistics with `update_bn` on the
 training inputs (S u A) and returns the averaged network, which is what gets measured. So SWA
@@ -16,7 +14,6 @@ needs `post_train_epochs > 0`: the average is over the fitted weights and the po
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,39 +23,6 @@ from torch.optim.swa_utils import SWALR, AveragedModel, update_bn
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
 from flatvol.train.loop import EpochInfo
-from flatvol.train.optimizers import (
-    OptimizerSettings,
-    make_optimizer,
-    optimizer_names,
-    register_optimizer,
-)
-
-# id(first parameter) -> the optimizer built over it by a `swa:` alias (weak: no leak).
-_CREATED: weakref.WeakValueDictionary[int, torch.optim.Optimizer] = weakref.WeakValueDictionary()
-
-
-def _first_param(params: list) -> torch.Tensor:
-    first = params[0]
-    return first["params"][0] if isinstance(first, dict) else first
-
-
-def swa_optimizer_name(base: str) -> str:
-    """Register (once) and return the alias `swa:<base>`: the base optimizer, made findable."""
-    if base not in optimizer_names():
-        raise SpecError(
-            f"unknown optimizer {base!r}; expected one of {', '.join(optimizer_names())}"
-        )
-    name = f"swa:{base}"
-    if name not in optimizer_names():
-
-        def factory(params, settings: OptimizerSettings) -> torch.optim.Optimizer:
-            params = list(params)
-            optimizer = make_optimizer(base, params, settings)
-            _CREATED[id(_first_param(params))] = optimizer
-            return optimizer
-
-        register_optimizer(name, factory)
-    return name
 
 
 @dataclass(frozen=True)
@@ -82,12 +46,16 @@ class SWAConfig:
 
 
 class SWATracker:
-    """Averages the weights from the fit epoch on. Use `optimizer_name` in the TrainConfig and
-    `callback` as (or inside) train_to_fit's callback; then call `averaged_model(task)`."""
+    """Averages the weights from the fit epoch on. Pass the same `optimizer` to train_to_fit,
+    use `callback` as (or inside) train_to_fit's callback; then call `averaged_model(task)`."""
 
-    def __init__(self, base_optimizer: str, config: SWAConfig | None = None):
+    def __init__(self, optimizer: torch.optim.Optimizer, config: SWAConfig | None = None):
+        """Args:
+            optimizer: the optimizer the run trains with (SWALR sets its learning rate).
+            config: the SWA learning rate and its annealing (default: keep the base lr).
+        """
         self.config = config or SWAConfig()
-        self.optimizer_name = swa_optimizer_name(base_optimizer)
+        self.optimizer = optimizer
         self.swa_model: AveragedModel | None = None
         self.scheduler: SWALR | None = None
         self.epochs_averaged: list[int] = []
@@ -96,14 +64,13 @@ class SWATracker:
         if info.fitted_at is None:
             return
         if self.swa_model is None:  # the fit epoch: first average point; SWALR from here on
+            first = next(model.parameters())
+            if not any(p is first for g in self.optimizer.param_groups for p in g["params"]):
+                raise RuntimeError("SWATracker: its optimizer does not train this model "
+                                   "(pass the same optimizer to train_to_fit)")
             self.swa_model = AveragedModel(model)
-            optimizer = _CREATED.get(id(next(model.parameters())))
-            if optimizer is None:
-                raise RuntimeError(
-                    f"SWATracker: train with optimizer {self.optimizer_name!r} so SWALR can find it"
-                )
             if self.config.lr is not None:
-                self.scheduler = SWALR(optimizer, swa_lr=self.config.lr,
+                self.scheduler = SWALR(self.optimizer, swa_lr=self.config.lr,
                                        anneal_epochs=self.config.anneal_epochs,
                                        anneal_strategy=self.config.anneal_strategy)
         elif self.scheduler is not None:

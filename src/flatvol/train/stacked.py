@@ -1,0 +1,337 @@
+"""Per-member math on stacked parameters (K members along dim 0): gradient engines and the
+optimizer update, for the ensemble trainer.
+
+Two engines compute the per-member gradients:
+- 'fcn': batched matmuls (bmm) with a hand-written backward pass for `FCN` models (the fast
+  path on CPU). Input features that are zero on every training point are left out of
+  training: their first-layer weights get zero gradient, so without weight decay they cannot
+  move under SGD, momentum or Adam (MNIST's border pixels: ~25% of the first layer's work).
+- 'vmap': `torch.func.vmap` over `grad(functional_call(...))`, for any module without
+  BatchNorm (batch statistics would need per-member running buffers).
+
+`StackedOptimizer` applies torch.optim's own functional update (torch.optim.sgd.sgd /
+torch.optim.adam.adam) to stacked slices, with the hyperparameters of the optimizer the
+registry builds for `train_to_fit`: the update is elementwise, so member k moves exactly as
+it would alone, and one member's state never moves another's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+from torch.nn import functional as F
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
+
+from flatvol.errors import SpecError
+from flatvol.models import FCN
+from flatvol.train.optimizers import OptimizerSettings, make_optimizer
+
+# The registered optimizers whose torch.optim class has a stacked form here (SGD, Adam).
+ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam")
+EngineName = Literal["auto", "fcn", "vmap"]
+Params = dict[str, torch.Tensor]
+
+# Largest intermediate (elements) an evaluation pass builds before splitting by member.
+EVAL_ELEMENTS = 1 << 23
+
+
+class StackedEngine:
+    name = "base"
+    flops = math.nan
+
+    def prepare(self, params: Params, x_train: torch.Tensor, frozen_zero_inputs: bool
+                ) -> tuple[Params, torch.Tensor]:
+        """The parameters and inputs the training loop works on (default: unchanged)."""
+        return params, x_train
+
+    def restore(self, name: str, trained: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """Full-size parameter `name` from its training form (inverse of prepare)."""
+        return trained
+
+    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+                       need_loss: bool = True
+                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
+        """x: (G, B, ...) y: (G, B) -> mean BCE per member (G,) (or None when not needed),
+        logits (G, B), gradients."""
+        raise NotImplementedError
+
+    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        """x shared by all members: (n, ...) -> (K, n)."""
+        raise NotImplementedError
+
+    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        """x: (K, m, ...), member k's own points -> (K, m)."""
+        raise NotImplementedError
+
+
+class FCNEngine(StackedEngine):
+    """Forward and backward of Linear-ReLU stacks with batched matmuls, no autograd."""
+
+    name = "fcn"
+
+    def __init__(self, template: FCN):
+        names = {id(p): n for n, p in template.named_parameters()}
+        self.layers = [(names[id(m.weight)], names[id(m.bias)]) for m in template.linears]
+        self.dims = [template.in_dim, *template.widths, 1]
+        self.columns: torch.Tensor | None = None  # input features kept for training
+        self.flops = 0.0
+        self._buffers: dict[int, Params] = {}
+        self._lock = threading.Lock()
+
+    # --- input features that are zero on every training point
+    def prepare(self, params: Params, x_train: torch.Tensor, frozen_zero_inputs: bool
+                ) -> tuple[Params, torch.Tensor]:
+        x_flat = x_train.flatten(1)
+        if not frozen_zero_inputs:
+            return params, x_flat
+        used = (x_flat != 0).any(0)
+        if bool(used.all()):
+            return params, x_flat
+        self.columns = torch.nonzero(used).squeeze(1)
+        w_first = self.layers[0][0]
+        params = dict(params)
+        params[w_first] = params[w_first].index_select(2, self.columns).contiguous()
+        return params, x_flat.index_select(1, self.columns).contiguous()
+
+    def restore(self, name: str, trained: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        if self.columns is None or name != self.layers[0][0]:
+            return trained
+        full = original.clone()
+        full[:, :, self.columns] = trained
+        return full
+
+    def _count(self, members: int, rows: int, first_in: int, backward: bool) -> None:
+        dims = [first_in, *self.dims[1:]]
+        fwd = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
+        if backward:  # weight gradients of every layer, input gradients of all but the first
+            fwd += fwd + sum(2 * a * b for a, b in zip(dims[1:-1], dims[2:]))
+        with self._lock:  # groups may run in threads
+            self.flops += float(members) * rows * fwd
+
+    def _forward(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x (G, B, d) -> logits (G, B) and each layer's input, kept transposed as
+        (G, features, B): W @ x^T runs faster than x @ W^T in MKL's batched GEMM."""
+        h = x.transpose(1, 2)
+        inputs = []
+        for w_name, b_name in self.layers[:-1]:
+            inputs.append(h)
+            # bmm then a broadcast add: cheaper than baddbmm's copy of the expanded bias
+            h = torch.bmm(params[w_name], h).add_(params[b_name].unsqueeze(2)).clamp_min_(0)
+        w_out, b_out = self.layers[-1]
+        inputs.append(h)
+        z = torch.bmm(params[w_out], h).add_(params[b_out].unsqueeze(2))
+        return z.squeeze(1), inputs
+
+    def _grad_buffer(self, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        # reused between steps (one set per thread): a fresh multi-MB tensor per step costs
+        # page faults
+        mine = self._buffers.setdefault(threading.get_ident(), {})
+        buf = mine.get(name)
+        if buf is None or buf.shape != shape or buf.device != like.device:
+            buf = mine[name] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
+
+    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+                       need_loss: bool = True
+                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
+        self._count(x.shape[0], x.shape[1], x.shape[2], backward=True)
+        z, inputs = self._forward(params, x)
+        loss = (F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(1)
+                if need_loss else None)
+        g = (torch.sigmoid(z) - y).div_(y.shape[1])  # d mean-BCE / d logit
+        ga = g.unsqueeze(1)  # (G, out, B): gradient w.r.t. a layer's pre-activations
+        grads: Params = {}
+        for layer in range(len(self.layers) - 1, -1, -1):
+            w_name, b_name = self.layers[layer]
+            weight = params[w_name]
+            h_in = inputs[layer].transpose(1, 2)  # (G, B, in); the first layer's is x itself
+            grads[w_name] = torch.bmm(ga, h_in, out=self._grad_buffer(w_name, weight.shape,
+                                                                      weight))
+            grads[b_name] = ga.sum(2)
+            if layer > 0:
+                gh = torch.bmm(weight.transpose(1, 2), ga)  # (G, in, B), before any update
+                # ReLU backward from its output (the layer's input): zero where it was <= 0
+                ga = torch.ops.aten.threshold_backward(gh, inputs[layer], 0.0)
+        return loss, z, grads
+
+    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        self._count(x.shape[0], x.shape[1], x.shape[2], backward=False)
+        return self._forward(params, x)[0]
+
+    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        first = params[self.layers[0][0]]
+        x = x.flatten(1).to(first.dtype)
+        if first.shape[2] != x.shape[1]:  # training-time weights: inputs restricted too
+            x = x.index_select(1, self.columns)  # type: ignore[arg-type]
+        k_total = first.shape[0]
+        step = max(1, EVAL_ELEMENTS // max(1, len(x) * max(self.dims[1:])))
+        self._count(k_total, len(x), x.shape[1], backward=False)
+        out = []
+        for k0 in range(0, k_total, step):
+            p = {k: v[k0 : k0 + step] for k, v in params.items()}
+            w_name, b_name = self.layers[0]
+            kc, width, d = p[w_name].shape
+            # the first layer is one GEMM: x (n, d) @ [W_1 .. W_K]^T (d, K*width)
+            a = torch.addmm(p[b_name].reshape(-1), x, p[w_name].reshape(kc * width, d).t())
+            h = a.view(len(x), kc, width).transpose(0, 1)
+            for w_name, b_name in self.layers[1:]:
+                h = h.clamp_min(0)
+                h = torch.baddbmm(p[b_name].unsqueeze(1), h, p[w_name].transpose(1, 2))
+            out.append(h.squeeze(-1))
+        return torch.cat(out)
+
+
+class VmapEngine(StackedEngine):
+    """Any module: vmap over members of grad(functional_call(module, ...))."""
+
+    name = "vmap"
+
+    def __init__(self, template: nn.Module):
+        self.base = copy.deepcopy(template).to("meta")
+
+        def logit_fn(p: Params, b: Params, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base, (p, b), (x,))
+
+        def loss_fn(p: Params, b: Params, x: torch.Tensor, y: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+            z = logit_fn(p, b, x)
+            return F.binary_cross_entropy_with_logits(z, y), z.detach()
+
+        self._grad = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
+        self._logits = vmap(logit_fn, in_dims=(0, 0, None))
+        self._logits_own = vmap(logit_fn, in_dims=(0, 0, 0))
+
+    def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
+                       need_loss: bool = True
+                       ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
+        grads, (loss, z) = self._grad(params, buffers, x, y)
+        return loss, z, grads
+
+    def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        k_total = next(iter(params.values())).shape[0]
+        x = x.to(next(iter(params.values())).dtype)
+        if len(x) == 0:
+            return x.new_zeros(k_total, 0)
+        rows = []
+        for k0 in range(0, k_total, 64):  # bounded activations: 64 members x 1024 points
+            p = {k: v[k0 : k0 + 64] for k, v in params.items()}
+            b = {k: v[k0 : k0 + 64] for k, v in buffers.items()}
+            rows.append(torch.cat([self._logits(p, b, x[i : i + 1024])
+                                   for i in range(0, len(x), 1024)], dim=1))
+        return torch.cat(rows)
+
+    def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
+        return self._logits_own(params, buffers, x)
+
+
+def pick_engine(template: nn.Module, engine: str) -> StackedEngine:
+    if engine not in ("auto", "fcn", "vmap"):
+        raise SpecError(f"ensemble engine must be 'auto', 'fcn' or 'vmap', got {engine!r}")
+    bn = [type(m).__name__ for m in template.modules()
+          if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if bn:
+        raise SpecError(
+            f"ensemble training does not support BatchNorm ({bn[0]} in "
+            f"{getattr(template, 'spec', type(template).__name__)}); "
+            "use a 'nobn' model or train_to_fit"
+        )
+    is_fcn = type(template) is FCN
+    if engine == "fcn" and not is_fcn:
+        raise SpecError(f"ensemble engine 'fcn' needs FCN models, got {type(template).__name__}")
+    if engine == "fcn" or (engine == "auto" and is_fcn):
+        return FCNEngine(template)  # type: ignore[arg-type]
+    return VmapEngine(template)
+
+
+
+
+def gather_minibatches(x: torch.Tensor, idx: torch.Tensor, buffers: Params) -> torch.Tensor:
+    """x[idx] for idx (G, B): each member's minibatch, (G, B, ...), written into a buffer
+    reused across steps (a fresh multi-MB tensor every step costs page faults).
+
+    Args:
+        x: the training inputs, (n, ...).
+        idx: row indices, one row of minibatch indices per member.
+        buffers: scratch space owned by the caller, reused between calls.
+    """
+    shape = (*idx.shape, *x.shape[1:])
+    key = str(shape)
+    if key not in buffers:
+        buffers[key] = torch.empty(shape, dtype=x.dtype, device=x.device)
+    out = buffers[key]
+    torch.index_select(x, 0, idx.reshape(-1), out=out.view(-1, *x.shape[1:]))
+    return out
+
+
+class StackedOptimizer:
+    """A registered SGD or Adam optimizer stepping (K, ...) parameter stacks, member by member
+    as `train_to_fit` steps one network: same hyperparameters (read from the optimizer the
+    registry builds), same torch.optim functional update.
+
+    All members still training have taken the same number of steps (they start together and
+    every epoch has the same number of minibatches), so one step number serves them all.
+    """
+
+    def __init__(self, name: str, settings: OptimizerSettings, params: Params):
+        """Args:
+            name: a name in ENSEMBLE_OPTIMIZERS.
+            settings: as TrainConfig.optimizer_settings() gives them (no options).
+            params: the stacks to optimize, (K, ...) each.
+        """
+        if name not in ENSEMBLE_OPTIMIZERS or settings.options:
+            raise SpecError(
+                f"ensemble training supports optimizers {', '.join(ENSEMBLE_OPTIMIZERS)} "
+                f"without options; got {name!r} (use train_to_fit for it)"
+            )
+        # the optimizer train_to_fit would build, over a placeholder: only its settings are used
+        reference = make_optimizer(name, [torch.zeros(0)], settings)
+        self.is_adam = isinstance(reference, torch.optim.Adam)
+        self.hyper = {k: v for k, v in reference.param_groups[0].items() if k != "params"}
+        zeros = {k: torch.zeros_like(v) for k, v in params.items()}
+        self.state: dict[str, Params] = {}
+        if self.is_adam:
+            self.state = {"exp_avg": zeros, "exp_avg_sq": {k: v.clone() for k, v in zeros.items()}}
+            if self.hyper["amsgrad"]:
+                self.state["max_exp_avg_sq"] = {k: v.clone() for k, v in zeros.items()}
+        elif self.hyper["momentum"] != 0:
+            self.state = {"momentum_buffer": zeros}
+
+    @torch.no_grad()
+    def step(self, params: Params, grads: Params, rows: slice, step: int) -> None:
+        """Update members `rows` (params and grads are those rows) at minibatch step `step`
+        (1-based, counted over all epochs; groups of members may take their steps in turn)."""
+        names = list(params)
+        state = {g: [group[k][rows] for k in names] for g, group in self.state.items()}
+        p_list, g_list = [params[k] for k in names], [grads[k] for k in names]
+        h = self.hyper
+        # foreach=False: the per-tensor update torch.optim uses on CPU
+        if self.is_adam:
+            steps = [torch.tensor(step - 1.0) for _ in names]  # adam() counts them up to `step`
+            adam(p_list, g_list, state["exp_avg"], state["exp_avg_sq"],
+                 state.get("max_exp_avg_sq", []), steps, foreach=False,
+                 decoupled_weight_decay=h["decoupled_weight_decay"], amsgrad=h["amsgrad"],
+                 beta1=h["betas"][0], beta2=h["betas"][1], lr=h["lr"],
+                 weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])
+            return
+        # torch.optim starts a momentum buffer as a copy of the first gradient (a None buffer)
+        buffers = state.get("momentum_buffer", [None] * len(names))
+        first = [None] * len(names) if step == 1 else buffers
+        sgd(p_list, g_list, first, foreach=False, weight_decay=h["weight_decay"],
+            momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
+            nesterov=h["nesterov"], maximize=h["maximize"])
+        if step == 1 and self.hyper["momentum"] != 0:
+            for buf, new in zip(buffers, first):
+                buf.copy_(new)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop the state of members that stopped (rows: indices of those that continue)."""
+        for group in self.state.values():
+            for name in group:
+                group[name] = group[name].index_select(0, rows)
