@@ -300,8 +300,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> Experimen
     return validate_spec(ExperimentSpec, data, source)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a .toml, .yaml or .yml experiment spec."""
+def read_spec_file(path: str | Path) -> Any:
+    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
@@ -312,19 +312,21 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise SpecError(_one_line(f"{path}: cannot read spec ({exc})")) from None
     if suffix == ".toml":
         try:
-            data = tomllib.loads(text)
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(_one_line(f"{path}: invalid TOML: {exc}")) from None
-    elif suffix in (".yaml", ".yml"):
+    if suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise SpecError(_one_line(f"{path}: invalid YAML: {exc}")) from None
-        if data is None:
-            data = {}
-    else:
-        raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
-    return spec_from_dict(data, str(path))
+        return {} if data is None else data
+    raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a .toml, .yaml or .yml experiment spec."""
+    return spec_from_dict(read_spec_file(path), str(path))
 
 
 def spec_json(spec: ExperimentSpec) -> str:
