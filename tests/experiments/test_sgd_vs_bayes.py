@@ -214,3 +214,29 @@ def test_other_data_never_reuses_saved_chunks(tiny_run, monkeypatch):
     monkeypatch.setattr(svb, "train_ensemble", training)
     with pytest.raises(RuntimeError, match="trained again"):
         run_sgd_vs_bayes(spec, out, data_dir=shared)
+
+
+def test_store_holds_samples_and_volumes_and_the_report_renders_them(tiny_run):
+    """The experiment is in the results store (the same numbers read back) and `flatvol report`
+    renders it from there."""
+    from flatvol.analysis.report import load_results, write_report
+    from flatvol.experiments.function_store import load_experiments
+
+    out, spec, result = tiny_run
+    (experiment,) = [e for e in load_experiments(out) if e.spec_hash == spec.spec_hash()]
+    assert experiment.info["name"] == "tiny" and list(experiment.samples) == ["sgd", "adam"]
+    for name, sample in result.samples.items():
+        stored = experiment.samples[name]
+        np.testing.assert_array_equal(stored.labels_E, sample.labels_E)
+        np.testing.assert_array_equal(stored.fitted, sample.fitted)
+        np.testing.assert_array_equal(stored.epochs, sample.epochs)
+    assert experiment.volumes.log10_v_train == result.volumes.log10_v_train
+    np.testing.assert_array_equal(experiment.volumes.prior_label1, result.volumes.prior_label1)
+    for bits, value in result.volumes.log10_v_full.items():
+        assert experiment.volumes.log10_v_full[bits] == value
+    results = load_results(out)
+    assert results.runs.empty and results.function_experiments
+    page = write_report(out).read_text()
+    assert "sgd-vs-bayes: tiny" in page and "data:image/png;base64" in page
+    assert result.rows[0]["function"] in page
+    assert (out / "figures").is_dir() and any((out / "figures").rglob("mingard.png"))

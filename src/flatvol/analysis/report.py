@@ -5,9 +5,8 @@ resources: the page renders offline in any browser."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,12 @@ from flatvol.analysis.report_html import (
     fmt,
     frame_html,
     page_html,
+    slug,
 )
+from flatvol.analysis.sgd_vs_bayes import sgd_vs_bayes_section
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
 from flatvol.errors import DataError
+from flatvol.experiments.function_store import FunctionExperiment
 from flatvol.io import atomic_write_text
 
 REPORT_NAME = "report.html"
@@ -51,11 +53,15 @@ class Results:
     spec_text: str | None = None
     source: str | None = None
     specs: pd.DataFrame | None = None
+    # sgd-vs-bayes experiments in the store (flatvol.experiments.function_store)
+    function_experiments: list[FunctionExperiment] = field(default_factory=list)
 
 
 def load_results(out_dir: str | Path) -> Results:
-    """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR`)."""
+    """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR` or `flatvol
+    sgd-vs-bayes SPEC --out DIR`)."""
     from flatvol.experiments import store
+    from flatvol.experiments.function_store import load_experiments
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -65,7 +71,7 @@ def load_results(out_dir: str | Path) -> Results:
         raise DataError(f"{out_dir}: no results store {path.name} "
                         "(is this a directory written by `flatvol run SPEC --out DIR`?)")
     return Results(store.runs_frame(path), store.series_frame(path), source=str(path),
-                   specs=store.specs_frame(path))
+                   specs=store.specs_frame(path), function_experiments=load_experiments(path))
 
 
 @dataclass(frozen=True)
@@ -291,25 +297,24 @@ def build_report_html(runs: pd.DataFrame, series: pd.DataFrame | None = None, *,
     return page_html(title, sections, source)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "spec"
-
-
 def write_report(out_dir: str | Path, *, results: Results | None = None,
                  title: str | None = None, settings: ReportSettings | None = None,
                  correlations: pd.DataFrame | None = None) -> Path:
     """Write OUT_DIR/report.html and OUT_DIR/figures/*.png|pdf for the results in OUT_DIR's
     store (or `results`, e.g. frames built in memory). Several specs in one store each get their
-    own section and figures/<spec name>-<hash>/. `correlations`: correlations_for(results,
-    settings), when the caller has it already."""
+    own section and figures/<spec name>-<hash>/; so does each sgd-vs-bayes experiment.
+    `correlations`: correlations_for(results, settings), when the caller has it already."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     if results is None:
         results = load_results(out_dir)
-    if results.runs is None or results.runs.empty:
+    has_runs = results.runs is not None and not results.runs.empty
+    experiments = results.function_experiments
+    if not has_runs and not experiments:
         raise DataError(f"{results.source or out_dir}: no finished runs to report")
-    infos = _spec_infos(results)
+    infos = _spec_infos(results) if has_runs else []
     sections: list[str] = []
+    several = len(infos) + len(experiments) > 1
     for info in infos:
         runs, series = results.runs, results.series
         figures = out_dir / FIGURES_DIR
@@ -317,9 +322,9 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
             runs = runs[runs["spec_hash"] == info.spec_hash]
             if series is not None and "spec_hash" in series.columns:
                 series = series[series["spec_hash"] == info.spec_hash]
-        if len(infos) > 1:
-            figures = figures / _slug(f"{info.name}-{str(info.spec_hash)[:8]}")
-            sections.append(f"<h2 id='{esc(_slug(info.name))}'>Spec {esc(info.name)} "
+        if several:
+            figures = figures / slug(f"{info.name}-{str(info.spec_hash)[:8]}")
+            sections.append(f"<h2 id='{esc(slug(info.name))}'>Spec {esc(info.name)} "
                             f"<small>({esc(info.spec_hash)})</small></h2>")
         table = None
         if correlations is not None and not correlations.empty:
@@ -329,8 +334,15 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
             table = table.reset_index(drop=True) if len(table) else None
         sections += spec_sections(runs, series, figures_dir=figures, settings=settings,
                                   spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
-                                  level=3 if len(infos) > 1 else 2, correlations=table)
-    default_title = f"flatvol report: {infos[0].name}" if len(infos) == 1 else \
+                                  level=3 if several else 2, correlations=table)
+    for experiment in experiments:
+        figures = out_dir / FIGURES_DIR
+        if several:
+            figures = figures / slug(f"{experiment.info['name']}-{experiment.spec_hash[:8]}")
+        sections.append(sgd_vs_bayes_section(experiment, figures, out_dir, level=3 if several
+                                             else 2))
+    names = [info.name for info in infos] + [e.info["name"] for e in experiments]
+    default_title = f"flatvol report: {names[0]}" if len(names) == 1 else \
         f"flatvol report: {out_dir.name}"
     page = page_html(title or default_title, sections, results.source)
     path = out_dir / REPORT_NAME

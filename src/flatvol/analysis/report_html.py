@@ -157,3 +157,8 @@ def page_html(title: str, sections: Sequence[str], source: str | None = None) ->
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
             + "\n".join([header, *sections, env]) + "\n</body></html>\n")
+
+
+def slug(text: str) -> str:
+    """`text` as an HTML id / directory name: letters, digits, '-' and '_' only."""
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "spec"

@@ -11,14 +11,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from flatvol.analysis.figures import new_figure
-from flatvol.experiments.function_store import FunctionSample, VolumeTable, labels_of
+from flatvol.analysis.figures import MadeFigure, new_figure, save_figure
+from flatvol.analysis.report_html import esc, figure_html, fmt, frame_html, slug
+from flatvol.experiments.function_store import (
+    FunctionExperiment,
+    FunctionSample,
+    VolumeTable,
+    labels_of,
+)
 
 FUNCTION_COLUMNS = ("optimizer", "function", "count", "p_opt", "log10_p_opt",
                     "log10_v_conditional", "log10_v_full", "ep_converged", "errors_E")
@@ -223,3 +231,50 @@ def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[Optimi
         if scatter is not None and finite:
             fig.colorbar(scatter, ax=ax, label="errors on E")
     return fig
+
+
+def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
+                         page_dir: Path | None = None, level: int = 2) -> str:
+    """The report's HTML for one recorded sgd-vs-bayes experiment: per-optimizer summary, the
+    two P_opt vs V figures (saved as PNG + PDF under `figures_dir`), the most frequent functions
+    and the per-point label frequencies.
+
+    Args:
+        experiment: read back by flatvol.experiments.function_store.load_experiments.
+        figures_dir: where the figures are written.
+        page_dir: figure paths in captions are relative to it.
+        level: heading level of the section.
+
+    Returns:
+        The section's HTML.
+    """
+    info, h = experiment.info, f"h{level}"
+    settings = info.get("analysis", {})
+    min_count, top = int(settings.get("min_count", 5)), int(settings.get("top", 20))
+    result = analyse(experiment.samples, experiment.volumes, experiment.y_E,
+                     min_count=min_count, top=top)
+    head = (f"<{h} id='{esc(slug(info['name']))}'>sgd-vs-bayes: {esc(info['name'])} "
+            f"<small>({esc(experiment.spec_hash)})</small></{h}>"
+            f"<p>P_opt(f|S), the frequency of each function f on E among networks trained to fit "
+            f"S, against the NNGP prior's conditional volume V(f|S) ({esc(info['estimator'])}, "
+            f"{esc(experiment.volumes.kernel)} kernel); {esc(info['task'])} "
+            f"{esc(info['classes'])}, |S| = {info['train_size']}, |E| = {info['test_size']}, "
+            f"model {esc(info['model'])}, log10 V(y_S) = "
+            f"{fmt(experiment.volumes.log10_v_train)}. Correlations over functions seen at least "
+            f"{min_count} times.</p>")
+    summary = pd.DataFrame([{k: v for k, v in s.items() if k != "top_functions"}
+                            for s in result.optimizer_summaries().values()])
+    made = []
+    for stem, per_optimizer, caption in (
+            ("p_opt_vs_v", False, "P_opt(f|S) against V(f|S), all optimizers"),
+            ("mingard", True, "one panel per optimizer, coloured by errors on E")):
+        fig = p_opt_vs_v_figure(result.rows, result.summaries, per_optimizer=per_optimizer,
+                                estimator=info["estimator"], min_count=min_count)
+        made.append(MadeFigure(stem, caption, save_figure(fig, figures_dir, stem)))
+    rows = pd.DataFrame(result.rows, columns=list(FUNCTION_COLUMNS))
+    return "".join([
+        head, f"<{h}>Per optimizer</{h}>", frame_html(summary),
+        "".join(figure_html(f, page_dir) for f in made),
+        f"<{h}>Most frequent functions</{h}>", frame_html(rows, max_rows=4 * top),
+        f"<{h}>Per E point</{h}><p>Prior P(label 1 | y_S) beside each optimizer's frequency of "
+        "label 1.</p>", frame_html(pd.DataFrame(result.points))])

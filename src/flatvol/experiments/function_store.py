@@ -156,7 +156,7 @@ def load_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> Funct
     """Read an experiment's samples and volumes back (as the driver recorded them)."""
     seeds = list(range(info["first_seed"], info["first_seed"] + info["networks"]))
     samples = {}
-    for name, key in info["sample_keys"].items():
+    for name, key in info["sample_keys"]:
         chunk = read_chunk(store, key, seeds)
         if chunk is None:
             continue

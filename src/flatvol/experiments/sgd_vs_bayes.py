@@ -34,6 +34,7 @@ from flatvol.analysis.sgd_vs_bayes import FUNCTION_COLUMNS, analyse, p_opt_vs_v_
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
 from flatvol.experiments import function_store as fs
+from flatvol.experiments.build import load_run_task
 from flatvol.experiments.function_store import FunctionSample, VolumeTable, labels_of
 from flatvol.experiments.sgd_vs_bayes_spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
 from flatvol.experiments.spec import OptimizerSpec
@@ -159,8 +160,6 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     Returns:
         The samples, volumes, rows, summaries and the files written.
     """
-    from flatvol.data import load_task
-
     if not isinstance(spec, SgdVsBayesSpec):
         spec = load_sgd_vs_bayes_spec(spec)
     if networks is not None:
@@ -170,8 +169,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
             update={"networks": int(networks)})})
     out_dir = Path(out)
     d = spec.data
-    task = load_task(d.task, train_size=d.train_size, attack_size=0, test_size=d.test_size,
-                     data_seed=d.data_seed, data_dir=data_dir, classes=d.classes)
+    task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
     spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True, indent=2)
     files = {"spec": out_dir / "spec.json"}
     atomic_write_bytes(files["spec"], (spec_json + "\n").encode())
@@ -194,8 +192,8 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
                 "model": spec.model.arch, "estimator": volumes.estimator,
                 "analysis": spec.analysis.model_dump(), "labels_E": fs.bits_of(y_E),
                 "first_seed": spec.sampling.first_seed, "networks": spec.sampling.networks,
-                "sample_keys": {o.key: spec.sample_key(o, task.fingerprint())
-                                for o in spec.optimizers},
+                "sample_keys": [[o.key, spec.sample_key(o, task.fingerprint())]
+                                for o in spec.optimizers],  # a list: optimizer order
                 "volume_key": spec.volume_key(task.fingerprint())}
         fs.record_experiment(store, spec.spec_hash(), info)
     a = spec.analysis

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from flatvol.experiments.build import spec_prior, train_config
 from flatvol.experiments.spec import (
     DataSpec,
     ModelSpec,
@@ -88,13 +89,11 @@ class SgdVsBayesSpec(StrictSpec):
         return self
 
     def train_config(self, optimizer: OptimizerSpec) -> TrainConfig:
-        """spec.train with the optimizer's overrides (the sweep's merge, runner.train_config)."""
-        from flatvol.experiments.runner import train_config
-
+        """spec.train with the optimizer's overrides, merged as for a sweep's runs."""
         return train_config(self, optimizer, seed=0)  # type: ignore[arg-type]
 
     def prior(self) -> Prior:
-        return Prior(self.model.sigma_w2, self.model.sigma_b2)
+        return spec_prior(self)  # type: ignore[arg-type]
 
     def seeds(self) -> list[int]:
         start = self.sampling.first_seed
