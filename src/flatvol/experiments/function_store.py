@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from flatvol.experiments.store import Store
+from flatvol.experiments.store import Store, store_path
+
+Database = Store | sqlite3.Connection  # readers take either
 
 
 def bits_of(labels: np.ndarray) -> str:
@@ -89,9 +91,9 @@ class FunctionExperiment:
         return labels_of(self.info["labels_E"])
 
 
-def read_chunk(store: Store, sample_key: str, seeds: list[int]) -> FunctionSample | None:
+def read_chunk(store: Database, sample_key: str, seeds: list[int]) -> FunctionSample | None:
     """The networks of `seeds` if all are recorded under `sample_key`, else None."""
-    rows = store.conn.execute(
+    rows = _conn(store).execute(
         "SELECT seed, epochs, fitted, labels_E FROM function_samples WHERE sample_key=? AND "
         "seed BETWEEN ? AND ? ORDER BY seed", (sample_key, min(seeds), max(seeds))).fetchall()
     rows = [r for r in rows if r[0] in set(seeds)]
@@ -113,9 +115,9 @@ def write_chunk(store: Store, sample_key: str, chunk: FunctionSample) -> None:
         c.executemany("INSERT OR REPLACE INTO function_samples VALUES (?, ?, ?, ?, ?)", rows)
 
 
-def read_prior(store: Store, volume_key: str) -> tuple[str, float, np.ndarray] | None:
+def read_prior(store: Database, volume_key: str) -> tuple[str, float, np.ndarray] | None:
     """(kernel description, log10 V(y_S), per-point P(label 1 | y_S)) or None."""
-    row = store.conn.execute("SELECT kernel, log10_v_train, prior_label1_json FROM "
+    row = _conn(store).execute("SELECT kernel, log10_v_train, prior_label1_json FROM "
                              "function_priors WHERE volume_key=?", (volume_key,)).fetchone()
     if row is None:
         return None
@@ -131,9 +133,9 @@ def write_prior(store: Store, volume_key: str, kernel: str, log10_v_train: float
                    json.dumps([float(p) for p in prior_label1])))
 
 
-def read_volumes(store: Store, volume_key: str) -> dict[str, tuple[float, bool]]:
+def read_volumes(store: Database, volume_key: str) -> dict[str, tuple[float, bool]]:
     """function -> (log10 V(y_S, f), converged) for every recorded function."""
-    rows = store.conn.execute("SELECT function, log10_v_full, converged FROM function_volumes "
+    rows = _conn(store).execute("SELECT function, log10_v_full, converged FROM function_volumes "
                               "WHERE volume_key=?", (volume_key,)).fetchall()
     return {f: (float("nan") if v is None else float(v), bool(c)) for f, v, c in rows}
 
@@ -152,7 +154,7 @@ def record_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> Non
                    datetime.now(UTC).isoformat(timespec="seconds")))
 
 
-def load_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> FunctionExperiment:
+def load_experiment(store: Database, spec_hash: str, info: dict[str, Any]) -> FunctionExperiment:
     """Read an experiment's samples and volumes back (as the driver recorded them)."""
     seeds = list(range(info["first_seed"], info["first_seed"] + info["networks"]))
     samples = {}
@@ -170,18 +172,30 @@ def load_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> Funct
 
 
 def load_experiments(db: str | Path | Store) -> list[FunctionExperiment]:
-    """Every sgd-vs-bayes experiment in a results store (oldest first); [] if there is none."""
-    store = db if isinstance(db, Store) else Store(db, create=False)
+    """Every sgd-vs-bayes experiment in a results store (oldest first); [] if there is none.
+
+    Args:
+        db: an output directory, its store file or an open Store (a path is opened read-only).
+
+    Returns:
+        The experiments with their samples and volumes.
+    """
+    conn = db.conn if isinstance(db, Store) else \
+        sqlite3.connect(f"{store_path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
     try:
-        rows = store.conn.execute("SELECT spec_hash, info_json FROM function_experiments "
-                                  "ORDER BY finished_at, spec_hash").fetchall()
-    except sqlite3.OperationalError:  # a store written before these tables existed
-        rows = []
-    try:
-        return [load_experiment(store, h, json.loads(text)) for h, text in rows]
+        try:
+            rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "
+                                "ORDER BY finished_at, spec_hash").fetchall()
+        except sqlite3.OperationalError:  # a store written before these tables existed
+            rows = []
+        return [load_experiment(conn, h, json.loads(text)) for h, text in rows]
     finally:
-        if store is not db:
-            store.close()
+        if not isinstance(db, Store):
+            conn.close()
+
+
+def _conn(db: Database) -> sqlite3.Connection:
+    return db.conn if isinstance(db, Store) else db
 
 
 def _finite(value: float) -> float | None:

@@ -7,9 +7,8 @@ Tables (see docs/EXPERIMENTS.md):
        info_json, seconds, finished_at)         key (spec_hash, optimizer, attack_size, seed)
 - results(spec_hash, optimizer, attack_size, seed, name, value)       one row per scalar
 - series(spec_hash, optimizer, attack_size, seed, epoch, phase, metric, value)   per epoch
-- function_experiments, function_samples, function_volumes, function_priors: sgd-vs-bayes
-  (one row per experiment, per trained network, per function's volume, per kernel); written and
-  read by flatvol.experiments.function_store
+- function_experiments, function_samples, function_volumes, function_priors: sgd-vs-bayes, via
+  flatvol.experiments.function_store
 
 A run is written in a single transaction (runs row + its results + its series), so a process
 killed at any point leaves either the whole run or nothing, and the primary key makes a duplicate
