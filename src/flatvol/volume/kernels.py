@@ -201,6 +201,27 @@ class NNGPKernel:
         return f"monte-carlo ({self.info['mc_samples']} samples)"
 
 
+def resolve_kernel_kind(kind: str, model: nn.Module) -> Literal["analytic", "mc"]:
+    """What a kernel setting means for `model`: 'auto' is analytic for a ReLU FCN and Monte Carlo
+    otherwise.
+
+    Args:
+        kind: 'auto', 'analytic' or 'mc'.
+        model: the network whose prior the kernel is of.
+
+    Returns:
+        'analytic' or 'mc'; a VolumeError for an unknown kind or 'analytic' on a non-FCN.
+    """
+    if kind not in KERNEL_KINDS:
+        raise VolumeError(f"kernel must be one of {', '.join(KERNEL_KINDS)}, got {kind!r}")
+    if kind == "auto":
+        return "analytic" if isinstance(model, FCN) else "mc"
+    if kind == "analytic" and not isinstance(model, FCN):
+        raise VolumeError(f"kernel 'analytic' needs an fcn model, got {type(model).__name__} "
+                          "(use 'mc' or 'auto')")
+    return "analytic" if kind == "analytic" else "mc"
+
+
 def select_kernel(
     model: nn.Module,
     x: Any,
@@ -223,15 +244,8 @@ def select_kernel(
     Returns:
         The kernel (float64, contiguous) with its info.
     """
-    if kind not in KERNEL_KINDS:
-        raise VolumeError(f"kernel must be one of {', '.join(KERNEL_KINDS)}, got {kind!r}")
-    if kind == "auto":
-        kind = "analytic" if isinstance(model, FCN) else "mc"
     start = time.perf_counter()
-    if kind == "analytic":
-        if not isinstance(model, FCN):
-            raise VolumeError(f"kernel 'analytic' needs an fcn model, got "
-                              f"{type(model).__name__} (use 'mc' or 'auto')")
+    if resolve_kernel_kind(kind, model) == "analytic":
         matrix = fcn_kernel(model, x)
         info: dict[str, Any] = {"kind": "analytic"}
     else:
