@@ -83,31 +83,16 @@ CREATE TABLE IF NOT EXISTS series (
     UNIQUE (spec_hash, optimizer, attack_size, seed, epoch, phase, metric)
 );
 CREATE TABLE IF NOT EXISTS function_experiments (
-    spec_hash   TEXT PRIMARY KEY,
-    info_json   TEXT NOT NULL,
-    finished_at TEXT NOT NULL
-);
+    spec_hash TEXT PRIMARY KEY, info_json TEXT NOT NULL, finished_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS function_samples (
-    sample_key TEXT NOT NULL,
-    seed       INTEGER NOT NULL,
-    epochs     INTEGER NOT NULL,
-    fitted     INTEGER NOT NULL,
-    labels_E   TEXT NOT NULL,
-    PRIMARY KEY (sample_key, seed)
-);
+    sample_key TEXT NOT NULL, seed INTEGER NOT NULL, epochs INTEGER NOT NULL,
+    fitted INTEGER NOT NULL, labels_E TEXT NOT NULL, PRIMARY KEY (sample_key, seed));
 CREATE TABLE IF NOT EXISTS function_volumes (
-    volume_key   TEXT NOT NULL,
-    function     TEXT NOT NULL,
-    log10_v_full REAL,
-    converged    INTEGER NOT NULL,
-    PRIMARY KEY (volume_key, function)
-);
+    volume_key TEXT NOT NULL, function TEXT NOT NULL, log10_v_full REAL,
+    converged INTEGER NOT NULL, PRIMARY KEY (volume_key, function));
 CREATE TABLE IF NOT EXISTS function_priors (
-    volume_key        TEXT PRIMARY KEY,
-    kernel            TEXT NOT NULL,
-    log10_v_train     REAL,
-    prior_label1_json TEXT NOT NULL
-);
+    volume_key TEXT PRIMARY KEY, kernel TEXT NOT NULL, log10_v_train REAL,
+    prior_label1_json TEXT NOT NULL);
 """
 
 # Columns of runs_frame taken from the run's info JSON (absent keys give NaN/None).
