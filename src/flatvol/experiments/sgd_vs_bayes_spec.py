@@ -19,11 +19,11 @@ from flatvol.experiments.spec import (
     OptimizerSpec,
     StrictSpec,
     TrainSpec,
-    VolumeSpec,
     read_spec_file,
     resolve_spec_path,
     validate_spec,
 )
+from flatvol.measures import VolumeSpec
 from flatvol.models import Prior
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 from flatvol.train.loop import TrainConfig
