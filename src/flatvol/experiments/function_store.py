@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from flatvol.experiments.store import Store, store_path
+from flatvol.io import dumps_json, finite_or_none, float_or_nan
 
 Database = Store | sqlite3.Connection  # readers take either
 
@@ -121,36 +122,36 @@ def read_prior(store: Database, volume_key: str) -> tuple[str, float, np.ndarray
                              "function_priors WHERE volume_key=?", (volume_key,)).fetchone()
     if row is None:
         return None
-    train = float("nan") if row[1] is None else float(row[1])
-    return row[0], train, np.asarray(json.loads(row[2]), dtype=np.float64)
+    return row[0], float_or_nan(row[1]), np.asarray(json.loads(row[2]), dtype=np.float64)
 
 
 def write_prior(store: Store, volume_key: str, kernel: str, log10_v_train: float,
                 prior_label1: np.ndarray) -> None:
     with store.transaction() as c:
         c.execute("INSERT OR REPLACE INTO function_priors VALUES (?, ?, ?, ?)",
-                  (volume_key, kernel, _finite(log10_v_train),
-                   json.dumps([float(p) for p in prior_label1])))
+                  (volume_key, kernel, finite_or_none(log10_v_train),
+                   dumps_json([float(p) for p in prior_label1])))
 
 
 def read_volumes(store: Database, volume_key: str) -> dict[str, tuple[float, bool]]:
     """function -> (log10 V(y_S, f), converged) for every recorded function."""
     rows = _conn(store).execute("SELECT function, log10_v_full, converged FROM function_volumes "
                               "WHERE volume_key=?", (volume_key,)).fetchall()
-    return {f: (float("nan") if v is None else float(v), bool(c)) for f, v, c in rows}
+    return {f: (float_or_nan(v), bool(c)) for f, v, c in rows}
 
 
 def write_volumes(store: Store, volume_key: str, values: dict[str, tuple[float, bool]]) -> None:
     with store.transaction() as c:
         c.executemany("INSERT OR REPLACE INTO function_volumes VALUES (?, ?, ?, ?)",
-                      [(volume_key, f, _finite(v), int(ok)) for f, (v, ok) in values.items()])
+                      [(volume_key, f, finite_or_none(v), int(ok))
+                       for f, (v, ok) in values.items()])
 
 
 def record_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> None:
     """Record (or update) which samples and volumes make up an experiment."""
     with store.transaction() as c:
         c.execute("INSERT OR REPLACE INTO function_experiments VALUES (?, ?, ?)",
-                  (spec_hash, json.dumps(info, sort_keys=True),
+                  (spec_hash, dumps_json(info),
                    datetime.now(UTC).isoformat(timespec="seconds")))
 
 
@@ -196,7 +197,3 @@ def load_experiments(db: str | Path | Store) -> list[FunctionExperiment]:
 
 def _conn(db: Database) -> sqlite3.Connection:
     return db.conn if isinstance(db, Store) else db
-
-
-def _finite(value: float) -> float | None:
-    return None if not np.isfinite(value) else float(value)

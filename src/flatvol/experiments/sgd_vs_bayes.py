@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from flatvol.experiments.function_store import FunctionSample, VolumeTable, labe
 from flatvol.experiments.sgd_vs_bayes_spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
 from flatvol.experiments.spec import OptimizerSpec
 from flatvol.experiments.store import Store
-from flatvol.train.checkpoint import atomic_write, atomic_write_bytes, atomic_write_json
+from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps_json
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -170,9 +169,9 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     out_dir = Path(out)
     d = spec.data
     task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
-    spec_json = json.dumps(spec.model_dump(mode="json"), sort_keys=True, indent=2)
+    spec_json = dumps_json(spec.model_dump(mode="json"), indent=2)
     files = {"spec": out_dir / "spec.json"}
-    atomic_write_bytes(files["spec"], (spec_json + "\n").encode())
+    atomic_write_text(files["spec"], spec_json + "\n")
     seconds: dict[str, float] = {}
     with Store(out_dir) as store:
         store.add_spec(spec.spec_hash(), spec.name, spec_json)
@@ -206,7 +205,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     files["functions"] = _write_csv(out_dir / "functions.csv", result.rows, FUNCTION_COLUMNS)
     files["points"] = _write_csv(out_dir / "points.csv", result.points)
     files["summary"] = out_dir / "summary.json"
-    atomic_write_json(files["summary"], _json_safe(summary))
+    atomic_write_json(files["summary"], summary)
     for name, stem, per_optimizer in (("scatter", "p_opt_vs_v", False),
                                       ("mingard", "mingard", True)):
         fig = p_opt_vs_v_figure(result.rows, result.summaries, per_optimizer=per_optimizer,
@@ -217,17 +216,6 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
                             result.points, summary, files)
 
 
-def _json_safe(obj: Any) -> Any:
-    """nan and inf as null, as the JSON standard has no such numbers."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]],
                columns: tuple[str, ...] | None = None) -> Path:
     columns = columns if columns is not None else (tuple(rows[0]) if rows else ())
@@ -235,5 +223,5 @@ def _write_csv(path: Path, rows: list[dict[str, Any]],
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: r[k] for k in columns} for r in rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    atomic_write_text(path, buffer.getvalue())
     return path
