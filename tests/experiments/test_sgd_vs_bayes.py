@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 import flatvol.experiments.sgd_vs_bayes as svb
 from flatvol.data import load_task
 from flatvol.errors import SpecError
-from flatvol.experiments.sgd_vs_bayes import (
+from flatvol.experiments.function_store import bits_of, labels_of
+from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
+from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
+from flatvol.experiments.sgd_vs_bayes_spec import (
     load_sgd_vs_bayes_spec,
-    run_sgd_vs_bayes,
     sgd_vs_bayes_spec_from_dict,
 )
-from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
 from flatvol.models import build_model
 from flatvol.train import predict_labels, train_to_fit
 from flatvol.volume import VolumeEstimator, fcn_kernel
@@ -58,12 +59,12 @@ def test_counts_are_the_functions_of_networks_trained_alone(tiny_run):
         alone = train_to_fit(model, task, spec.train_config(spec.optimizers[0]), seed=seed)
         assert bool(sgd.fitted[seed]) == (alone.status == "fitted")
         assert sgd.epochs[seed] == alone.epochs
-        assert svb.bits_of(predict_labels(model, task.E.x).numpy()) == svb.bits_of(
+        assert bits_of(predict_labels(model, task.E.x).numpy()) == bits_of(
             sgd.labels_E[seed])
     rows = [r for r in result.rows if r["optimizer"] == "sgd"]
     assert sum(r["count"] for r in rows) == sgd.n_fitted
     assert sum(r["p_opt"] for r in rows) == pytest.approx(1.0)
-    expected = Counter(svb.bits_of(b) for b in sgd.labels_E[sgd.fitted])
+    expected = Counter(bits_of(b) for b in sgd.labels_E[sgd.fitted])
     assert {r["function"]: r["count"] for r in rows} == dict(expected)
 
 
@@ -77,7 +78,7 @@ def test_conditional_volume_is_ratio_of_volumes_on_one_kernel(tiny_run):
     log10_train = estimator.leading(30).log_volume(y_S).log10_volume
     assert result.volumes.log10_v_train == pytest.approx(log10_train, abs=1e-9)
     top = result.rows[0]
-    full = estimator.log_volume(np.concatenate([y_S, svb.labels_of(top["function"])]))
+    full = estimator.log_volume(np.concatenate([y_S, labels_of(top["function"])]))
     assert top["log10_v_conditional"] == pytest.approx(full.log10_volume - log10_train,
                                                        abs=1e-9)
     # a conditional probability of 8 labels: at most 1, and at least 2^-8 / 100 for functions
@@ -98,7 +99,7 @@ def test_conditional_volume_is_ratio_of_volumes_on_one_kernel(tiny_run):
 
 def test_outputs_table_summary_and_figures(tiny_run):
     out, spec, result = tiny_run
-    for name in ("spec.json", "functions.csv", "points.csv", "summary.json", "volumes.json",
+    for name in ("spec.json", "functions.csv", "points.csv", "summary.json", "results.sqlite",
                  "p_opt_vs_v.png", "mingard.png"):
         assert (out / name).is_file(), name
     with open(out / "functions.csv") as fh:
@@ -213,3 +214,29 @@ def test_other_data_never_reuses_saved_chunks(tiny_run, monkeypatch):
     monkeypatch.setattr(svb, "train_ensemble", training)
     with pytest.raises(RuntimeError, match="trained again"):
         run_sgd_vs_bayes(spec, out, data_dir=shared)
+
+
+def test_store_holds_samples_and_volumes_and_the_report_renders_them(tiny_run):
+    """The experiment is in the results store (the same numbers read back) and `flatvol report`
+    renders it from there."""
+    from flatvol.analysis.report import load_results, write_report
+    from flatvol.experiments.function_store import load_experiments
+
+    out, spec, result = tiny_run
+    (experiment,) = [e for e in load_experiments(out) if e.spec_hash == spec.spec_hash()]
+    assert experiment.info["name"] == "tiny" and list(experiment.samples) == ["sgd", "adam"]
+    for name, sample in result.samples.items():
+        stored = experiment.samples[name]
+        np.testing.assert_array_equal(stored.labels_E, sample.labels_E)
+        np.testing.assert_array_equal(stored.fitted, sample.fitted)
+        np.testing.assert_array_equal(stored.epochs, sample.epochs)
+    assert experiment.volumes.log10_v_train == result.volumes.log10_v_train
+    np.testing.assert_array_equal(experiment.volumes.prior_label1, result.volumes.prior_label1)
+    for bits, value in result.volumes.log10_v_full.items():
+        assert experiment.volumes.log10_v_full[bits] == value
+    results = load_results(out)
+    assert results.runs.empty and results.function_experiments
+    page = write_report(out).read_text()
+    assert "sgd-vs-bayes: tiny" in page and "data:image/png;base64" in page
+    assert result.rows[0]["function"] in page
+    assert (out / "figures").is_dir() and any((out / "figures").rglob("mingard.png"))

@@ -8,7 +8,7 @@ import pytest
 from flatvol.errors import SpecError
 from flatvol.experiments import load_spec, packaged_spec_names, packaged_spec_path, plan_runs
 from flatvol.experiments.spec import resolve_spec_path, spec_from_dict
-from flatvol.measures import DEFAULT_VOLUME_ESTIMATOR
+from flatvol.volume import DEFAULT_ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_resnet50", "fig3_cifar_resnet50_cpu",
@@ -22,7 +22,7 @@ def test_shipped_specs_load_and_match_the_packaged_copies():
         assert filecmp.cmp(path, packaged_spec_path(path.stem), shallow=False), path.name
         spec = load_spec(path)
         assert spec.name == path.stem
-        assert spec.measures.volume.estimator == DEFAULT_VOLUME_ESTIMATOR == "ep-orthant"
+        assert spec.measures.volume.estimator == DEFAULT_ESTIMATOR == "ep-orthant"
 
 
 def test_fig3_and_fig5_settings():

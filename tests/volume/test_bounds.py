@@ -43,11 +43,11 @@ def test_bad_inputs(ln_p, m, delta, match):
 
 
 def test_conditional_volume_reports_no_bound_for_one_training_point():
-    # VolumeEstimator.conditional stays usable at |S| = 1, where the bound is undefined (m - 1 = 0)
-    from flatvol.volume import VolumeEstimator
+    # VolumeService.conditional stays usable at |S| = 1, where the bound is undefined (m - 1 = 0)
+    from flatvol.volume import VolumeService
 
     K = np.array([[1.0, 0.5, 0.2], [0.5, 1.0, 0.4], [0.2, 0.4, 1.0]])
-    est = VolumeEstimator(K)
+    est = VolumeService(K)
     assert math.isnan(est.conditional([1, 1, 0], 1).pac_bayes_bound)
     two = est.conditional([1, 1, 0], 2)
     assert two.pac_bayes_bound == pytest.approx(

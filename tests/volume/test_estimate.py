@@ -14,6 +14,7 @@ from flatvol.models import build_model
 from flatvol.volume import (
     ESTIMATORS,
     VolumeEstimator,
+    VolumeService,
     arccos_kernel,
     expectation_propagation,
     laplace_approximation,
@@ -88,7 +89,7 @@ def test_jitter_is_reported_and_limit_raises():
 
 def test_conditional_volume_uses_the_leading_block(kernel):
     y = (np.arange(30) % 2).astype(float)
-    est = VolumeEstimator(kernel)
+    est = VolumeService(kernel)
     cond = est.conditional(y, 12, "ep-probit")
     alone = VolumeEstimator(kernel[:12, :12]).log_volume(y[:12], "ep-probit")
     assert cond.train.log_marginal_likelihood_nats == pytest.approx(
@@ -108,7 +109,7 @@ def test_volume_of_a_model_uses_its_own_predictions():
     res = volume_of_model(model, task, "ep-orthant")
     f = predicted_labels(model, task.x_SE())
     K = arccos_kernel(task.x_SE(), 2)
-    direct = VolumeEstimator(K).conditional(f, 20, "ep-orthant")
+    direct = VolumeService(K).conditional(f, 20, "ep-orthant")
     assert res.kernel_kind == "analytic"
     assert res.volume.full.log10_volume == pytest.approx(direct.full.log10_volume, rel=1e-10)
     assert res.volume.log10_volume_conditional == pytest.approx(

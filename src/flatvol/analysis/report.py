@@ -4,23 +4,16 @@ resources: the page renders offline in any browser."""
 
 from __future__ import annotations
 
-import base64
-import html
-import importlib.metadata
 import json
-import os
-import platform
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from flatvol.analysis.correlations import DEFAULT_AXES, correlation_table, fitted_runs
-from flatvol.analysis.figures import MadeFigure, make_figures
+from flatvol.analysis.figures import make_figures
 from flatvol.analysis.measures import (
     SHARPNESS,
     VOLUME,
@@ -28,14 +21,24 @@ from flatvol.analysis.measures import (
     constant_measures,
     resolve_measures,
 )
+from flatvol.analysis.report_html import (
+    ci_text,
+    correlation_html,
+    esc,
+    figure_html,
+    fmt,
+    frame_html,
+    page_html,
+    slug,
+)
+from flatvol.analysis.sgd_vs_bayes import sgd_vs_bayes_section
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
 from flatvol.errors import DataError
+from flatvol.experiments.function_store import FunctionExperiment
 from flatvol.io import atomic_write_text
 
 REPORT_NAME = "report.html"
 FIGURES_DIR = "figures"
-MAX_RUN_ROWS = 500
-ENV_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib")
 
 
 # --- reading a results directory -------------------------------------------------------------
@@ -50,11 +53,15 @@ class Results:
     spec_text: str | None = None
     source: str | None = None
     specs: pd.DataFrame | None = None
+    # sgd-vs-bayes experiments in the store (flatvol.experiments.function_store)
+    function_experiments: list[FunctionExperiment] = field(default_factory=list)
 
 
 def load_results(out_dir: str | Path) -> Results:
-    """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR`)."""
+    """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR` or `flatvol
+    sgd-vs-bayes SPEC --out DIR`)."""
     from flatvol.experiments import store
+    from flatvol.experiments.function_store import load_experiments
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
@@ -64,7 +71,7 @@ def load_results(out_dir: str | Path) -> Results:
         raise DataError(f"{out_dir}: no results store {path.name} "
                         "(is this a directory written by `flatvol run SPEC --out DIR`?)")
     return Results(store.runs_frame(path), store.series_frame(path), source=str(path),
-                   specs=store.specs_frame(path))
+                   specs=store.specs_frame(path), function_experiments=load_experiments(path))
 
 
 @dataclass(frozen=True)
@@ -130,136 +137,15 @@ def _spec_text_and_alphas(row: pd.Series) -> tuple[str, tuple[float, ...]]:
     return header + "\n" + body.rstrip() + "\n", alphas
 
 
-# --- environment ----------------------------------------------------------------------------
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def environment() -> dict[str, str]:
-    """Versions and machine of the process writing the report."""
-    import flatvol
-
-    env = {"flatvol": flatvol.__version__, "python": sys.version.split()[0]}
-    for package in ENV_PACKAGES:
-        try:
-            env[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            env[package] = "not installed"
-    env["platform"] = platform.platform()
-    env["cpu"] = f"{_cpu_name()} ({os.cpu_count()} logical cores)"
-    return env
-
-
-# --- HTML pieces --------------------------------------------------------------------------------
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
-max-width:1250px;padding:0 1em;color:#222;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;
-margin-top:2em}.meta{color:#666;font-size:.9em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.3em .55em;text-align:right}
-th{background:#f2f2f2}td.l,th.l{text-align:left}
-figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #ddd}
-figcaption{color:#444;font-size:.9em;margin-top:.3em}
-pre{background:#f6f6f6;border:1px solid #ddd;padding:.8em;overflow-x:auto;font-size:.85em}
-.good{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}
-"""
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: object, digits: int = 3) -> str:
-    if value is None:
-        return "&ndash;"
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return "&ndash;"
-        value = round(float(value), digits) + 0.0  # no "-0.000"
-        return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.4g}"
-    return _e(value)
-
-
-def _ci(row: pd.Series, name: str) -> str:
-    value, low, high = row[name], row[f"{name}_low"], row[f"{name}_high"]
-    if not np.isfinite(value):
-        return "&ndash;"
-    value, low, high = (round(float(v), 3) + 0.0 for v in (value, low, high))
-    if np.isfinite(low) and np.isfinite(high):
-        return f"{value:.3f} <small>[{low:.3f}, {high:.3f}]</small>"
-    return f"{value:.3f}"
-
-
-def _pvalue(p: float) -> str:
-    return f"{p:.2g}" if np.isfinite(p) else "&ndash;"
-
-
-def correlation_html(table: pd.DataFrame, group: str | None = None) -> str:
-    """An HTML table of correlation_table(): estimates with their CIs, p-values and Psi."""
-    psi_cols = [c for c in table.columns if c.startswith("psi_")]
-    head = ([f'<th class="l">{_e(group)}</th>'] if group else [])
-    head += ['<th class="l">measure</th>', "<th>n</th>", "<th>Kendall &tau; [CI]</th>",
-             "<th>p (&tau;)</th>", "<th>Spearman &rho; [CI]</th>", "<th>Pearson r [CI]</th>",
-             "<th>granulated Kendall &Psi;</th>"]
-    head += [f"<th>&psi; {_e(c[4:])}</th>" for c in psi_cols]
-    rows = []
-    for _, r in table.iterrows():
-        cells = [f'<td class="l">{_e(r[group])}</td>'] if group else []
-        cells += [f'<td class="l">{_e(r["label"])}</td>', f"<td>{int(r['n'])}</td>",
-                  f"<td>{_ci(r, 'kendall')}</td>", f"<td>{_pvalue(r['kendall_p'])}</td>",
-                  f"<td>{_ci(r, 'spearman')}</td>", f"<td>{_ci(r, 'pearson')}</td>",
-                  f"<td>{_fmt(r['granulated_kendall'])}</td>"]
-        cells += [f"<td>{_fmt(r[c])}</td>" for c in psi_cols]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<table class="correlations"><thead><tr>' + "".join(head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
-
-
-def frame_html(frame: pd.DataFrame, max_rows: int = MAX_RUN_ROWS) -> str:
-    shown = frame.head(max_rows)
-    body = shown.to_html(index=False, border=0, float_format=lambda v: f"{v:.6g}", na_rep="")
-    more = (f"<p class='meta'>First {max_rows} of {len(frame)} rows; the full table is in the "
-            "CSV/Parquet export.</p>" if len(frame) > max_rows else "")
-    return body + more
-
-
-def figure_html(fig: MadeFigure, relative_to: Path | None = None) -> str:
-    data = base64.b64encode(fig.files.png.read_bytes()).decode("ascii")
-    png, pdf = fig.files.png, fig.files.pdf
-    if relative_to is not None:
-        png, pdf = (_relative(p, relative_to) for p in (png, pdf))
-    return (f'<figure id="{_e(fig.name)}"><img alt="{_e(fig.name)}" '
-            f'src="data:image/png;base64,{data}">'
-            f"<figcaption><b>{_e(fig.name)}</b>: {_e(fig.caption)} "
-            f"(files: {_e(png)}, {_e(pdf)})</figcaption></figure>")
-
-
-def _relative(path: Path, base: Path) -> Path:
-    try:
-        return path.resolve().relative_to(base.resolve())
-    except ValueError:
-        return path
-
-
 def _headline(table: pd.DataFrame, generalization: str) -> str:
     rows = {r["measure"]: r for _, r in table.iterrows()}
     vol, sharp = rows.get(VOLUME.key), rows.get(SHARPNESS.key)
     items = []
     for m, r in ((VOLUME, vol), (SHARPNESS, sharp)):
         if r is not None:
-            items.append(f"<li>Kendall &tau;({_e(m.label)}, {_e(generalization)}) = "
-                         f"{_ci(r, 'kendall')} over {int(r['n'])} runs; granulated &Psi; = "
-                         f"{_fmt(r['granulated_kendall'])}</li>")
+            items.append(f"<li>Kendall &tau;({esc(m.label)}, {esc(generalization)}) = "
+                         f"{ci_text(r, 'kendall')} over {int(r['n'])} runs; granulated &Psi; = "
+                         f"{fmt(r['granulated_kendall'])}</li>")
     if vol is not None and sharp is not None and np.isfinite(vol["kendall"]) \
             and np.isfinite(sharp["kendall"]):
         strong = vol["kendall"] >= 0.6
@@ -279,12 +165,12 @@ def _temporal_html(series: pd.DataFrame | None, runs: pd.DataFrame | None,
         s = temporal_summary(rs)
         rows.append(
             "<tr>" + "".join([
-                f'<td class="l">{_e(s.run)}</td>', f"<td>{_fmt(s.zero_error_epoch, 0)}</td>",
-                f"<td>{_fmt(s.alpha_epoch, 0)}</td>", f"<td>{_fmt(s.alpha, 2)}</td>",
-                f"<td>{_fmt(s.sharpness_change_zero_to_alpha)}</td>",
-                f"<td>{_fmt(s.volume_change_zero_to_alpha)}</td>",
-                f"<td>{_fmt(s.sharpness_jump_factor, 1)}</td>",
-                f"<td>{_fmt(s.volume_change_at_alpha)}</td>"]) + "</tr>")
+                f'<td class="l">{esc(s.run)}</td>', f"<td>{fmt(s.zero_error_epoch, 0)}</td>",
+                f"<td>{fmt(s.alpha_epoch, 0)}</td>", f"<td>{fmt(s.alpha, 2)}</td>",
+                f"<td>{fmt(s.sharpness_change_zero_to_alpha)}</td>",
+                f"<td>{fmt(s.volume_change_zero_to_alpha)}</td>",
+                f"<td>{fmt(s.sharpness_jump_factor, 1)}</td>",
+                f"<td>{fmt(s.volume_change_at_alpha)}</td>"]) + "</tr>")
     if not rows:
         return ""
     head = ("<tr><th class='l'>run</th><th>zero-error epoch</th><th>&alpha; epoch</th>"
@@ -352,16 +238,16 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
     out = []
     fitted = fitted_runs(runs)
     counts = ", ".join(
-        f"{_e(col)} {_e(k)}: {v}" for col in ("status", "train_status") if col in runs
+        f"{esc(col)} {esc(k)}: {v}" for col in ("status", "train_status") if col in runs
         for k, v in sorted(runs[col].fillna("n/a").value_counts().items()))
     runs_word = "run" if len(runs) == 1 else "runs"
     out.append(f"<p>{len(runs)} {runs_word} ({counts or 'no status recorded'}); correlations "
                f"use the {len(fitted)} finished runs that fit S; generalization = "
-               f"<code>{_e(settings.generalization)}</code>.</p>")
+               f"<code>{esc(settings.generalization)}</code>.</p>")
     if "reason" in runs.columns and runs["reason"].notna().any():
         failed = runs[runs["reason"].notna()]
         keys = [c for c in ("optimizer", "attack_size", "seed") if c in failed.columns]
-        items = "".join(f"<li>{_e(', '.join(f'{k}={r[k]}' for k in keys))}: {_e(r['reason'])}"
+        items = "".join(f"<li>{esc(', '.join(f'{k}={r[k]}' for k in keys))}: {esc(r['reason'])}"
                         "</li>" for _, r in failed.head(50).iterrows())
         out.append(f"<details><summary>{len(failed)} failed run(s)</summary><ul>{items}</ul>"
                    "</details>")
@@ -373,8 +259,8 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
         out.append(f"<{h}>Summary</{h}>" + _headline(table, settings.generalization))
         pct = f"{settings.confidence_level:.0%}"
         constant = ("" if settings.measures is not None else "".join(
-            f"<p class='meta'>Constant across these runs, so not ranked: {_e(m.label)} "
-            f"(<code>{_e(m.column)}</code> = {_fmt(float(runs[m.column].dropna().iloc[0]), 4)})."
+            f"<p class='meta'>Constant across these runs, so not ranked: {esc(m.label)} "
+            f"(<code>{esc(m.column)}</code> = {fmt(float(runs[m.column].dropna().iloc[0]), 4)})."
             "</p>" for m in constant_measures(fitted)))
         out.append(
             f"<{h}>Correlations with generalization</{h}><p>Each measure is oriented so that "
@@ -393,23 +279,9 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
     out.append(_temporal_html(series, runs, alphas))
     out.append(f"<{h}>Runs</{h}><details><summary>Show the runs table</summary>"
                + frame_html(runs) + "</details>")
-    out.append(f"<{h}>Spec</{h}>" + (f"<pre class='spec'>{_e(spec_text)}</pre>"
+    out.append(f"<{h}>Spec</{h}>" + (f"<pre class='spec'>{esc(spec_text)}</pre>"
                                      if spec_text else "<p>No spec text recorded.</p>"))
     return [x for x in out if x]
-
-
-def page_html(title: str, sections: Sequence[str], source: str | None = None) -> str:
-    """Wrap sections into the page, with the environment at the end."""
-    header = (f"<h1>{_e(title)}</h1><p class='meta'>Generated "
-              f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"
-              + (f" from {_e(source)}" if source else "") + "</p>")
-    env_rows = "".join(f'<tr><th class="l">{_e(k)}</th><td class="l">{_e(v)}</td></tr>'
-                       for k, v in environment().items())
-    env = ("<h2>Environment</h2><p class='meta'>Of the process that wrote this report.</p>"
-           f"<table class='environment'>{env_rows}</table>")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
-            + "\n".join([header, *sections, env]) + "\n</body></html>\n")
 
 
 def build_report_html(runs: pd.DataFrame, series: pd.DataFrame | None = None, *,
@@ -425,25 +297,24 @@ def build_report_html(runs: pd.DataFrame, series: pd.DataFrame | None = None, *,
     return page_html(title, sections, source)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "spec"
-
-
 def write_report(out_dir: str | Path, *, results: Results | None = None,
                  title: str | None = None, settings: ReportSettings | None = None,
                  correlations: pd.DataFrame | None = None) -> Path:
     """Write OUT_DIR/report.html and OUT_DIR/figures/*.png|pdf for the results in OUT_DIR's
     store (or `results`, e.g. frames built in memory). Several specs in one store each get their
-    own section and figures/<spec name>-<hash>/. `correlations`: correlations_for(results,
-    settings), when the caller has it already."""
+    own section and figures/<spec name>-<hash>/; so does each sgd-vs-bayes experiment.
+    `correlations`: correlations_for(results, settings), when the caller has it already."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     if results is None:
         results = load_results(out_dir)
-    if results.runs is None or results.runs.empty:
+    has_runs = results.runs is not None and not results.runs.empty
+    experiments = results.function_experiments
+    if not has_runs and not experiments:
         raise DataError(f"{results.source or out_dir}: no finished runs to report")
-    infos = _spec_infos(results)
+    infos = _spec_infos(results) if has_runs else []
     sections: list[str] = []
+    several = len(infos) + len(experiments) > 1
     for info in infos:
         runs, series = results.runs, results.series
         figures = out_dir / FIGURES_DIR
@@ -451,10 +322,10 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
             runs = runs[runs["spec_hash"] == info.spec_hash]
             if series is not None and "spec_hash" in series.columns:
                 series = series[series["spec_hash"] == info.spec_hash]
-        if len(infos) > 1:
-            figures = figures / _slug(f"{info.name}-{str(info.spec_hash)[:8]}")
-            sections.append(f"<h2 id='{_e(_slug(info.name))}'>Spec {_e(info.name)} "
-                            f"<small>({_e(info.spec_hash)})</small></h2>")
+        if several:
+            figures = figures / slug(f"{info.name}-{str(info.spec_hash)[:8]}")
+            sections.append(f"<h2 id='{esc(slug(info.name))}'>Spec {esc(info.name)} "
+                            f"<small>({esc(info.spec_hash)})</small></h2>")
         table = None
         if correlations is not None and not correlations.empty:
             table = (correlations if info.spec_hash is None or "spec_hash" not in correlations
@@ -463,8 +334,15 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
             table = table.reset_index(drop=True) if len(table) else None
         sections += spec_sections(runs, series, figures_dir=figures, settings=settings,
                                   spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
-                                  level=3 if len(infos) > 1 else 2, correlations=table)
-    default_title = f"flatvol report: {infos[0].name}" if len(infos) == 1 else \
+                                  level=3 if several else 2, correlations=table)
+    for experiment in experiments:
+        figures = out_dir / FIGURES_DIR
+        if several:
+            figures = figures / slug(f"{experiment.info['name']}-{experiment.spec_hash[:8]}")
+        sections.append(sgd_vs_bayes_section(experiment, figures, out_dir, level=3 if several
+                                             else 2))
+    names = [info.name for info in infos] + [e.info["name"] for e in experiments]
+    default_title = f"flatvol report: {names[0]}" if len(names) == 1 else \
         f"flatvol report: {out_dir.name}"
     page = page_html(title or default_title, sections, results.source)
     path = out_dir / REPORT_NAME

@@ -11,10 +11,11 @@ from typing import Literal
 from torch import nn
 
 from flatvol.data.task import TaskData
-from flatvol.errors import SpecError
+from flatvol.errors import SpecError, VolumeError
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
-from flatvol.models import FCN, Prior
+from flatvol.models import Prior
 from flatvol.train import TrainConfig
+from flatvol.volume.kernels import resolve_kernel_kind
 
 
 def load_run_task(spec: ExperimentSpec, attack_size: int, data_dir: str | None) -> TaskData:
@@ -66,8 +67,9 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainCo
 
 
 def kernel_kind(spec: ExperimentSpec, model: nn.Module) -> Literal["analytic", "mc"]:
-    """Which NNGP kernel the spec's volume uses for `model`: 'auto' is analytic for a ReLU FCN
-    and Monte Carlo otherwise; 'analytic' on another architecture is a SpecError.
+    """Which NNGP kernel the spec's volume uses for `model` (flatvol.volume's
+    resolve_kernel_kind: 'auto' is analytic for a ReLU FCN and Monte Carlo otherwise); 'analytic'
+    on another architecture is a SpecError naming the field.
 
     Args:
         spec: the experiment spec (its measures.volume.kernel).
@@ -76,10 +78,8 @@ def kernel_kind(spec: ExperimentSpec, model: nn.Module) -> Literal["analytic", "
     Returns:
         'analytic' or 'mc'.
     """
-    kind = spec.measures.volume.kernel
-    if kind == "auto":
-        return "analytic" if isinstance(model, FCN) else "mc"
-    if kind == "analytic" and not isinstance(model, FCN):
+    try:
+        return resolve_kernel_kind(spec.measures.volume.kernel, model)
+    except VolumeError:
         raise SpecError(f"measures.volume.kernel: 'analytic' needs an fcn model, got "
-                        f"{spec.model.arch!r} (use 'mc' or 'auto')")
-    return kind
+                        f"{spec.model.arch!r} (use 'mc' or 'auto')") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from flatvol.data.task import TaskData
-from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior
+from flatvol.experiments.build import load_run_task, spec_prior
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.io import atomic_write, atomic_write_json
-from flatvol.measures import VolumeCache
+from flatvol.volume import VolumeService, prior_kernel
 
 
 @dataclass
@@ -33,15 +32,15 @@ class SweepContext:
     kernel: np.ndarray | None = None
     kernel_info: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
-    _volume_cache: VolumeCache | None = field(default=None, repr=False)
+    _volume_cache: VolumeService | None = field(default=None, repr=False)
 
-    def volume_cache(self) -> VolumeCache | None:
-        """The per-process cache of volume estimators on the kernel (not shipped to workers:
-        each process factorizes the kernel once and reuses it for all its runs and epochs)."""
+    def volume_cache(self) -> VolumeService | None:
+        """The per-process volume service on the kernel (not shipped to workers: each process
+        factorizes the kernel once and reuses it for all its runs and epochs)."""
         if self.kernel is None:
             return None
         if self._volume_cache is None:
-            self._volume_cache = VolumeCache(self.kernel)
+            self._volume_cache = VolumeService(self.kernel)
         return self._volume_cache
 
     def __getstate__(self) -> dict[str, Any]:
@@ -64,27 +63,13 @@ def kernel_cache_key(spec: ExperimentSpec) -> str:
 
 def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
                    progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
-    """The NNGP kernel of the model's prior on S u E (S first): analytic for a ReLU FCN, else
-    (or with kernel = 'mc') Monte-Carlo over `mc_samples` random initializations."""
-    from flatvol.models import build_model
-    from flatvol.volume.kernels import fcn_kernel, mc_nngp_kernel
-
+    """The NNGP kernel of the model's prior on S u E (S first), as the spec's [measures.volume]
+    chooses it (flatvol.volume.prior_kernel, the one place a kernel is chosen)."""
     v = spec.measures.volume
-    model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=v.mc_seed)
-    x = task.x_SE()
-    start = time.perf_counter()
-    kind = kernel_kind(spec, model)
-    if kind == "analytic":
-        kernel = fcn_kernel(model, x)
-        info: dict[str, Any] = {"kind": "analytic"}
-    else:
-        mc = mc_nngp_kernel(model, x, v.mc_samples, seed=v.mc_seed, device=device,
-                            progress=progress)
-        kernel = mc.kernel
-        info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
-                "width": mc.width, "max_stderr": float(np.max(mc.stderr))}
-    info.update(n=int(kernel.shape[0]), seconds=round(time.perf_counter() - start, 3))
-    return np.ascontiguousarray(kernel, dtype=np.float64), info
+    kernel = prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
+                          mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
+                          progress=progress)
+    return kernel.matrix, kernel.info
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,

@@ -31,7 +31,8 @@ def sgd_vs_bayes_command(
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flatvol.experiments.sgd_vs_bayes import load_sgd_vs_bayes_spec, run_sgd_vs_bayes
+    from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
+    from flatvol.experiments.sgd_vs_bayes_spec import load_sgd_vs_bayes_spec
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
     check_threads(threads)
@@ -63,7 +64,9 @@ def sgd_vs_bayes_command(
             f"{_fmt(s.spearman)}); top {parsed.analysis.top}: {_fmt(100 * s.top_within_10x)}% "
             f"within 10x", highlight=False)
     console.print(f"-> {out / 'functions.csv'}, {out / 'summary.json'}, "
-                  f"{out / 'p_opt_vs_v.png'}, {out / 'mingard.png'}", highlight=False)
+                  f"{out / 'p_opt_vs_v.png'}, {out / 'mingard.png'} (store: "
+                  f"{out / 'results.sqlite'}; `flatvol report {out}` renders it)",
+                  highlight=False)
 
 
 def _fmt(x: float) -> str:

@@ -34,11 +34,13 @@ from flatvol.measures import MeasuresSpec, OptionValue, check_measure_names
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class _Strict(BaseModel):
+class StrictSpec(BaseModel):
+    """Base of every spec section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictSpec):
     """The binary task: S (train_size), E (test_size); attack sizes are a sweep axis."""
 
     task: str = "mnist"
@@ -48,13 +50,13 @@ class DataSpec(_Strict):
     data_seed: int = Field(0, ge=0)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictSpec):
     arch: str = "fcn:40,40"
     sigma_w2: float = Field(2.0, gt=0)
     sigma_b2: float = Field(1.0, ge=0)
 
 
-class TrainSpec(_Strict):
+class TrainSpec(StrictSpec):
     """Defaults of flatvol.train.TrainConfig (the paper's protocol)."""
 
     lr: float = Field(0.01, gt=0)
@@ -70,7 +72,7 @@ class TrainSpec(_Strict):
     ensemble: bool = False
 
 
-class SWASpec(_Strict):
+class SWASpec(StrictSpec):
     """Stochastic weight averaging over the fitted and post-fit epochs (flatvol.train.swa)."""
 
     lr: float | None = Field(None, gt=0)
@@ -78,7 +80,7 @@ class SWASpec(_Strict):
     anneal_strategy: Literal["cos", "linear"] = "cos"
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(StrictSpec):
     """One optimizer of the sweep. `label` (default: `name`) is the run key's optimizer; `name` is
     a registered optimizer (flatvol.train.optimizer_names); `options` go to its factory (e.g.
     SAM's rho and base, Entropy-SGD's langevin_steps); any train field may be overridden."""
@@ -109,7 +111,7 @@ class OptimizerSpec(_Strict):
         return self.label or self.name
 
 
-class RangeSpec(_Strict):
+class RangeSpec(StrictSpec):
     """Inclusive range: {start = 0, stop = 500, step = 50} is 0, 50, ..., 500."""
 
     start: int = 0
@@ -120,7 +122,7 @@ class RangeSpec(_Strict):
         return list(range(self.start, self.stop + 1, self.step))
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictSpec):
     attack_sizes: list[int] | RangeSpec = Field(default_factory=lambda: [0])
     seeds: list[int] | int = 1  # an int n means seeds 0..n-1
 
@@ -154,7 +156,7 @@ class SweepSpec(_Strict):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
-class DuringSpec(_Strict):
+class DuringSpec(StrictSpec):
     """Measure every `every` epochs (0: never) in the given phases; 'fit' is before the stopping
     rule holds, 'post' the post-training epochs. Loss and train accuracy are recorded every epoch
     regardless."""
@@ -170,7 +172,7 @@ class DuringSpec(_Strict):
         return names
 
 
-class AlphaEventSpec(_Strict):
+class AlphaEventSpec(StrictSpec):
     """At post-training epoch `post_epoch` (after that epoch's update), scale layer `layer`
     (1-based, affine layers in order) by 1/alpha and layer+1's weights by alpha
     (flatvol.reparam); the function is unchanged, training continues from the scaled weights."""
@@ -180,7 +182,7 @@ class AlphaEventSpec(_Strict):
     alpha: float = Field(gt=0)
 
 
-class ExperimentSpec(_Strict):
+class ExperimentSpec(StrictSpec):
     name: str
     description: str = ""
     data: DataSpec = Field(default_factory=DataSpec)
@@ -298,8 +300,8 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> Experimen
     return validate_spec(ExperimentSpec, data, source)
 
 
-def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a .toml, .yaml or .yml experiment spec."""
+def read_spec_file(path: str | Path) -> Any:
+    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
@@ -310,19 +312,21 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise SpecError(_one_line(f"{path}: cannot read spec ({exc})")) from None
     if suffix == ".toml":
         try:
-            data = tomllib.loads(text)
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(_one_line(f"{path}: invalid TOML: {exc}")) from None
-    elif suffix in (".yaml", ".yml"):
+    if suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise SpecError(_one_line(f"{path}: invalid YAML: {exc}")) from None
-        if data is None:
-            data = {}
-    else:
-        raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
-    return spec_from_dict(data, str(path))
+        return {} if data is None else data
+    raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate a .toml, .yaml or .yml experiment spec."""
+    return spec_from_dict(read_spec_file(path), str(path))
 
 
 def spec_json(spec: ExperimentSpec) -> str:

@@ -7,6 +7,8 @@ Tables (see docs/EXPERIMENTS.md):
        info_json, seconds, finished_at)         key (spec_hash, optimizer, attack_size, seed)
 - results(spec_hash, optimizer, attack_size, seed, name, value)       one row per scalar
 - series(spec_hash, optimizer, attack_size, seed, epoch, phase, metric, value)   per epoch
+- function_experiments, function_samples, function_volumes, function_priors: sgd-vs-bayes, via
+  flatvol.experiments.function_store
 
 A run is written in a single transaction (runs row + its results + its series), so a process
 killed at any point leaves either the whole run or nothing, and the primary key makes a duplicate
@@ -80,6 +82,17 @@ CREATE TABLE IF NOT EXISTS series (
     value       REAL,
     UNIQUE (spec_hash, optimizer, attack_size, seed, epoch, phase, metric)
 );
+CREATE TABLE IF NOT EXISTS function_experiments (
+    spec_hash TEXT PRIMARY KEY, info_json TEXT NOT NULL, finished_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS function_samples (
+    sample_key TEXT NOT NULL, seed INTEGER NOT NULL, epochs INTEGER NOT NULL,
+    fitted INTEGER NOT NULL, labels_E TEXT NOT NULL, PRIMARY KEY (sample_key, seed));
+CREATE TABLE IF NOT EXISTS function_volumes (
+    volume_key TEXT NOT NULL, function TEXT NOT NULL, log10_v_full REAL,
+    converged INTEGER NOT NULL, PRIMARY KEY (volume_key, function));
+CREATE TABLE IF NOT EXISTS function_priors (
+    volume_key TEXT PRIMARY KEY, kernel TEXT NOT NULL, log10_v_train REAL,
+    prior_label1_json TEXT NOT NULL);
 """
 
 # Columns of runs_frame taken from the run's info JSON (absent keys give NaN/None).

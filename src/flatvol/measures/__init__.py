@@ -11,8 +11,6 @@ from flatvol.measures.builtin import register_builtin_measures
 from flatvol.measures.catalogue import (
     DEFAULT_MAXIMIZER,
     DEFAULT_SHARPNESS_EPSILON,
-    DEFAULT_VOLUME_ESTIMATOR,
-    VOLUME_ESTIMATORS,
     MeasureContext,
     MeasureEntry,
     MeasureFn,
@@ -29,15 +27,12 @@ from flatvol.measures.catalogue import (
     register_measure,
     unregister_measure,
 )
-from flatvol.measures.volume import VolumeCache
 
 register_builtin_measures()
 
 __all__ = [
     "DEFAULT_MAXIMIZER",
     "DEFAULT_SHARPNESS_EPSILON",
-    "DEFAULT_VOLUME_ESTIMATOR",
-    "VOLUME_ESTIMATORS",
     "MeasureContext",
     "MeasureEntry",
     "MeasureFn",
@@ -45,7 +40,6 @@ __all__ = [
     "OptionValue",
     "Predictor",
     "SharpnessSpec",
-    "VolumeCache",
     "VolumeSpec",
     "check_measure_names",
     "compute_measures",

@@ -23,13 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flatvol.errors import SpecError
-from flatvol.measures.volume import VolumeCache
+from flatvol.errors import SpecError, VolumeError
+from flatvol.volume import DEFAULT_ESTIMATOR, VolumeService, check_estimator
+from flatvol.volume.kernels import KernelKind
 
 if TYPE_CHECKING:
     import torch
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
     from flatvol.data.task import TaskData
 
 OptionValue = bool | int | float | str
-VolumeEstimatorName = Literal["ep-orthant", "orthant-is", "ep-probit", "laplace"]
-VOLUME_ESTIMATORS: tuple[str, ...] = get_args(VolumeEstimatorName)
-DEFAULT_VOLUME_ESTIMATOR: VolumeEstimatorName = "ep-orthant"
 MaximizerName = Literal["paper", "lbfgsb", "fast"]
 # The one default Keskar maximizer, for specs and `flatvol flatness` alike. 'paper' keeps the
 # numbers (and spec hashes) of existing sweeps; 'fast' reaches at least its value far sooner
@@ -158,11 +156,19 @@ class VolumeSpec(_StrictOptions):
     """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
     arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
 
-    estimator: VolumeEstimatorName = DEFAULT_VOLUME_ESTIMATOR
-    kernel: Literal["auto", "analytic", "mc"] = "auto"
+    estimator: str = DEFAULT_ESTIMATOR  # a name in the registry, flatvol.volume.ESTIMATORS
+    kernel: KernelKind = "auto"
     mc_samples: int = Field(100, ge=2)
     mc_seed: int = 0
     options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        try:
+            return check_estimator(name)
+        except VolumeError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class SharpnessSpec(_StrictOptions):
@@ -219,17 +225,17 @@ class MeasureContext:
     kernel_info: dict[str, Any] = field(default_factory=dict)
     epoch: int | None = None
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
-    volume_cache: VolumeCache | None = None
+    volume_cache: VolumeService | None = None
     derive_seeds: bool = True
     chunk_size: int | None = None
     progress: bool = False
 
-    def volume(self) -> VolumeCache:
-        """The volume estimators on the sweep's kernel (made on first use)."""
+    def volume(self) -> VolumeService:
+        """The volume service on the sweep's kernel (made on first use)."""
         if self.volume_cache is None:
             if self.kernel is None:
                 raise SpecError("measure 'volume' needs the sweep's NNGP kernel (context.kernel)")
-            self.volume_cache = VolumeCache(self.kernel)
+            self.volume_cache = VolumeService(self.kernel)
         return self.volume_cache
 
     def options(self, name: str) -> dict[str, Any]:

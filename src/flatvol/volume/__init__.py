@@ -1,9 +1,12 @@
 """Volume V(f): the prior probability that a random network computes f on S u E.
 
 Kernels (kernels.py): the analytic arccos NNGP kernel of ReLU FCNs and a Monte-Carlo NNGP kernel
-for any model. Estimators (estimate.py): 'ep-orthant' (default, noise-free orthant probability by
-step-likelihood EP), 'orthant-is' (importance sampling of the same, with a standard error),
-'ep-probit' (the paper's GPy value, the orthant probability under K + I) and 'laplace'.
+for any model, chosen in one place (select_kernel / prior_kernel). The service (service.py):
+VolumeService factorizes one kernel and gives V(f), V(S), V(f|S), per-point marginals and the
+PAC-Bayes bound for any number of label vectors. Estimators (the ESTIMATORS registry,
+estimate.py): 'ep-orthant' (default, noise-free orthant probability by step-likelihood EP),
+'orthant-is' (importance sampling of the same, with a standard error), 'ep-probit' (the
+paper's GPy value, the orthant probability under K + I) and 'laplace'.
 """
 
 from flatvol.volume.bounds import pac_bayes_bound
@@ -11,20 +14,21 @@ from flatvol.volume.ep import EPResult, expectation_propagation
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
-    ConditionalVolume,
-    ModelVolume,
     VolumeEstimator,
     VolumeResult,
+    check_estimator,
     log_volume,
-    predicted_labels,
-    volume_of_model,
 )
 from flatvol.volume.kernels import (
+    KERNEL_KINDS,
     MCKernel,
+    NNGPKernel,
     arccos_kernel,
     fcn_kernel,
     mc_nngp_kernel,
     model_kernel,
+    prior_kernel,
+    select_kernel,
 )
 from flatvol.volume.laplace import LaplaceResult, laplace_approximation
 from flatvol.volume.orthant import (
@@ -32,19 +36,30 @@ from flatvol.volume.orthant import (
     orthant_importance_sampling,
     orthant_probability_closed_form,
 )
+from flatvol.volume.service import (
+    ConditionalVolume,
+    ModelVolume,
+    VolumeService,
+    predicted_labels,
+    volume_of_model,
+)
 
 __all__ = [
     "DEFAULT_ESTIMATOR",
     "ESTIMATORS",
+    "KERNEL_KINDS",
     "ConditionalVolume",
     "EPResult",
     "LaplaceResult",
     "MCKernel",
     "ModelVolume",
+    "NNGPKernel",
     "OrthantEstimate",
     "VolumeEstimator",
     "VolumeResult",
+    "VolumeService",
     "arccos_kernel",
+    "check_estimator",
     "expectation_propagation",
     "fcn_kernel",
     "laplace_approximation",
@@ -55,5 +70,7 @@ __all__ = [
     "orthant_probability_closed_form",
     "pac_bayes_bound",
     "predicted_labels",
+    "prior_kernel",
+    "select_kernel",
     "volume_of_model",
 ]

@@ -15,14 +15,9 @@ import typer
 from flatvol.errors import SpecError, VolumeError
 from flatvol.io import dumps_json
 from flatvol.validate import check_device
-from flatvol.volume.estimate import (
-    DEFAULT_ESTIMATOR,
-    ESTIMATORS,
-    VolumeEstimator,
-    check_estimator,
-    volume_of_model,
-)
+from flatvol.volume.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, check_estimator
 from flatvol.volume.orthant import PROPOSALS
+from flatvol.volume.service import VolumeService, volume_of_model
 
 
 def load_npy(path: Path, what: str) -> np.ndarray:
@@ -57,11 +52,11 @@ def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int 
     y = as_signed_labels(load_npy(labels, "labels"), K.shape[0], name=str(labels))
     if n_train is not None and not 1 <= n_train <= K.shape[0]:
         raise SpecError(f"--n-train: expected 1..{K.shape[0]} (rows of {kernel}), got {n_train}")
-    est = VolumeEstimator(K, name=str(kernel))
+    service = VolumeService(K, name=str(kernel))
     if n_train is None:
-        out = est.log_volume(y, estimator, **options).to_dict()
+        out = service.log_volume(y, estimator, **options).to_dict()
     else:
-        cond = est.conditional(y, n_train, estimator, **options)
+        cond = service.conditional(y, n_train, estimator, **options)
         out = cond.full.to_dict()
         out.update(
             log10_volume_conditional=cond.to_dict()["log10_volume_conditional"],

@@ -22,20 +22,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from flatvol.errors import VolumeError
-from flatvol.io import to_jsonable as _json_number  # non-finite -> null, see flatvol.io
+from flatvol.io import to_jsonable  # non-finite -> null, see flatvol.io
 from flatvol.volume._numerics import (
     DEFAULT_MAX_JITTER,
     LN10,
     as_kernel,
     as_signed_labels,
     jittered_cholesky,
-    to_numpy,
 )
-from flatvol.volume.bounds import pac_bayes_bound
 from flatvol.volume.ep import Mode, run_ep
 from flatvol.volume.laplace import run_laplace
 from flatvol.volume.orthant import PROPOSALS, estimate_orthant
@@ -70,28 +66,13 @@ class VolumeResult:
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return {k: to_jsonable(v) for k, v in asdict(self).items()}
 
 
-@dataclass(frozen=True)
-class ConditionalVolume:
-    """log V(f|S) = log V(f on S u E) - log V(f on S), plus the PAC-Bayes bound from V(S)."""
-
-    full: VolumeResult  # on all n points (S then E)
-    train: VolumeResult  # on the first n_train points (S)
-    log10_volume_conditional: float
-    pac_bayes_bound: float  # delta = 0.05, m = n_train
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "full": self.full.to_dict(),
-            "train": self.train.to_dict(),
-            "log10_volume_conditional": _json_number(self.log10_volume_conditional),
-            "pac_bayes_bound": _json_number(self.pac_bayes_bound),
-        }
 
 
 def check_estimator(name: str) -> str:
+    """Return `name` if it is in the ESTIMATORS registry, else raise a one-line VolumeError."""
     if name not in ESTIMATORS:
         raise VolumeError(
             f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}"
@@ -140,6 +121,23 @@ class VolumeEstimator:
             chol = np.ascontiguousarray(self.chol[:m, :m])
             self._leading[m] = VolumeEstimator(None, _validated=(K, chol, self.jitter))
         return self._leading[m]
+
+    def with_point(self, m: int, j: int) -> VolumeEstimator:
+        """Estimator for the first m points plus point j (j >= m), e.g. S u {e}.
+
+        Its factor comes from this one without refactorizing: the rows of a lower Cholesky
+        factor restricted to the first m columns are L_m^{-1} k_m(x_j), and the new diagonal
+        entry is the norm of the rest of row j.
+        """
+        if not 1 <= m <= j < self.n:
+            raise VolumeError(f"need 1 <= m <= j < {self.n}, got m={m}, j={j}")
+        rows = np.r_[np.arange(m), j]
+        K = np.ascontiguousarray(self.kernel[np.ix_(rows, rows)])
+        chol = np.zeros((m + 1, m + 1))
+        chol[:m, :m] = self.chol[:m, :m]
+        chol[m, :m] = self.chol[j, :m]
+        chol[m, m] = float(np.linalg.norm(self.chol[j, m : j + 1]))
+        return VolumeEstimator(None, _validated=(K, chol, self.jitter))
 
     def log_volume(
         self,
@@ -207,114 +205,8 @@ class VolumeEstimator:
             message=message,
         )
 
-    def conditional(
-        self, labels: Any, n_train: int, estimator: str = DEFAULT_ESTIMATOR, *,
-        delta: float = 0.05, **options: Any,
-    ) -> ConditionalVolume:
-        """V on all points, V on the first n_train (S), and log10 V(f|S) = their difference."""
-        y = as_signed_labels(labels, self.n)
-        if not 1 <= n_train <= self.n:
-            raise VolumeError(f"n_train must be in 1..{self.n}, got {n_train}")
-        full = self.log_volume(y, estimator, **options)
-        train = self.leading(n_train).log_volume(y[:n_train], estimator, **options)
-        conditional = full.log10_volume - train.log10_volume
-        bound = pac_bayes_bound(min(train.log_marginal_likelihood_nats, 0.0), n_train, delta) \
-            if math.isfinite(train.log_marginal_likelihood_nats) and n_train >= 2 else math.nan
-        return ConditionalVolume(full, train, conditional, bound)
-
 
 def log_volume(labels: Any, kernel: Any, estimator: str = DEFAULT_ESTIMATOR,
                **options: Any) -> VolumeResult:
     """One-shot estimate of ln P(labels) under N(0, kernel); see VolumeEstimator."""
     return VolumeEstimator(kernel).log_volume(labels, estimator, **options)
-
-
-@dataclass(frozen=True)
-class ModelVolume:
-    """Volume of the function a trained network computes on S u E."""
-
-    volume: ConditionalVolume
-    kernel_kind: str  # 'analytic' or 'monte-carlo'
-    n_train: int
-    n_test: int
-    predicted_train_accuracy: float  # agreement of the network's labels with y on S
-    predicted_test_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        full = self.volume.full
-        out = full.to_dict()
-        out.update(
-            log10_volume_conditional=_json_number(self.volume.log10_volume_conditional),
-            log10_volume_train=_json_number(self.volume.train.log10_volume),
-            pac_bayes_bound=_json_number(self.volume.pac_bayes_bound),
-            kernel=self.kernel_kind,
-            n_train=self.n_train,
-            n_test=self.n_test,
-            train_accuracy=self.predicted_train_accuracy,
-            test_accuracy=self.predicted_test_accuracy,
-            train_estimate=self.volume.train.to_dict(),
-        )
-        return out
-
-
-@torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
-                     device: str | torch.device = "cpu") -> np.ndarray:
-    """The network's labels (logit > 0) as {0, 1} float64."""
-    was_training = model.training
-    model.eval()
-    try:
-        logits = torch.cat([model(x[i : i + batch_size].to(device)).reshape(-1).cpu()
-                            for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was_training)
-    bad = int((~torch.isfinite(logits)).sum())
-    if bad:  # such a network computes no function: its "labels" would be arbitrary
-        raise VolumeError(f"the network's outputs are not finite on {bad} of {logits.numel()} "
-                          "points; expected finite outputs (are its weights finite?)")
-    return (logits > 0).to(torch.float64).numpy()
-
-
-def volume_of_model(
-    model: nn.Module,
-    task: Any,
-    estimator: str = DEFAULT_ESTIMATOR,
-    *,
-    kernel: Any = None,
-    estimator_cache: VolumeEstimator | None = None,
-    mc_samples: int = 100,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    **options: Any,
-) -> ModelVolume:
-    """V(f) of the function a trained network computes on S u E (a flatvol TaskData).
-
-    f is the network's own labels on S then E (sign of the logits). The kernel comes from the
-    model's prior: analytic for FCNs, Monte-Carlo through model.features otherwise; pass
-    `kernel` or `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
-    """
-    from flatvol.volume.kernels import model_kernel
-
-    check_estimator(estimator)
-    x = task.x_SE()
-    n_train, n_test = task.train_size, task.test_size
-    f = predicted_labels(model, x, device=device)
-    if estimator_cache is not None:
-        if estimator_cache.n != x.shape[0]:
-            raise VolumeError(
-                f"kernel has {estimator_cache.n} rows but S u E has {x.shape[0]} points")
-        est, kind = estimator_cache, "given"
-    elif kernel is not None:
-        est, kind = VolumeEstimator(kernel), "given"
-        if est.n != x.shape[0]:
-            raise VolumeError(f"kernel has {est.n} rows but S u E has {x.shape[0]} points")
-    else:
-        K, kind = model_kernel(model, x, mc_samples=mc_samples, seed=seed, device=device,
-                               progress=progress)
-        est = VolumeEstimator(K)
-    volume = est.conditional(f, n_train, estimator, seed=seed, **options)
-    y = to_numpy(task.y_SE()).astype(np.float64)
-    train_acc = float(np.mean(f[:n_train] == y[:n_train]))
-    test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
-    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flatvol.errors import VolumeError
-from flatvol.models import FCN, Prior, init_from_prior_
+from flatvol.models import FCN, Prior, build_model, init_from_prior_
 from flatvol.volume._numerics import to_numpy
 
 
@@ -174,6 +175,117 @@ def mc_nngp_kernel(
     return MCKernel(0.5 * (kernel + kernel.T), stderr, int(n_samples), int(width), int(seed))
 
 
+KernelKind = Literal["auto", "analytic", "mc"]
+KERNEL_KINDS: tuple[str, ...] = get_args(KernelKind)
+
+
+@dataclass(frozen=True)
+class NNGPKernel:
+    """An NNGP kernel and how it was obtained.
+
+    `info` is JSON-able: kind ('analytic' or 'monte-carlo'), n, seconds, and for a Monte-Carlo
+    kernel mc_samples, mc_seed, width and max_stderr.
+    """
+
+    matrix: np.ndarray  # (n, n) float64, C-contiguous
+    info: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.info["kind"])
+
+    def description(self) -> str:
+        """'analytic', or 'monte-carlo (N samples)'."""
+        if self.kind == "analytic":
+            return "analytic"
+        return f"monte-carlo ({self.info['mc_samples']} samples)"
+
+
+def resolve_kernel_kind(kind: str, model: nn.Module) -> Literal["analytic", "mc"]:
+    """What a kernel setting means for `model`: 'auto' is analytic for a ReLU FCN and Monte Carlo
+    otherwise.
+
+    Args:
+        kind: 'auto', 'analytic' or 'mc'.
+        model: the network whose prior the kernel is of.
+
+    Returns:
+        'analytic' or 'mc'; a VolumeError for an unknown kind or 'analytic' on a non-FCN.
+    """
+    if kind not in KERNEL_KINDS:
+        raise VolumeError(f"kernel must be one of {', '.join(KERNEL_KINDS)}, got {kind!r}")
+    if kind == "auto":
+        return "analytic" if isinstance(model, FCN) else "mc"
+    if kind == "analytic" and not isinstance(model, FCN):
+        raise VolumeError(f"kernel 'analytic' needs an fcn model, got {type(model).__name__} "
+                          "(use 'mc' or 'auto')")
+    return "analytic" if kind == "analytic" else "mc"
+
+
+def select_kernel(
+    model: nn.Module,
+    x: Any,
+    kind: KernelKind = "auto",
+    *,
+    mc_samples: int = 100,
+    mc_seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> NNGPKernel:
+    """The one place the NNGP kernel of a model's prior is chosen and computed.
+
+    Args:
+        model: a flatvol model carrying its prior (its weights are not used).
+        x: inputs, (n, *input_shape).
+        kind: 'analytic' (ReLU FCN arccos kernel), 'mc' (Monte-Carlo over `mc_samples` inits
+            seeded by `mc_seed`, any model with .features) or 'auto' (analytic for an FCN).
+        mc_samples, mc_seed, device, progress: Monte-Carlo settings.
+
+    Returns:
+        The kernel (float64, contiguous) with its info.
+    """
+    start = time.perf_counter()
+    if resolve_kernel_kind(kind, model) == "analytic":
+        matrix = fcn_kernel(model, x)
+        info: dict[str, Any] = {"kind": "analytic"}
+    else:
+        mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device, progress=progress)
+        matrix = mc.kernel
+        info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
+                "width": mc.width, "max_stderr": float(np.max(mc.stderr))}
+    info.update(n=int(matrix.shape[0]), seconds=round(time.perf_counter() - start, 3))
+    return NNGPKernel(np.ascontiguousarray(matrix, dtype=np.float64), info)
+
+
+def prior_kernel(
+    arch: str,
+    x: Any,
+    prior: Prior,
+    kind: KernelKind = "auto",
+    *,
+    mc_samples: int = 100,
+    mc_seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> NNGPKernel:
+    """The NNGP kernel of an architecture's prior on inputs x (e.g. S u E, S first).
+
+    Args:
+        arch: a model spec such as 'fcn:40,40' (flatvol.models.build_model).
+        x: inputs, (n, *input_shape).
+        prior: the weight and bias variances.
+        kind, mc_samples, mc_seed, device, progress: as in select_kernel; the model is built
+            with seed `mc_seed`.
+
+    Returns:
+        The kernel with its info.
+    """
+    shape = tuple(to_numpy(x).shape[1:])
+    model = build_model(arch, shape, prior, seed=mc_seed)
+    return select_kernel(model, x, kind, mc_samples=mc_samples, mc_seed=mc_seed, device=device,
+                         progress=progress)
+
+
 def model_kernel(
     model: nn.Module,
     x: Any,
@@ -185,9 +297,8 @@ def model_kernel(
 ) -> tuple[np.ndarray, str]:
     """The NNGP kernel of a model's prior on x: analytic for FCNs, Monte-Carlo otherwise.
 
-    Returns (kernel, kind) with kind 'analytic' or 'monte-carlo'.
+    Returns (kernel, kind) with kind 'analytic' or 'monte-carlo' (see select_kernel).
     """
-    if isinstance(model, FCN):
-        return fcn_kernel(model, x), "analytic"
-    mc = mc_nngp_kernel(model, x, mc_samples, seed=seed, device=device, progress=progress)
-    return mc.kernel, "monte-carlo"
+    kernel = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
+                           device=device, progress=progress)
+    return kernel.matrix, kernel.kind

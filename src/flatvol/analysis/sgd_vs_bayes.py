@@ -1,0 +1,280 @@
+"""sgd-vs-bayes statistics and figures: P_opt(f|S) (how often an optimizer finds f on E) against
+V(f|S) (the NNGP prior's conditional volume), per optimizer.
+
+Pure functions of the samples and the volume table (flatvol.experiments.function_store), shared
+by `flatvol sgd-vs-bayes` (its CSV, summary and PNGs) and `flatvol report` (its section).
+Figures use matplotlib's object API on the Agg canvas (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+from flatvol.analysis.figures import MadeFigure, new_figure, save_figure
+from flatvol.analysis.report_html import esc, figure_html, fmt, frame_html, slug
+from flatvol.experiments.function_store import (
+    FunctionExperiment,
+    FunctionSample,
+    VolumeTable,
+    labels_of,
+)
+
+FUNCTION_COLUMNS = ("optimizer", "function", "count", "p_opt", "log10_p_opt",
+                    "log10_v_conditional", "log10_v_full", "ep_converged", "errors_E")
+
+
+@dataclass(frozen=True)
+class OptimizerSummary:
+    optimizer: str
+    networks: int
+    fitted: int
+    distinct_functions: int
+    median_epochs: float
+    mean_test_error: float
+    resolved_functions: int  # seen >= analysis.min_count times
+    pearson_log10: float  # over resolved functions: log10 P_opt vs log10 V(f|S)
+    spearman: float
+    top_within_10x: float  # fraction of the `top` most frequent functions with |log10 ratio| <= 1
+    top_median_abs_log10_ratio: float
+    top_functions: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[k] = None
+        return out
+
+
+def function_rows(sample: FunctionSample, volumes: VolumeTable, y_E: np.ndarray
+                  ) -> list[dict[str, Any]]:
+    """One row per function the fitted networks found, most frequent first.
+
+    Args:
+        sample: one optimizer's networks.
+        volumes: V(y_S) and V(y_S, f) (functions without a volume get nan).
+        y_E: the true labels on E (0/1).
+
+    Returns:
+        Dicts with the FUNCTION_COLUMNS.
+    """
+    counts = sample.counts()
+    n = max(sample.n_fitted, 1)
+    rows = []
+    for bits, count in counts.most_common():
+        has_v = bits in volumes.log10_v_full
+        rows.append({
+            "optimizer": sample.optimizer,
+            "function": bits,
+            "count": count,
+            "p_opt": count / n,
+            "log10_p_opt": math.log10(count / n),
+            "log10_v_conditional": volumes.conditional(bits) if has_v else math.nan,
+            "log10_v_full": volumes.log10_v_full[bits] if has_v else math.nan,
+            "ep_converged": volumes.converged[bits] if has_v else False,
+            "errors_E": int(np.sum(labels_of(bits) != y_E)),
+        })
+    return rows
+
+
+def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarray, *,
+              min_count: int, top: int) -> OptimizerSummary:
+    """Counts, test error and the agreement of log10 P_opt with log10 V(f|S) for one optimizer.
+
+    Args:
+        sample, rows: the optimizer's networks and its function_rows.
+        y_E: the true labels on E.
+        min_count: functions seen fewer times are left out of the correlations.
+        top: how many of the most frequent functions the summary lists.
+
+    Returns:
+        The OptimizerSummary.
+    """
+    resolved = [r for r in rows if r["count"] >= min_count
+                and math.isfinite(r["log10_v_conditional"])]
+    p = np.array([r["log10_p_opt"] for r in resolved])
+    v = np.array([r["log10_v_conditional"] for r in resolved])
+    if len(resolved) >= 3 and np.ptp(p) > 0 and np.ptp(v) > 0:
+        pearson = float(stats.pearsonr(p, v)[0])
+        spearman = float(stats.spearmanr(p, v)[0])
+    else:
+        pearson = spearman = math.nan
+    best = [r for r in rows[:top] if math.isfinite(r["log10_v_conditional"])]
+    ratios = np.array([r["log10_p_opt"] - r["log10_v_conditional"] for r in best])
+    fitted_rows = sample.labels_E[sample.fitted]
+    test_error = float(np.mean(fitted_rows != y_E[None, :])) if len(fitted_rows) else math.nan
+    return OptimizerSummary(
+        optimizer=sample.optimizer,
+        networks=len(sample.seeds),
+        fitted=sample.n_fitted,
+        distinct_functions=len(rows),
+        median_epochs=float(np.median(sample.epochs)),
+        mean_test_error=test_error,
+        resolved_functions=len(resolved),
+        pearson_log10=pearson,
+        spearman=spearman,
+        top_within_10x=float(np.mean(np.abs(ratios) <= 1)) if len(ratios) else math.nan,
+        top_median_abs_log10_ratio=float(np.median(np.abs(ratios))) if len(ratios) else math.nan,
+        top_functions=[{k: r[k] for k in ("function", "count", "p_opt", "log10_p_opt",
+                                          "log10_v_conditional", "errors_E")} for r in best],
+    )
+
+
+def point_rows(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np.ndarray
+               ) -> list[dict[str, Any]]:
+    """Per E point: its label, the prior's P(label 1 | y_S), each optimizer's label frequency."""
+    out = []
+    for j in range(len(y_E)):
+        row: dict[str, Any] = {"point": j, "label": int(y_E[j]),
+                               "prior_p_label1": float(volumes.prior_label1[j])}
+        for name, sample in samples.items():
+            fitted = sample.labels_E[sample.fitted]
+            row[f"{name}_p_label1"] = float(fitted[:, j].mean()) if len(fitted) else math.nan
+        out.append(row)
+    return out
+
+
+@dataclass(frozen=True)
+class SgdVsBayesAnalysis:
+    """Rows (one per optimizer and function), per-optimizer summaries and per-point rows."""
+
+    rows: list[dict[str, Any]]
+    summaries: list[OptimizerSummary]
+    points: list[dict[str, Any]]
+
+    def optimizer_summaries(self) -> dict[str, dict[str, Any]]:
+        """Each summary as a dict, with the mean |P_opt(label 1) - prior P(label 1)| over E."""
+        out = {}
+        for s in self.summaries:
+            gap = [abs(p[f"{s.optimizer}_p_label1"] - p["prior_p_label1"]) for p in self.points]
+            out[s.optimizer] = {**s.to_dict(), "mean_abs_label_frequency_gap": float(np.mean(gap))}
+        return out
+
+
+def analyse(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np.ndarray, *,
+            min_count: int, top: int) -> SgdVsBayesAnalysis:
+    """function_rows, summarize and point_rows for every optimizer (in the samples' order)."""
+    rows: list[dict[str, Any]] = []
+    summaries = []
+    for sample in samples.values():
+        opt_rows = function_rows(sample, volumes, y_E)
+        rows.extend(opt_rows)
+        summaries.append(summarize(sample, opt_rows, y_E, min_count=min_count, top=top))
+    return SgdVsBayesAnalysis(rows, summaries, point_rows(samples, volumes, y_E))
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.2f}"
+
+
+def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[OptimizerSummary], *,
+                      per_optimizer: bool, estimator: str = "ep-orthant",
+                      min_count: int = 5) -> Figure:
+    """Log-log scatter of P_opt(f|S) against V(f|S) with the diagonal.
+
+    Args:
+        rows, summaries: from analyse().
+        per_optimizer: True for one panel per optimizer, points coloured by the number of errors
+            on E (Mingard et al.'s figure); False for all optimizers on one panel.
+        estimator, min_count: named in the labels.
+
+    Returns:
+        The Figure (save it with flatvol.analysis.figures.save_figure or fig.savefig).
+    """
+    names = [s.optimizer for s in summaries]
+    panels = len(names) if per_optimizer else 1
+    fig = new_figure(5.2 * panels, 4.8)
+    axes = fig.subplots(1, panels, squeeze=False)
+    finite = [r for r in rows if math.isfinite(r["log10_v_conditional"])]
+    lo = (min(min(r["log10_v_conditional"] for r in finite),
+              min(r["log10_p_opt"] for r in finite)) - 0.3) if finite else -6.0
+    max_err = max([r["errors_E"] for r in finite], default=1)
+    for i, name in enumerate(names if per_optimizer else [None]):
+        ax = axes[0, i]
+        selected = [s for s in summaries if name is None or s.optimizer == name]
+        scatter = None
+        for k, s in enumerate(selected):
+            pts = [r for r in finite if r["optimizer"] == s.optimizer]
+            x = [10 ** r["log10_v_conditional"] for r in pts]
+            y = [r["p_opt"] for r in pts]
+            size = [8 + 4 * math.log10(r["count"]) ** 2 for r in pts]
+            label = (f"{s.optimizer}: N={s.fitted}, {s.distinct_functions} functions, "
+                     f"r={_fmt(s.pearson_log10)} ({s.resolved_functions} with count>="
+                     f"{min_count})")
+            if per_optimizer:
+                scatter = ax.scatter(x, y, c=[r["errors_E"] for r in pts], cmap="viridis",
+                                     s=size, vmin=0, vmax=max(max_err, 1), alpha=0.8,
+                                     edgecolors="none", label=label)
+            else:
+                ax.scatter(x, y, s=size, alpha=0.6, edgecolors="none", label=label,
+                           color=f"C{k}")
+        ax.plot([10**lo, 1], [10**lo, 1], "k--", lw=1, label="P_opt = V")
+        ax.fill_between([10**lo, 1], [10 ** (lo - 1), 0.1], [10 ** (lo + 1), 10], color="grey",
+                        alpha=0.12, label="within 10x")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(10**lo, 1.5)
+        ax.set_ylim(10**lo, 1.5)
+        ax.set_xlabel(f"V(f|S)  (NNGP prior, {estimator})")
+        ax.set_ylabel("P_opt(f|S)  (frequency over trained networks)")
+        ax.set_title(name if name is not None else "P_opt(f|S) vs V(f|S)")
+        ax.legend(fontsize=7, loc="upper left")
+        if scatter is not None and finite:
+            fig.colorbar(scatter, ax=ax, label="errors on E")
+    return fig
+
+
+def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
+                         page_dir: Path | None = None, level: int = 2) -> str:
+    """The report's HTML for one recorded sgd-vs-bayes experiment: per-optimizer summary, the
+    two P_opt vs V figures (saved as PNG + PDF under `figures_dir`), the most frequent functions
+    and the per-point label frequencies.
+
+    Args:
+        experiment: read back by flatvol.experiments.function_store.load_experiments.
+        figures_dir: where the figures are written.
+        page_dir: figure paths in captions are relative to it.
+        level: heading level of the section.
+
+    Returns:
+        The section's HTML.
+    """
+    info, h = experiment.info, f"h{level}"
+    settings = info.get("analysis", {})
+    min_count, top = int(settings.get("min_count", 5)), int(settings.get("top", 20))
+    result = analyse(experiment.samples, experiment.volumes, experiment.y_E,
+                     min_count=min_count, top=top)
+    head = (f"<{h} id='{esc(slug(info['name']))}'>sgd-vs-bayes: {esc(info['name'])} "
+            f"<small>({esc(experiment.spec_hash)})</small></{h}>"
+            f"<p>P_opt(f|S), the frequency of each function f on E among networks trained to fit "
+            f"S, against the NNGP prior's conditional volume V(f|S) ({esc(info['estimator'])}, "
+            f"{esc(experiment.volumes.kernel)} kernel); {esc(info['task'])} "
+            f"{esc(info['classes'])}, |S| = {info['train_size']}, |E| = {info['test_size']}, "
+            f"model {esc(info['model'])}, log10 V(y_S) = "
+            f"{fmt(experiment.volumes.log10_v_train)}. Correlations over functions seen at least "
+            f"{min_count} times.</p>")
+    summary = pd.DataFrame([{k: v for k, v in s.items() if k != "top_functions"}
+                            for s in result.optimizer_summaries().values()])
+    made = []
+    for stem, per_optimizer, caption in (
+            ("p_opt_vs_v", False, "P_opt(f|S) against V(f|S), all optimizers"),
+            ("mingard", True, "one panel per optimizer, coloured by errors on E")):
+        fig = p_opt_vs_v_figure(result.rows, result.summaries, per_optimizer=per_optimizer,
+                                estimator=info["estimator"], min_count=min_count)
+        made.append(MadeFigure(stem, caption, save_figure(fig, figures_dir, stem)))
+    rows = pd.DataFrame(result.rows, columns=list(FUNCTION_COLUMNS))
+    return "".join([
+        head, f"<{h}>Per optimizer</{h}>", frame_html(summary),
+        "".join(figure_html(f, page_dir) for f in made),
+        f"<{h}>Most frequent functions</{h}>", frame_html(rows, max_rows=4 * top),
+        f"<{h}>Per E point</{h}><p>Prior P(label 1 | y_S) beside each optimizer's frequency of "
+        "label 1.</p>", frame_html(pd.DataFrame(result.points))])

@@ -1,0 +1,237 @@
+"""The volume service: one kernel on S u E (S first), factorized once, for every label vector.
+
+Everything that needs V(f) goes through VolumeService: the sweep's volume measure, `flatvol
+volume` and sgd-vs-bayes. From one validated, jittered Cholesky factor it gives V(f) on all
+points, V(f on S) (the leading block shares the factor), V(f|S) and the PAC-Bayes bound, and the
+per-point marginals P(label 1 on e | y_S) (each S u {e} block's factor is read off the full one).
+Estimates are cached by (block, estimator, options, labels): every network that fits S has the
+same labels there, so V(y_S) is computed once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flatvol.errors import VolumeError
+from flatvol.io import to_jsonable
+from flatvol.volume._numerics import DEFAULT_MAX_JITTER, as_signed_labels, to_numpy
+from flatvol.volume.bounds import pac_bayes_bound
+from flatvol.volume.estimate import (
+    DEFAULT_ESTIMATOR,
+    VolumeEstimator,
+    VolumeResult,
+    check_estimator,
+)
+
+
+@dataclass(frozen=True)
+class ConditionalVolume:
+    """log V(f|S) = log V(f on S u E) - log V(f on S), plus the PAC-Bayes bound from V(S)."""
+
+    full: VolumeResult  # on all n points (S then E)
+    train: VolumeResult  # on the first n_train points (S)
+    log10_volume_conditional: float
+    pac_bayes_bound: float  # delta = 0.05 unless asked otherwise, m = n_train
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "full": self.full.to_dict(),
+            "train": self.train.to_dict(),
+            "log10_volume_conditional": to_jsonable(self.log10_volume_conditional),
+            "pac_bayes_bound": to_jsonable(self.pac_bayes_bound),
+        }
+
+
+def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.05) -> float:
+    """The PAC-Bayes bound (flatvol.volume.bounds) from V(y_S); nan if the estimate is not
+    finite or n_train < 2 (the bound divides by m - 1)."""
+    nats = train.log_marginal_likelihood_nats
+    if not math.isfinite(nats) or n_train < 2:
+        return math.nan
+    return float(pac_bayes_bound(min(nats, 0.0), n_train, delta))
+
+
+class VolumeService:
+    """Volume estimates on one kernel, factorized once, cached by label vector.
+
+    Args:
+        kernel: an (n, n) kernel (rows S then E), or a VolumeEstimator already built on it.
+        max_relative_jitter: the jitter limit (see VolumeEstimator).
+        name: how errors about the kernel name it (e.g. its file).
+        max_cached: estimates kept before the cache is cleared.
+    """
+
+    def __init__(self, kernel: Any, *, max_relative_jitter: float = DEFAULT_MAX_JITTER,
+                 name: str = "kernel", max_cached: int = 4096):
+        self.factor = kernel if isinstance(kernel, VolumeEstimator) else \
+            VolumeEstimator(kernel, max_relative_jitter=max_relative_jitter, name=name)
+        self.max_cached = max_cached
+        self._cache: dict[tuple, VolumeResult] = {}
+
+    @property
+    def n(self) -> int:
+        return self.factor.n
+
+    @property
+    def kernel(self) -> np.ndarray:
+        """The validated kernel (with its jitter on the diagonal)."""
+        return self.factor.kernel
+
+    def log_volume(self, labels: Any, estimator: str = DEFAULT_ESTIMATOR, *,
+                   n: int | None = None, **options: Any) -> VolumeResult:
+        """ln P(labels) on the first `n` points (default all), cached.
+
+        Args:
+            labels: n labels in {0,1} or {-1,+1}.
+            estimator: a name from flatvol.volume.ESTIMATORS.
+            n: size of the leading block (e.g. |S|); None for every point.
+            options: estimator options (tol, max_iter, mode, n_samples, seed, proposal).
+
+        Returns:
+            The VolumeResult (the same object for a repeated call).
+        """
+        check_estimator(estimator)
+        block = self.factor if n is None else self.factor.leading(n)
+        y = as_signed_labels(labels, block.n)
+        key = (block.n, estimator, tuple(sorted(options.items())), y.tobytes())
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = block.log_volume(y, estimator, **options)
+            if len(self._cache) >= self.max_cached:
+                self._cache.clear()
+            self._cache[key] = cached
+        return cached
+
+    def conditional(self, labels: Any, n_train: int, estimator: str = DEFAULT_ESTIMATOR, *,
+                    delta: float = 0.05, **options: Any) -> ConditionalVolume:
+        """V(f) on all points, V(f on S) on the first n_train, V(f|S) and the bound.
+
+        Args:
+            labels: labels of all n points (S first).
+            n_train: |S|.
+            estimator, options: as in log_volume; delta: the bound's confidence.
+
+        Returns:
+            A ConditionalVolume.
+        """
+        y = as_signed_labels(labels, self.n)
+        if not 1 <= n_train <= self.n:
+            raise VolumeError(f"n_train must be in 1..{self.n}, got {n_train}")
+        full = self.log_volume(y, estimator, **options)
+        train = self.log_volume(y[:n_train], estimator, n=n_train, **options)
+        return ConditionalVolume(full, train, full.log10_volume - train.log10_volume,
+                                 bound_from_train_volume(train, n_train, delta))
+
+    def point_marginals(self, train_labels: Any, estimator: str = DEFAULT_ESTIMATOR,
+                        **options: Any) -> np.ndarray:
+        """P(label 1 on e | y_S) = V(y_S, e -> 1) / V(y_S) for each point e after S, on its own.
+
+        Args:
+            train_labels: y_S, the labels of the first |S| points.
+            estimator, options: as in log_volume.
+
+        Returns:
+            One probability per point after S (clipped to [0, 1]).
+        """
+        y_S = as_signed_labels(train_labels)
+        n_S = len(y_S)
+        train = self.log_volume(y_S, estimator, n=n_S, **options)
+        out = np.empty(self.n - n_S)
+        for j in range(n_S, self.n):
+            point = self.factor.with_point(n_S, j).log_volume(np.r_[y_S, 1.0], estimator,
+                                                              **options)
+            out[j - n_S] = 10 ** (point.log10_volume - train.log10_volume)
+        return np.clip(out, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ModelVolume:
+    """Volume of the function a trained network computes on S u E."""
+
+    volume: ConditionalVolume
+    kernel_kind: str  # 'analytic', 'monte-carlo' or 'given'
+    n_train: int
+    n_test: int
+    predicted_train_accuracy: float  # agreement of the network's labels with y on S
+    predicted_test_accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.volume.full.to_dict()
+        out.update(
+            log10_volume_conditional=to_jsonable(self.volume.log10_volume_conditional),
+            log10_volume_train=to_jsonable(self.volume.train.log10_volume),
+            pac_bayes_bound=to_jsonable(self.volume.pac_bayes_bound),
+            kernel=self.kernel_kind,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            train_accuracy=self.predicted_train_accuracy,
+            test_accuracy=self.predicted_test_accuracy,
+            train_estimate=self.volume.train.to_dict(),
+        )
+        return out
+
+
+@torch.no_grad()
+def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
+                     device: str | torch.device = "cpu") -> np.ndarray:
+    """The network's labels (logit > 0) as {0, 1} float64."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = torch.cat([model(x[i : i + batch_size].to(device)).reshape(-1).cpu()
+                            for i in range(0, x.shape[0], batch_size)])
+    finally:
+        model.train(was_training)
+    bad = int((~torch.isfinite(logits)).sum())
+    if bad:  # such a network computes no function: its "labels" would be arbitrary
+        raise VolumeError(f"the network's outputs are not finite on {bad} of {logits.numel()} "
+                          "points; expected finite outputs (are its weights finite?)")
+    return (logits > 0).to(torch.float64).numpy()
+
+
+def volume_of_model(
+    model: nn.Module,
+    task: Any,
+    estimator: str = DEFAULT_ESTIMATOR,
+    *,
+    kernel: Any = None,
+    estimator_cache: VolumeEstimator | VolumeService | None = None,
+    mc_samples: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    **options: Any,
+) -> ModelVolume:
+    """V(f) of the function a trained network computes on S u E (a flatvol TaskData).
+
+    f is the network's own labels on S then E (sign of the logits). The kernel comes from the
+    model's prior (flatvol.volume.kernels.select_kernel with kind 'auto'); pass `kernel` or
+    `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
+    """
+    from flatvol.volume.kernels import select_kernel
+
+    check_estimator(estimator)
+    x = task.x_SE()
+    n_train, n_test = task.train_size, task.test_size
+    f = predicted_labels(model, x, device=device)
+    if estimator_cache is not None or kernel is not None:
+        given = estimator_cache if estimator_cache is not None else kernel
+        service = given if isinstance(given, VolumeService) else VolumeService(given)
+        kind = "given"
+        if service.n != x.shape[0]:
+            raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
+    else:
+        nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
+                             device=device, progress=progress)
+        service, kind = VolumeService(nngp.matrix), nngp.kind
+    volume = service.conditional(f, n_train, estimator, seed=seed, **options)
+    y = to_numpy(task.y_SE()).astype(np.float64)
+    train_acc = float(np.mean(f[:n_train] == y[:n_train]))
+    test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
+    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc)
