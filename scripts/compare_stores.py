@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("old")
     parser.add_argument("new")
     parser.add_argument("--rtol", type=float, default=0.0)
+    parser.add_argument("--ignore", action="append", default=[],
+                        help="a column whose change is expected (repeatable)")
     args = parser.parse_args()
     old, new = runs_frame(args.old), runs_frame(args.new)
     if len(old) != len(new):
@@ -33,7 +35,7 @@ def main() -> int:
     old, new = old.sort_values(KEYS).reset_index(drop=True), new.sort_values(KEYS)
     new = new.reset_index(drop=True)
     bad = 0
-    columns = sorted((set(old.columns) | set(new.columns)) - IGNORED)
+    columns = sorted((set(old.columns) | set(new.columns)) - IGNORED - set(args.ignore))
     for column in columns:
         if column not in old or column not in new:
             print(f"column {column!r} only in {'new' if column in new else 'old'}")
@@ -42,8 +44,8 @@ def main() -> int:
         a, b = old[column], new[column]
         if a.dtype.kind in "fi" and b.dtype.kind in "fi":
             same = np.isclose(a, b, rtol=args.rtol, atol=0.0, equal_nan=True)
-        else:
-            same = (a.astype(str) == b.astype(str)).to_numpy()
+        else:  # None and NaN both mean "no value"
+            same = ((a.astype(str) == b.astype(str)) | (a.isna() & b.isna())).to_numpy()
         for i in np.flatnonzero(~same):
             print(f"{tuple(old.loc[i, KEYS])} {column}: {a[i]!r} -> {b[i]!r}")
             bad += 1
