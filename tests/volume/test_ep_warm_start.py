@@ -28,28 +28,33 @@ def flipped(y: np.ndarray, count: int, seed: int) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("likelihood", ["step", "probit"])
+@pytest.mark.parametrize("likelihood, mode", [
+    ("step", "parallel"), ("probit", "parallel"), ("step", "blocks"), ("probit", "blocks")])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_warm_start_from_a_neighbouring_label_vector_keeps_the_value(likelihood, seed):
+def test_warm_start_from_a_neighbouring_label_vector_keeps_the_value(likelihood, mode, seed):
     K = correlated_kernel(150, seed)
     y = np.sign(np.random.default_rng(seed).standard_normal(150))
     neighbour = flipped(y, 5, seed + 10)
-    first = run_ep(K, y, likelihood=likelihood)
-    cold = run_ep(K, neighbour, likelihood=likelihood)
-    warm = run_ep(K, neighbour, likelihood=likelihood,
+    first = run_ep(K, y, likelihood=likelihood, mode=mode)
+    cold = run_ep(K, neighbour, likelihood=likelihood, mode=mode)
+    warm = run_ep(K, neighbour, likelihood=likelihood, mode=mode,
                   init_sites=(first.site_precision, first.site_natural_mean))
-    assert cold.converged and warm.converged
+    assert cold.converged and warm.converged and warm.mode == mode
     assert warm.log_marginal_likelihood == pytest.approx(cold.log_marginal_likelihood, rel=1e-6)
-    assert warm.iterations < cold.iterations
+    if mode == "parallel":  # blocks spend their first warm sweep moving to the given sites
+        assert warm.iterations < cold.iterations
 
 
-def test_warm_start_at_the_fixed_point_stops_at_once():
+@pytest.mark.parametrize("mode, iterations", [("parallel", 1), ("blocks", 2)])
+def test_warm_start_at_the_fixed_point_stops_at_once(mode, iterations):
+    # parallel: the first check passes; blocks: one sweep builds the posterior of the given
+    # sites, the next check passes
     K = correlated_kernel(80, 3)
     y = np.sign(np.random.default_rng(3).standard_normal(80))
-    cold = run_ep(K, y, likelihood="step", tol=1e-6)
-    again = run_ep(K, y, likelihood="step", tol=1e-6,
+    cold = run_ep(K, y, likelihood="step", tol=1e-6, mode=mode)
+    again = run_ep(K, y, likelihood="step", tol=1e-6, mode=mode,
                    init_sites=(cold.site_precision, cold.site_natural_mean))
-    assert again.converged and again.iterations == 1
+    assert again.converged and again.iterations == iterations
     assert again.log_marginal_likelihood == pytest.approx(cold.log_marginal_likelihood, rel=1e-9)
 
 
@@ -68,6 +73,20 @@ def test_warm_start_keeps_the_value_against_the_exact_orthant_probability():
                   init_sites=(first.site_precision, first.site_natural_mean))
     assert warm.log_marginal_likelihood == pytest.approx(cold.log_marginal_likelihood, rel=1e-6)
     assert abs(warm.log_marginal_likelihood - exact) < 0.1
+
+
+def test_auto_mode_runs_step_ep_from_zero_sites():
+    # Cheaper than any warm start measured (bench/RESULTS.md): 'auto' does not use the sites
+    # for the step likelihood, so the result is bit-identical to the cold one.
+    K = correlated_kernel(100, 11)
+    y = np.sign(np.random.default_rng(11).standard_normal(100))
+    first = run_ep(K, flipped(y, 3, 12), likelihood="step")
+    cold = run_ep(K, y, likelihood="step")
+    warm = run_ep(K, y, likelihood="step",
+                  init_sites=(first.site_precision, first.site_natural_mean))
+    assert warm.mode == cold.mode == "blocks"
+    assert warm.log_marginal_likelihood == cold.log_marginal_likelihood
+    assert warm.iterations == cold.iterations
 
 
 def test_sequential_mode_accepts_a_warm_start():
@@ -103,6 +122,11 @@ def test_volume_estimator_chains_warm_starts():
     other = np.where(flipped(2 * y - 1, 4, 8) > 0, 1.0, 0.0)
     cold = est.log_volume(other)
     warm = est.log_volume(other, warm_start=first)
+    assert warm.log_marginal_likelihood_nats == pytest.approx(
+        cold.log_marginal_likelihood_nats, rel=1e-6)
+    first = est.log_volume(y, "ep-probit")
+    cold = est.log_volume(other, "ep-probit")
+    warm = est.log_volume(other, "ep-probit", warm_start=first)
     assert warm.log_marginal_likelihood_nats == pytest.approx(
         cold.log_marginal_likelihood_nats, rel=1e-6)
     assert warm.iterations < cold.iterations

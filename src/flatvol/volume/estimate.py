@@ -153,7 +153,7 @@ class VolumeEstimator:
         *,
         tol: float = 1e-3,
         max_iter: int = 300,
-        mode: Mode = "parallel",
+        mode: Mode = "auto",
         n_samples: int = 4000,
         seed: int = 0,
         proposal: str = "auto",
@@ -163,8 +163,10 @@ class VolumeEstimator:
 
         tol/max_iter/mode apply to EP; n_samples/seed/proposal to orthant-is (see
         flatvol.volume.orthant.estimate_orthant). warm_start: an earlier EP-based result on this
-        kernel (e.g. for labels that differ in a few points); its sites start EP, which saves
-        iterations and leaves the value unchanged up to the EP tolerance (run_ep init_sites).
+        kernel (e.g. for labels that differ in a few points); its sites start EP (run_ep
+        init_sites), which leaves the value unchanged up to the EP tolerance. It saves
+        iterations for 'ep-probit' and mode='parallel'; with the default mode, step EP
+        ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not use it.
         """
         check_estimator(estimator)
         init_sites = None
