@@ -18,7 +18,7 @@ At n = 7000 (one repetition) the old algorithm is skipped (about 25 Choleskys of
 seconds each on a shared machine) and the new cold sample is the neighbour's run.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_ep_cost.py --data-dir ../shared/data \
-        --reps 5 --big-reps 1 --write-results
+        --reps 3 --big-reps 1 --write-results
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def run_case(case: Case, data_dir: str, error: float, differ: float) -> Row:
                int(np.sum(f != neighbour)), times)
 
 
-def report(rows: list[Row], load: str) -> str:
+def report(rows: list[Row], load: str, reps: int, big_reps: int) -> str:
     lines = [
         SECTION, "",
         "`ep-orthant` (step EP, tol 1e-3; old: parallel updates with damping 0.7 + Anderson "
@@ -142,7 +142,8 @@ def report(rows: list[Row], load: str) -> str:
         "of one running posterior covariance, flatvol.volume.ep_blocks) on the FCN "
         "784-40-40-1 / 3072-40-40-1 NNGP kernel (sigma_w2=2, sigma_b2=1) of S u E; labels: true "
         "on S, 10% flipped on E (a network-like function). Warm: started from the sites of a "
-        "label vector that differs on 3% of E. One thread, alternating cold / warm / Cholesky, "
+        "label vector that differs on 3% of E. One thread, alternating old cold / new cold / "
+        "new warm (mode 'blocks') / Cholesky, "
         "medians; each EP time also as a multiple of one scipy.linalg.cholesky of the same "
         "kernel, measured in the same run.", "",
         "| n | data | one Cholesky (s) | old cold (s) | old x Chol | old iters | new cold (s) "
@@ -192,7 +193,7 @@ def report(rows: list[Row], load: str) -> str:
                                            for k, v in r.times.items()) for r in rows) + ".",
         "",
         "Command: `OMP_NUM_THREADS=1 .venv/bin/python bench/bench_ep_cost.py --data-dir "
-        "../shared/data --reps 5 --big-reps 1 --write-results`",
+        f"../shared/data --reps {reps} --big-reps {big_reps} --write-results`",
     ]
     return "\n".join(lines) + "\n"
 
@@ -225,7 +226,7 @@ def main() -> None:
     rows = [run_case(c, str(data / "mnist" if c.task == "mnist" else data), args.test_error,
                      args.differ) for c in cases]
     load = f"load average {os.getloadavg()[0]:.1f} at the end (shared with other jobs)"
-    text = report(rows, load)
+    text = report(rows, load, args.reps, args.big_reps)
     print(text)
     if args.write_results:
         write_section(text)
