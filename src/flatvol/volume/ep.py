@@ -30,9 +30,10 @@ from flatvol.volume._numerics import (
     as_signed_labels,
     truncated_gaussian_terms,
 )
+from flatvol.volume.ep_blocks import block_sequential_ep
 
 Likelihood = Literal["probit", "step"]
-Mode = Literal["parallel", "sequential"]
+Mode = Literal["auto", "parallel", "sequential", "blocks"]
 
 # Sites with tau_i * K_ii below this get their posterior variance from the direct formula
 # K_ii - |L^-1 S^1/2 K e_i|^2 instead of (1 - [B^-1]_ii) / tau_i, which cancels for small tau_i.
@@ -194,11 +195,12 @@ def run_ep(
     *,
     likelihood: Likelihood = "probit",
     noise_var: float | None = None,
-    mode: Mode = "parallel",
+    mode: Mode = "auto",
     damping: float | None = None,
     tol: float = 1e-3,
     max_iter: int = 300,
     anderson: int | None = None,
+    init_sites: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EPResult:
     """EP on a validated float64 kernel K (n, n) and signs y in {-1, +1}; no input checks.
 
@@ -210,8 +212,28 @@ def run_ep(
     (so 2-cycles die out). Sequential mode updates one site at a time with rank-one updates of
     the full posterior covariance (O(n^2) per site, R&W Alg. 3.5), refactorizing every sweep.
     Default damping: 0.7 for parallel step EP, else 1.0 (none).
+    Blocks mode (flatvol.volume.ep_blocks) updates blocks of sites against one running
+    posterior covariance (Woodbury updates, about 3 Choleskys per full sweep, only the sites
+    that still move after two sweeps); on correlated kernels it needs far fewer Choleskys than
+    parallel step EP (damping and anderson do not apply). Mode 'auto' (default): blocks from
+    zero sites for the step likelihood, parallel for probit (whose float32 parallel iterations
+    are cheaper). Blocks from zero also beat every warm start measured for step EP (a warm
+    block run spends a full sweep building the posterior of the given sites, and on NNGP
+    kernels a few flipped labels move every site; bench/RESULTS.md), so 'auto' does not use
+    init_sites with the step likelihood; mode 'parallel' or 'blocks' does.
     Convergence: the largest undamped site change, in posterior standard deviations, is < tol.
     log Z_EP is stationary at the fixed point, so its error is second order in that change.
+
+    Args:
+        init_sites: optional warm start (site precisions tau >= 0, natural means nu; not used
+            by mode 'auto' with the step likelihood), e.g.
+            (r.site_precision, r.site_natural_mean) of an earlier EPResult r on the same kernel
+            for a label vector that differs in a few points. EP has one fixed point per label
+            vector, so the value is the cold-start value up to the convergence tolerance
+            (second order in tol); only the iteration count changes. Default: all zeros.
+
+    Returns:
+        EPResult; its site_precision / site_natural_mean are the warm start for the next run.
     """
     noise = _noise_for(likelihood, noise_var)
     if anderson is None:  # plain probit EP converges fast; step EP needs the acceleration
@@ -220,11 +242,21 @@ def run_ep(
         damping = 0.7 if (mode == "parallel" and likelihood == "step") else 1.0
     if not 0 < damping <= 1:
         raise ValueError(f"damping must be in (0, 1], got {damping}")
-    if mode not in ("parallel", "sequential"):
-        raise ValueError(f"mode must be 'parallel' or 'sequential', got {mode!r}")
+    if mode not in ("auto", "parallel", "sequential", "blocks"):
+        raise ValueError(
+            f"mode must be 'auto', 'parallel', 'sequential' or 'blocks', got {mode!r}")
     n = K.shape[0]
     tau = np.zeros(n)
     nu = np.zeros(n)
+    if init_sites is not None:
+        tau, nu = _initial_sites(init_sites, n)
+    if mode == "auto":
+        mode = "blocks" if likelihood == "step" else "parallel"
+        if mode == "blocks":
+            init_sites = None  # cheaper from zero sites (see above)
+    if mode == "blocks":
+        return _run_blocks(K, y, likelihood, noise, tol, max_iter,
+                           None if init_sites is None else (tau, nu))
     workspace = _Workspace()
     # Early parallel iterations (site change > _SINGLE_UNTIL) factorize in float32, twice as
     # fast; the iterations that decide convergence and the final value are float64.
@@ -233,7 +265,7 @@ def run_ep(
     single_ok = (mode == "parallel" and n >= _SINGLE_MIN_N and noise > 0
                  and float(np.trace(K)) / noise <= _SINGLE_MAX_COND)
     K_single = K.astype(np.float32) if single_ok else None
-    post = _posterior(K, tau, nu)
+    post = _posterior(K, tau, nu, workspace)
     post_single = False
     converged = False
     change = math.inf
@@ -324,6 +356,45 @@ def run_ep(
     )
 
 
+def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol: float,
+                max_iter: int, init_sites: tuple[np.ndarray, np.ndarray] | None) -> EPResult:
+    """EPResult of block-sequential EP (flatvol.volume.ep_blocks), max_iter sweeps at most."""
+
+    def site_update(y_J: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
+        return _site_update(y_J, cav_mean, cav_var, noise)
+
+    fit = block_sequential_ep(K, y, site_update, tol=tol, max_sweeps=max_iter,
+                              init_sites=init_sites)
+    tau, nu = fit.site_precision, fit.site_natural_mean
+    post = _Posterior(fit.posterior_mean, fit.posterior_var, fit.logdet_B)
+    cav_mean, cav_var = _cavity(post, tau, nu)
+    log_Z, _, _ = _site_update(y, cav_mean, cav_var, noise)
+    log_ml = _log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+    converged, message = fit.converged, fit.message
+    if not math.isfinite(log_ml):
+        converged = False
+        message = message or "log marginal likelihood is not finite"
+    return EPResult(
+        log_marginal_likelihood=log_ml, converged=converged, iterations=fit.sweeps,
+        likelihood=likelihood, noise_var=noise, mode="blocks", damping=fit.damping,
+        max_change=fit.max_change, site_precision=tau, site_natural_mean=nu,
+        posterior_mean=post.mean, posterior_var=post.var, message=message,
+    )
+
+
+def _initial_sites(init_sites: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
+    """Validated float64 copies of a warm start (tau, nu): shape (n,), finite, tau >= 0."""
+    if len(init_sites) != 2:
+        raise ValueError("init_sites must be a pair (site_precision, site_natural_mean)")
+    tau, nu = (np.array(a, dtype=np.float64, copy=True) for a in init_sites)
+    if tau.shape != (n,) or nu.shape != (n,):
+        raise ValueError(f"init_sites must hold two vectors of length {n}, got shapes "
+                         f"{tau.shape} and {nu.shape}")
+    if not (np.all(np.isfinite(tau)) and np.all(np.isfinite(nu)) and np.all(tau >= 0)):
+        raise ValueError("init_sites must be finite with site precisions >= 0")
+    return tau, nu
+
+
 def _anderson(
     history_x: list[np.ndarray], history_f: list[np.ndarray], scale: np.ndarray
 ) -> np.ndarray | None:
@@ -388,11 +459,12 @@ def expectation_propagation(
     *,
     likelihood: Likelihood = "probit",
     noise_var: float | None = None,
-    mode: Mode = "parallel",
+    mode: Mode = "auto",
     damping: float | None = None,
     tol: float = 1e-3,
     max_iter: int = 300,
     anderson: int | None = None,
+    init_sites: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> EPResult:
     """EP with input checks: kernel (n, n) symmetric PD, labels in {0,1} or {-1,+1}.
 
@@ -403,5 +475,5 @@ def expectation_propagation(
     y = as_signed_labels(labels, K.shape[0])
     return run_ep(
         K, y, likelihood=likelihood, noise_var=noise_var, mode=mode, damping=damping,
-        tol=tol, max_iter=max_iter, anderson=anderson,
+        tol=tol, max_iter=max_iter, anderson=anderson, init_sites=init_sites,
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,14 @@ class VolumeResult:
     n_samples: int | None = None  # orthant-is only
     proposal: str | None = None  # orthant-is only: 'ep', 'minimax' or 'prior'
     message: str = ""
+    # EP estimators: the final sites (tau, nu), the warm start of a run on a nearby label vector
+    # (log_volume(..., warm_start=this)); in memory only, not part of to_dict.
+    ep_sites: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
+                                                           compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: to_jsonable(v) for k, v in asdict(self).items()}
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)
+                if f.name != "ep_sites"}
 
 
 
@@ -146,27 +151,40 @@ class VolumeEstimator:
         *,
         tol: float = 1e-3,
         max_iter: int = 300,
-        mode: Mode = "parallel",
+        mode: Mode = "auto",
         n_samples: int = 4000,
         seed: int = 0,
         proposal: str = "auto",
+        warm_start: VolumeResult | None = None,
     ) -> VolumeResult:
         """Estimate ln P(labels) with `estimator` (see ESTIMATORS).
 
         tol/max_iter/mode apply to EP; n_samples/seed/proposal to orthant-is (see
-        flatvol.volume.orthant.estimate_orthant).
+        flatvol.volume.orthant.estimate_orthant). warm_start: an earlier EP-based result on this
+        kernel (e.g. for labels that differ in a few points); its sites start EP (run_ep
+        init_sites), which leaves the value unchanged up to the EP tolerance. It saves
+        iterations for 'ep-probit' and mode='parallel'; with the default mode, step EP
+        ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not use it.
         """
         check_estimator(estimator)
+        init_sites = None
+        if warm_start is not None:
+            init_sites = warm_start.ep_sites
+            if init_sites is None or init_sites[0].shape != (self.n,) or estimator == "laplace":
+                raise VolumeError("warm_start needs an EP-based result on the same kernel "
+                                  f"({self.n} points) and an EP-based estimator")
         if proposal not in PROPOSALS:
             raise VolumeError(f"proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
         y = as_signed_labels(labels, self.n)
         start = time.perf_counter()
-        stderr = ess = samples = used = None
+        stderr = ess = samples = used = sites = None
         if estimator in ("ep-orthant", "ep-probit"):
             fit = run_ep(self.kernel, y, likelihood="step" if estimator == "ep-orthant"
-                         else "probit", mode=mode, tol=tol, max_iter=max_iter)
+                         else "probit", mode=mode, tol=tol, max_iter=max_iter,
+                         init_sites=init_sites)
             value, converged, iterations, message = (
                 fit.log_marginal_likelihood, fit.converged, fit.iterations, fit.message)
+            sites = (fit.site_precision, fit.site_natural_mean)
         elif estimator == "laplace":
             lap = run_laplace(self.kernel, y, max_iter=max_iter)
             value, converged, iterations, message = (
@@ -175,8 +193,9 @@ class VolumeEstimator:
             ep_fit, iterations = None, 0
             if proposal in ("auto", "ep"):
                 fit = run_ep(self.kernel, y, likelihood="step", mode=mode, tol=tol,
-                             max_iter=max_iter)
+                             max_iter=max_iter, init_sites=init_sites)
                 ep_fit, iterations = (fit.site_precision, fit.posterior_mean), fit.iterations
+                sites = (fit.site_precision, fit.site_natural_mean)
             est = estimate_orthant(self.kernel, y, self.chol, ep_fit=ep_fit,
                                    n_samples=n_samples, seed=seed, proposal=proposal)
             value, used = est.log_probability, est.proposal
@@ -203,6 +222,7 @@ class VolumeEstimator:
             n_samples=samples,
             proposal=used,
             message=message,
+            ep_sites=sites,
         )
 
 
