@@ -23,22 +23,26 @@ from typing import Literal
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import get_lapack_funcs
 
 from flatvol.volume._numerics import (
     as_kernel,
     as_signed_labels,
-    truncated_gaussian_terms,
 )
 from flatvol.volume.ep_blocks import block_sequential_ep
+from flatvol.volume.ep_parts import (
+    MIN_CAVITY_PRECISION,
+    Posterior,
+    Workspace,
+    cavity,
+    log_marginal,
+    noise_for,
+    posterior,
+    site_update,
+)
 
 Likelihood = Literal["probit", "step"]
 Mode = Literal["auto", "parallel", "sequential", "blocks"]
 
-# Sites with tau_i * K_ii below this get their posterior variance from the direct formula
-# K_ii - |L^-1 S^1/2 K e_i|^2 instead of (1 - [B^-1]_ii) / tau_i, which cancels for small tau_i.
-_SMALL_SITE = 1e-2
-_MIN_CAVITY_PRECISION = 1e-300
 # Mixed precision: float32 factorizations while the largest site change exceeds _SINGLE_UNTIL
 # (float32 rounding, ~1e-6 relative for B's condition numbers here, is then irrelevant), and only
 # for n >= _SINGLE_MIN_N where the factorization dominates the cost.
@@ -64,129 +68,6 @@ class EPResult:
     posterior_mean: np.ndarray
     posterior_var: np.ndarray
     message: str = ""
-
-
-@dataclass
-class _Posterior:
-    mean: np.ndarray
-    var: np.ndarray
-    logdet_B: float  # log det(I + S^1/2 K S^1/2)
-
-
-class _Workspace:
-    """Reusable n x n buffers (per dtype) for the per-iteration factorization."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[np.dtype, np.ndarray] = {}
-
-    def matrix(self, n: int, dtype: np.dtype) -> np.ndarray:
-        buf = self.buffers.get(np.dtype(dtype))
-        if buf is None or buf.shape[0] != n:
-            buf = self.buffers[np.dtype(dtype)] = np.empty((n, n), dtype=dtype)
-        return buf
-
-
-def _posterior(
-    K: np.ndarray, tau: np.ndarray, nu: np.ndarray, workspace: _Workspace | None = None
-) -> _Posterior:
-    """Mean and marginal variances of N((K^-1 + S)^-1 nu, (K^-1 + S)^-1), S = diag(tau).
-
-    K may be float32 (a cheaper early iteration, ~1e-6 relative rounding); results are float64.
-    Costs one Cholesky and one triangular inverse of B = I + S^1/2 K S^1/2, done in place on
-    the symmetric B seen as Fortran-ordered (no copies): B = U^T U, diag(B^-1) = row norms of
-    U^-1, and var_i = (1 - [B^-1]_ii) / tau_i (or K_ii - |U^-T S^1/2 K e_i|^2 for small tau_i).
-    """
-    n = K.shape[0]
-    k_diag = np.diag(K).astype(np.float64)
-    if not np.any(tau > 0):
-        return _Posterior((K @ nu.astype(K.dtype)).astype(np.float64), k_diag.copy(), 0.0)
-    workspace = workspace or _Workspace()
-    sq = np.sqrt(tau).astype(K.dtype)
-    B = workspace.matrix(n, K.dtype)
-    np.multiply(K, sq[:, None], out=B)
-    B *= sq[None, :]
-    B.flat[:: n + 1] += 1.0
-    potrf, trtri = get_lapack_funcs(("potrf", "trtri"), (B,))
-    U, info = potrf(B.T, lower=0, clean=1, overwrite_a=1)  # B.T: the same matrix, F-ordered
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky of I + S^1/2 K S^1/2 failed (info={info})")
-    logdet_B = 2.0 * float(np.sum(np.log(np.diag(U).astype(np.float64))))
-    Uinv, info = trtri(U, lower=0, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"triangular inverse failed (info={info})")
-    binv_diag = np.einsum("ij,ij->i", Uinv, Uinv).astype(np.float64)
-    var = np.empty(n)
-    large = tau * k_diag >= _SMALL_SITE
-    var[large] = (1.0 - binv_diag[large]) / tau[large]
-    small = np.flatnonzero(~large)
-    if small.size:
-        V = Uinv.T @ (sq[:, None] * K[:, small])
-        var[small] = k_diag[small] - np.einsum("ij,ij->j", V, V).astype(np.float64)
-    var = np.maximum(var, 1e-300)
-    Knu = K @ nu.astype(K.dtype)
-    b = Uinv @ (Uinv.T @ (sq * Knu))  # B^-1 S^1/2 K nu
-    mean = (Knu - K @ (sq * b)).astype(np.float64)
-    return _Posterior(mean, var, logdet_B)
-
-
-def _cavity(post: _Posterior, tau: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cavity mean and variance; its precision 1/var_i - tau_i >= 0 for log-concave sites."""
-    cav_prec = np.maximum(1.0 / post.var - tau, _MIN_CAVITY_PRECISION)
-    cav_nat = post.mean / post.var - nu
-    cav_var = 1.0 / cav_prec
-    return cav_nat * cav_var, cav_var
-
-
-def _site_update(
-    y: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray, noise_var: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Moment-matched sites for factors Phi(y z / sqrt(noise_var)) (step if noise_var = 0).
-
-    Returns (log Z_i, new tau_i, new nu_i).
-    """
-    d2 = cav_var + noise_var
-    d = np.sqrt(d2)
-    z = y * cav_mean / d
-    log_Z, r, one_minus_g = truncated_gaussian_terms(z)
-    rho = cav_var / d2
-    # Tilted variance / cavity variance = 1 - rho*g, written so it never cancels.
-    ratio = noise_var / d2 + rho * one_minus_g
-    rho_g = rho * (1.0 - one_minus_g)
-    tau_new = rho_g / (ratio * cav_var)
-    nu_new = cav_mean * tau_new + y * r / (d * ratio)
-    return log_Z, tau_new, nu_new
-
-
-def _log_marginal(
-    log_Z: np.ndarray,
-    cav_mean: np.ndarray,
-    cav_var: np.ndarray,
-    tau: np.ndarray,
-    nu: np.ndarray,
-    post: _Posterior,
-) -> float:
-    """log Z_EP (R&W eq. 3.65) rearranged so no term diverges as a site precision goes to 0."""
-    one_plus = 1.0 + tau * cav_var
-    logdet_B = post.logdet_B
-    total = (
-        np.sum(log_Z)
-        + 0.5 * np.sum(np.log(one_plus))
-        - 0.5 * logdet_B
-        + 0.5 * float(nu @ post.mean)
-        + 0.5 * np.sum((tau * cav_mean**2 - 2.0 * cav_mean * nu - nu**2 * cav_var) / one_plus)
-    )
-    return float(total)
-
-
-def _noise_for(likelihood: str, noise_var: float | None) -> float:
-    if likelihood == "probit":
-        noise = 1.0 if noise_var is None else float(noise_var)
-        if not noise > 0:
-            raise ValueError(f"probit likelihood needs noise_var > 0, got {noise}")
-        return noise
-    if likelihood == "step":
-        return 0.0
-    raise ValueError(f"likelihood must be 'probit' or 'step', got {likelihood!r}")
 
 
 def run_ep(
@@ -235,7 +116,7 @@ def run_ep(
     Returns:
         EPResult; its site_precision / site_natural_mean are the warm start for the next run.
     """
-    noise = _noise_for(likelihood, noise_var)
+    noise = noise_for(likelihood, noise_var)
     if anderson is None:  # plain probit EP converges fast; step EP needs the acceleration
         anderson = 5 if likelihood == "step" else 0
     if damping is None:  # parallel step updates overshoot on correlated sites (2-cycles)
@@ -257,7 +138,7 @@ def run_ep(
     if mode == "blocks":
         return _run_blocks(K, y, likelihood, noise, tol, max_iter,
                            None if init_sites is None else (tau, nu))
-    workspace = _Workspace()
+    workspace = Workspace()
     # Early parallel iterations (site change > _SINGLE_UNTIL) factorize in float32, twice as
     # fast; the iterations that decide convergence and the final value are float64.
     # Only with probit sites: tau_i <= 1/noise_var there, so cond(B) <= 1 + trace(K)/noise_var
@@ -265,7 +146,7 @@ def run_ep(
     single_ok = (mode == "parallel" and n >= _SINGLE_MIN_N and noise > 0
                  and float(np.trace(K)) / noise <= _SINGLE_MAX_COND)
     K_single = K.astype(np.float32) if single_ok else None
-    post = _posterior(K, tau, nu, workspace)
+    post = posterior(K, tau, nu, workspace)
     post_single = False
     converged = False
     change = math.inf
@@ -276,12 +157,12 @@ def run_ep(
     history_x: list[np.ndarray] = []
     history_f: list[np.ndarray] = []
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        cav_mean, cav_var = _cavity(post, tau, nu)
+        cav_mean, cav_var = cavity(post, tau, nu)
         if mode == "sequential":
             tau_new, nu_new = _sequential_sweep(K, y, tau, nu, noise, damping)
             step = np.concatenate([tau_new - tau, nu_new - nu]) / damping
         else:
-            _, tau_full, nu_full = _site_update(y, cav_mean, cav_var, noise)
+            _, tau_full, nu_full = site_update(y, cav_mean, cav_var, noise)
             step = np.concatenate([tau_full - tau, nu_full - nu])
         scale = np.concatenate([post.var, np.sqrt(post.var)])
         if not np.all(np.isfinite(step)):
@@ -294,7 +175,7 @@ def run_ep(
             if not post_single:
                 converged = True
                 break
-            post, post_single = _posterior(K, tau, nu, workspace), False  # confirm in float64
+            post, post_single = posterior(K, tau, nu, workspace), False  # confirm in float64
             continue
         x = np.concatenate([tau, nu])
         candidate = x + damping * step
@@ -323,19 +204,19 @@ def run_ep(
         try:
             if K_single is not None:
                 try:
-                    post, post_single = _posterior(K_single, tau, nu, workspace), True
+                    post, post_single = posterior(K_single, tau, nu, workspace), True
                 except np.linalg.LinAlgError:  # too ill-conditioned for float32
                     K_single = None
             if K_single is None:
-                post, post_single = _posterior(K, tau, nu, workspace), False
+                post, post_single = posterior(K, tau, nu, workspace), False
         except np.linalg.LinAlgError:
             message = f"posterior factorization failed at iteration {iterations}"
             break
     else:
         message = f"no convergence after {max_iter} iterations (site change {change:.2e} > {tol:g})"
-    cav_mean, cav_var = _cavity(post, tau, nu)
-    log_Z, _, _ = _site_update(y, cav_mean, cav_var, noise)
-    log_ml = _log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+    cav_mean, cav_var = cavity(post, tau, nu)
+    log_Z, _, _ = site_update(y, cav_mean, cav_var, noise)
+    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
     if not math.isfinite(log_ml):
         converged = False
         message = message or "log marginal likelihood is not finite"
@@ -360,16 +241,16 @@ def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol
                 max_iter: int, init_sites: tuple[np.ndarray, np.ndarray] | None) -> EPResult:
     """EPResult of block-sequential EP (flatvol.volume.ep_blocks), max_iter sweeps at most."""
 
-    def site_update(y_J: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
-        return _site_update(y_J, cav_mean, cav_var, noise)
+    def update_block(y_J: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
+        return site_update(y_J, cav_mean, cav_var, noise)
 
-    fit = block_sequential_ep(K, y, site_update, tol=tol, max_sweeps=max_iter,
+    fit = block_sequential_ep(K, y, update_block, tol=tol, max_sweeps=max_iter,
                               init_sites=init_sites)
     tau, nu = fit.site_precision, fit.site_natural_mean
-    post = _Posterior(fit.posterior_mean, fit.posterior_var, fit.logdet_B)
-    cav_mean, cav_var = _cavity(post, tau, nu)
-    log_Z, _, _ = _site_update(y, cav_mean, cav_var, noise)
-    log_ml = _log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+    post = Posterior(fit.posterior_mean, fit.posterior_var, fit.logdet_B)
+    cav_mean, cav_var = cavity(post, tau, nu)
+    log_Z, _, _ = site_update(y, cav_mean, cav_var, noise)
+    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
     converged, message = fit.converged, fit.message
     if not math.isfinite(log_ml):
         converged = False
@@ -421,10 +302,10 @@ def _sequential_sweep(
     mu = Sigma @ nu
     for i in range(K.shape[0]):
         s_ii = Sigma[i, i]
-        cav_prec = max(1.0 / s_ii - tau[i], _MIN_CAVITY_PRECISION)
+        cav_prec = max(1.0 / s_ii - tau[i], MIN_CAVITY_PRECISION)
         cav_var = 1.0 / cav_prec
         cav_mean = (mu[i] / s_ii - nu[i]) * cav_var
-        _, t_new, n_new = _site_update(
+        _, t_new, n_new = site_update(
             y[i : i + 1], np.array([cav_mean]), np.array([cav_var]), noise
         )
         d_tau = damping * (t_new[0] - tau[i])
