@@ -21,7 +21,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -29,15 +28,9 @@ from pydantic import (
 )
 
 from flatvol.errors import SpecError
-from flatvol.measures import MeasuresSpec, OptionValue, check_measure_names
+from flatvol.measures.catalogue import MeasuresSpec, OptionValue, StrictSpec, check_measure_names
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class StrictSpec(BaseModel):
-    """Base of every spec section: unknown keys are errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DataSpec(StrictSpec):

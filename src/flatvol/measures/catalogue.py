@@ -148,11 +148,14 @@ def check_measure_names(names: Iterable[str], what: str = "") -> None:
 
 
 # --------------------------------------------------------------------------- spec options
-class _StrictOptions(BaseModel):
+class StrictSpec(BaseModel):
+    """Base of every spec section (here and in flatvol.experiments.spec): unknown keys are
+    errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class VolumeSpec(_StrictOptions):
+class VolumeSpec(StrictSpec):
     """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
     arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
 
@@ -171,7 +174,7 @@ class VolumeSpec(_StrictOptions):
             raise ValueError(str(exc)) from None
 
 
-class SharpnessSpec(_StrictOptions):
+class SharpnessSpec(StrictSpec):
     """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
 
     epsilon: float = Field(DEFAULT_SHARPNESS_EPSILON, gt=0)
@@ -179,7 +182,7 @@ class SharpnessSpec(_StrictOptions):
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
 
-class MeasuresSpec(_StrictOptions):
+class MeasuresSpec(StrictSpec):
     """`final`: catalogue measure names (flatvol.measures.measure_names()) taken after training;
     `volume`, `sharpness` configure those two; `options.<measure>` are keyword arguments for the
     other flatness measures (e.g. options.hessian_trace = {n_hvp = 50})."""
