@@ -27,12 +27,12 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.flatness.estimators import Lanczos, MatVec, TraceEstimate, hutchinson, hutchpp
+from flatvol.progress import ProgressBar
 
 TraceMethod = Literal["hutchpp", "hutchinson"]
 
@@ -146,11 +146,11 @@ def hessian_top_eigenvalues(
             residuals = np.abs(lanczos.residual_norm * vecs[-1, idx])
             return theta, vecs, idx, residuals
 
-        with tqdm(total=lanczos.max_iter, desc="lanczos", disable=not progress,
-                  leave=False) as bar:
+        with ProgressBar("lanczos", total=lanczos.max_iter, enabled=progress, unit="steps",
+                         leave=False) as bar:
             while True:
                 more = lanczos.step()
-                bar.update()
+                bar.advance()
                 if lanczos.size >= k:
                     theta, vecs, idx, residuals = wanted()
                     if np.all(residuals <= tol * max(float(np.abs(theta).max()), 1e-300)):
@@ -331,13 +331,13 @@ def hessian_density(
         m = min(n_iter, fl.n_params)
         nodes = np.zeros((n_probes, m))
         weights = np.zeros((n_probes, m))
-        with tqdm(total=n_probes * m, desc="SLQ", disable=not progress, leave=False) as bar:
+        with ProgressBar("SLQ", total=n_probes * m, enabled=progress, leave=False) as bar:
             for i in range(n_probes):
                 start = torch.randn(fl.n_params, generator=generator, dtype=fl.dtype)
                 lanczos = Lanczos(matvec, start.to(fl.device, fl.dtype), m)
                 while lanczos.step():
-                    bar.update()
-                bar.update()
+                    bar.advance()
+                bar.advance()
                 theta, vecs = lanczos.ritz()
                 # a breakdown leaves fewer nodes: pad with zero-weight copies of the last node
                 nodes[i, : len(theta)], nodes[i, len(theta):] = theta, theta[-1]

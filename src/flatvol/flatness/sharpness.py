@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from scipy import optimize
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch
+from flatvol.progress import track
 
 Maximizer = Literal["paper", "lbfgsb", "fast"]
 MAXIMIZERS: tuple[str, ...] = ("paper", "lbfgsb", "fast")
@@ -99,7 +99,7 @@ def paper_ascent(
     """Projected minibatch SGD ascent from z = 0; full-data loss after every step."""
     n = problem.fl.n
     z = torch.zeros_like(problem.bound)  # L(w0) itself was evaluated by the caller
-    for _ in tqdm(range(epochs), desc="keskar paper ascent", disable=not progress, leave=False):
+    for _ in track(range(epochs), "keskar paper ascent", enabled=progress):
         order = torch.randperm(n, generator=generator).to(problem.fl.device)
         for index in order.split(batch_size):
             _, g = problem.value_and_grad(z, index)
@@ -147,7 +147,7 @@ def fast_ascent(
     for _ in range(n_restarts):
         signs = torch.randint(0, 2, bound.shape, generator=generator).to(bound) * 2 - 1
         starts.append(signs * bound)
-    for z in tqdm(starts, desc="keskar fast ascent", disable=not progress, leave=False):
+    for z in track(starts, "keskar fast ascent", enabled=progress):
         value, g = problem.value_and_grad(z)
         t = 2.0
         for _ in range(n_steps):

@@ -16,10 +16,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import VolumeError
 from flatvol.models import FCN, Prior, build_model, init_from_prior_
+from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
 
 
@@ -157,7 +157,7 @@ def mc_nngp_kernel(
     total = torch.zeros((n, n), dtype=torch.float64, device=device)
     total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
     width = 0
-    for _ in tqdm(range(n_samples), desc="MC NNGP kernel", disable=not progress, leave=False):
+    for _ in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
         reinit(net, generator)
         phi = torch.cat(
             [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
