@@ -261,6 +261,33 @@ def keskar_sharpness(
     `lr`, `batch_size`, `epochs` tune 'paper', `lbfgsb_maxiter` 'lbfgsb', `n_steps` and
     `n_restarts` 'fast'. `subspace_dim=p` uses Keskar's random p-dimensional subspace.
     The model is left exactly as it was (it is never written to; restored even on errors).
+
+    Args:
+        model: the trained network; never modified.
+        x: inputs of the training set S, (n, *input_shape).
+        y: labels of S (0/1 floats for the default loss).
+        loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
+            one logit (see flatvol.flatness.LossFn).
+        epsilon: box size: each weight w may move by epsilon * (|w| + 1).
+        maximizer: 'fast' (projected gradient ascent with restarts), 'lbfgsb' or 'paper'.
+        subspace_dim: maximize over a random subspace of this dimension (None: all weights).
+        seed: seed of every random probe or restart (same seed, same result).
+        device: torch device to compute on (default: the model's).
+        chunk_size: examples per forward pass (memory bound; None: all at once).
+        progress: show the maximizer's progress (see flatvol.progress).
+        lr: learning rate of the 'paper' maximizer.
+        batch_size: minibatch size of the 'paper' maximizer.
+        epochs: epochs of the 'paper' maximizer.
+        lbfgsb_maxiter: iterations of the 'lbfgsb' maximizer.
+        n_steps: ascent steps per start of the 'fast' maximizer.
+        n_restarts: random restarts of the 'fast' maximizer.
+
+    Returns:
+        The KeskarSharpness: `sharpness`, `log10_sharpness`, the loss before and at the
+        maximum, and the settings used.
+
+    Raises:
+        SpecError: a non-positive epsilon or invalid maximizer settings.
     """
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise SpecError(f"epsilon must be a positive number, got {epsilon}")
