@@ -33,7 +33,7 @@ browser:
 	@sh scripts/install_chromium.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -11,9 +11,9 @@ import typer
 import typer.exceptions
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flatvol.errors import FlatvolError
+from flatvol.progress import ProgressBar
 
 # Recent typer raises its own (vendored click) exceptions; older typer raises click's, and then
 # depends on click, so click is importable exactly when it is needed.
@@ -96,14 +96,11 @@ def train(
     spec = RunSpec(task=task, classes=data.classes, train_size=train_size, attack_size=attack_size,
                    test_size=test_size, data_seed=data_seed, model=model, prior=prior,
                    train=config, seed=seed)
-    with Progress(TextColumn("[bold]train[/]"), BarColumn(), TextColumn("epoch {task.completed}"),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        bar = progress.add_task("train", total=max_epochs, status="")
+    # A live bar on a terminal; redirected, a plain line every ~10 s (epoch, loss, acc_S).
+    with ProgressBar("train", total=max_epochs, unit="epochs") as bar:
 
         def on_epoch(info, _model) -> None:
-            progress.update(bar, completed=info.epoch,
-                            status=f"loss {info.loss:.4f} acc_S {info.train_acc_S:.3f}")
+            bar.update(info.epoch, status=f"loss {info.loss:.4f}, acc_S {info.train_acc_S:.3f}")
 
         _, info = train_run(spec, data, out_dir=out,
                             data_dir=str(data_dir) if data_dir else None,

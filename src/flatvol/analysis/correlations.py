@@ -274,6 +274,41 @@ def correlation_table(runs: pd.DataFrame, *, generalization: str = "test_acc_E",
 
     `runs` has one row per run (flatvol.experiments' runs_frame); with `fitted_only` runs whose
     status is not 'fitted' are left out. Measures default to every known measure present.
+
+    Any DataFrame works, not only a flatvol store's: one row per trained network, a
+    generalization column and one numeric column per measure. Catalogue columns such as
+    `log10_volume` or `sharpness` get their sign and log scale from the catalogue; any other
+    column name in `measures` is correlated as it is.
+
+    Example:
+        ```python
+        runs = pd.DataFrame({"test_acc_E": [0.91, 0.85, 0.78, 0.70],
+                             "log10_volume": [-80.0, -95.0, -110.0, -130.0],
+                             "my_measure": [0.2, 0.3, 0.5, 0.4]})
+        correlation_table(runs, measures=["log10_volume", "my_measure"], n_resamples=200)
+        ```
+
+    Args:
+        runs: one row per run; optional `status`/`train_status` columns (see `fitted_runs`)
+            and the sweep axes (`attack_size`, `seed`, `optimizer`) for granulated Kendall.
+        generalization: the column measures are correlated with (higher = better).
+        measures: catalogue keys, column names or `Measure` objects; default every known
+            measure whose column is present and not constant.
+        axes: columns whose variation gives the granulated Kendall psi_<axis> columns.
+        by: a column to group by: one table block per value (e.g. 'optimizer').
+        n_resamples: bootstrap resamples for the confidence intervals.
+        confidence_level: of the intervals, e.g. 0.95.
+        method: scipy.stats.bootstrap's interval method ('BCa', 'percentile', 'basic').
+        seed: seed of the bootstrap.
+        fitted_only: leave out runs that did not fit S (see `fitted_runs`).
+
+    Returns:
+        A DataFrame with one row per measure (and `by` value): measure, label, column, n,
+        kendall, spearman, pearson with `_low`, `_high` and `_p` columns, granulated_kendall
+        and psi_<axis> for each axis that varies.
+
+    Raises:
+        DataError: no fitted runs, a missing or non-numeric column, or no measure column.
     """
     if fitted_only:
         runs = fitted_runs(runs)

@@ -20,8 +20,6 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from flatvol.data.cifar import (
     CIFAR_BATCHES_DIRNAME,
     CIFAR_TEST_BATCH,
@@ -31,6 +29,7 @@ from flatvol.data.cifar import (
 from flatvol.data.idx import MNIST_FILE_STEMS, find_mnist_file
 from flatvol.errors import DataError
 from flatvol.io import atomic_write
+from flatvol.progress import ProgressBar
 
 _CHUNK = 1 << 20
 
@@ -122,19 +121,13 @@ def download(
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
                 length = resp.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=dest.name,
-                    disable=not progress,
-                    leave=False,
-                ) as bar:
+                with ProgressBar(dest.name, total=total, enabled=progress, unit="bytes",
+                                 leave=False) as bar:
                     while chunk := resp.read(_CHUNK):
                         out.write(chunk)
                         h.update(chunk)
                         received += len(chunk)
-                        bar.update(len(chunk))
+                        bar.advance(len(chunk))
         except (OSError, http.client.HTTPException) as e:
             raise DataError(f"download {url}: {_reason(e)}") from None
         if total is not None and received != total:

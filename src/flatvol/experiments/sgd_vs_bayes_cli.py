@@ -29,10 +29,10 @@ def sgd_vs_bayes_command(
     """Train N networks per optimizer to fit S, count their functions on E (P_opt(f|S)) and
     compare with the NNGP conditional volume V(f|S) (Mingard et al.'s test)."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
     from flatvol.experiments.sgd_vs_bayes_spec import load_sgd_vs_bayes_spec
+    from flatvol.progress import ProgressBar
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
     check_threads(threads)
@@ -43,19 +43,24 @@ def sgd_vs_bayes_command(
     parsed = load_sgd_vs_bayes_spec(spec)
     if threads is not None:
         torch.set_num_threads(threads)
-    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=quiet) as bars:
-        handles: dict[str, int] = {}
+    # Stages (one per optimizer, then the volumes) run one after another: one bar each.
+    bars: dict[str, ProgressBar] = {}
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in handles:
-                label = "V(f|S)" if stage == "volumes" else f"train {stage}"
-                handles[stage] = bars.add_task(label, total=total)
-            bars.update(handles[stage], completed=done, total=total)
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            label = "V(f|S)" if stage == "volumes" else f"train {stage}"
+            unit = "functions" if stage == "volumes" else "networks"
+            bars[stage] = ProgressBar(label, total=total, enabled=not quiet, unit=unit)
+        bars[stage].update(done, total=total)
 
+    try:
         result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
                                   progress=progress, networks=networks)
+    finally:
+        for bar in bars.values():
+            bar.close()
     for s in result.summaries:
         console.print(
             f"[bold]{s.optimizer}[/]: {s.fitted}/{s.networks} fitted, {s.distinct_functions} "

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
+from flatvol.progress import ProgressBar, track
 
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,7 +116,7 @@ def hutchinson(matvec: MatVec, n: int, n_probes: int, generator: torch.Generator
                like: torch.Tensor, progress: bool = False) -> TraceEstimate:
     """tr(H) ~ mean v.Hv and tr(H^2) ~ mean |Hv|^2 with Rademacher v (one matvec per probe)."""
     traces, squares = [], []
-    for _ in tqdm(range(n_probes), desc="hutchinson", disable=not progress, leave=False):
+    for _ in track(range(n_probes), "hutchinson", enabled=progress, unit="probes"):
         v = rademacher(n, 1, generator, like)[0]
         hv = matvec(v)
         traces.append(float(torch.dot(v, hv)))
@@ -137,13 +137,13 @@ def hutchpp(matvec: MatVec, n: int, n_matvec: int, generator: torch.Generator,
     if k < 1:
         raise SpecError(f"Hutch++ needs at least 3 Hessian-vector products, got {n_matvec}")
     k = min(k, n)
-    bar = tqdm(total=3 * k, desc="hutch++", disable=not progress, leave=False)
+    bar = ProgressBar("hutch++", total=3 * k, enabled=progress, unit="matvecs", leave=False)
 
     def apply(vectors: torch.Tensor) -> torch.Tensor:
         out = []
         for v in vectors:
             out.append(matvec(v))
-            bar.update()
+            bar.advance()
         return torch.stack(out)
 
     sketch = apply(rademacher(n, k, generator, like))  # rows are H s_j

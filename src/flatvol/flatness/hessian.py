@@ -27,12 +27,12 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.flatness.estimators import Lanczos, MatVec, TraceEstimate, hutchinson, hutchpp
+from flatvol.progress import ProgressBar
 
 TraceMethod = Literal["hutchpp", "hutchinson"]
 
@@ -121,6 +121,29 @@ def hessian_top_eigenvalues(
     Stops once every wanted Ritz pair has residual ||H u - theta u|| = |beta_m s_mi| below
     tol * max|theta| (relative to the spectral norm), or after max_iter HVPs
     (`converged` says which).
+
+    Args:
+        model: the trained network; never modified.
+        x: inputs of the training set S, (n, *input_shape).
+        y: labels of S (0/1 floats for the default loss).
+        loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
+            one logit (see flatvol.flatness.LossFn).
+        k: number of eigenvalues.
+        which: 'largest' (algebraically largest, the sharpness measure) or 'smallest'.
+        max_iter: most Lanczos steps (one Hessian-vector product each).
+        tol: relative residual at which a Ritz pair counts as converged.
+        seed: seed of every random probe or restart (same seed, same result).
+        device: torch device to compute on (default: the model's).
+        chunk_size: examples per forward pass (memory bound; None: all at once).
+        hvp_method: how Hessian-vector products are computed (see flatvol.flatness.HvpMethod).
+        progress: show the Lanczos progress (see flatvol.progress).
+
+    Returns:
+        The HessianEigenvalues: `eigenvalues` (descending for 'largest'), their residuals,
+        whether all converged, and the HVPs spent.
+
+    Raises:
+        SpecError: k, max_iter or tol out of range.
     """
     if k < 1:
         raise SpecError(f"k must be >= 1, got {k}")
@@ -146,11 +169,11 @@ def hessian_top_eigenvalues(
             residuals = np.abs(lanczos.residual_norm * vecs[-1, idx])
             return theta, vecs, idx, residuals
 
-        with tqdm(total=lanczos.max_iter, desc="lanczos", disable=not progress,
-                  leave=False) as bar:
+        with ProgressBar("lanczos", total=lanczos.max_iter, enabled=progress, unit="steps",
+                         leave=False) as bar:
             while True:
                 more = lanczos.step()
-                bar.update()
+                bar.advance()
                 if lanczos.size >= k:
                     theta, vecs, idx, residuals = wanted()
                     if np.all(residuals <= tol * max(float(np.abs(theta).max()), 1e-300)):
@@ -227,7 +250,28 @@ def hessian_trace(
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianTrace:
-    """tr(H) by Hutch++ (default; Meyer et al. 2021) or Hutchinson (1989), n_hvp HVPs."""
+    """tr(H) by Hutch++ (default; Meyer et al. 2021) or Hutchinson (1989), n_hvp HVPs.
+
+    Args:
+        model: the trained network; never modified.
+        x: inputs of the training set S, (n, *input_shape).
+        y: labels of S (0/1 floats for the default loss).
+        loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
+            one logit (see flatvol.flatness.LossFn).
+        method: 'hutchpp' or 'hutchinson'.
+        n_hvp: Hessian-vector products to spend (Hutch++ needs at least 3).
+        seed: seed of every random probe or restart (same seed, same result).
+        device: torch device to compute on (default: the model's).
+        chunk_size: examples per forward pass (memory bound; None: all at once).
+        hvp_method: how Hessian-vector products are computed (see flatvol.flatness.HvpMethod).
+        progress: show the estimator's progress (see flatvol.progress).
+
+    Returns:
+        The HessianTrace: `trace`, its `std_error`, and the HVPs spent.
+
+    Raises:
+        SpecError: an unknown method or too few HVPs.
+    """
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
                         hvp_method) as fl:
@@ -331,13 +375,13 @@ def hessian_density(
         m = min(n_iter, fl.n_params)
         nodes = np.zeros((n_probes, m))
         weights = np.zeros((n_probes, m))
-        with tqdm(total=n_probes * m, desc="SLQ", disable=not progress, leave=False) as bar:
+        with ProgressBar("SLQ", total=n_probes * m, enabled=progress, leave=False) as bar:
             for i in range(n_probes):
                 start = torch.randn(fl.n_params, generator=generator, dtype=fl.dtype)
                 lanczos = Lanczos(matvec, start.to(fl.device, fl.dtype), m)
                 while lanczos.step():
-                    bar.update()
-                bar.update()
+                    bar.advance()
+                bar.advance()
                 theta, vecs = lanczos.ritz()
                 # a breakdown leaves fewer nodes: pad with zero-weight copies of the last node
                 nodes[i, : len(theta)], nodes[i, len(theta):] = theta, theta[-1]

@@ -14,11 +14,11 @@ from typing import Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
+from flatvol.progress import ProgressBar
 
 
 def _noise_scale(w0: torch.Tensor, sigma: float, magnitude_aware: bool,
@@ -175,13 +175,13 @@ def pac_bayes_flatness(
         base = fl.loss_value(fl.w0) if metric == "loss" else fl.error_rate(fl.w0)
         perturb = _GaussianPerturbations(fl, n_samples, seed)
         cache: dict[float, float] = {}
-        bar = tqdm(desc="pac-bayes sigma", disable=not progress, leave=False)
+        bar = ProgressBar("pac-bayes sigma", enabled=progress, unit="sigmas", leave=False)
 
         def rise(sigma: float) -> float:
             if sigma not in cache:
                 scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
                 cache[sigma] = perturb.mean_metric(scale, metric)[0] - base
-                bar.update()
+                bar.advance()
             return cache[sigma]
 
         bracketed = True

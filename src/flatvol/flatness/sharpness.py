@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from scipy import optimize
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
 from flatvol.flatness._results import ResultMixin, Stopwatch
+from flatvol.progress import track
 
 Maximizer = Literal["paper", "lbfgsb", "fast"]
 MAXIMIZERS: tuple[str, ...] = ("paper", "lbfgsb", "fast")
@@ -99,7 +99,7 @@ def paper_ascent(
     """Projected minibatch SGD ascent from z = 0; full-data loss after every step."""
     n = problem.fl.n
     z = torch.zeros_like(problem.bound)  # L(w0) itself was evaluated by the caller
-    for _ in tqdm(range(epochs), desc="keskar paper ascent", disable=not progress, leave=False):
+    for _ in track(range(epochs), "keskar paper ascent", enabled=progress):
         order = torch.randperm(n, generator=generator).to(problem.fl.device)
         for index in order.split(batch_size):
             _, g = problem.value_and_grad(z, index)
@@ -147,7 +147,7 @@ def fast_ascent(
     for _ in range(n_restarts):
         signs = torch.randint(0, 2, bound.shape, generator=generator).to(bound) * 2 - 1
         starts.append(signs * bound)
-    for z in tqdm(starts, desc="keskar fast ascent", disable=not progress, leave=False):
+    for z in track(starts, "keskar fast ascent", enabled=progress):
         value, g = problem.value_and_grad(z)
         t = 2.0
         for _ in range(n_steps):
@@ -261,6 +261,33 @@ def keskar_sharpness(
     `lr`, `batch_size`, `epochs` tune 'paper', `lbfgsb_maxiter` 'lbfgsb', `n_steps` and
     `n_restarts` 'fast'. `subspace_dim=p` uses Keskar's random p-dimensional subspace.
     The model is left exactly as it was (it is never written to; restored even on errors).
+
+    Args:
+        model: the trained network; never modified.
+        x: inputs of the training set S, (n, *input_shape).
+        y: labels of S (0/1 floats for the default loss).
+        loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
+            one logit (see flatvol.flatness.LossFn).
+        epsilon: box size: each weight w may move by epsilon * (|w| + 1).
+        maximizer: 'fast' (projected gradient ascent with restarts), 'lbfgsb' or 'paper'.
+        subspace_dim: maximize over a random subspace of this dimension (None: all weights).
+        seed: seed of every random probe or restart (same seed, same result).
+        device: torch device to compute on (default: the model's).
+        chunk_size: examples per forward pass (memory bound; None: all at once).
+        progress: show the maximizer's progress (see flatvol.progress).
+        lr: learning rate of the 'paper' maximizer.
+        batch_size: minibatch size of the 'paper' maximizer.
+        epochs: epochs of the 'paper' maximizer.
+        lbfgsb_maxiter: iterations of the 'lbfgsb' maximizer.
+        n_steps: ascent steps per start of the 'fast' maximizer.
+        n_restarts: random restarts of the 'fast' maximizer.
+
+    Returns:
+        The KeskarSharpness: `sharpness`, `log10_sharpness`, the loss before and at the
+        maximum, and the settings used.
+
+    Raises:
+        SpecError: a non-positive epsilon or invalid maximizer settings.
     """
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise SpecError(f"epsilon must be a positive number, got {epsilon}")

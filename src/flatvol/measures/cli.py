@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from tqdm.auto import tqdm
 
 from flatvol.errors import SpecError
 from flatvol.io import dumps_json
@@ -26,6 +25,7 @@ from flatvol.measures import (
     compute_measures,
     measure_names,
 )
+from flatvol.progress import ProgressBar
 from flatvol.train.checkpoint import load_run
 from flatvol.validate import check_device, check_positive_int
 
@@ -119,10 +119,11 @@ def flatness_command(
     # --seed is the seed of every measure as given (a sweep derives one per measure instead).
     context = MeasureContext(settings, seed=seed, device=device, derive_seeds=False,
                              chunk_size=chunk_size, progress=progress)
-    with tqdm(names, desc="flatness", disable=not progress) as bar:
-        for name in bar:
-            bar.set_postfix_str(name)
+    with ProgressBar("flatness", total=len(names), enabled=progress, unit="measures") as bar:
+        for done, name in enumerate(names):
+            bar.update(done, status=name)
             compute_measures([name], run.model, run.task, context)
+        bar.update(len(names), status="")
     results = {name: context.details[name] for name in names}
     header = {"run_dir": str(run_dir), "train_size": len(run.task.S), "device": device,
               "seed": seed}

@@ -228,5 +228,21 @@ class VolumeEstimator:
 
 def log_volume(labels: Any, kernel: Any, estimator: str = DEFAULT_ESTIMATOR,
                **options: Any) -> VolumeResult:
-    """One-shot estimate of ln P(labels) under N(0, kernel); see VolumeEstimator."""
+    """One-shot estimate of ln P(labels) under N(0, kernel); see VolumeEstimator.
+
+    For many label vectors on one kernel use `VolumeService`, which factorizes it once.
+
+    Args:
+        labels: n labels in {0, 1} or {-1, +1}.
+        kernel: the (n, n) prior covariance of the latent function (e.g. an NNGP kernel).
+        estimator: a name from flatvol.volume.ESTIMATORS (default: EP on the orthant).
+        **options: estimator options (tol, max_iter, mode, n_samples, seed, proposal).
+
+    Returns:
+        The VolumeResult: `log10_volume` = log10 P(f) and how it was estimated.
+
+    Raises:
+        VolumeError: a kernel that is not a symmetric PSD (n, n) matrix, labels of another
+            length, or an unknown estimator.
+    """
     return VolumeEstimator(kernel).log_volume(labels, estimator, **options)

@@ -16,10 +16,10 @@ from typing import Any, Literal, get_args
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from flatvol.errors import VolumeError
 from flatvol.models import FCN, Prior, build_model, init_from_prior_
+from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
 
 
@@ -157,7 +157,7 @@ def mc_nngp_kernel(
     total = torch.zeros((n, n), dtype=torch.float64, device=device)
     total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
     width = 0
-    for _ in tqdm(range(n_samples), desc="MC NNGP kernel", disable=not progress, leave=False):
+    for _ in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
         reinit(net, generator)
         phi = torch.cat(
             [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
@@ -239,7 +239,10 @@ def select_kernel(
         x: inputs, (n, *input_shape).
         kind: 'analytic' (ReLU FCN arccos kernel), 'mc' (Monte-Carlo over `mc_samples` inits
             seeded by `mc_seed`, any model with .features) or 'auto' (analytic for an FCN).
-        mc_samples, mc_seed, device, progress: Monte-Carlo settings.
+        mc_samples: number of Monte-Carlo prior draws (kind 'mc').
+        mc_seed: seed of the Monte-Carlo draws.
+        device: torch device the Monte-Carlo features are computed on.
+        progress: show the Monte-Carlo progress (see flatvol.progress).
 
     Returns:
         The kernel (float64, contiguous) with its info.
@@ -274,8 +277,11 @@ def prior_kernel(
         arch: a model spec such as 'fcn:40,40' (flatvol.models.build_model).
         x: inputs, (n, *input_shape).
         prior: the weight and bias variances.
-        kind, mc_samples, mc_seed, device, progress: as in select_kernel; the model is built
-            with seed `mc_seed`.
+        kind: 'analytic', 'mc' or 'auto', as in `select_kernel`.
+        mc_samples: Monte-Carlo prior draws, as in `select_kernel`.
+        mc_seed: seed of the draws; the model is also built with it.
+        device: torch device of the Monte-Carlo features.
+        progress: show the Monte-Carlo progress.
 
     Returns:
         The kernel with its info.

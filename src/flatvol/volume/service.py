@@ -60,6 +60,17 @@ def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.
 class VolumeService:
     """Volume estimates on one kernel, factorized once, cached by label vector.
 
+    Build one per kernel (e.g. the NNGP kernel of S u E from `select_kernel`) and ask it for
+    many label vectors: `log_volume` for V(f), `conditional` for V(f|S) and the PAC-Bayes
+    bound, `point_marginals` for the posterior predictive on each test point.
+
+    Example:
+        ```python
+        kernel = select_kernel(model, x_SE).matrix
+        service = VolumeService(kernel)
+        print(service.conditional(labels, n_train=len(x_S)).log10_volume_conditional)
+        ```
+
     Args:
         kernel: an (n, n) kernel (rows S then E), or a VolumeEstimator already built on it.
         max_relative_jitter: the jitter limit (see VolumeEstimator).
@@ -115,7 +126,9 @@ class VolumeService:
         Args:
             labels: labels of all n points (S first).
             n_train: |S|.
-            estimator, options: as in log_volume; delta: the bound's confidence.
+            estimator: volume estimator name, as in `log_volume`.
+            delta: the PAC-Bayes bound's confidence (the bound holds with prob. 1 - delta).
+            **options: estimator options, as in `log_volume`.
 
         Returns:
             A ConditionalVolume.
@@ -134,7 +147,8 @@ class VolumeService:
 
         Args:
             train_labels: y_S, the labels of the first |S| points.
-            estimator, options: as in log_volume.
+            estimator: volume estimator name, as in `log_volume`.
+            **options: estimator options, as in `log_volume`.
 
         Returns:
             One probability per point after S (clipped to [0, 1]).
@@ -213,6 +227,27 @@ def volume_of_model(
     f is the network's own labels on S then E (sign of the logits). The kernel comes from the
     model's prior (flatvol.volume.kernels.select_kernel with kind 'auto'); pass `kernel` or
     `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
+
+    Args:
+        model: the trained network (one logit), carrying its `.prior` unless `kernel` or
+            `estimator_cache` is given.
+        task: the data (flatvol.data.TaskData, or anything with `x_SE()`, `y_SE()`,
+            `train_size` and `test_size`), S first.
+        estimator: a name from flatvol.volume.ESTIMATORS.
+        kernel: an (n, n) kernel of S u E to use instead of the prior's.
+        estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks.
+        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form.
+        seed: seed of the Monte-Carlo kernel and of sampling estimators.
+        device: torch device for the network's predictions and the Monte-Carlo kernel.
+        progress: show the Monte-Carlo kernel's progress.
+        **options: estimator options (see `VolumeService.log_volume`).
+
+    Returns:
+        The ModelVolume: log10 V(f), V(f on S), V(f|S), the PAC-Bayes bound, the kernel kind
+        and how well the network's labels agree with y on S and E.
+
+    Raises:
+        VolumeError: unknown estimator, or a kernel whose size is not |S u E|.
     """
     from flatvol.volume.kernels import select_kernel
 

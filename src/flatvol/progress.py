@@ -1,0 +1,201 @@
+"""Progress that suits where it is shown: one helper for the CLI and the library.
+
+- On a terminal: a live rich bar (transient: it disappears when done).
+- Anywhere else (a file, a pipe, CI logs): a plain line every `interval` seconds and one at the
+  end, with no carriage returns and no ANSI escape codes, so a redirected log stays readable.
+- Disabled: nothing at all.
+
+Bars opened while another is live (a CLI bar over a library one) share one rich display, since
+rich allows only one live display at a time.
+
+The interval is `FLATVOL_PROGRESS_INTERVAL` seconds (default 10), read when a bar opens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, TypeVar
+
+from rich.console import Console
+from rich.errors import LiveError
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+__all__ = ["INTERVAL_ENV", "ProgressBar", "track"]
+
+INTERVAL_ENV = "FLATVOL_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL_S = 10.0
+
+T = TypeVar("T")
+
+# The one live rich display per process and how many bars use it (see the module docstring).
+_shared_live: Progress | None = None
+_shared_users = 0
+
+
+def _interval_from_env() -> float:
+    raw = os.environ.get(INTERVAL_ENV)
+    if not raw:
+        return DEFAULT_INTERVAL_S
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def _open_live(stream: IO[str]) -> Progress | None:
+    """The shared live display, started on `stream` if none is; None if rich refuses one
+    (another live display, e.g. a sweep's, is already running)."""
+    global _shared_live, _shared_users
+    if _shared_live is None:
+        live = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                        TextColumn("{task.fields[count]}"), TextColumn("{task.fields[status]}"),
+                        TimeElapsedColumn(), console=Console(file=stream), transient=True)
+        try:
+            live.start()
+        except LiveError:
+            return None
+        _shared_live = live
+    _shared_users += 1
+    return _shared_live
+
+
+def _close_live() -> None:
+    global _shared_live, _shared_users
+    _shared_users -= 1
+    if _shared_users <= 0 and _shared_live is not None:
+        _shared_live.stop()
+        _shared_live, _shared_users = None, 0
+
+
+class ProgressBar:
+    """Progress of one task: a live bar on a terminal, plain periodic lines otherwise.
+
+    Use it as a context manager (or call `close()`); `update`/`advance` report progress.
+
+    Args:
+        label: What is being done, e.g. "train" or "MC NNGP kernel".
+        total: Number of steps, or None when unknown.
+        enabled: False shows nothing (the `--quiet` / `progress=False` case).
+        unit: Name of one step in plain lines, e.g. "epochs".
+        leave: Whether a plain-line stream gets a final line even for a task that finished
+            before its first periodic line (library bars pass False to keep logs short).
+        stream: Where to write; default `sys.stderr` as it is when the bar opens.
+        interval: Seconds between plain lines; default `FLATVOL_PROGRESS_INTERVAL` or 10.
+    """
+
+    def __init__(self, label: str, total: int | None = None, *, enabled: bool = True,
+                 unit: str = "", leave: bool = True, stream: IO[str] | None = None,
+                 interval: float | None = None) -> None:
+        self.label, self.total, self.unit, self.leave = label, total, unit, leave
+        self.completed = 0
+        self.status = ""
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = _interval_from_env() if interval is None else interval
+        self._start = self._last_line = time.monotonic()
+        self._lines_written = 0
+        self._closed = False
+        self._live: Progress | None = None
+        self._task: TaskID | None = None
+        is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.mode = "off" if not enabled else ("live" if is_tty else "lines")
+        if self.mode == "live":
+            self._live = _open_live(self.stream)
+            if self._live is None:
+                self.mode = "off"
+            else:
+                self._task = self._live.add_task(label, total=total, count=self._count(),
+                                                 status="")
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # A failed task ends without its final line: the error is then the last word, one line.
+        self.close(final_line=exc_type is None)
+
+    def update(self, completed: int | None = None, *, total: int | None = None,
+               status: str | None = None) -> None:
+        """Set the progress so far.
+
+        Args:
+            completed: Steps done (absolute); None keeps the current count.
+            total: A new total, when it changes; None keeps it.
+            status: Short text shown after the count, e.g. "loss 0.12"; None keeps it.
+        """
+        if completed is not None:
+            self.completed = completed
+        if total is not None:
+            self.total = total
+        if status is not None:
+            self.status = status
+        self._show()
+
+    def advance(self, steps: int = 1) -> None:
+        """Add `steps` to the count (tqdm's `update(n)`)."""
+        self.completed += steps
+        self._show()
+
+    def close(self, final_line: bool = True) -> None:
+        """End the task: remove the live bar, or write a final plain line (see `leave`).
+
+        Args:
+            final_line: False ends silently (the task failed).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self.mode == "lines" and final_line and (self.leave or self._lines_written):
+            self._write_line(done=True)
+        elif self.mode == "live" and self._live is not None and self._task is not None:
+            self._live.remove_task(self._task)
+            _close_live()
+
+    def _count(self) -> str:
+        count = f"{self.completed}/{self.total}" if self.total is not None else str(self.completed)
+        return f"{count} {self.unit}".rstrip()
+
+    def _show(self) -> None:
+        if self.mode == "live" and self._live is not None and self._task is not None:
+            self._live.update(self._task, completed=self.completed, total=self.total,
+                              count=self._count(), status=self.status)
+        elif self.mode == "lines":
+            now = time.monotonic()
+            if now - self._last_line >= self.interval:
+                self._last_line = now
+                self._write_line(done=False)
+
+    def _write_line(self, *, done: bool) -> None:
+        elapsed = time.monotonic() - self._start
+        parts = [f"{self.label}: {self._count()}"]
+        if self.status:
+            parts.append(self.status)
+        parts.append(f"{elapsed:.0f} s" + (", done" if done else ""))
+        self.stream.write(", ".join(parts) + "\n")
+        self.stream.flush()
+        self._lines_written += 1
+
+
+def track(iterable: Iterable[T], label: str, total: int | None = None, *,
+          enabled: bool = True, unit: str = "", leave: bool = False) -> Iterator[T]:
+    """Iterate over `iterable` with a `ProgressBar` (the replacement for `tqdm(iterable)`).
+
+    Args:
+        iterable: The steps.
+        label: What is being done.
+        total: Number of steps; default `len(iterable)` where it has one.
+        enabled: False shows nothing.
+        unit: Name of one step in plain lines.
+        leave: Final plain line even for a quick task (see `ProgressBar`).
+
+    Returns:
+        An iterator over the same items, advancing the bar after each.
+    """
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    with ProgressBar(label, total, enabled=enabled, unit=unit, leave=leave) as bar:
+        for item in iterable:
+            yield item
+            bar.advance()
