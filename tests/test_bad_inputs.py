@@ -453,6 +453,34 @@ def test_report_command(cli, workdir, trained_run, case):
                    ["report", *_resolve(args, workdir, trained_run)], needle)
 
 
+COLLECT_CASES = {
+    "missing_run_dir": (["{w}/no-run", "--out", "{w}/o"], "run directory not found"),
+    "run_dir_is_file": (["{w}/afile", "--out", "{w}/o"], "expected a run directory"),
+    "out_is_file": (["{run}", "--out", "{w}/afile"], "--out"),
+    "unknown_measure": (["{run}", "--out", "{w}/o", "--measures", "volume,bogus"], "bogus"),
+    "no_measures": (["{run}", "--out", "{w}/o", "--measures", ","], "--measures"),
+    "maximizer": (["{run}", "--out", "{w}/o", "--maximizer", "magic"], "--maximizer"),
+    "estimator": (["{run}", "--out", "{w}/o", "--estimator", "magic"], "magic"),
+    "epsilon": (["{run}", "--out", "{w}/o", "--epsilon", "0"], "--epsilon"),
+    "mc_samples": (["{run}", "--out", "{w}/o", "--mc-samples", "1"], "--mc-samples"),
+    "device": (["{run}", "--out", "{w}/o", "--device", "gpu0"], "--device"),
+    "no_out": (["{run}"], "--out"),
+}
+
+
+@pytest.mark.parametrize("case", list(COLLECT_CASES))
+def test_collect_command(cli, workdir, trained_run, case):
+    args, needle = COLLECT_CASES[case]
+    assert_refused(cli, workdir, ["collect", *_resolve(args, workdir, trained_run)], needle)
+
+
+@pytest.mark.parametrize("kind", list(RUN_DIR_VARIANTS))
+def test_collect_refuses_broken_run_directories(cli, tmp_path, trained_run, kind):
+    _run_dir_variant(trained_run, tmp_path / "r", kind)
+    assert_refused(cli, tmp_path, ["collect", str(trained_run), str(tmp_path / "r"), "--out",
+                                   str(tmp_path / "o")], RUN_DIR_VARIANTS[kind])
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--out", "{w}/afile"], "--out"),
     (["--data-dir", "{w}/no-such-dir"], "no-such-dir"),

@@ -148,7 +148,7 @@ def version() -> None:
 def _register_subcommands() -> None:
     # Each measure family owns its command; the CLI only wires them up.
     from flatvol.analysis.cli import report_command
-    from flatvol.experiments.cli import run_command
+    from flatvol.experiments.cli import collect_command, run_command
     from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
     from flatvol.measures.cli import flatness_command
     from flatvol.volume.cli import volume_command
@@ -156,6 +156,7 @@ def _register_subcommands() -> None:
     app.command("volume")(volume_command)
     app.command("flatness")(flatness_command)
     app.command("run")(run_command)
+    app.command("collect")(collect_command)
     app.command("report")(report_command)
     app.command("sgd-vs-bayes")(sgd_vs_bayes_command)
 

@@ -58,7 +58,8 @@ def test_conditional_with_n_train(app, files):
                     "--n-train", "8"])
     out = json.loads(res.output)
     assert out["log10_volume_conditional"] == pytest.approx(
-        out["log10_volume"] - out["log10_volume_train"])
+        out["log10_volume"] - out["log10_volume_S"])
+    assert "log10_volume_train" not in out  # one name for V(f on S): CLI, store, Python
     assert 0 < out["pac_bayes_bound"] < 1
 
 

@@ -1,5 +1,5 @@
-"""`flatvol run`: a plain function with typer annotations; flatvol.cli registers it (and turns
-its FlatvolErrors into one line and exit code 2)."""
+"""`flatvol run` and `flatvol collect`: plain functions with typer annotations; flatvol.cli
+registers them (and turns their FlatvolErrors into one line and exit code 2)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,42 @@ def run_command(
     if len(summary.failures) > 10:
         console.print(f"  ... and {len(summary.failures) - 10} more (see runs.reason)")
 
+
+
+def collect_command(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run directories written by 'flatvol train' (same data, model and prior).")],
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output directory (results.sqlite lives here).")],
+    measures: Annotated[str, typer.Option(
+        "--measures", help="Comma-separated catalogue measures (accuracy is always taken), "
+        "or 'none'.")] = "volume,sharpness",
+    estimator: Annotated[str | None, typer.Option(
+        help="Volume estimator [default: the specs' default].")] = None,
+    kernel: Annotated[str, typer.Option(help="NNGP kernel: auto, analytic or mc.")] = "auto",
+    mc_samples: Annotated[int, typer.Option(help="Inits of a Monte-Carlo kernel.")] = 100,
+    maximizer: Annotated[str | None, typer.Option(
+        help="Keskar maximizer: paper | lbfgsb | fast [default: the specs' default].")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Keskar box size eps.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", envvar="FLATVOL_DATA", help="Data directory of the runs' task.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Measure 'flatvol train' runs into DIR's store, for 'flatvol report DIR'; re-running
+    skips the runs already collected."""
+    from flatvol.experiments.collect import (
+        collect_runs,
+        collect_settings,
+        parse_collect_measures,
+    )
+
+    settings = collect_settings(parse_collect_measures(measures), estimator=estimator,
+                                kernel=kernel, mc_samples=mc_samples, maximizer=maximizer,
+                                epsilon=epsilon)
+    summary = collect_runs(run_dirs, out, settings, data_dir=data_dir, device=device,
+                           progress=not quiet)
+    console.print(
+        f"[bold]{summary.given}[/] runs given: {summary.skipped} already in the store, "
+        f"{summary.collected} collected, {summary.failed} recorded as failed (did not fit S) "
+        f"-> {summary.store}", highlight=False, soft_wrap=True)

@@ -2,10 +2,13 @@
 
 Each measure is a plain function of (model, x, y, loss_fn=None, ...) returning a typed result
 dataclass (with `.to_dict()`); the default loss is the mean sigmoid cross-entropy on logits
-with labels in {0, 1}. Pass the genuine training set S as (x, y). Models are never changed.
+with labels in {0, 1} (or {-1, +1} with `labels="pm1"`). x and y may be tensors or NumPy
+arrays; a wrong input (other labels, outputs that are not one logit per example) is a one-line
+SpecError. Pass the genuine training set S as (x, y). Models are never changed.
 """
 
 from flatvol.flatness._functional import FunctionalLoss, LossFn, bce_with_logits_loss
+from flatvol.flatness._inputs import LABEL_CONVENTIONS, LabelConvention
 from flatvol.flatness.adaptive import AdaptiveSharpness, adaptive_sharpness
 from flatvol.flatness.fisher_rao import FisherRaoNorm, fisher_rao_norm
 from flatvol.flatness.hessian import (
@@ -30,6 +33,8 @@ from flatvol.flatness.perturbation import (
 from flatvol.flatness.sharpness import MAXIMIZERS, KeskarSharpness, keskar_sharpness
 
 __all__ = [
+    "LABEL_CONVENTIONS",
+    "LabelConvention",
     "MAXIMIZERS",
     "AdaptiveSharpness",
     "AverageSharpness",

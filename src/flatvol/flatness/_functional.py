@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
 from torch.nn import functional as F
 
 from flatvol.errors import SpecError
+from flatvol.flatness._inputs import LabelConvention, check_output_shape, check_training_data
 
 HvpMethod = Literal["double-backward", "forward-over-reverse"]
 HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")
@@ -65,18 +67,22 @@ class FunctionalLoss:
     """L(w) = loss_fn(model_w(x), y) for flat parameter vectors w, chunked over the data.
 
     Use as a context manager: `with FunctionalLoss(model, x, y) as fl: fl.loss(fl.w0)`.
-    Vectors live on `device` with the model's floating dtype; `x` is cast to it.
+    Vectors live on `device` with the model's floating dtype; `x` is cast to it. x and y are
+    checked by flatvol.flatness._inputs (tensors or arrays; with the default loss, labels in
+    {0, 1}, or {-1, +1} with `labels="pm1"`, and one logit per example, checked on entry).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | np.ndarray,
         loss_fn: LossFn | None = None,
         device: str | torch.device | None = None,
         chunk_size: int | None = None,
         hvp_method: HvpMethod = "double-backward",
+        *,
+        labels: LabelConvention = "01",
     ):
         if hvp_method not in HVP_METHODS:
             raise SpecError(
@@ -85,25 +91,20 @@ class FunctionalLoss:
         self.hvp_method = hvp_method
         if not isinstance(model, nn.Module):
             raise SpecError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not torch.is_tensor(x) or not torch.is_tensor(y):
-            raise SpecError(
-                f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}"
-            )
-        if x.shape[0] != y.shape[0]:
-            raise SpecError(
-                f"x and y disagree on the number of examples: {x.shape[0]} vs {y.shape[0]}"
-            )
-        if x.shape[0] == 0:
-            raise SpecError("x is empty: a flatness measure needs at least one example")
-        if chunk_size is not None and chunk_size < 1:
-            raise SpecError(f"chunk_size must be >= 1, got {chunk_size}")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise SpecError("model has no trainable parameters")
+        self.dtype = named[0][1].dtype
+        x, y = check_training_data(x, y, self.dtype, labels=labels, default_loss=loss_fn is None)
+        if chunk_size is not None and chunk_size < 1:
+            raise SpecError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
         self.loss_fn: LossFn = loss_fn or bce_with_logits_loss
+        # The default loss takes one logit per example; (n, 1) outputs are flattened to (n,)
+        # (decided on entry, from one example, see _check_outputs).
+        self._check_output_shape = loss_fn is None
+        self._flatten_outputs = False
         self.device = resolve_device(model, device)
-        self.dtype = named[0][1].dtype
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
         self.numels = [p.numel() for _, p in named]
@@ -115,8 +116,8 @@ class FunctionalLoss:
             for n, t in [*model.named_parameters(), *model.named_buffers()]
             if n not in trainable
         }
-        self.x = x.to(self.device, self.dtype if x.is_floating_point() else x.dtype)
-        self.y = y.to(self.device, self.dtype if y.is_floating_point() else y.dtype)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
         self.n = int(x.shape[0])
         self.chunk_size = min(chunk_size or self.n, self.n)
         self._state: AbstractContextManager[None] | None = None
@@ -127,7 +128,20 @@ class FunctionalLoss:
         self._state = preserved_state(self.model)
         self._state.__enter__()
         self.model.eval()
+        try:
+            self._check_outputs()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
         return self
+
+    def _check_outputs(self) -> None:
+        if not self._check_output_shape:
+            return
+        with torch.no_grad():
+            out = functional_call(self.model, {**self.unflatten(self.w0), **self.fixed},
+                                  (self.x[:1],))
+        self._flatten_outputs = check_output_shape(out.shape, 1)
 
     def __exit__(self, *exc: object) -> None:
         assert self._state is not None
@@ -164,7 +178,8 @@ class FunctionalLoss:
         ]
 
     def forward(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, {**self.unflatten(w), **self.fixed}, (x,))
+        out = functional_call(self.model, {**self.unflatten(w), **self.fixed}, (x,))
+        return out.reshape(-1) if self._flatten_outputs else out
 
     def _chunk_loss(
         self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weight: float

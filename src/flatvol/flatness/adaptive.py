@@ -14,6 +14,7 @@ from torch import nn
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
 from flatvol.flatness.sharpness import BoxProblem, fast_ascent
 
@@ -90,6 +91,7 @@ def adaptive_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
 ) -> AdaptiveSharpness:
     """Adaptive sharpness of Kwon, Kim, Park & Choi, "ASAM: Adaptive sharpness-aware
     minimization for scale-invariant learning of deep neural networks", ICML 2021:
@@ -113,7 +115,7 @@ def adaptive_sharpness(
         raise SpecError(f"need n_steps >= 1 and n_restarts >= 0, got {n_steps}, {n_restarts}")
     clock = Stopwatch()
     generator = torch.Generator().manual_seed(seed)
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         scale = fl.w0.abs() + eta
         loss = fl.loss_value(fl.w0)
         if p_name == "inf":

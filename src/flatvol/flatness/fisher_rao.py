@@ -12,6 +12,7 @@ from torch.func import jvp
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 
 
@@ -36,6 +37,7 @@ def fisher_rao_norm(
     depth: int | None = None,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
 ) -> FisherRaoNorm:
     """Fisher-Rao norm of Liang, Poggio, Rakhlin & Stokes, "Fisher-Rao metric, geometry, and
     complexity of neural networks", AISTATS 2019. Definition used (empirical, true labels):
@@ -61,7 +63,7 @@ def fisher_rao_norm(
     if depth is not None and depth < 1:
         raise SpecError(f"depth must be >= 1, got {depth}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         inner_sq, homogeneous_sq = 0.0, 0.0
         for xc, yc, _ in fl._chunks():
             outputs, directional = jvp(lambda w, xc=xc: fl.forward(w, xc), (fl.w0,), (fl.w0,))

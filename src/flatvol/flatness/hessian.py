@@ -30,6 +30,7 @@ from torch import nn
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
+from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.flatness.estimators import Lanczos, MatVec, TraceEstimate, hutchinson, hutchpp
 from flatvol.progress import ProgressBar
@@ -56,11 +57,12 @@ def hessian_vector_product(
     *,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
 ) -> torch.Tensor:
     """H v for a flat vector v ordered like `model.named_parameters()` (trainable ones)."""
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method) as fl:
+                        hvp_method, labels=labels) as fl:
         if v.shape != fl.w0.shape:
             raise SpecError(f"v must be a flat vector of {fl.n_params} entries, got shape "
                             f"{tuple(v.shape)}")
@@ -75,10 +77,11 @@ def hessian_matrix(
     *,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     max_params: int = 10_000,
 ) -> torch.Tensor:
     """The exact dense Hessian (torch.func.hessian), for small models only (<= max_params)."""
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         if fl.n_params > max_params:
             raise SpecError(f"exact Hessian of {fl.n_params} parameters is too large "
                             f"(max_params={max_params}); use the iterative estimates")
@@ -113,6 +116,7 @@ def hessian_top_eigenvalues(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianEigenvalues:
@@ -125,7 +129,8 @@ def hessian_top_eigenvalues(
     Args:
         model: the trained network; never modified.
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (0/1 floats for the default loss).
+        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
+            labels='pm1'.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
             one logit (see flatvol.flatness.LossFn).
         k: number of eigenvalues.
@@ -135,6 +140,8 @@ def hessian_top_eigenvalues(
         seed: seed of every random probe or restart (same seed, same result).
         device: torch device to compute on (default: the model's).
         chunk_size: examples per forward pass (memory bound; None: all at once).
+        labels: label convention of the default loss: '01' (y in {0, 1}) or 'pm1'
+            (y in {-1, +1}, mapped to {0, 1}); -1/+1 labels without it are refused.
         hvp_method: how Hessian-vector products are computed (see flatvol.flatness.HvpMethod).
         progress: show the Lanczos progress (see flatvol.progress).
 
@@ -153,7 +160,7 @@ def hessian_top_eigenvalues(
         raise SpecError(f"max_iter ({max_iter}) must be >= k ({k})")
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method) as fl:
+                        hvp_method, labels=labels) as fl:
         if k > fl.n_params:
             raise SpecError(f"k={k} exceeds the number of parameters ({fl.n_params})")
         matvec, count = _counting_hvp(fl)
@@ -247,6 +254,7 @@ def hessian_trace(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianTrace:
@@ -255,7 +263,8 @@ def hessian_trace(
     Args:
         model: the trained network; never modified.
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (0/1 floats for the default loss).
+        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
+            labels='pm1'.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
             one logit (see flatvol.flatness.LossFn).
         method: 'hutchpp' or 'hutchinson'.
@@ -263,6 +272,8 @@ def hessian_trace(
         seed: seed of every random probe or restart (same seed, same result).
         device: torch device to compute on (default: the model's).
         chunk_size: examples per forward pass (memory bound; None: all at once).
+        labels: label convention of the default loss: '01' (y in {0, 1}) or 'pm1'
+            (y in {-1, +1}, mapped to {0, 1}); -1/+1 labels without it are refused.
         hvp_method: how Hessian-vector products are computed (see flatvol.flatness.HvpMethod).
         progress: show the estimator's progress (see flatvol.progress).
 
@@ -274,7 +285,7 @@ def hessian_trace(
     """
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method) as fl:
+                        hvp_method, labels=labels) as fl:
         est = _estimate_trace(fl, method, n_hvp, seed, progress)
         return HessianTrace(est.trace, est.trace_std_error, method, est.n_matvec, fl.n_params,
                             clock.seconds)
@@ -291,13 +302,14 @@ def hessian_frobenius_norm(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianFrobenius:
     """||H||_F via tr(H^2) = E||Hv||^2: Hutchinson on H^2 (default) or Hutch++ on H^2."""
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method) as fl:
+                        hvp_method, labels=labels) as fl:
         est = _estimate_trace(fl, method, n_hvp, seed, progress)
         square = max(est.frobenius_sq, 0.0)
         return HessianFrobenius(math.sqrt(square), square, est.frobenius_sq_std_error, method,
@@ -353,6 +365,7 @@ def hessian_density(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianDensity:
@@ -369,7 +382,7 @@ def hessian_density(
         raise SpecError(f"sigma must be positive, got {sigma}")
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method) as fl:
+                        hvp_method, labels=labels) as fl:
         matvec, count = _counting_hvp(fl)
         generator = torch.Generator().manual_seed(seed)
         m = min(n_iter, fl.n_params)

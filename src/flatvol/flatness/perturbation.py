@@ -17,6 +17,7 @@ from torch import nn
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
 from flatvol.progress import ProgressBar
 
@@ -85,6 +86,7 @@ def average_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
 ) -> AverageSharpness:
     """Average-case (expected) sharpness E_{u ~ N(0, diag s^2)} L(w + u) - L(w).
 
@@ -98,7 +100,7 @@ def average_sharpness(
     if n_samples < 1:
         raise SpecError(f"n_samples must be >= 1, got {n_samples}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         loss = fl.loss_value(fl.w0)
         scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
         mean, std_error = _GaussianPerturbations(fl, n_samples, seed).mean_metric(scale, "loss")
@@ -148,6 +150,7 @@ def pac_bayes_flatness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     progress: bool = False,
 ) -> PacBayesFlatness:
     """PAC-Bayes flatness sigma* of Jiang et al., "Fantastic generalization measures and where
@@ -171,7 +174,7 @@ def pac_bayes_flatness(
     if n_samples < 1:
         raise SpecError(f"n_samples must be >= 1, got {n_samples}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         base = fl.loss_value(fl.w0) if metric == "loss" else fl.error_rate(fl.w0)
         perturb = _GaussianPerturbations(fl, n_samples, seed)
         cache: dict[float, float] = {}

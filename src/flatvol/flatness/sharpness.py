@@ -36,6 +36,7 @@ from torch import nn
 
 from flatvol.errors import SpecError
 from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.progress import track
 
@@ -247,6 +248,7 @@ def keskar_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    labels: LabelConvention = "01",
     progress: bool = False,
     lr: float = 1e-3,
     batch_size: int = 32,
@@ -265,7 +267,8 @@ def keskar_sharpness(
     Args:
         model: the trained network; never modified.
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (0/1 floats for the default loss).
+        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
+            labels='pm1'.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
             one logit (see flatvol.flatness.LossFn).
         epsilon: box size: each weight w may move by epsilon * (|w| + 1).
@@ -274,6 +277,8 @@ def keskar_sharpness(
         seed: seed of every random probe or restart (same seed, same result).
         device: torch device to compute on (default: the model's).
         chunk_size: examples per forward pass (memory bound; None: all at once).
+        labels: label convention of the default loss: '01' (y in {0, 1}) or 'pm1'
+            (y in {-1, +1}, mapped to {0, 1}); -1/+1 labels without it are refused.
         progress: show the maximizer's progress (see flatvol.progress).
         lr: learning rate of the 'paper' maximizer.
         batch_size: minibatch size of the 'paper' maximizer.
@@ -293,7 +298,7 @@ def keskar_sharpness(
         raise SpecError(f"epsilon must be a positive number, got {epsilon}")
     check_maximizer_options(maximizer, lr, batch_size, epochs, lbfgsb_maxiter, n_steps, n_restarts)
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size) as fl:
+    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         basis = None
         if subspace_dim is not None:
             if not 1 <= subspace_dim <= fl.n_params:

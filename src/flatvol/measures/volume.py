@@ -51,6 +51,6 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
                     for r in (v.full, v.train))
     values = {"log10_volume": v.full.log10_volume,
               "log10_volume_conditional": v.log10_volume_conditional,
-              "log10_volume_S": v.train.log10_volume, "pac_bayes_bound": v.pac_bayes_bound,
+              "log10_volume_S": v.log10_volume_S, "pac_bayes_bound": v.pac_bayes_bound,
               "volume_converged": float(v.full.converged and v.train.converged)}
     return values, {**info, "train": info_S}

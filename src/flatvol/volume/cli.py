@@ -60,7 +60,7 @@ def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int 
         out = cond.full.to_dict()
         out.update(
             log10_volume_conditional=cond.to_dict()["log10_volume_conditional"],
-            log10_volume_train=cond.train.log10_volume,
+            log10_volume_S=cond.log10_volume_S,
             pac_bayes_bound=cond.to_dict()["pac_bayes_bound"],
             n_train=n_train,
             train_estimate=cond.train.to_dict(),
@@ -138,7 +138,7 @@ def volume_command(
         typer.echo(dumps_json(out))
         return
     keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
-            "log10_volume_conditional", "pac_bayes_bound", "stderr_log10",
+            "log10_volume_conditional", "log10_volume_S", "pac_bayes_bound", "stderr_log10",
             "effective_sample_size", "proposal", "converged",
             "iterations", "seconds", "jitter", "message")
     for key in keys:

@@ -39,10 +39,16 @@ class ConditionalVolume:
     log10_volume_conditional: float
     pac_bayes_bound: float  # delta = 0.05 unless asked otherwise, m = n_train
 
+    @property
+    def log10_volume_S(self) -> float:  # noqa: N802 -- the one name of V(f on S) everywhere
+        """log10 V(f on S), the train-set volume: the name the store and the CLI use too."""
+        return self.train.log10_volume
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "full": self.full.to_dict(),
             "train": self.train.to_dict(),
+            "log10_volume_S": to_jsonable(self.log10_volume_S),
             "log10_volume_conditional": to_jsonable(self.log10_volume_conditional),
             "pac_bayes_bound": to_jsonable(self.pac_bayes_bound),
         }
@@ -179,7 +185,7 @@ class ModelVolume:
         out = self.volume.full.to_dict()
         out.update(
             log10_volume_conditional=to_jsonable(self.volume.log10_volume_conditional),
-            log10_volume_train=to_jsonable(self.volume.train.log10_volume),
+            log10_volume_S=to_jsonable(self.volume.log10_volume_S),
             pac_bayes_bound=to_jsonable(self.volume.pac_bayes_bound),
             kernel=self.kernel_kind,
             n_train=self.n_train,
