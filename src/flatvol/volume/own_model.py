@@ -21,10 +21,9 @@ from torch import nn
 
 from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
-from flatvol.models import FCN
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, check_estimator
-from flatvol.volume.kernels import fcn_kernel
+from flatvol.volume.kernels import resolve_kernel_kind, select_kernel
 from flatvol.volume.output_kernel import (
     Initializer,
     MonteCarloKernel,
@@ -209,8 +208,9 @@ def volume_of(
     train_accuracy = float(np.mean(f[:n_train] == y))
 
     start = time.perf_counter()
-    if kernel == "auto" and init is None and isinstance(model, FCN):
-        service = VolumeService(fcn_kernel(model, x))
+    # The analytic/Monte-Carlo choice is select_kernel's (analytic where the prior has one).
+    if kernel == "auto" and init is None and resolve_kernel_kind("auto", model) == "analytic":
+        service = VolumeService(select_kernel(model, x, "analytic").matrix)
         volume = service.conditional(f, n_train, estimator, delta=delta, seed=seed, **options)
         errors: tuple[float | None, ...] = (None,) * 4
         kind, mc_samples, mc_batches = "analytic", None, None
