@@ -74,8 +74,9 @@ def test_a_list_of_sample_counts_gives_prefix_kernels() -> None:
 
 def test_mc_error_bar_covers_the_analytic_value_over_seeds() -> None:
     # 40 seeds of a 1000-draw kernel on 20 points: the 95% t-interval (jackknife, 10 batches)
-    # covered the analytic value in 39/40 trials for log10 V(f) and 38/40 for log10 V(f|S)
-    # when written (>= 36, i.e. 90%, required; 58/60 each over 60 seeds).
+    # covered the analytic value in 38/40 trials for log10 V(f) and 37/40 for log10 V(f|S)
+    # when written (>= 36, i.e. 90%, required); over 200 seeds 192 (96%) and 187 (93.5%), and
+    # (MC - analytic) / stderr had mean -0.04, std 1.01.
     model, x, y = small_fcn()
     exact = volume_of(model, x[:12], y, x[12:])
     assert exact.kernel == "analytic" and exact.log10_volume_stderr is None
