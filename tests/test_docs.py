@@ -25,7 +25,8 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     api = (tmp_path / "site" / "api" / "volume" / "index.html").read_text()
-    for name in ("VolumeService", "select_kernel", "volume_of_model"):
+    for name in ("VolumeService", "select_kernel", "volume_of_model", "volume_of",
+                 "monte_carlo_kernel"):
         assert name in api
     analysis = (tmp_path / "site" / "api" / "analysis" / "index.html").read_text()
     assert "correlation_table" in analysis and "generalization" in analysis

@@ -41,6 +41,18 @@ def test_own_model_and_data_trains_and_measures(tmp_path: Path) -> None:
         assert f"  {name} " in out
 
 
+def test_own_model_plain_torch_cnn_volume_with_error_bars(tmp_path: Path) -> None:
+    out = run_example("own_model.py", cwd=tmp_path)
+    assert out.startswith("train acc ") and "prior: reset_parameters()" in out
+    for name in ("log10 V(f) ", "log10 V(f|S) ", "PAC-Bayes bound ", "log10 sharpness "):
+        assert name in out
+    assert out.count(" +- ") == 3
+    # user code stays short: under 30 lines besides the docstring, blanks and prints
+    code = [line for line in (EXAMPLES / "own_model.py").read_text().split('"""')[2].splitlines()
+            if line.strip() and not line.startswith("print(")]
+    assert len(code) < 30
+
+
 def test_reproduce_fig3_small(tmp_path: Path) -> None:
     out = run_example("reproduce_fig3.py", "--out", "fig3", "--train-size", "20",
                       "--test-size", "30", "--attack-sizes", "0,10", "--seeds", "2", "--quiet",

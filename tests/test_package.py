@@ -18,6 +18,7 @@ def test_every_public_name_resolves() -> None:
         assert getattr(flatvol, name) is not None
     assert flatvol.flatness.keskar_sharpness is not None
     assert flatvol.volume.VolumeService is not None
+    assert flatvol.volume_of is flatvol.volume.volume_of
 
 
 def test_dir_lists_the_submodules() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import PackageNotFoundError, version
-from types import ModuleType
+from typing import Any
 
 try:
     __version__ = version("flatvol")
@@ -22,21 +22,29 @@ SUBMODULES: tuple[str, ...] = (
     "train", "volume",
 )
 
-__all__ = ["__version__", *SUBMODULES]
+# Functions offered at the top level (`flatvol.volume_of`), loaded lazily from their home.
+FUNCTIONS: dict[str, str] = {"volume_of": "volume"}
+
+__all__ = ["__version__", *SUBMODULES, *FUNCTIONS]
 
 
-def __getattr__(name: str) -> ModuleType:
-    """Import a public subpackage on first access (`flatvol.volume`, `flatvol.flatness`, ...).
+def __getattr__(name: str) -> Any:
+    """Import a public subpackage on first access (`flatvol.volume`, `flatvol.flatness`, ...),
+    or a top-level function (`flatvol.volume_of`).
 
     Args:
         name: The attribute asked for.
 
     Returns:
-        The imported submodule `flatvol.<name>`.
+        The imported submodule `flatvol.<name>`, or a top-level function from its subpackage.
 
     Raises:
-        AttributeError: `name` is not one of the public submodules.
+        AttributeError: `name` is not one of the public submodules or functions.
     """
+    if name in FUNCTIONS:
+        function = getattr(importlib.import_module(f"{__name__}.{FUNCTIONS[name]}"), name)
+        globals()[name] = function
+        return function
     if name in SUBMODULES:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module  # later accesses skip __getattr__

@@ -6,7 +6,9 @@ VolumeService factorizes one kernel and gives V(f), V(S), V(f|S), per-point marg
 PAC-Bayes bound for any number of label vectors. Estimators (the ESTIMATORS registry,
 estimate.py): 'ep-orthant' (default, noise-free orthant probability by step-likelihood EP),
 'orthant-is' (importance sampling of the same, with a standard error), 'ep-probit' (the
-paper's GPy value, the orthant probability under K + I) and 'laplace'.
+paper's GPy value, the orthant probability under K + I) and 'laplace'. Any model, on plain
+tensors (own_model.py): `volume_of(model, x_S, y_S, x_E)`, with the Monte-Carlo output kernel
+over the model's own initializer (output_kernel.py) and its error carried to log10 V.
 """
 
 from flatvol.volume.bounds import pac_bayes_bound
@@ -36,6 +38,8 @@ from flatvol.volume.orthant import (
     orthant_importance_sampling,
     orthant_probability_closed_form,
 )
+from flatvol.volume.output_kernel import MonteCarloKernel, monte_carlo_kernel
+from flatvol.volume.own_model import VolumeOf, volume_of
 from flatvol.volume.service import (
     ConditionalVolume,
     ModelVolume,
@@ -52,10 +56,12 @@ __all__ = [
     "EPResult",
     "LaplaceResult",
     "MCKernel",
+    "MonteCarloKernel",
     "ModelVolume",
     "NNGPKernel",
     "OrthantEstimate",
     "VolumeEstimator",
+    "VolumeOf",
     "VolumeResult",
     "VolumeService",
     "arccos_kernel",
@@ -66,11 +72,13 @@ __all__ = [
     "log_volume",
     "mc_nngp_kernel",
     "model_kernel",
+    "monte_carlo_kernel",
     "orthant_importance_sampling",
     "orthant_probability_closed_form",
     "pac_bayes_bound",
     "predicted_labels",
     "prior_kernel",
     "select_kernel",
+    "volume_of",
     "volume_of_model",
 ]

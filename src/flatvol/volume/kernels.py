@@ -114,7 +114,8 @@ def _default_reinit(prior: Prior) -> Callable[[nn.Module, torch.Generator], None
 def _default_features(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not hasattr(module, "features"):
         raise VolumeError(
-            f"{type(module).__name__} has no .features(x); pass features=callable(module, x)"
+            f"{type(module).__name__} has no .features(x); pass features=callable(module, x), "
+            "or use flatvol.volume_of for any model"
         )
     return module.features(x)
 
@@ -146,7 +147,8 @@ def mc_nngp_kernel(
         raise VolumeError(f"n_samples must be >= 2 (for a standard error), got {n_samples}")
     prior = prior or getattr(model, "prior", None)
     if prior is None:
-        raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...)")
+        raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...), or use "
+                          "flatvol.volume_of(model, x_S, y_S, x_E) for any model")
     reinit = reinit or _default_reinit(prior)
     features = features or _default_features
     device = torch.device(device)

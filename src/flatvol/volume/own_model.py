@@ -1,0 +1,254 @@
+"""The volume of any model, in one call, on plain tensors: `volume_of(model, x_S, y_S, x_E)`.
+
+f is the model's own sign(output) on S then E. The kernel is the analytic arccos kernel where
+the architecture has one (a flatvol FCN drawn from its prior) and otherwise the Monte-Carlo
+output kernel over the model's own initializer (flatvol.volume.output_kernel), whose error is
+carried to log10 V by a jackknife over its batches of draws: log10 V is recomputed on each
+leave-one-batch-out kernel, and the spread of those values gives the standard error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Literal, cast
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+
+from flatvol.errors import VolumeError
+from flatvol.io import to_jsonable
+from flatvol.volume._numerics import to_numpy
+from flatvol.volume.estimate import DEFAULT_ESTIMATOR, check_estimator
+from flatvol.volume.kernels import resolve_kernel_kind, select_kernel
+from flatvol.volume.output_kernel import (
+    Initializer,
+    MonteCarloKernel,
+    describe_init,
+    monte_carlo_kernel,
+    network_outputs,
+)
+from flatvol.volume.service import ConditionalVolume, VolumeService
+
+QUANTITIES = ("log10_volume", "log10_volume_train", "log10_volume_conditional",
+              "pac_bayes_bound")
+
+
+@dataclass(frozen=True)
+class VolumeOf:
+    """log10 V(f), V(f on S), V(f|S) and the PAC-Bayes bound of one model's function on S u E.
+
+    The `*_stderr` fields are the Monte-Carlo kernel's error carried through (jackknife over
+    `mc_batches` batches of draws); None for an analytic kernel.
+    """
+
+    log10_volume: float
+    log10_volume_train: float
+    log10_volume_conditional: float
+    pac_bayes_bound: float
+    log10_volume_stderr: float | None
+    log10_volume_train_stderr: float | None
+    log10_volume_conditional_stderr: float | None
+    pac_bayes_bound_stderr: float | None
+    train_accuracy: float  # the model's labels vs y_S
+    n_train: int
+    n_test: int
+    estimator: str
+    kernel: str  # 'analytic' or 'monte-carlo'
+    init: str  # what the prior is: the initializer the kernel draws from
+    mc_samples: int | None
+    mc_batches: int | None
+    kernel_seconds: float
+    seed: int
+    volume: ConditionalVolume  # the full estimates on the whole-sample kernel
+
+    def interval(self, quantity: str = "log10_volume", level: float = 0.95) -> tuple[float, float]:
+        """A confidence interval from the Monte-Carlo error (Student t, mc_batches - 1 dof).
+
+        Args:
+            quantity: one of log10_volume, log10_volume_train, log10_volume_conditional,
+                pac_bayes_bound.
+            level: coverage, e.g. 0.95.
+
+        Returns:
+            (low, high); the point value twice for an analytic kernel.
+        """
+        if quantity not in QUANTITIES:
+            raise VolumeError(f"quantity must be one of {', '.join(QUANTITIES)}, got {quantity!r}")
+        value, stderr = getattr(self, quantity), getattr(self, f"{quantity}_stderr")
+        if stderr is None:
+            return value, value
+        half = float(stats.t.ppf(0.5 + level / 2, self.mc_batches - 1)) * stderr
+        return value - half, value + half
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)
+               if f.name != "volume"}
+        out["volume"] = self.volume.to_dict()
+        return out
+
+
+def as_binary_labels(y: Any, n: int, labels: str) -> np.ndarray:
+    """y_S as float64 0/1, refusing anything but {0,1} (or {-1,+1} with labels='pm1')."""
+    if labels not in ("01", "pm1"):
+        raise VolumeError(f"labels must be '01' or 'pm1', got {labels!r}")
+    array = to_numpy(y)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
+                                     or array.dtype == bool):
+        raise VolumeError(f"y_S: expected numeric labels, got dtype {array.dtype}")
+    array = np.asarray(array, dtype=np.float64).reshape(-1)
+    if array.size != n:
+        raise VolumeError(f"y_S: expected {n} labels (one per row of x_S), got {array.size}")
+    allowed = {0.0, 1.0} if labels == "01" else {-1.0, 1.0}
+    values = set(np.unique(array).tolist())
+    if not values <= allowed:
+        hint = " (pass labels='pm1' for -1/+1 labels)" if values <= {-1.0, 1.0} else ""
+        raise VolumeError(f"y_S: labels must be in {sorted(allowed)}, got values "
+                          f"{sorted(values)[:6]}{hint}")
+    return (array > 0).astype(np.float64)
+
+
+def as_inputs(x: Any, name: str) -> torch.Tensor:
+    """Inputs (n, ...) from a tensor or numpy array, as float32, finite."""
+    array = to_numpy(x)
+    if array.dtype == object or not np.issubdtype(array.dtype, np.number) or array.ndim < 1:
+        raise VolumeError(f"{name}: expected a numeric array (n, ...), got {array.dtype} "
+                          f"{array.shape}")
+    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    if not bool(torch.isfinite(tensor).all()):
+        raise VolumeError(f"{name}: contains non-finite values")
+    return tensor
+
+
+def jackknife_stderr(full: float, replicates: list[float]) -> float:
+    """The jackknife standard error of a statistic from its leave-one-batch-out replicates."""
+    values = np.asarray(replicates, dtype=np.float64)
+    if not (math.isfinite(full) and np.all(np.isfinite(values))):
+        return math.nan
+    b = len(values)
+    return float(math.sqrt((b - 1) / b * np.sum((values - values.mean()) ** 2)))
+
+
+def conditional_values(volume: ConditionalVolume) -> tuple[float, float, float, float]:
+    return (volume.full.log10_volume, volume.train.log10_volume,
+            volume.log10_volume_conditional, volume.pac_bayes_bound)
+
+
+def volume_of(
+    model: nn.Module,
+    x_S: Any,
+    y_S: Any,
+    x_E: Any = None,
+    *,
+    init: Initializer | None = None,
+    n_samples: int = 1000,
+    estimator: str = DEFAULT_ESTIMATOR,
+    kernel: Literal["auto", "mc"] = "auto",
+    labels: str = "01",
+    seed: int = 0,
+    n_batches: int = 10,
+    delta: float = 0.05,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **options: Any,
+) -> VolumeOf:
+    """The volume of the function any trained model computes on S u E, with error bars.
+
+    f is the model's own labels (output > 0) on x_S then x_E; its weights are never changed.
+    The prior is whatever `init` draws. The kernel is analytic for a flatvol FCN with its own
+    prior (and `kernel='auto'`, `init=None`); otherwise it is the Monte-Carlo output kernel
+    E[f(x) f(x')] over `n_samples` inits (`monte_carlo_kernel`), and each log10 V gets a jackknife
+    standard error over `n_batches` batches of draws. Use n_samples well above |S u E|: the
+    kernel has rank at most the number of draws.
+
+    Args:
+        model: any torch module with one output per input ((n,) or (n, 1)), trained.
+        x_S: training inputs (n_S, ...), tensor or numpy array.
+        y_S: training labels in {0, 1} (or {-1, +1} with labels='pm1').
+        x_E: test inputs (n_E, ...), or None.
+        init: `init(module)` or `init(module, generator)` redrawing every parameter; None for
+            the model's own (its flatvol prior, else PyTorch's `reset_parameters()`). A
+            parameter or floating-point buffer it does not redraw is refused.
+        n_samples: Monte-Carlo inits.
+        estimator: a name from flatvol.volume.ESTIMATORS.
+        kernel: 'auto' (analytic where the architecture has one) or 'mc' (always Monte Carlo).
+        labels: '01' or 'pm1', the label coding of y_S.
+        seed: seed of the inits and of sampling estimators.
+        n_batches: batches of draws for the jackknife (>= 2).
+        delta: confidence of the PAC-Bayes bound.
+        device: torch device of the model's forward passes.
+        progress: show the Monte-Carlo progress.
+        **options: estimator options (see `VolumeService.log_volume`).
+
+    Returns:
+        A VolumeOf: log10 V(f), V(f on S), V(f|S), the bound, their standard errors, the train
+        accuracy and how the kernel was obtained.
+
+    Raises:
+        VolumeError: bad inputs or labels, a model without one output per input, or a
+            parameter the initializer does not redraw.
+    """
+    check_estimator(estimator)
+    if kernel not in ("auto", "mc"):
+        raise VolumeError(f"kernel must be 'auto' or 'mc', got {kernel!r}")
+    xs_S = as_inputs(x_S, "x_S")
+    n_train = xs_S.shape[0]
+    if n_train == 0:
+        raise VolumeError("x_S: expected at least one training input")
+    y = as_binary_labels(y_S, n_train, labels)
+    xs_E = xs_S[:0] if x_E is None else as_inputs(x_E, "x_E")
+    if xs_E.shape[1:] != xs_S.shape[1:]:
+        raise VolumeError(f"x_E: inputs of shape {tuple(xs_E.shape[1:])}, but x_S has "
+                          f"{tuple(xs_S.shape[1:])}")
+    x = torch.cat([xs_S, xs_E])
+    f = predicted(model, x)
+    train_accuracy = float(np.mean(f[:n_train] == y))
+
+    start = time.perf_counter()
+    # The analytic/Monte-Carlo choice is select_kernel's (analytic where the prior has one).
+    if kernel == "auto" and init is None and resolve_kernel_kind("auto", model) == "analytic":
+        service = VolumeService(select_kernel(model, x, "analytic").matrix)
+        volume = service.conditional(f, n_train, estimator, delta=delta, seed=seed, **options)
+        errors: tuple[float | None, ...] = (None,) * 4
+        kind, mc_samples, mc_batches = "analytic", None, None
+        kernel_seconds = time.perf_counter() - start
+    else:
+        # Each leave-one-batch-out kernel has rank at most its number of draws.
+        if n_batches >= 2 and n_samples - math.ceil(n_samples / n_batches) < x.shape[0]:
+            raise VolumeError(f"n_samples={n_samples} gives rank-deficient kernels on "
+                              f"{x.shape[0]} points; use n_samples > "
+                              f"{math.ceil(x.shape[0] * n_batches / (n_batches - 1))}")
+        mc = cast(MonteCarloKernel, monte_carlo_kernel(
+            model, x, init=init, n_samples=n_samples, seed=seed, n_batches=n_batches,
+            device=device, progress=progress))
+        kernel_seconds = mc.seconds
+        volume = VolumeService(mc.kernel, name="Monte-Carlo kernel").conditional(
+            f, n_train, estimator, delta=delta, seed=seed, **options)
+        replicates = [conditional_values(VolumeService(k, name="Monte-Carlo kernel").conditional(
+            f, n_train, estimator, delta=delta, seed=seed, **options))
+            for k in mc.leave_one_batch_out()]
+        errors = tuple(jackknife_stderr(full, [r[i] for r in replicates])
+                       for i, full in enumerate(conditional_values(volume)))
+        kind, mc_samples, mc_batches = "monte-carlo", n_samples, n_batches
+    return VolumeOf(*conditional_values(volume), *errors, train_accuracy=train_accuracy,
+                    n_train=n_train, n_test=int(xs_E.shape[0]), estimator=estimator,
+                    kernel=kind, init=describe_init(init, model), mc_samples=mc_samples,
+                    mc_batches=mc_batches, kernel_seconds=round(kernel_seconds, 3), seed=seed,
+                    volume=volume)
+
+
+def predicted(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The model's labels (output > 0) on x as 0/1 float64, computed where the model lives, in
+    eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        param = next(model.parameters(), None)
+        outputs = network_outputs(model, x if param is None else
+                                  x.to(device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+    return (outputs > 0).to(torch.float64).cpu().numpy()
