@@ -77,6 +77,24 @@ def test_run_directory(app, tmp_path):
     assert REQUIRED | {"log10_volume_conditional"} <= set(out)
     assert out["kernel"] == "analytic" and out["n"] == 70 and out["n_train"] == 30
     assert math.isfinite(out["log10_volume_conditional"])
+    assert out["kernel_info"]["kind"] == "analytic" and out["kernel_info"]["seconds"] >= 0
+
+
+def test_run_directory_with_a_monte_carlo_kernel_records_its_settings(app, tmp_path):
+    from flatvol.models import build_model
+    from flatvol.train import save_run
+
+    model = build_model("cnn:2,3", (1, 28, 28), seed=0)
+    info = dict(task="mnist", train_size=20, attack_size=0, test_size=10, model="cnn:2,3",
+                prior={"sigma_w2": 2.0, "sigma_b2": 1.0}, seed=0, data_seed=0)
+    save_run(tmp_path / "run", model, info)
+    res = run(app, [str(tmp_path / "run"), "--json", "--mc-samples", "12", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index("{"):])
+    assert out["kernel"] == "monte-carlo"
+    kernel = out["kernel_info"]
+    assert kernel["mc_samples"] == 12 and kernel["mc_seed"] == 3 and kernel["n"] == 30
+    assert kernel["seconds"] >= 0 and kernel["max_stderr"] > 0
 
 
 def test_bad_inputs_raise_one_line_errors(app, files, tmp_path):

@@ -11,7 +11,7 @@ same labels there, so V(y_S) is computed once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -180,6 +180,9 @@ class ModelVolume:
     n_test: int
     predicted_train_accuracy: float  # agreement of the network's labels with y on S
     predicted_test_accuracy: float
+    # How the kernel was made: kind, n, seconds, and for a Monte-Carlo kernel mc_samples,
+    # mc_seed, width and max_stderr (empty for a given kernel).
+    kernel_info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = self.volume.full.to_dict()
@@ -193,6 +196,7 @@ class ModelVolume:
             train_accuracy=self.predicted_train_accuracy,
             test_accuracy=self.predicted_test_accuracy,
             train_estimate=self.volume.train.to_dict(),
+            kernel_info={k: to_jsonable(v) for k, v in self.kernel_info.items()},
         )
         return out
 
@@ -264,15 +268,15 @@ def volume_of_model(
     if estimator_cache is not None or kernel is not None:
         given = estimator_cache if estimator_cache is not None else kernel
         service = given if isinstance(given, VolumeService) else VolumeService(given)
-        kind = "given"
+        kind, kernel_info = "given", {}
         if service.n != x.shape[0]:
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
     else:
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                              device=device, progress=progress)
-        service, kind = VolumeService(nngp.matrix), nngp.kind
+        service, kind, kernel_info = VolumeService(nngp.matrix), nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
     y = to_numpy(task.y_SE()).astype(np.float64)
     train_acc = float(np.mean(f[:n_train] == y[:n_train]))
     test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
-    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc)
+    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info)
