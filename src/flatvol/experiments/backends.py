@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import ProgressFn, execute_group, execute_run
-from flatvol.experiments.plan import PlannedRun, ensemble_groups
+from flatvol.experiments.plan import PlannedRun, ensemble_groups, plan_runs
 from flatvol.experiments.ray_backend import RayBackend
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, RunRecord
@@ -66,9 +66,15 @@ class LocalBackend:
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
             progress: ProgressFn) -> None:
         if ctx.spec.train.ensemble:  # in this process; the ensemble trainer uses the threads
-            for group in ensemble_groups(todo):
-                for rec in execute_group(group, ctx, progress):
-                    record(rec)
+            # Planned by stage: each optimizer's whole group trains as one ensemble (the same
+            # one on a resume, so the numbers repeat), then its missing runs are measured and
+            # recorded one by one.
+            missing = {run.key for run in todo}
+            for group in ensemble_groups(plan_runs(ctx.spec)):
+                runs = [run for run in group if run.key in missing]
+                if runs:
+                    for rec in execute_group(runs, ctx, progress, trains_with=group):
+                        record(rec)
         elif workers == 1:
             for run in todo:
                 record(execute_run(run, ctx, progress))

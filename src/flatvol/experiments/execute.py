@@ -1,7 +1,8 @@
 """Executing runs: train and measure one run, or a group of seeds with the ensemble trainer.
 
     execute_run(run, ctx)      -> RunRecord            (pure: no store access; any backend)
-    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: seeds trained together)
+    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: all seeds and attack
+                                                        sizes of an optimizer train together)
 
 Neither touches the store: a backend ships runs here and hands the records back to the driver.
 Determinism: a run's numbers depend only on the spec and its seed (model init and data order
@@ -32,6 +33,7 @@ from flatvol.experiments.store import RunKey, RunRecord
 from flatvol.measures import MeasureContext, compute_measures
 
 ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
+StageFn = Callable[[str, int, int], None]  # stage ('fitted'), completed, total
 
 # Errors that are a problem of the run itself (an unfit option, a diverging loss): the run is
 # recorded as failed with the reason. Anything else (KeyboardInterrupt, MemoryError) stops it.
@@ -265,40 +267,52 @@ def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
 
 
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,
-                  progress: ProgressFn | None = None) -> Iterator[RunRecord]:
-    """Records of `runs` (one ensemble_groups group), yielded one at a time as each is measured.
+                  progress: ProgressFn | None = None,
+                  trains_with: list[PlannedRun] | None = None,
+                  stages: StageFn | None = None) -> Iterator[RunRecord]:
+    """Records of `runs` (of one ensemble_groups group), yielded one at a time as each is
+    measured: the sweep is planned by stage, first training every network, then measuring.
 
     Args:
-        runs: Runs that differ only by seed.
+        runs: Runs of one optimizer (any seeds and attack sizes) to record.
         ctx: What the runs of the sweep share.
         progress: Called with (key of the first run, text, epoch, total) during training.
+        trains_with: The whole group `runs` belong to (default: `runs`). All of it trains as
+            one ensemble, so a resumed sweep (which records only the runs still missing) trains
+            exactly the ensemble an uninterrupted one trains, and gives the same numbers.
+        stages: Called with (stage, completed, total) as networks fit and runs are measured.
 
     Yields:
-        One RunRecord per run, in order. If the group can use the ensemble trainer its seeds
-        train together, each member then being measured and recorded as execute_run does;
-        otherwise (or if the ensemble trainer refuses the model, e.g. BatchNorm, or fails) each
-        run trains on its own with execute_run.
+        One RunRecord per run, in order. If the group can use the ensemble trainer, all its
+        networks train together (member k on S plus its own attack set), each then being
+        measured and recorded as execute_run does; otherwise (or if the ensemble trainer refuses
+        the model, e.g. BatchNorm, or fails) each run trains on its own with execute_run.
     """
     from flatvol.train.ensemble import train_ensemble
 
     spec = ctx.spec
+    members = trains_with if trains_with is not None else runs
     ens = None
-    if len(runs) > 1 and ensemble_eligible(spec, runs[0].optimizer):
-        first = runs[0]
+    if len(members) > 1 and ensemble_eligible(spec, members[0].optimizer):
+        first = members[0]
         start = time.perf_counter()
+        config = train_config(spec, first.optimizer, first.seed)
 
         def on_epoch(e: Any) -> None:
             if progress is not None:
                 progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
                          config.max_epochs)
+            if stages is not None:
+                stages("fitted", e.finished, e.total)
 
         with torch_threads(ctx.threads):
             try:
-                task = load_run_task(spec, first.attack_size, ctx.data_dir)
-                config = train_config(spec, first.optimizer, first.seed)
-                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs],
+                # attack sets are prefixes of one pool: the largest task holds every member's
+                task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
+                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
                                      spec_prior(spec), ctx.device, callback=on_epoch,
-                                     keep_history=True)
+                                     keep_history=True,
+                                     attack_sizes=[r.attack_size for r in members])
             except RUN_ERRORS:
                 ens = None  # one at a time, where each run gets its own outcome
         train_seconds = time.perf_counter() - start
@@ -306,7 +320,10 @@ def execute_group(runs: list[PlannedRun], ctx: SweepContext,
         for run in runs:
             yield execute_run(run, ctx, progress)
         return
-    about = {"size": len(runs), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
-    for i, run in enumerate(runs):
+    about = {"size": len(members), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
+    row = {run.key: i for i, run in enumerate(members)}
+    for run in runs:
+        i = row[run.key]
+        task = load_run_task(spec, run.attack_size, ctx.data_dir)
         yield execute_run(run, ctx, progress, trained=TrainedNetwork(
-            task, ens.model(i), ens.result(i), train_seconds / len(runs), about))
+            task, ens.model(i), ens.result(i), train_seconds / len(members), about))
