@@ -1,12 +1,14 @@
 """train.ensemble: the runs of a sweep that differ only by seed and attack size train together
 (flatvol.train.ensemble) and are recorded exactly as one-at-a-time runs are."""
 
+import io
 import json
 import sqlite3
 
 import numpy as np
 import pytest
 from experiments_helpers import tiny_spec
+from rich.console import Console
 
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
@@ -123,3 +125,22 @@ def test_staged_sweep_gives_the_per_run_numbers_and_at_least_the_paper_sharpness
         infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
     assert [i["ensemble"]["size"] for i in infos] == [6] * 6  # one ensemble, 3 attack sizes
     assert {i["measures"]["sharpness"]["maximizer"] for i in infos} == {"fast"}  # recorded
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_progress_by_stage_on_a_console_that_is_not_a_terminal(tmp_path, ensemble):
+    """Rich draws nothing live off a terminal: plain lines report each stage's count (and an
+    ETA while it runs), at least one line as each stage completes."""
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=200)
+    spec = _spec(ensemble)
+    run_sweep(spec, tmp_path / "out", progress=True, console=console)
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
+    assert lines, text.getvalue()
+    last = lines[-1]
+    for stage in ("networks fitted 6/6", "volumes computed 6/6", "sharpness done 6/6"):
+        assert stage in last
+        assert any(stage in line for line in lines)
+    # a staged sweep fits every network before the first volume; the per-run path alternates
+    staged = any("networks fitted 6/6; volumes computed 0/6" in line for line in lines)
+    assert staged == ensemble

@@ -65,6 +65,7 @@ class EnsembleEpochInfo:
     fitted: int  # members whose stopping rule has been met so far
     finished: int  # members that have stopped (fitted or out of epochs)
     total: int
+    stopped: tuple[int, ...] = ()  # the members (indices) that stopped after this epoch
 
 
 @dataclass
@@ -270,6 +271,7 @@ def train_models_together(
                         correct_S / max(n_S, 1) if n_S else np.full(len(active), math.nan),
                         _fraction(correct_A, a_rows))
             done = rule.done(epoch, fitted_at[active])
+            stopped = tuple(int(m) for m in active[done])
             if done.any():  # copy finished members out and drop them from the stacks
                 stay = torch.from_numpy(np.flatnonzero(~done)).to(device)
                 leave = torch.from_numpy(np.flatnonzero(done)).to(device)
@@ -283,7 +285,8 @@ def train_models_together(
             if callback is not None:
                 callback(EnsembleEpochInfo(epoch=epoch, active=len(active),
                                            fitted=int((fitted_at >= 0).sum()),
-                                           finished=k_total - len(active), total=k_total))
+                                           finished=k_total - len(active), total=k_total,
+                                           stopped=stopped))
     finally:
         if pool is not None:
             pool.shutdown()
