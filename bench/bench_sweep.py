@@ -19,7 +19,9 @@ The machine may be shared: the load average is printed next to the times.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import tempfile
 import time
 import tomllib
@@ -31,6 +33,7 @@ import numpy as np
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.experiments.backends import BACKENDS, LocalBackend
 from flatvol.experiments.spec import resolve_spec_path
+from flatvol.experiments.store import store_path
 
 KEYS = ["attack_size", "seed"]
 
@@ -73,6 +76,12 @@ def fig3_data(seeds: list[int], ensemble: bool, maximizer: str | None) -> dict:
     return data
 
 
+def run_infos(out: Path) -> list[dict]:
+    """Every run's info (stage timings: info.ensemble, info.measures[name].seconds)."""
+    with sqlite3.connect(store_path(out)) as conn:
+        return [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -101,7 +110,13 @@ def main() -> None:
     wall_b = time.perf_counter() - CLOCK.start
     print(f"  {summary.done} done, {summary.failed} failed, {wall_b:.1f} s wall; load {load()}")
     for stage, t in CLOCK.last.items():
-        print(f"  stage {stage:<10} {CLOCK.count[stage]:>3} runs, done at {t:7.1f} s")
+        print(f"  stage {stage:<10} {CLOCK.count[stage]:>3} runs, last one at {t:7.1f} s")
+    infos = run_infos(out / "staged")
+    print(f"  training (one ensemble of {infos[0]['ensemble']['size']}): "
+          f"{infos[0]['ensemble']['train_seconds']:.1f} s")
+    for name in infos[0]["measures"]:
+        total = sum(i["measures"][name]["seconds"] for i in infos)
+        print(f"  measure {name:<10} {total:7.1f} s in all ({total / len(infos):.2f} s/run)")
     if args.skip_per_run:
         return
 
@@ -114,6 +129,11 @@ def main() -> None:
     print(f"per-run (paper maximizer, {args.workers} workers x 1 thread): {n_a} runs, "
           f"{wall_a:.1f} s wall ({wall_a / max(n_a, 1):.2f} s/run); load {load()}")
     print(f"staged: {wall_b / max(summary.done + summary.failed, 1):.2f} s/run")
+    infos_a = run_infos(out / "per_run")
+    print(f"  run time in all (training and measures): {sum(i['seconds'] for i in infos_a):.1f} s")
+    for name in infos_a[0]["measures"]:
+        total = sum(i["measures"][name]["seconds"] for i in infos_a)
+        print(f"  measure {name:<10} {total:7.1f} s in all ({total / len(infos_a):.2f} s/run)")
 
     a = runs_frame(out / "per_run").sort_values(KEYS).set_index(KEYS)
     b = runs_frame(out / "staged").sort_values(KEYS).set_index(KEYS).loc[a.index]
