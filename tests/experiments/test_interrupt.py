@@ -1,6 +1,7 @@
 """SIGKILL a sweep in the middle, re-run the same command: the store ends with exactly the rows of
 an uninterrupted sweep (no half-written run, no duplicate, identical numbers)."""
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -12,6 +13,7 @@ import yaml
 from experiments_helpers import comparable_runs, comparable_series, subprocess_env, tiny_spec
 
 from flatvol.experiments import run_sweep, runs_frame, series_frame, spec_from_dict
+from flatvol.experiments.store import store_path
 
 # 8 runs, each long enough (post-training epochs, during-training measures) that the kill
 # lands while later runs are still to do.
@@ -34,9 +36,29 @@ def _done_runs(db) -> int:
         return 0
 
 
+# Planned by stage (train.ensemble): all 8 networks train as one ensemble, then each run is
+# measured and recorded; the paper maximizer makes measuring slow enough for the kill to land
+# between records.
+STAGED = tiny_spec(sweep__attack_sizes=[0, 10, 20, 30], train__ensemble=True,
+                   measures__sharpness={"maximizer": "paper"})
+
+
 def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
+    _kill_mid_sweep_then_rerun(tmp_path, SPEC)
+
+
+def test_sigkill_mid_staged_sweep_then_rerun_equals_uninterrupted(tmp_path):
+    """The resumed staged sweep trains the whole ensemble again (so the same numbers) and
+    records only the runs still missing."""
+    _kill_mid_sweep_then_rerun(tmp_path, STAGED)
+    with sqlite3.connect(store_path(tmp_path / "killed")) as conn:
+        infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+    assert [i["ensemble"]["size"] for i in infos] == [8] * 8
+
+
+def _kill_mid_sweep_then_rerun(tmp_path, spec: dict) -> None:
     spec_path = tmp_path / "tiny.yaml"
-    spec_path.write_text(yaml.safe_dump(SPEC))
+    spec_path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "killed"
     cmd = _command(spec_path, out)
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE,
@@ -58,7 +80,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_uninterrupted(tmp_path):
     assert f"{len(partial)} already in the store" in rerun.stderr
 
     reference = tmp_path / "reference"
-    summary = run_sweep(spec_from_dict(SPEC), reference, progress=False, threads=1)
+    summary = run_sweep(spec_from_dict(spec), reference, progress=False, threads=1)
     assert summary.done == 8
     resumed = runs_frame(out)
     assert len(resumed) == 8 and set(resumed["status"]) == {"done"}

@@ -1,12 +1,14 @@
-"""train.ensemble: the runs of a sweep that differ only by seed train together
+"""train.ensemble: the runs of a sweep that differ only by seed and attack size train together
 (flatvol.train.ensemble) and are recorded exactly as one-at-a-time runs are."""
 
+import io
 import json
 import sqlite3
 
 import numpy as np
 import pytest
 from experiments_helpers import tiny_spec
+from rich.console import Console
 
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
@@ -50,8 +52,8 @@ def test_ensemble_sweep_matches_one_at_a_time(tmp_path):
     np.testing.assert_allclose(sb["value"], sa["value"], rtol=1e-5, atol=1e-6)
     zero = sa[sa.metric == "zero_error_epoch"]
     assert len(zero) == 6 and zero["value"].nunique() > 1  # the seeds stop at different epochs
-    # The ensemble trainer really trained them: one group of 3 seeds per attack size.
-    for name, size in (("one", None), ("ens", 3)):
+    # The ensemble trainer really trained them: one ensemble of all 3 seeds x 2 attack sizes.
+    for name, size in (("one", None), ("ens", 6)):
         with sqlite3.connect(store_path(tmp_path / name)) as conn:
             infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
         assert [i.get("ensemble", {}).get("size") for i in infos] == [size] * 6
@@ -72,10 +74,11 @@ def test_groups_and_fallback_rules():
         {"name": "sgd"}, {"name": "sam", "options": {"rho": 0.05}},
         {"name": "momentum", "label": "swa", "post_train_epochs": 2, "swa": {"lr": 0.01}}]))
     groups = ensemble_groups(plan_runs(spec))
-    assert len(groups) == 3 * 2  # optimizers x attack sizes
+    assert len(groups) == 3  # one per optimizer: all its seeds and attack sizes train together
     for group in groups:
-        assert [r.seed for r in group] == [0, 1, 2]
-        assert len({(r.optimizer.key, r.attack_size) for r in group}) == 1
+        assert [(r.seed, r.attack_size) for r in group] == [(s, a) for s in (0, 1, 2)
+                                                            for a in (0, 20)]  # plan order
+        assert len({r.optimizer.key for r in group}) == 1
     eligible = {o.key: ensemble_eligible(spec, o) for o in spec.optimizers}
     assert eligible == {"sgd": True, "sam": False, "swa": False}  # the others: one at a time
     off = spec_from_dict(tiny_spec())
@@ -97,3 +100,47 @@ def test_ensemble_refuses_per_epoch_hooks_in_one_line(extra, field):
     assert "train.ensemble" in text and field in text
     with pytest.raises(SpecError, match="ensemble"):
         spec_from_dict(tiny_spec(train__ensemble="maybe"), "x.toml")
+
+
+def test_staged_sweep_gives_the_per_run_numbers_and_at_least_the_paper_sharpness(tmp_path):
+    """Planned by stage (one ensemble for all seeds and attack sizes, default 'fast' maximizer)
+    against today's per-run path with the paper's maximizer: the same test accuracy and V(f)
+    for every run, and a sharpness at least the paper protocol's."""
+    sizes = dict(data__train_size=40, data__test_size=30, sweep__attack_sizes=[0, 10, 20],
+                 sweep__seeds=2)
+    per_run = spec_from_dict(tiny_spec(**sizes, measures__sharpness={"maximizer": "paper"}))
+    staged_data = tiny_spec(**sizes, train__ensemble=True)
+    del staged_data["measures"]["sharpness"]  # the default maximizer
+    staged = spec_from_dict(staged_data)
+    assert staged.measures.sharpness.maximizer == "fast"
+    a = run_sweep(per_run, tmp_path / "per_run", progress=False)
+    b = run_sweep(staged, tmp_path / "staged", progress=False)
+    assert (a.done, b.done) == (6, 6)
+    ra, rb = _runs(tmp_path / "per_run"), _runs(tmp_path / "staged")
+    assert ra[KEYS].equals(rb[KEYS])
+    assert list(ra["test_acc_E"]) == list(rb["test_acc_E"])
+    np.testing.assert_allclose(rb["log10_volume"], ra["log10_volume"], rtol=1e-6, atol=0)
+    assert (rb["sharpness"].to_numpy() >= ra["sharpness"].to_numpy()).all()
+    with sqlite3.connect(store_path(tmp_path / "staged")) as conn:
+        infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+    assert [i["ensemble"]["size"] for i in infos] == [6] * 6  # one ensemble, 3 attack sizes
+    assert {i["measures"]["sharpness"]["maximizer"] for i in infos} == {"fast"}  # recorded
+
+
+@pytest.mark.parametrize("ensemble", [True, False])
+def test_progress_by_stage_on_a_console_that_is_not_a_terminal(tmp_path, ensemble):
+    """Rich draws nothing live off a terminal: plain lines report each stage's count (and an
+    ETA while it runs), at least one line as each stage completes."""
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=200)
+    spec = _spec(ensemble)
+    run_sweep(spec, tmp_path / "out", progress=True, console=console)
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
+    assert lines, text.getvalue()
+    last = lines[-1]
+    for stage in ("networks fitted 6/6", "volumes computed 6/6", "sharpness done 6/6"):
+        assert stage in last
+        assert any(stage in line for line in lines)
+    # a staged sweep fits every network before the first volume; the per-run path alternates
+    staged = any("networks fitted 6/6; volumes computed 0/6" in line for line in lines)
+    assert staged == ensemble

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from flatvol.errors import SpecError
+from flatvol.flatness import keskar_sharpness
 from flatvol.measures import DEFAULT_MAXIMIZER, SharpnessSpec
 from flatvol.measures.cli import flatness_command, flatness_measure_names, parse_measures
 from flatvol.models import build_model
@@ -42,6 +44,9 @@ def test_json_has_one_field_per_measure(app, run_dir):
     assert out["train_size"] == 40  # S only, never the attack set
     # One default maximizer for the CLI and specs, and the one used is recorded.
     assert out["sharpness"]["maximizer"] == DEFAULT_MAXIMIZER == SharpnessSpec().maximizer
+    # ... and it is the one that finds the largest value fastest, as keskar_sharpness's own default.
+    default = inspect.signature(keskar_sharpness).parameters["maximizer"].default
+    assert DEFAULT_MAXIMIZER == default == "fast"
     assert out["sharpness"]["n_examples"] == 40
     assert out["sharpness"]["sharpness"] > 0 and "log10_sharpness" in out["sharpness"]
     assert len(out["hessian_top_eig"]["eigenvalues"]) == 2

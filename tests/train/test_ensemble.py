@@ -3,6 +3,8 @@ gives when trained alone (same stopping epoch, weights within 1e-5, same accurac
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -38,11 +40,18 @@ def _alone(spec: str, task: TaskData, config: TrainConfig, seed: int):
     return model, train_to_fit(model, task, config, seed=seed)
 
 
+def _with_attack(task: TaskData, size: int) -> TaskData:
+    """`task` with A cut to its first `size` points (what load_task gives for that size)."""
+    a = task.A
+    return replace(task, A=Split(a.x[:size], a.y[:size], a.index[:size]))
+
+
 def _assert_members_match(ensemble, spec: str, task: TaskData, config: TrainConfig,
                           history: bool = True) -> list[int]:
     epochs = []
     for k, seed in enumerate(ensemble.seeds):
-        model, alone = _alone(spec, task, config, seed)
+        own_task = _with_attack(task, ensemble.attack_sizes[k])  # all of A unless given less
+        model, alone = _alone(spec, own_task, config, seed)
         member = ensemble.result(k)
         assert (member.status, member.epochs, member.fitted_at) == (
             alone.status, alone.epochs, alone.fitted_at), f"seed {seed}"
@@ -71,6 +80,26 @@ def test_members_equal_networks_trained_alone(optimizer, lr):
     # Members stop at different epochs, so early finishers sat frozen while others trained on
     # (with Adam, a zero-gradient 'frozen' member would still move: this would catch it).
     assert len(set(epochs)) > 1
+
+
+@pytest.mark.parametrize("optimizer,lr,fit,history", [
+    ("sgd", 0.1, "S", True), ("adam", 0.01, "all", True), ("momentum", 0.05, "all", False),
+    ("sgd", 0.1, "S", False)])
+def test_members_with_different_attack_sets_equal_networks_trained_alone(optimizer, lr, fit,
+                                                                         history):
+    """One ensemble for all attack sizes and seeds of a sweep: member k trains on S plus the
+    first attack_sizes[k] points of A, with its own number of minibatches per epoch, and
+    still ends where train_to_fit on that task ends (stop epoch, weights, history)."""
+    task = _task(seed=3)
+    config = TrainConfig(optimizer=optimizer, lr=lr, fit=fit, max_epochs=150)
+    seeds = [0, 3, 0, 5, 3, 6, 0]
+    attacks = [8, 0, 0, 3, 8, 5, 3]  # a seed repeats across attack sizes; sizes interleave
+    ensemble = train_ensemble("fcn:16,8", task, config, seeds=seeds, attack_sizes=attacks,
+                              group_size=2, keep_history=history)
+    assert ensemble.seeds == seeds and ensemble.attack_sizes == attacks
+    epochs = _assert_members_match(ensemble, "fcn:16,8", task, config, history=history)
+    assert len(set(epochs)) > 1
+    assert np.isnan(ensemble.train_acc_A[1]) and not np.isnan(ensemble.train_acc_A[0])
 
 
 def test_frozen_members_do_not_change_while_others_train():
@@ -201,6 +230,12 @@ def test_bad_input_is_rejected_with_one_line():
         train_models_together([build_model("fcn:8", (10,))], task, seeds=[0, 1])
     with pytest.raises(SpecError, match="distinct"):
         train_ensemble("fcn:8", task, seeds=[1, 1])
+    with pytest.raises(SpecError, match="distinct"):
+        train_ensemble("fcn:8", task, seeds=[1, 1], attack_sizes=[2, 2])
+    with pytest.raises(SpecError, match="one attack size per model"):
+        train_ensemble("fcn:8", task, seeds=[1, 2], attack_sizes=[2])
+    with pytest.raises(SpecError, match="attack sizes must lie in"):
+        train_ensemble("fcn:8", task, seeds=[1], attack_sizes=[len(task.A) + 1])
     with pytest.raises(SpecError, match="engine"):
         train_ensemble("cnn:2", _image_task(), seeds=[0], engine="fcn")
 

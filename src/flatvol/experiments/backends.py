@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
-from flatvol.experiments.execute import ProgressFn, execute_group, execute_run
-from flatvol.experiments.plan import PlannedRun, ensemble_groups
+from flatvol.experiments.execute import ProgressFn, StageFn, execute_group, execute_run
+from flatvol.experiments.plan import PlannedRun, ensemble_groups, plan_runs
 from flatvol.experiments.ray_backend import RayBackend
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, RunRecord
@@ -42,10 +42,12 @@ class Backend(Protocol):
         """Torch threads per run when the user gives none (None: leave torch's setting)."""
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
-            progress: ProgressFn) -> None:
+            progress: ProgressFn, stages: StageFn | None = None) -> None:
         """Execute `todo` on `workers` workers, calling `record` in this process with each
-        run's record as it finishes. Raise SweepError after the others finish if runs were
-        lost (a worker died): they are not recorded, so re-running resumes them."""
+        run's record as it finishes, and `stages` (where the backend can) as each run's network
+        is trained and each of its measures computed. Raise SweepError after the others finish
+        if runs were lost (a worker died): they are not recorded, so re-running resumes
+        them."""
 
 
 class LocalBackend:
@@ -64,14 +66,21 @@ class LocalBackend:
         return None
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
-            progress: ProgressFn) -> None:
+            progress: ProgressFn, stages: StageFn | None = None) -> None:
         if ctx.spec.train.ensemble:  # in this process; the ensemble trainer uses the threads
-            for group in ensemble_groups(todo):
-                for rec in execute_group(group, ctx, progress):
-                    record(rec)
+            # Planned by stage: each optimizer's whole group trains as one ensemble (the same
+            # one on a resume, so the numbers repeat), then its missing runs are measured and
+            # recorded one by one.
+            missing = {run.key for run in todo}
+            for group in ensemble_groups(plan_runs(ctx.spec)):
+                runs = [run for run in group if run.key in missing]
+                if runs:
+                    for rec in execute_group(runs, ctx, progress, trains_with=group,
+                                             stages=stages):
+                        record(rec)
         elif workers == 1:
             for run in todo:
-                record(execute_run(run, ctx, progress))
+                record(execute_run(run, ctx, progress, stages=stages))
         else:
             _run_processes(todo, ctx, record, workers, progress)
 

@@ -1,7 +1,8 @@
 """Executing runs: train and measure one run, or a group of seeds with the ensemble trainer.
 
     execute_run(run, ctx)      -> RunRecord            (pure: no store access; any backend)
-    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: seeds trained together)
+    execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: all seeds and attack
+                                                        sizes of an optimizer train together)
 
 Neither touches the store: a backend ships runs here and hands the records back to the driver.
 Determinism: a run's numbers depend only on the spec and its seed (model init and data order
@@ -32,6 +33,10 @@ from flatvol.experiments.store import RunKey, RunRecord
 from flatvol.measures import MeasureContext, compute_measures
 
 ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
+# (stage, key): run `key` passed `stage`: 'fitted' (its network trained) or a final measure's
+# name (that measure computed)
+StageFn = Callable[[str, RunKey], None]
+FITTED = "fitted"
 
 # Errors that are a problem of the run itself (an unfit option, a diverging loss): the run is
 # recorded as failed with the reason. Anything else (KeyboardInterrupt, MemoryError) stops it.
@@ -152,7 +157,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None = None,
-                trained: TrainedNetwork | None = None) -> RunRecord:
+                trained: TrainedNetwork | None = None, stages: StageFn | None = None
+                ) -> RunRecord:
     """Train and measure one run.
 
     Args:
@@ -161,6 +167,8 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
         progress: Called with (key, text, epoch, total epochs) after each epoch.
         trained: The run's network if execute_group trained it already: its history is
             replayed and the network measured.
+        stages: Told when the network is trained (FITTED, unless execute_group trained it)
+            and as each final measure is computed (its name).
 
     Returns:
         The run's record. Never raises for a problem of the run itself (an unfit training set,
@@ -173,7 +181,7 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
     series = _Series()
     with torch_threads(ctx.threads):
         try:
-            return _train_and_measure(run, ctx, progress, info, start, series, trained)
+            return _train_and_measure(run, ctx, progress, info, start, series, trained, stages)
         except RUN_ERRORS as exc:
             reason = failure_reason(exc)
             info.update(error=reason, seconds=round(time.perf_counter() - start, 3))
@@ -184,7 +192,7 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
 
 def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
                        info: dict[str, Any], start: float, series: _Series,
-                       trained: TrainedNetwork | None) -> RunRecord:
+                       trained: TrainedNetwork | None, stages: StageFn | None) -> RunRecord:
     from flatvol.models import build_model
     from flatvol.train import train_to_fit
     from flatvol.train.loop import EpochInfo
@@ -211,6 +219,8 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     if trained is None:
         result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
                               callback=recorder, optimizer=optimizer)
+        if stages is not None:
+            stages(FITTED, run.key)
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
         model, result = trained.model, trained.result
         for row in result.history:
@@ -246,7 +256,11 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     mctx.epoch = None
     mctx.details = {}
     names = ["accuracy"] + [m for m in spec.measures.final if m != "accuracy"]
-    results = compute_measures(names, measured, task, mctx)
+    results: dict[str, float] = {}
+    for name in names:  # one at a time, so progress can follow each measure
+        results.update(compute_measures([name], measured, task, mctx))
+        if stages is not None:
+            stages(name, run.key)
     info["measures"] = mctx.details
     info["seconds"] = round(time.perf_counter() - start, 3)
     return RunRecord(run.key, run.config_hash, "done", results=results, info=info,
@@ -265,48 +279,67 @@ def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
 
 
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,
-                  progress: ProgressFn | None = None) -> Iterator[RunRecord]:
-    """Records of `runs` (one ensemble_groups group), yielded one at a time as each is measured.
+                  progress: ProgressFn | None = None,
+                  trains_with: list[PlannedRun] | None = None,
+                  stages: StageFn | None = None) -> Iterator[RunRecord]:
+    """Records of `runs` (of one ensemble_groups group), yielded one at a time as each is
+    measured: the sweep is planned by stage, first training every network, then measuring.
 
     Args:
-        runs: Runs that differ only by seed.
+        runs: Runs of one optimizer (any seeds and attack sizes) to record.
         ctx: What the runs of the sweep share.
         progress: Called with (key of the first run, text, epoch, total) during training.
+        trains_with: The whole group `runs` belong to (default: `runs`). All of it trains as
+            one ensemble, so a resumed sweep (which records only the runs still missing) trains
+            exactly the ensemble an uninterrupted one trains, and gives the same numbers.
+        stages: Told as each network is trained (FITTED) and each measure computed.
 
     Yields:
-        One RunRecord per run, in order. If the group can use the ensemble trainer its seeds
-        train together, each member then being measured and recorded as execute_run does;
-        otherwise (or if the ensemble trainer refuses the model, e.g. BatchNorm, or fails) each
-        run trains on its own with execute_run.
+        One RunRecord per run, in order. If the group can use the ensemble trainer, all its
+        networks train together (member k on S plus its own attack set), each then being
+        measured and recorded as execute_run does; otherwise (or if the ensemble trainer refuses
+        the model, e.g. BatchNorm, or fails) each run trains on its own with execute_run.
     """
     from flatvol.train.ensemble import train_ensemble
 
     spec = ctx.spec
+    members = trains_with if trains_with is not None else runs
     ens = None
-    if len(runs) > 1 and ensemble_eligible(spec, runs[0].optimizer):
-        first = runs[0]
+    if len(members) > 1 and ensemble_eligible(spec, members[0].optimizer):
+        first = members[0]
         start = time.perf_counter()
+        config = train_config(spec, first.optimizer, first.seed)
+        recording = {run.key for run in runs}
 
         def on_epoch(e: Any) -> None:
             if progress is not None:
                 progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
                          config.max_epochs)
+            if stages is not None:
+                for i in e.stopped:
+                    if members[i].key in recording:
+                        stages(FITTED, members[i].key)
 
         with torch_threads(ctx.threads):
             try:
-                task = load_run_task(spec, first.attack_size, ctx.data_dir)
-                config = train_config(spec, first.optimizer, first.seed)
-                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs],
+                # attack sets are prefixes of one pool: the largest task holds every member's
+                task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
+                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
                                      spec_prior(spec), ctx.device, callback=on_epoch,
-                                     keep_history=True)
+                                     keep_history=True,
+                                     attack_sizes=[r.attack_size for r in members])
             except RUN_ERRORS:
                 ens = None  # one at a time, where each run gets its own outcome
         train_seconds = time.perf_counter() - start
     if ens is None:
         for run in runs:
-            yield execute_run(run, ctx, progress)
+            yield execute_run(run, ctx, progress, stages=stages)
         return
-    about = {"size": len(runs), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
-    for i, run in enumerate(runs):
+    about = {"size": len(members), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
+    row = {run.key: i for i, run in enumerate(members)}
+    for run in runs:
+        i = row[run.key]
+        task = load_run_task(spec, run.attack_size, ctx.data_dir)
         yield execute_run(run, ctx, progress, trained=TrainedNetwork(
-            task, ens.model(i), ens.result(i), train_seconds / len(runs), about))
+            task, ens.model(i), ens.result(i), train_seconds / len(members), about),
+            stages=stages)

@@ -1,7 +1,7 @@
 """Planning a sweep: the runs of a spec, and which of them can train together.
 
     plan_runs(spec)        -> [PlannedRun]          (seed-major, so a partial sweep is balanced)
-    ensemble_groups(runs)  -> [[PlannedRun]]        (runs that differ only by seed)
+    ensemble_groups(runs)  -> [[PlannedRun]]        (runs of one optimizer: they train together)
 """
 
 from __future__ import annotations
@@ -37,9 +37,18 @@ def plan_runs(spec: ExperimentSpec) -> list[PlannedRun]:
 
 
 def ensemble_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
-    """`runs` split into groups that differ only by seed (same optimizer and attack size), in
-    order of first appearance, each group in plan order."""
-    groups: dict[tuple[str, int], list[PlannedRun]] = {}
+    """`runs` split into groups that differ only by seed and attack size (one optimizer): a
+    sweep planned by stage trains each group as one ensemble, every member on S plus its own
+    attack set (a prefix of the largest one). In order of first appearance, each group in plan
+    order.
+
+    Args:
+        runs: planned runs (plan_runs order).
+
+    Returns:
+        One list of runs per optimizer key.
+    """
+    groups: dict[str, list[PlannedRun]] = {}
     for run in runs:
-        groups.setdefault((run.optimizer.key, run.attack_size), []).append(run)
+        groups.setdefault(run.optimizer.key, []).append(run)
     return list(groups.values())

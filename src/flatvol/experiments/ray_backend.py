@@ -17,6 +17,7 @@ from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
     ProgressFn,
+    StageFn,
     execute_run,
     failure_reason,
     volume_estimator_name,
@@ -50,8 +51,9 @@ class RayBackend:
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext,
             record: Callable[[RunRecord], None], workers: int,
-            progress: ProgressFn | None = None) -> None:
-        """Run `todo` as Ray tasks; `record` each RunRecord in the driver."""
+            progress: ProgressFn | None = None, stages: StageFn | None = None) -> None:
+        """Run `todo` as Ray tasks; `record` each RunRecord in the driver (`stages` is not
+        called: the driver counts a run's stages when its record arrives)."""
         ray = _import_ray()
         started_here = False
         if not ray.is_initialized():

@@ -12,6 +12,7 @@ the same command resumes.
 
 from __future__ import annotations
 
+import inspect
 import platform
 import sys
 import time
@@ -23,14 +24,21 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 import flatvol
 from flatvol.errors import SweepError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import train_config
 from flatvol.experiments.context import SweepContext, compute_kernel, prepare_context
-from flatvol.experiments.execute import execute_group, execute_run
+from flatvol.experiments.execute import FITTED, execute_group, execute_run
 from flatvol.experiments.plan import PlannedRun, plan_runs
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import ExperimentSpec, load_spec, resolve_spec_path, spec_json
@@ -56,18 +64,38 @@ class SweepSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-class SweepProgress:
-    """Rich bars: the sweep (runs done / planned) and one bar per run in flight."""
+STAGE_LABELS = {FITTED: "networks fitted", "volume": "volumes computed",
+                "sharpness": "sharpness done"}
+PLAIN_EVERY_S = 10.0  # plain progress lines on a non-terminal console, at most this often
 
-    def __init__(self, total: int, done: int, enabled: bool, console: Console | None = None):
+
+class SweepProgress:
+    """Rich bars: the sweep (runs done / planned), one bar per stage (networks fitted, then
+    one per final measure: volumes computed, sharpness done, ...) with its ETA, and one bar per
+    run in flight. On a console that is not a terminal (where rich draws nothing live), a plain
+    line every PLAIN_EVERY_S seconds and whenever a stage completes."""
+
+    def __init__(self, total: int, done: int, enabled: bool, console: Console | None = None,
+                 measures: tuple[str, ...] = ()):
         self.enabled = enabled
+        self.console = console or Console(stderr=True)
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                 TimeElapsedColumn(), console=console or Console(stderr=True),
-                                 transient=False, disable=not enabled)
+                                 TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=False, disable=not enabled)
         self.sweep = self.progress.add_task("[bold]sweep[/]", total=total, completed=done,
                                             status="")
         self.runs: dict[RunKey, Any] = {}
+        todo = total - done
+        names = [FITTED, *(m for m in measures if m != "accuracy")]
+        self.stages = {name: self.progress.add_task(
+            f"  {STAGE_LABELS.get(name, name + ' done')}", total=todo, status="")
+            for name in names}
+        self.seen: dict[str, set[RunKey]] = {name: set() for name in names}
+        self.totals = dict.fromkeys(names, todo)
+        self.started: dict[str, float] = {}
+        self.plain = enabled and not self.console.is_terminal
+        self.last_line = time.monotonic()
 
     def __enter__(self) -> SweepProgress:
         self.progress.__enter__()
@@ -81,16 +109,62 @@ class SweepProgress:
             self.runs[key] = self.progress.add_task(f"  {key}", total=total, status="")
         self.progress.update(self.runs[key], completed=completed, total=total, status=text)
 
+    def stage_done(self, stage: str, key: RunKey) -> None:
+        """Run `key` passed `stage` (FITTED or a measure name); counted once per run."""
+        if stage not in self.seen or key in self.seen[stage]:
+            return
+        self.started.setdefault(stage, time.monotonic())
+        self.seen[stage].add(key)
+        self.progress.advance(self.stages[stage])
+        complete = len(self.seen[stage]) >= self.totals[stage]
+        self._plain_line(force=complete)
+
     def finish_run(self, record: RunRecord) -> None:
         task = self.runs.pop(record.key, None)
         if task is not None:
             self.progress.remove_task(task)
+        # Backends that cannot report stages live (processes, Ray): a record means its stages
+        # are done. A failed run is never measured: the measure bars expect one run fewer.
+        for stage in self.stages:
+            if record.key in self.seen[stage]:
+                continue
+            if record.status == "done" or stage == FITTED:
+                self.stage_done(stage, record.key)
+            else:
+                self.totals[stage] -= 1
+                self.progress.update(self.stages[stage], total=self.totals[stage])
         self.progress.advance(self.sweep)
         reason = escape(record.reason or "")
         mark = "done" if record.status == "done" else f"[red]failed[/] ({reason})"
         acc = record.results.get("test_acc_E")
         acc_text = f" test_acc_E {acc:.3f}" if acc is not None and record.status == "done" else ""
         self.progress.update(self.sweep, status=f"last: {record.key} {mark}{acc_text}")
+        self._plain_line(force=False)
+
+    def plain_text(self) -> str:
+        """One line: runs recorded, then each stage's count and ETA."""
+        sweep = self.progress.tasks[self.sweep]
+        parts = [f"progress: sweep {int(sweep.completed)}/{int(sweep.total or 0)} runs"]
+        now = time.monotonic()
+        for stage in self.stages:
+            done, total = len(self.seen[stage]), self.totals[stage]
+            text = f"{STAGE_LABELS.get(stage, stage + ' done')} {done}/{total}"
+            if 0 < done < total:
+                rate = (now - self.started[stage]) / done
+                text += f" (ETA {_duration(rate * (total - done))})"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def _plain_line(self, force: bool) -> None:
+        if not self.plain or not (force or time.monotonic() - self.last_line >= PLAIN_EVERY_S):
+            return
+        self.last_line = time.monotonic()
+        self.console.print(self.plain_text(), markup=False, highlight=False, soft_wrap=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _environment() -> dict[str, str]:
@@ -159,7 +233,8 @@ def run_sweep(
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
         if threads is None:
             threads = executor.default_threads(spec, workers)
-        with SweepProgress(len(runs), skipped, progress, console) as bars:
+        with SweepProgress(len(runs), skipped, progress, console,
+                           measures=tuple(spec.measures.final)) as bars:
             if todo:
                 ctx = prepare_context(spec, out, data_dir, device, progress, threads)
 
@@ -177,6 +252,10 @@ def run_sweep(
                         summary.failed += 1
                         summary.failures.append((str(rec.key), rec.reason or ""))
 
-                executor.run(todo, ctx, record, workers, bars.update_run)
+                # A backend registered before stages existed takes no `stages`: its runs'
+                # stages are then counted as their records arrive.
+                live = "stages" in inspect.signature(executor.run).parameters
+                executor.run(todo, ctx, record, workers, bars.update_run,
+                             **({"stages": bars.stage_done} if live else {}))
     summary.seconds = time.perf_counter() - start
     return summary

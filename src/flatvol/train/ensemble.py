@@ -1,17 +1,21 @@
 """Train K networks of one architecture at once, each exactly as `train_to_fit` trains it alone.
 
 Member k is `build_model(spec, shape, prior, seed=seeds[k])` and sees the data in the order
-`train_to_fit(..., seed=seeds[k])` would; per-member gradients come from an engine of
-flatvol.train.stacked ('fcn': batched matmuls with a hand-written backward pass, the fast path
-for `FCN` models on CPU; 'vmap': any module without BatchNorm), the update is torch.optim's own
-(`StackedOptimizer`), and the stopping rule and data order are train_to_fit's
-(flatvol.train.protocol). A member that stops has its weights copied out and is dropped from
-the stacks, so it neither changes nor costs anything while the others train.
+`train_to_fit(..., seed=seeds[k])` would. Members may train on different attack sets: member k
+sees S plus the first `attack_sizes[k]` points of A (an attack sweep's attack sets are prefixes
+of one pool, so one task holds them all), exactly the task `load_task` gives for that size.
+Per-member gradients come from an engine of flatvol.train.stacked ('fcn': batched matmuls
+with a hand-written backward pass, the fast path for `FCN` models on CPU; 'vmap': any module
+without BatchNorm), the update is torch.optim's own (`StackedOptimizer`), and the stopping
+rule and data order are train_to_fit's (flatvol.train.protocol). A member that stops has its
+weights copied out and is dropped from the stacks, so it neither changes nor costs anything
+while the others train.
 
-Members are processed in groups of `group_size`: a group runs a whole epoch, minibatch after
-minibatch, before the next group starts, so its weights stay in cache; the ensemble size only
-bounds memory. With `workers` > 1 (FCN engine, CPU), groups train in parallel threads, one
-thread per op: bit-identical results for any number of workers.
+Members are processed in groups of `group_size` (members with one training-set size per
+group, since the size sets the number of minibatches per epoch): a group runs a whole epoch,
+minibatch after minibatch, before the next group starts, so its weights stay in cache; the
+ensemble size only bounds memory. With `workers` > 1 (FCN engine, CPU), groups train in
+parallel threads, one thread per op: bit-identical results for any number of workers.
 
 Without `keep_history`, the per-epoch stopping check is exact but cheaper: a member whose
 training pass misclassified a point is first re-checked on (at most 16 of) those points, and
@@ -61,6 +65,7 @@ class EnsembleEpochInfo:
     fitted: int  # members whose stopping rule has been met so far
     finished: int  # members that have stopped (fitted or out of epochs)
     total: int
+    stopped: tuple[int, ...] = ()  # the members (indices) that stopped after this epoch
 
 
 @dataclass
@@ -68,6 +73,7 @@ class EnsembleResult:
     """Per-member outcomes (as in TrainResult) and the final weights, stacked along dim 0."""
 
     seeds: list[int]
+    attack_sizes: list[int]  # member k trained on S plus the first attack_sizes[k] points of A
     status: list[str]
     epochs: np.ndarray
     fitted_at: list[int | None]
@@ -132,6 +138,21 @@ def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return ((logits > 0).to(y.dtype) == y).sum(-1)
 
 
+def _check_attack_sizes(attack_sizes: Sequence[int] | None, k_total: int, n_A: int
+                        ) -> np.ndarray:
+    """Each member's attack-set size (default: all of A), checked against A."""
+    if attack_sizes is None:
+        return np.full(k_total, n_A, dtype=np.int64)
+    sizes = np.array([int(a) for a in attack_sizes], dtype=np.int64)
+    if len(sizes) != k_total:
+        raise SpecError(f"ensemble needs one attack size per model: {k_total} models, "
+                        f"{len(sizes)} attack sizes")
+    if len(sizes) and (sizes.min() < 0 or sizes.max() > n_A):
+        raise SpecError(f"ensemble attack sizes must lie in 0..{n_A} (the task's |A|), got "
+                        f"{sizes.min()}..{sizes.max()}")
+    return sizes
+
+
 def _check_members(models: Sequence[nn.Module], seeds: Sequence[int] | None) -> list[int]:
     if len(models) == 0:
         raise SpecError("ensemble needs at least one model, got 0")
@@ -160,10 +181,13 @@ def train_models_together(
     engine: EngineName = "auto",
     group_size: int = 16,
     workers: int | None = None,
+    attack_sizes: Sequence[int] | None = None,
 ) -> EnsembleResult:
     """Train `models` (one architecture) together; member k's data order comes from `seeds[k]`.
 
-    Member k ends where `train_to_fit(models[k], task, config, seed=seeds[k])` would, up to
+    Member k trains on S plus the first `attack_sizes[k]` points of `task.A` (default: all of
+    A); call that task T_k (what `load_task` gives for that attack size). It ends where
+    `train_to_fit(models[k], T_k, config, seed=seeds[k])` would, up to
     floating-point rounding: same stopping epoch, same weights to ~1e-5. `models` are not
     modified; get trained copies from `EnsembleResult.model(k)`. Without `keep_history` the
     per-epoch history is not recorded (which lets the stopping check skip most of S).
@@ -173,6 +197,7 @@ def train_models_together(
     """
     config = config or TrainConfig()
     seeds = _check_members(models, seeds)
+    attacks = _check_attack_sizes(attack_sizes, len(models), len(task.A))
     if group_size < 1:
         raise SpecError(f"group_size must be >= 1, got {group_size}")
     device = torch.device(device)
@@ -184,10 +209,18 @@ def train_models_together(
         buffers = {k: v.detach().to(device).clone() for k, v in stacked_buffers.items()}
     dtype = next(iter(initial.values())).dtype
 
-    x_train, y_train = (t.to(device, dtype) for t in task.train_inputs(include_attack=True))
-    n, n_S, n_A = len(y_train), len(task.S), len(task.A)
+    # Training on the prefix S u A[:max attack]: every member's points are a prefix of it.
+    n_S = len(task.S)
+    n_A = int(attacks.max())
+    x_train, y_train = (t[: n_S + n_A].to(device, dtype)
+                        for t in task.train_inputs(include_attack=True))
     rule = config.stopping_rule()
-    params, x_run = runner.prepare(initial, x_train, frozen_zero_inputs=config.weight_decay == 0)
+    # Rows of the stacks hold members sorted by training-set size (stable), so the members of
+    # one group share their number of minibatches; `active` maps rows to member ids.
+    order = np.argsort(attacks, kind="stable")
+    order_t = torch.from_numpy(order).to(device)
+    params, x_run = runner.prepare({k: v.index_select(0, order_t) for k, v in initial.items()},
+                                   x_train, frozen_zero_inputs=config.weight_decay == 0)
     optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
 
     k_total = len(models)
@@ -195,7 +228,7 @@ def train_models_together(
     epochs = np.zeros(k_total, dtype=np.int64)
     fitted_at = np.full(k_total, -1, dtype=np.int64)
     histories: list[list[dict]] | None = [[] for _ in range(k_total)] if keep_history else None
-    active = np.arange(k_total)  # member ids of the rows of `params`
+    active = order  # member ids of the rows of `params`
     generators = [data_order_generator(s) for s in seeds]
     if workers is not None and workers < 1:
         raise SpecError(f"workers must be >= 1, got {workers}")
@@ -211,28 +244,34 @@ def train_models_together(
     try:
         epoch = 0
         while len(active):
-            perms = torch.stack([torch.randperm(n, generator=generators[i])
-                                 for i in active.tolist()]).to(device)
-            total, missed = _run_epoch(runner, optimizer, params, buffers, x_run, y_train, perms,
-                                       epoch, config.batch_size, group_size, keep_history, pool)
+            a_rows = attacks[active]  # each row's attack-set size
+            segments = [(r0, r1, n_S + int(a_rows[r0])) for r0, r1 in _equal_runs(a_rows)]
+            perms = [torch.stack([torch.randperm(n, generator=generators[i])
+                                  for i in active[r0:r1].tolist()]).to(device)
+                     for r0, r1, n in segments]
+            total, missed = _run_epoch(runner, optimizer, params, buffers, x_run, y_train,
+                                       segments, perms, epoch, config.batch_size, group_size,
+                                       keep_history, pool)
             epoch += 1
             with torch.no_grad():
                 if keep_history:  # full accuracies, as train_to_fit records them
                     correct_S = _correct(runner.logits(params, buffers, x_run[:n_S]),
                                          y_train[:n_S]).cpu().numpy()
-                    correct_A = _correct(runner.logits(params, buffers, x_run[n_S:]),
-                                         y_train[n_S:]).cpu().numpy()
-                    fit_now = rule.fitted(correct_S == n_S, correct_A == n_A)
+                    correct_A = _correct_prefix(runner.logits(params, buffers, x_run[n_S:]),
+                                                y_train[n_S:], a_rows)
+                    fit_now = rule.fitted(correct_S == n_S, correct_A == a_rows)
                 else:
                     fit_now = _fits(runner, params, buffers, x_run, y_train, missed,
-                                    rule.watched_points(n_S, n_A))
+                                    np.array([rule.watched_points(n_S, int(a)) for a in a_rows]))
             was_fitting = fitted_at[active] < 0
             fitted_at[active[was_fitting & fit_now]] = epoch
             if histories is not None:
-                _record(histories, active, epoch, was_fitting, fitted_at, (total / n).tolist(),
+                _record(histories, active, epoch, was_fitting, fitted_at,
+                        (total.cpu().numpy() / (n_S + a_rows)).tolist(),
                         correct_S / max(n_S, 1) if n_S else np.full(len(active), math.nan),
-                        correct_A / max(n_A, 1) if n_A else np.full(len(active), math.nan))
+                        _fraction(correct_A, a_rows))
             done = rule.done(epoch, fitted_at[active])
+            stopped = tuple(int(m) for m in active[done])
             if done.any():  # copy finished members out and drop them from the stacks
                 stay = torch.from_numpy(np.flatnonzero(~done)).to(device)
                 leave = torch.from_numpy(np.flatnonzero(done)).to(device)
@@ -246,7 +285,8 @@ def train_models_together(
             if callback is not None:
                 callback(EnsembleEpochInfo(epoch=epoch, active=len(active),
                                            fitted=int((fitted_at >= 0).sum()),
-                                           finished=k_total - len(active), total=k_total))
+                                           finished=k_total - len(active), total=k_total,
+                                           stopped=stopped))
     finally:
         if pool is not None:
             pool.shutdown()
@@ -255,14 +295,18 @@ def train_models_together(
     final = {k: runner.restore(k, v, initial[k]) for k, v in final.items()}
     with torch.no_grad():  # as train_to_fit does, measure the final model on S, A and E
         accs = []
-        for split in (task.S, task.A, task.E):
+        for split in (task.S, task.E):
             if len(split):
                 logits = runner.logits(final, buffers, split.x.to(device, dtype))
                 accs.append(_correct(logits, split.y.to(device, dtype)).cpu().numpy() / len(split))
             else:
                 accs.append(np.full(k_total, math.nan))
+        x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
+        accs.insert(1, _fraction(_correct_prefix(runner.logits(final, buffers, x_A), y_A,
+                                                 attacks), attacks))
     return EnsembleResult(
         seeds=seeds,
+        attack_sizes=attacks.tolist(),
         status=["fitted" if f >= 0 else "did_not_fit" for f in fitted_at],
         epochs=epochs,
         fitted_at=[int(f) if f >= 0 else None for f in fitted_at],
@@ -291,26 +335,51 @@ def _record(histories: list[list[dict]], members: np.ndarray, epoch: int,
             fitted_at=fa if fa >= 0 else None)))
 
 
-def _run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params, buffers: Params,
-               x: torch.Tensor, y: torch.Tensor, perms: torch.Tensor, epochs_done: int,
-               batch_size: int, group_size: int, keep_history: bool,
-               pool: ThreadPoolExecutor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch of every member; returns the summed minibatch losses (if kept) and which
-    training points each member's pass got wrong (the stopping check's hints, unless kept)."""
-    rows_total, n = perms.shape
-    total = torch.zeros(rows_total, dtype=torch.float64, device=perms.device)
-    missed = torch.zeros(rows_total, 0 if keep_history else n, dtype=torch.bool,
-                         device=perms.device)
-    steps_per_epoch = -(-n // batch_size)
+def _equal_runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) of each run of equal consecutive values."""
+    cuts = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
+    return list(zip(cuts[:-1], cuts[1:]))
 
-    def run_group(r0: int) -> None:
+
+def _correct_prefix(logits: torch.Tensor, y: torch.Tensor, sizes: np.ndarray) -> np.ndarray:
+    """Per-member count of its own points classified as labelled: member k's are the first
+    sizes[k] columns of logits (K, n)."""
+    right = ((logits > 0).to(y.dtype) == y).cpu().numpy()
+    return (right & (np.arange(right.shape[1]) < sizes[:, None])).sum(1)
+
+
+def _fraction(correct: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """correct / sizes, NaN where a member has no such points (as train_to_fit's accuracy)."""
+    return np.where(sizes > 0, correct / np.maximum(sizes, 1), math.nan)
+
+
+def _run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params, buffers: Params,
+               x: torch.Tensor, y: torch.Tensor, segments: list[tuple[int, int, int]],
+               perms: list[torch.Tensor], epochs_done: int, batch_size: int, group_size: int,
+               keep_history: bool, pool: ThreadPoolExecutor | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of every member; returns the summed minibatch losses (if kept) and which
+    training points each member's pass got wrong (the stopping check's hints, unless kept).
+
+    `segments` are the (first row, end row, training-set size n) of rows sharing n, and
+    perms[j] the data orders of segment j's members, (rows, n)."""
+    rows_total = segments[-1][1]
+    device = perms[0].device
+    total = torch.zeros(rows_total, dtype=torch.float64, device=device)
+    missed = torch.zeros(rows_total, 0 if keep_history else len(x), dtype=torch.bool,
+                         device=device)
+
+    def run_group(r0: int, r_end: int, seg_start: int, order: torch.Tensor) -> None:
         # Group-major: one group runs its whole epoch, so its weights stay in cache from one
         # minibatch to the next; groups are independent, so they may run in parallel.
-        rows = slice(r0, r0 + group_size)
+        rows = slice(r0, min(r0 + group_size, r_end))
+        n = order.shape[1]
+        steps_per_epoch = -(-n // batch_size)
         group = {k: v[rows] for k, v in params.items()}
         scratch: Params = {}
+        local = slice(r0 - seg_start, rows.stop - seg_start)
         for step, i in enumerate(range(0, n, batch_size)):
-            idx = perms[rows, i : i + batch_size]
+            idx = order[local, i : i + batch_size]
             xb = gather_minibatches(x, idx, scratch)
             yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
             with torch.no_grad():
@@ -322,39 +391,45 @@ def _run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Param
             if not keep_history:
                 missed[rows].scatter_(1, idx, (z.detach() > 0).to(yb.dtype) != yb)
 
-    starts = range(0, rows_total, group_size)
+    groups = [(r0, r1, s0, order) for (s0, r1, _), order in zip(segments, perms)
+              for r0 in range(s0, r1, group_size)]
     if pool is None:
-        for r0 in starts:
-            run_group(r0)
+        for group_args in groups:
+            run_group(*group_args)
     else:
-        for future in [pool.submit(run_group, r0) for r0 in starts]:
+        for future in [pool.submit(run_group, *group_args) for group_args in groups]:
             future.result()
     return total, missed
 
 
 def _fits(runner: StackedEngine, params: Params, buffers: Params, x: torch.Tensor,
-          y: torch.Tensor, missed: torch.Tensor, n_rule: int) -> np.ndarray:
-    """Exactly which members classify all of x[:n_rule] correctly (the stopping rule's
-    points: StoppingRule.watched_points), evaluating little.
+          y: torch.Tensor, missed: torch.Tensor, n_rule: np.ndarray) -> np.ndarray:
+    """Exactly which members (rows) classify all of their x[:n_rule[row]] correctly (the
+    stopping rule's points: StoppingRule.watched_points), evaluating little.
 
     A member that still misclassifies one of the points its training pass got wrong is
-    certainly not fit; only the others are evaluated on all n_rule points.
+    certainly not fit; only the others are evaluated on all their n_rule points.
     """
     rows_total = missed.shape[0]
+    most = int(n_rule.max())
+    own = torch.from_numpy(n_rule).to(missed.device)
     candidates = torch.ones(rows_total, dtype=torch.bool, device=missed.device)
-    suspects_any = missed[:, :n_rule].any(1)
-    if n_rule and bool(suspects_any.any()):
+    suspects_any = missed[:, :most].any(1)  # a member never misses a point beyond its own
+    if most and bool(suspects_any.any()):
         rows = torch.nonzero(suspects_any).squeeze(1)
-        m = min(SUSPECTS, n_rule)
-        idx = missed[rows, :n_rule].to(torch.uint8).topk(m, dim=1).indices  # suspects first
+        m = min(SUSPECTS, most)
+        idx = missed[rows, :most].to(torch.uint8).topk(m, dim=1).indices  # suspects first
         xs = x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
         z = runner.logits_per_member(_rows(params, rows, rows_total), buffers, xs)
-        candidates[rows] = _correct(z, y[idx]) == m
+        # topk pads with non-suspects, which may lie beyond a member's own points: not counted
+        right = ((z > 0).to(y.dtype) == y[idx]) | (idx >= own[rows].unsqueeze(1))
+        candidates[rows] = right.all(1)
     fit = torch.zeros(rows_total, dtype=torch.bool, device=missed.device)
     rows = torch.nonzero(candidates).squeeze(1)
     if len(rows):
-        z = runner.logits(_rows(params, rows, rows_total), buffers, x[:n_rule])
-        fit[rows] = _correct(z, y[:n_rule]) == n_rule
+        z = runner.logits(_rows(params, rows, rows_total), buffers, x[:most])
+        sizes = n_rule[rows.cpu().numpy()]
+        fit[rows] = torch.from_numpy(_correct_prefix(z, y[:most], sizes) == sizes).to(fit.device)
     return fit.cpu().numpy()
 
 
@@ -377,13 +452,17 @@ def train_ensemble(
     engine: EngineName = "auto",
     group_size: int = 16,
     workers: int | None = None,
+    attack_sizes: Sequence[int] | None = None,
 ) -> EnsembleResult:
     """Build `build_model(model_spec, task.input_shape, prior, seed=s)` for each seed s and
-    train them together; member k equals `train_to_fit(that model, task, config, seed=s)`."""
+    train them together; member k equals `train_to_fit(that model, T_k, config, seed=s)`,
+    T_k being `task` with A cut to its first `attack_sizes[k]` points (default: all of A).
+    Members are (seed, attack size) pairs: a seed may repeat with different attack sizes."""
     seeds = [int(s) for s in seeds]
-    if len(set(seeds)) != len(seeds):
-        raise SpecError("ensemble seeds must be distinct")
+    pairs = list(zip(seeds, attack_sizes if attack_sizes is not None else [None] * len(seeds)))
+    if len(set(pairs)) != len(pairs):
+        raise SpecError("ensemble members must be distinct (seed, attack size) pairs")
     models = [build_model(model_spec, task.input_shape, prior, seed=s) for s in seeds]
     return train_models_together(models, task, config, seeds, device=device, callback=callback,
                                  keep_history=keep_history, engine=engine, group_size=group_size,
-                                 workers=workers)
+                                 workers=workers, attack_sizes=attack_sizes)

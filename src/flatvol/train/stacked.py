@@ -275,8 +275,9 @@ class StackedOptimizer:
     as `train_to_fit` steps one network: same hyperparameters (read from the optimizer the
     registry builds), same torch.optim functional update.
 
-    All members still training have taken the same number of steps (they start together and
-    every epoch has the same number of minibatches), so one step number serves them all.
+    The members of one group have taken the same number of steps (they start together and
+    share their training-set size, hence their minibatches per epoch), so one step number
+    serves a group; members of other sizes are stepped in their own groups.
     """
 
     def __init__(self, name: str, settings: OptimizerSettings, params: Params):
