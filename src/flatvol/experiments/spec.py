@@ -59,9 +59,11 @@ class TrainSpec(StrictSpec):
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     post_train_epochs: int = Field(0, ge=0)
-    # Train the runs that differ only by seed together (flatvol.train.ensemble). An execution
-    # choice, like the backend: results equal one-at-a-time training to float tolerance, so it
-    # is left out of spec_hash (and so of run keys): a sweep may switch it and resume.
+    # Plan the sweep by stage: every seed and attack size of an optimizer trains as one ensemble
+    # (flatvol.train.ensemble), then each run is measured and recorded. An execution choice,
+    # like the backend: each member equals one-at-a-time training up to float32 rounding (which
+    # long runs on flipped labels can amplify), so it is left out of spec_hash (and so of run
+    # keys): a sweep may switch it and resume.
     ensemble: bool = False
 
 
