@@ -84,6 +84,8 @@ def test_batches_too_large_give_no_error_bar(monkeypatch):
     nngp = select_kernel(model, x, "mc", mc_samples=12, progress=False, mc_batches=10)
     assert nngp.replicates() is None and nngp.info["mc_batches"] == 0
     assert "no error bar" in nngp.info["mc_error"]
+    few = select_kernel(model, x, "mc", mc_samples=5, progress=False, mc_batches=10)
+    assert few.replicates() is None and "fewer than 10 batches" in few.info["mc_error"]
 
 
 def test_conditional_stderr_is_the_jackknife_of_the_replicates():

@@ -172,7 +172,7 @@ def mc_nngp_kernel(
     batch_totals = (torch.zeros((n_batches, n, n), dtype=torch.float64, device=device)
                     if n_batches else None)
     width = 0
-    for i in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
+    for draw in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
         reinit(net, generator)
         phi = torch.cat(
             [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
@@ -183,7 +183,7 @@ def mc_nngp_kernel(
         total += sample
         total_sq += sample * sample
         if batch_totals is not None:  # a separate sum: `total` (the kernel) is unchanged
-            batch_totals[int(batch_of[i])] += sample
+            batch_totals[int(batch_of[draw])] += sample
     scale = prior.sigma_w2 / width
     mean = total / n_samples
     var = (total_sq / n_samples - mean * mean) * n_samples / (n_samples - 1)
@@ -294,7 +294,8 @@ def select_kernel(
         batches: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     else:
         n = int(to_numpy(x).shape[0])
-        keep = mc_batches and mc_batches * n * n * 8 <= MAX_BATCH_KERNEL_BYTES
+        size = mc_batches * n * n * 8
+        keep = bool(mc_batches) and mc_batches <= mc_samples and size <= MAX_BATCH_KERNEL_BYTES
         mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device, progress=progress,
                             n_batches=mc_batches if keep else 0)
         matrix, batches = mc.kernel, (mc.batch_kernels, mc.batch_counts)
@@ -303,8 +304,11 @@ def select_kernel(
         if mc_batches:
             info["mc_batches"] = mc_batches if keep else 0
             if not keep:
-                info["mc_error"] = (f"no error bar: {mc_batches} batch kernels of {n} points "
-                                    f"would take {mc_batches * n * n * 8 / 2**30:.1f} GiB")
+                info["mc_error"] = (
+                    f"no error bar: {mc_samples} draws make fewer than {mc_batches} batches"
+                    if mc_batches > mc_samples else
+                    f"no error bar: {mc_batches} batch kernels of {n} points would take "
+                    f"{size / 2**30:.1f} GiB")
     info.update(n=int(matrix.shape[0]), seconds=round(time.perf_counter() - start, 3))
     return NNGPKernel(np.ascontiguousarray(matrix, dtype=np.float64), info, *batches)
 
