@@ -198,7 +198,11 @@ class VolumeService:
         standard error.
 
         Args:
-            labels, n_train, estimator, delta, **options: as in `conditional`.
+            labels: labels of all n points (S first).
+            n_train: |S|.
+            estimator: volume estimator name, as in `log_volume`.
+            delta: the PAC-Bayes bound's confidence.
+            **options: estimator options, as in `log_volume`.
 
         Returns:
             A VolumeStderr, or None when the service has no replicates (an exact kernel, or a
