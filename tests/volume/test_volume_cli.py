@@ -78,6 +78,9 @@ def test_run_directory(app, tmp_path):
     assert out["kernel"] == "analytic" and out["n"] == 70 and out["n_train"] == 30
     assert math.isfinite(out["log10_volume_conditional"])
     assert out["kernel_info"]["kind"] == "analytic" and out["kernel_info"]["seconds"] >= 0
+    # An analytic kernel is exact: its error carried to the volumes is 0.
+    for name in ("log10_volume", "log10_volume_S", "log10_volume_conditional"):
+        assert out[f"{name}_stderr"] == 0.0
 
 
 def test_run_directory_with_a_monte_carlo_kernel_records_its_settings(app, tmp_path):
@@ -95,6 +98,15 @@ def test_run_directory_with_a_monte_carlo_kernel_records_its_settings(app, tmp_p
     kernel = out["kernel_info"]
     assert kernel["mc_samples"] == 12 and kernel["mc_seed"] == 3 and kernel["n"] == 30
     assert kernel["seconds"] >= 0 and kernel["max_stderr"] > 0
+    # The kernel's Monte-Carlo error reaches the volumes (jackknife over 10 batches of draws).
+    assert kernel["mc_batches"] == 10
+    for name in ("log10_volume", "log10_volume_S", "log10_volume_conditional"):
+        assert math.isfinite(out[f"{name}_stderr"]) and out[f"{name}_stderr"] > 0, name
+    plain = run(app, [str(tmp_path / "run"), "--mc-samples", "12", "--seed", "3"])
+    assert plain.exit_code == 0, plain.output
+    lines = dict(line.split(": ", 1) for line in plain.output.splitlines() if ": " in line)
+    assert float(lines["log10_volume_stderr"]) == pytest.approx(out["log10_volume_stderr"])
+    assert float(lines["log10_volume_conditional_stderr"]) > 0
 
 
 def test_bad_inputs_raise_one_line_errors(app, files, tmp_path):

@@ -80,6 +80,7 @@ class SpecInfo:
     name: str
     text: str | None
     alphas: tuple[float, ...]
+    mc_samples: int | None = None  # draws of a Monte-Carlo volume kernel, from the spec
 
 
 def _first(frame: pd.DataFrame, column: str) -> str | None:
@@ -99,12 +100,13 @@ def _spec_infos(results: Results) -> list[SpecInfo]:
     out = []
     for h in sorted(runs["spec_hash"].dropna().unique(), key=str):
         name = _first(runs[runs["spec_hash"] == h], "spec_name") or str(h)[:12]
-        text, alphas = results.spec_text, ()
+        text, alphas, mc_samples = results.spec_text, (), None
         if specs is not None and (specs["spec_hash"] == h).any():
             row = specs[specs["spec_hash"] == h].iloc[0]
             name = str(row["name"])
             text, alphas = _spec_text_and_alphas(row)
-        out.append(SpecInfo(h, name, text, alphas))
+            mc_samples = _mc_samples(row)
+        out.append(SpecInfo(h, name, text, alphas, mc_samples))
     return out
 
 
@@ -135,6 +137,30 @@ def _spec_text_and_alphas(row: pd.Series) -> tuple[str, tuple[float, ...]]:
     if body is None:
         body = json.dumps(data, indent=2) if data is not None else str(row.get("spec_json"))
     return header + "\n" + body.rstrip() + "\n", alphas
+
+
+def _mc_samples(row: pd.Series) -> int | None:
+    """measures.volume.mc_samples of a store's spec row, or None."""
+    try:
+        value = json.loads(row["spec_json"])["measures"]["volume"]["mc_samples"]
+    except (TypeError, ValueError, KeyError):
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
+def _kernel_error_html(runs: pd.DataFrame, mc_samples: int | None) -> str:
+    """A note on the Monte-Carlo kernel's error bars, where the runs carry any (> 0)."""
+    if "log10_volume_stderr" not in runs.columns:
+        return ""
+    stderr = pd.to_numeric(runs["log10_volume_stderr"], errors="coerce")
+    if not (stderr > 0).any():  # analytic kernel (0) or no error bar (nan)
+        return ""
+    samples = "" if mc_samples is None else f", {mc_samples} samples"
+    return (f"<p class='meta'>log10 V &plusmn; se (Monte-Carlo kernel{samples}): the kernel's "
+            "error reaches each run's volume as a jackknife standard error over its batches "
+            f"of draws; median se of log10 V(f) {fmt(float(stderr.median()), 3)}, largest "
+            f"{fmt(float(stderr.max()), 3)} (columns <code>log10_volume_stderr</code> and "
+            "<code>log10_volume_conditional_stderr</code> of the runs table).</p>")
 
 
 def _headline(table: pd.DataFrame, generalization: str) -> str:
@@ -231,9 +257,11 @@ def _has_measures(runs: pd.DataFrame, settings: ReportSettings) -> bool:
 def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_dir: Path,
                   settings: ReportSettings, spec_text: str | None = None,
                   alphas: Sequence[float] = (), correlations: pd.DataFrame | None = None,
-                  page_dir: Path | None = None, level: int = 2) -> list[str]:
+                  page_dir: Path | None = None, level: int = 2,
+                  mc_samples: int | None = None) -> list[str]:
     """The HTML sections for the runs of one spec: counts, headline, correlation tables,
-    figures, Fig-5 numbers, the runs table and the spec."""
+    figures, Fig-5 numbers, the runs table (with a note on the Monte-Carlo kernel's error
+    bars, of `mc_samples` draws, where the runs have them) and the spec."""
     h = f"h{level}"
     out = []
     fitted = fitted_runs(runs)
@@ -278,7 +306,7 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
         out.append(f"<{h}>Figures</{h}>" + "".join(figure_html(f, page_dir) for f in made))
     out.append(_temporal_html(series, runs, alphas))
     out.append(f"<{h}>Runs</{h}><details><summary>Show the runs table</summary>"
-               + frame_html(runs) + "</details>")
+               + frame_html(runs) + "</details>" + _kernel_error_html(runs, mc_samples))
     out.append(f"<{h}>Spec</{h}>" + (f"<pre class='spec'>{esc(spec_text)}</pre>"
                                      if spec_text else "<p>No spec text recorded.</p>"))
     return [x for x in out if x]
@@ -334,7 +362,8 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
             table = table.reset_index(drop=True) if len(table) else None
         sections += spec_sections(runs, series, figures_dir=figures, settings=settings,
                                   spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
-                                  level=3 if several else 2, correlations=table)
+                                  level=3 if several else 2, correlations=table,
+                                  mc_samples=info.mc_samples)
     for experiment in experiments:
         figures = out_dir / FIGURES_DIR
         if several:

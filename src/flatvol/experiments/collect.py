@@ -252,8 +252,9 @@ def _measure_and_record(spec: ExperimentSpec, runs: list[_Checked], out: Path,
     kernel, kernel_info, service = None, {}, None
     if "volume" in settings.final:
         task = load_run(runs[0].run_dir, data_dir=data_dir, device=device).task
-        kernel, kernel_info = compute_kernel(spec, task, device, progress)
-        service = VolumeService(kernel)
+        nngp = compute_kernel(spec, task, device, progress)
+        kernel, kernel_info = nngp.matrix, nngp.info
+        service = VolumeService(kernel, replicates=nngp.replicates())
     failed = 0
     with Store(out) as store, ProgressBar("collect", total=len(runs), enabled=progress,
                                           unit="runs") as bar:

@@ -2,6 +2,10 @@
 
     prepare_context(spec, out, ...) -> SweepContext   (kernel computed once, cached in DIR/cache)
 
+A Monte-Carlo kernel comes with the kernels of its batches of draws (cached beside it, when
+they fit in flatvol.volume.kernels.MAX_BATCH_KERNEL_BYTES), so that each run's volume carries
+the kernel's error as a jackknife standard error.
+
 The context is picklable: the local process pool and Ray ship it once to each worker.
 """
 
@@ -20,6 +24,7 @@ from flatvol.experiments.build import load_run_task, spec_prior
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.io import atomic_write, atomic_write_json
 from flatvol.volume import VolumeService, prior_kernel
+from flatvol.volume.kernels import DEFAULT_MC_BATCHES, NNGPKernel
 
 
 @dataclass
@@ -32,6 +37,8 @@ class SweepContext:
     kernel: np.ndarray | None = None
     kernel_info: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    # A Monte-Carlo kernel's batch kernels (B, n, n) and draws per batch, for the error bar.
+    kernel_batches: tuple[np.ndarray, np.ndarray] | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 
     def volume_cache(self) -> VolumeService | None:
@@ -40,7 +47,9 @@ class SweepContext:
         if self.kernel is None:
             return None
         if self._volume_cache is None:
-            self._volume_cache = VolumeService(self.kernel)
+            nngp = NNGPKernel(self.kernel, self.kernel_info,
+                              *(self.kernel_batches or (None, None)))
+            self._volume_cache = VolumeService(self.kernel, replicates=nngp.replicates())
         return self._volume_cache
 
     def __getstate__(self) -> dict[str, Any]:
@@ -57,39 +66,61 @@ def kernel_cache_key(spec: ExperimentSpec) -> str:
                "model": spec.model.model_dump(mode="json"), "kernel": v.kernel,
                "mc_samples": v.mc_samples if v.kernel != "analytic" else None,
                "mc_seed": v.mc_seed if v.kernel != "analytic" else None}
+    if v.kernel != "analytic":  # a kernel cached before batches were kept is not reused
+        payload["mc_batches"] = DEFAULT_MC_BATCHES
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
-                   progress: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+                   progress: bool = True) -> NNGPKernel:
     """The NNGP kernel of the model's prior on S u E (S first), as the spec's [measures.volume]
-    chooses it (flatvol.volume.prior_kernel, the one place a kernel is chosen)."""
+    chooses it (flatvol.volume.prior_kernel, the one place a kernel is chosen).
+
+    Args:
+        spec: the sweep's spec.
+        task: the task whose S u E the kernel is of.
+        device: torch device of a Monte-Carlo kernel.
+        progress: show the Monte-Carlo progress.
+
+    Returns:
+        The kernel and its info; a Monte-Carlo kernel keeps DEFAULT_MC_BATCHES batch kernels
+        for its error bar where they fit.
+    """
     v = spec.measures.volume
-    kernel = prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
-                          mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
-                          progress=progress)
-    return kernel.matrix, kernel.info
+    return prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
+                        mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
+                        progress=progress, mc_batches=DEFAULT_MC_BATCHES)
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
-                 progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """The sweep's kernel, from DIR/cache/kernel-<key>.npy if a previous sweep computed it."""
+                 progress: bool) -> NNGPKernel:
+    """The sweep's kernel, from DIR/cache/kernel-<key>.npy (and a Monte-Carlo kernel's batches
+    from kernel-<key>-batches.npz) if a previous sweep computed it."""
     key = kernel_cache_key(spec)
     path = out / "cache" / f"kernel-{key}.npy"
     meta = path.with_suffix(".json")
+    batches_path = path.with_name(f"kernel-{key}-batches.npz")
     if path.is_file() and meta.is_file():
         try:
             kernel = np.load(path, allow_pickle=False)
             info = json.loads(meta.read_text())
-            return kernel, {**info, "cached": True}
-        except (OSError, ValueError):
+            batches: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+            if info.get("mc_batches"):
+                with np.load(batches_path, allow_pickle=False) as saved:
+                    batches = (saved["kernels"], saved["counts"])
+            return NNGPKernel(kernel, {**info, "cached": True}, *batches)
+        except (OSError, ValueError, KeyError):
             pass  # unreadable cache: recompute
     task = load_run_task(spec, 0, data_dir)
-    kernel, info = compute_kernel(spec, task, device, progress)
-    atomic_write(path, lambda fh: np.save(fh, kernel, allow_pickle=False))
-    atomic_write_json(meta, {**info, "cache_key": key})
-    return kernel, {**info, "cache_key": key}
+    nngp = compute_kernel(spec, task, device, progress)
+    if nngp.batch_kernels is not None:
+        kernels, counts = nngp.batch_kernels, nngp.batch_counts
+        atomic_write(batches_path, lambda fh: np.savez(fh, kernels=kernels, counts=counts))
+    atomic_write(path, lambda fh: np.save(fh, nngp.matrix, allow_pickle=False))
+    atomic_write_json(meta, {**nngp.info, "cache_key": key})
+    return NNGPKernel(nngp.matrix, {**nngp.info, "cache_key": key}, nngp.batch_kernels,
+                      nngp.batch_counts)
 
 
 def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,
@@ -108,6 +139,9 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     Returns:
         The SweepContext shared by all runs.
     """
-    kernel, info = (sweep_kernel(spec, out, data_dir, device, progress) if needs_kernel(spec)
-                    else (None, {}))
-    return SweepContext(spec, data_dir, device, kernel, info, threads)
+    if not needs_kernel(spec):
+        return SweepContext(spec, data_dir, device, None, {}, threads)
+    nngp = sweep_kernel(spec, out, data_dir, device, progress)
+    batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
+               else (nngp.batch_kernels, nngp.batch_counts))
+    return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches)

@@ -58,7 +58,8 @@ def volume_measure(model: nn.Module, task: TaskData, context: MeasureContext) ->
     options = dict(settings.options)
     if settings.estimator == "orthant-is":
         options.setdefault("seed", context.measure_seed(11))
-    values, details = volume_values(model, task, context.volume(), settings.estimator, options)
+    values, details = volume_values(model, task, context.volume(), settings.estimator, options,
+                                    exact_kernel=context.kernel_info.get("kind") == "analytic")
     context.details["volume"] = {**details, "kernel": context.kernel_info}
     return values
 
@@ -130,7 +131,8 @@ def _builtin_entries() -> list[MeasureEntry]:
         MeasureEntry(
             "volume", volume_measure, label="log10 V(f) by the NNGP prior (on S u E)",
             fields=("log10_volume", "log10_volume_conditional", "log10_volume_S",
-                    "pac_bayes_bound", "volume_converged"),
+                    "pac_bayes_bound", "volume_converged", "log10_volume_stderr",
+                    "log10_volume_conditional_stderr"),
             predictors=(
                 Predictor("log10_volume", "log10 V(f)", plot_label=r"$\log_{10} V(f)$"),
                 Predictor("log10_volume_conditional", "log10 V(f|S)",

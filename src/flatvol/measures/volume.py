@@ -3,10 +3,16 @@
 `volume_values` turns a model into the stored volume columns with the volume service
 (flatvol.volume.VolumeService: one factorization, estimates cached by label vector). The
 catalogue's 'volume' entry is a thin call to it.
+
+The kernel's own error is stored with them: log10_volume_stderr and
+log10_volume_conditional_stderr are 0 for an analytic (exact) kernel, the jackknife standard
+error over the batches of draws of a Monte-Carlo kernel (VolumeService.conditional_stderr), and
+nan when that error is not available (batches too large to keep, or an unknown kernel).
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +27,8 @@ if TYPE_CHECKING:
 
 
 def volume_values(model: nn.Module, task: TaskData, service: VolumeService, estimator: str,
-                  options: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+                  options: dict[str, Any], *, exact_kernel: bool = False,
+                  ) -> tuple[dict[str, float], dict[str, Any]]:
     """log10 V(f) of the labels f the model gives S u E, log10 V(f|S) = log10 V(f on S u E)
     - log10 V(f on S) and the PAC-Bayes bound, from the volume service on the sweep's kernel.
 
@@ -31,10 +38,13 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
         service: the volume service on the sweep's NNGP kernel.
         estimator: a name in flatvol.volume.ESTIMATORS.
         options: keyword arguments of that estimator.
+        exact_kernel: the kernel is analytic, so its error is 0 (else it is the jackknife
+            error where the service has replicates, nan where it has none).
 
     Returns:
         The stored values (log10_volume, log10_volume_conditional, log10_volume_S,
-        pac_bayes_bound, volume_converged) and the estimator's details for the run's info.
+        pac_bayes_bound, volume_converged, log10_volume_stderr,
+        log10_volume_conditional_stderr) and the estimator's details for the run's info.
     """
     from flatvol.train import predict_labels
 
@@ -44,6 +54,7 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
                         "points")
     try:
         v = service.conditional(labels, task.train_size, estimator, **options)
+        stderr = service.conditional_stderr(labels, task.train_size, estimator, **options)
     except TypeError as exc:
         raise SpecError(f"measures.volume.options: {exc}") from None
     info, info_S = ({k: x for k, x in r.to_dict().items()
@@ -53,4 +64,9 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
               "log10_volume_conditional": v.log10_volume_conditional,
               "log10_volume_S": v.log10_volume_S, "pac_bayes_bound": v.pac_bayes_bound,
               "volume_converged": float(v.full.converged and v.train.converged)}
+    no_error = 0.0 if exact_kernel else math.nan
+    values.update(
+        log10_volume_stderr=no_error if stderr is None else stderr.log10_volume,
+        log10_volume_conditional_stderr=(no_error if stderr is None
+                                         else stderr.log10_volume_conditional))
     return values, {**info, "train": info_S}

@@ -138,7 +138,9 @@ def volume_command(
         typer.echo(dumps_json(out))
         return
     keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
-            "log10_volume_conditional", "log10_volume_S", "pac_bayes_bound", "stderr_log10",
+            "log10_volume_conditional", "log10_volume_S", "pac_bayes_bound",
+            "log10_volume_stderr", "log10_volume_S_stderr", "log10_volume_conditional_stderr",
+            "stderr_log10",
             "effective_sample_size", "proposal", "converged",
             "iterations", "seconds", "jitter", "message")
     for key in keys:

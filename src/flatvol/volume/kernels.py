@@ -21,6 +21,7 @@ from flatvol.errors import VolumeError
 from flatvol.models import FCN, Prior, build_model, init_from_prior_
 from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
+from flatvol.volume.output_kernel import leave_one_batch_out
 
 
 def _flat_inputs(x: Any) -> np.ndarray:
@@ -102,6 +103,10 @@ class MCKernel:
     n_samples: int
     width: int
     seed: int
+    # (n_batches, n, n) float64: the kernel of each batch of consecutive draws, for a jackknife
+    # error (flatvol.volume.output_kernel.leave_one_batch_out); None unless n_batches was given.
+    batch_kernels: np.ndarray | None = None
+    batch_counts: np.ndarray | None = None  # (n_batches,) draws per batch
 
 
 def _default_reinit(prior: Prior) -> Callable[[nn.Module, torch.Generator], None]:
@@ -133,6 +138,7 @@ def mc_nngp_kernel(
     batch_size: int = 512,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    n_batches: int = 0,
 ) -> MCKernel:
     """Monte-Carlo NNGP kernel: mean over inits of sigma_w2/width Phi Phi^T + sigma_b2.
 
@@ -141,7 +147,9 @@ def mc_nngp_kernel(
     with `prior`, default `model.prior`). The model is deep-copied first, so a trained model is
     never overwritten; the copy runs in eval mode (BatchNorm uses its reset running statistics,
     so features do not depend on how x is batched). Sums are accumulated in float64 on `device`
-    (memory O(n^2)); the same seed gives the same kernel.
+    (memory O(n^2)); the same seed gives the same kernel. With `n_batches` >= 2 the kernel of
+    each batch of consecutive draws is kept too (memory O(n_batches n^2)), for a jackknife error;
+    the kernel itself is the same with or without them.
     """
     if n_samples < 2:
         raise VolumeError(f"n_samples must be >= 2 (for a standard error), got {n_samples}")
@@ -158,8 +166,13 @@ def mc_nngp_kernel(
     generator = torch.Generator().manual_seed(int(seed))
     total = torch.zeros((n, n), dtype=torch.float64, device=device)
     total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
+    if n_batches == 1 or n_batches < 0 or n_batches > n_samples:
+        raise VolumeError(f"n_batches must be 0 or in 2..n_samples={n_samples}, got {n_batches}")
+    batch_of = np.arange(n_samples) * n_batches // n_samples if n_batches else None
+    batch_totals = (torch.zeros((n_batches, n, n), dtype=torch.float64, device=device)
+                    if n_batches else None)
     width = 0
-    for _ in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
+    for draw in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
         reinit(net, generator)
         phi = torch.cat(
             [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
@@ -169,15 +182,28 @@ def mc_nngp_kernel(
         sample = phi @ phi.T
         total += sample
         total_sq += sample * sample
+        if batch_totals is not None:  # a separate sum: `total` (the kernel) is unchanged
+            batch_totals[int(batch_of[draw])] += sample
     scale = prior.sigma_w2 / width
     mean = total / n_samples
     var = (total_sq / n_samples - mean * mean) * n_samples / (n_samples - 1)
     kernel = (scale * mean + prior.sigma_b2).cpu().numpy()
     stderr = (scale * torch.sqrt(torch.clamp(var, min=0.0) / n_samples)).cpu().numpy()
-    return MCKernel(0.5 * (kernel + kernel.T), stderr, int(n_samples), int(width), int(seed))
+    batch_kernels = batch_counts = None
+    if batch_totals is not None:
+        batch_counts = np.bincount(batch_of, minlength=n_batches)
+        counts = torch.as_tensor(batch_counts, dtype=torch.float64, device=device)
+        batches = (scale * batch_totals / counts[:, None, None] + prior.sigma_b2).cpu().numpy()
+        batch_kernels = 0.5 * (batches + batches.transpose(0, 2, 1))
+    return MCKernel(0.5 * (kernel + kernel.T), stderr, int(n_samples), int(width), int(seed),
+                    batch_kernels, batch_counts)
 
 
 KernelKind = Literal["auto", "analytic", "mc"]
+# Batch kernels (B n^2 float64) are kept for an error bar only up to this size.
+MAX_BATCH_KERNEL_BYTES = 2 * 2**30
+# Batches of draws of a Monte-Carlo kernel whose error is carried to log10 V (jackknife).
+DEFAULT_MC_BATCHES = 10
 KERNEL_KINDS: tuple[str, ...] = get_args(KernelKind)
 
 
@@ -186,11 +212,20 @@ class NNGPKernel:
     """An NNGP kernel and how it was obtained.
 
     `info` is JSON-able: kind ('analytic' or 'monte-carlo'), n, seconds, and for a Monte-Carlo
-    kernel mc_samples, mc_seed, width and max_stderr.
+    kernel mc_samples, mc_seed, width, max_stderr and, when batches were asked for, mc_batches
+    (0 with an mc_error note when they were too large to keep).
     """
 
     matrix: np.ndarray  # (n, n) float64, C-contiguous
     info: dict[str, Any]
+    batch_kernels: np.ndarray | None = None  # (B, n, n), a Monte-Carlo kernel's batches, or None
+    batch_counts: np.ndarray | None = None  # (B,) draws per batch
+
+    def replicates(self) -> list[np.ndarray] | None:
+        """The leave-one-batch-out kernels (jackknife replicates), or None without batches."""
+        if self.batch_kernels is None or self.batch_counts is None:
+            return None
+        return list(leave_one_batch_out(self.batch_kernels, self.batch_counts))
 
     @property
     def kind(self) -> str:
@@ -233,6 +268,7 @@ def select_kernel(
     mc_seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    mc_batches: int = 0,
 ) -> NNGPKernel:
     """The one place the NNGP kernel of a model's prior is chosen and computed.
 
@@ -245,21 +281,36 @@ def select_kernel(
         mc_seed: seed of the Monte-Carlo draws.
         device: torch device the Monte-Carlo features are computed on.
         progress: show the Monte-Carlo progress (see flatvol.progress).
+        mc_batches: keep the kernels of this many batches of draws (>= 2) for a jackknife
+            error, unless they would take more than MAX_BATCH_KERNEL_BYTES; 0 keeps none.
 
     Returns:
-        The kernel (float64, contiguous) with its info.
+        The kernel (float64, contiguous) with its info (and its batches, if kept).
     """
     start = time.perf_counter()
     if resolve_kernel_kind(kind, model) == "analytic":
         matrix = fcn_kernel(model, x)
         info: dict[str, Any] = {"kind": "analytic"}
+        batches: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     else:
-        mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device, progress=progress)
-        matrix = mc.kernel
+        n = int(to_numpy(x).shape[0])
+        size = mc_batches * n * n * 8
+        keep = bool(mc_batches) and mc_batches <= mc_samples and size <= MAX_BATCH_KERNEL_BYTES
+        mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device, progress=progress,
+                            n_batches=mc_batches if keep else 0)
+        matrix, batches = mc.kernel, (mc.batch_kernels, mc.batch_counts)
         info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
                 "width": mc.width, "max_stderr": float(np.max(mc.stderr))}
+        if mc_batches:
+            info["mc_batches"] = mc_batches if keep else 0
+            if not keep:
+                info["mc_error"] = (
+                    f"no error bar: {mc_samples} draws make fewer than {mc_batches} batches"
+                    if mc_batches > mc_samples else
+                    f"no error bar: {mc_batches} batch kernels of {n} points would take "
+                    f"{size / 2**30:.1f} GiB")
     info.update(n=int(matrix.shape[0]), seconds=round(time.perf_counter() - start, 3))
-    return NNGPKernel(np.ascontiguousarray(matrix, dtype=np.float64), info)
+    return NNGPKernel(np.ascontiguousarray(matrix, dtype=np.float64), info, *batches)
 
 
 def prior_kernel(
@@ -272,6 +323,7 @@ def prior_kernel(
     mc_seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    mc_batches: int = 0,
 ) -> NNGPKernel:
     """The NNGP kernel of an architecture's prior on inputs x (e.g. S u E, S first).
 
@@ -284,6 +336,7 @@ def prior_kernel(
         mc_seed: seed of the draws; the model is also built with it.
         device: torch device of the Monte-Carlo features.
         progress: show the Monte-Carlo progress.
+        mc_batches: batch kernels to keep for a jackknife error, as in `select_kernel`.
 
     Returns:
         The kernel with its info.
@@ -291,7 +344,7 @@ def prior_kernel(
     shape = tuple(to_numpy(x).shape[1:])
     model = build_model(arch, shape, prior, seed=mc_seed)
     return select_kernel(model, x, kind, mc_samples=mc_samples, mc_seed=mc_seed, device=device,
-                         progress=progress)
+                         progress=progress, mc_batches=mc_batches)
 
 
 def model_kernel(

@@ -54,9 +54,23 @@ class MonteCarloKernel:
         Returns:
             An iterator over n_batches (n1, n2) float64 kernels.
         """
-        total = np.tensordot(self.batch_counts, self.batch_means, axes=1)
-        for count, mean in zip(self.batch_counts, self.batch_means):
-            yield (total - count * mean) / (self.n_samples - count)
+        return leave_one_batch_out(self.batch_means, self.batch_counts)
+
+
+def leave_one_batch_out(batch_means: np.ndarray, batch_counts: np.ndarray) -> Iterator[np.ndarray]:
+    """The mean kernel without each batch's draws in turn (the jackknife replicates).
+
+    Args:
+        batch_means: (n_batches, n1, n2), the mean kernel of each batch of draws.
+        batch_counts: (n_batches,), the draws in each batch.
+
+    Returns:
+        An iterator over n_batches (n1, n2) float64 kernels.
+    """
+    n_samples = int(np.sum(batch_counts))
+    total = np.tensordot(batch_counts, batch_means, axes=1)
+    for count, mean in zip(batch_counts, batch_means):
+        yield (total - count * mean) / (n_samples - count)
 
 
 def describe_init(init: Initializer | None, model: nn.Module) -> str:

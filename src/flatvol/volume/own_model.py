@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -31,7 +31,7 @@ from flatvol.volume.output_kernel import (
     monte_carlo_kernel,
     network_outputs,
 )
-from flatvol.volume.service import ConditionalVolume, VolumeService
+from flatvol.volume.service import ConditionalVolume, VolumeService, conditional_values
 
 QUANTITIES = ("log10_volume", "log10_volume_train", "log10_volume_conditional",
               "pac_bayes_bound")
@@ -123,20 +123,6 @@ def as_inputs(x: Any, name: str) -> torch.Tensor:
     return tensor
 
 
-def jackknife_stderr(full: float, replicates: list[float]) -> float:
-    """The jackknife standard error of a statistic from its leave-one-batch-out replicates."""
-    values = np.asarray(replicates, dtype=np.float64)
-    if not (math.isfinite(full) and np.all(np.isfinite(values))):
-        return math.nan
-    b = len(values)
-    return float(math.sqrt((b - 1) / b * np.sum((values - values.mean()) ** 2)))
-
-
-def conditional_values(volume: ConditionalVolume) -> tuple[float, float, float, float]:
-    return (volume.full.log10_volume, volume.train.log10_volume,
-            volume.log10_volume_conditional, volume.pac_bayes_bound)
-
-
 def volume_of(
     model: nn.Module,
     x_S: Any,
@@ -225,13 +211,12 @@ def volume_of(
             model, x, init=init, n_samples=n_samples, seed=seed, n_batches=n_batches,
             device=device, progress=progress))
         kernel_seconds = mc.seconds
-        volume = VolumeService(mc.kernel, name="Monte-Carlo kernel").conditional(
-            f, n_train, estimator, delta=delta, seed=seed, **options)
-        replicates = [conditional_values(VolumeService(k, name="Monte-Carlo kernel").conditional(
-            f, n_train, estimator, delta=delta, seed=seed, **options))
-            for k in mc.leave_one_batch_out()]
-        errors = tuple(jackknife_stderr(full, [r[i] for r in replicates])
-                       for i, full in enumerate(conditional_values(volume)))
+        service = VolumeService(mc.kernel, name="Monte-Carlo kernel",
+                                replicates=list(mc.leave_one_batch_out()))
+        volume = service.conditional(f, n_train, estimator, delta=delta, seed=seed, **options)
+        stderr = service.conditional_stderr(f, n_train, estimator, delta=delta, seed=seed,
+                                            **options)
+        errors = astuple(stderr) if stderr is not None else (math.nan,) * 4
         kind, mc_samples, mc_batches = "monte-carlo", n_samples, n_batches
     return VolumeOf(*conditional_values(volume), *errors, train_accuracy=train_accuracy,
                     n_train=n_train, n_test=int(xs_E.shape[0]), estimator=estimator,

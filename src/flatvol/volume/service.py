@@ -11,7 +11,8 @@ same labels there, so V(y_S) is computed once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,41 @@ class ConditionalVolume:
         }
 
 
+@dataclass(frozen=True)
+class VolumeStderr:
+    """The Monte-Carlo kernel's error carried to the volumes: jackknife standard errors over
+    its leave-one-batch-out kernels (nan where an estimate is not finite)."""
+
+    log10_volume: float
+    log10_volume_S: float
+    log10_volume_conditional: float
+    pac_bayes_bound: float
+
+
+def conditional_values(volume: ConditionalVolume) -> tuple[float, float, float, float]:
+    """(log10 V(f), log10 V(f on S), log10 V(f|S), the PAC-Bayes bound): the order of
+    VolumeStderr's fields."""
+    return (volume.full.log10_volume, volume.train.log10_volume,
+            volume.log10_volume_conditional, volume.pac_bayes_bound)
+
+
+def jackknife_stderr(full: float, replicates: Sequence[float]) -> float:
+    """The jackknife standard error of a statistic from its leave-one-batch-out replicates.
+
+    Args:
+        full: the statistic on all batches (nan or inf gives nan).
+        replicates: the statistic without each batch in turn.
+
+    Returns:
+        sqrt((B - 1) / B * sum (r_b - mean r)^2); nan if any value is not finite.
+    """
+    values = np.asarray(replicates, dtype=np.float64)
+    if not (math.isfinite(full) and np.all(np.isfinite(values))):
+        return math.nan
+    b = len(values)
+    return float(math.sqrt((b - 1) / b * np.sum((values - values.mean()) ** 2)))
+
+
 def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.05) -> float:
     """The PAC-Bayes bound (flatvol.volume.bounds) from V(y_S); nan if the estimate is not
     finite or n_train < 2 (the bound divides by m - 1)."""
@@ -82,14 +118,21 @@ class VolumeService:
         max_relative_jitter: the jitter limit (see VolumeEstimator).
         name: how errors about the kernel name it (e.g. its file).
         max_cached: estimates kept before the cache is cleared.
+        replicates: for a Monte-Carlo kernel, its leave-one-batch-out kernels, from which
+            `conditional_stderr` gives jackknife standard errors; None for an exact kernel.
     """
 
     def __init__(self, kernel: Any, *, max_relative_jitter: float = DEFAULT_MAX_JITTER,
-                 name: str = "kernel", max_cached: int = 4096):
+                 name: str = "kernel", max_cached: int = 4096,
+                 replicates: Sequence[np.ndarray] | None = None):
         self.factor = kernel if isinstance(kernel, VolumeEstimator) else \
             VolumeEstimator(kernel, max_relative_jitter=max_relative_jitter, name=name)
         self.max_cached = max_cached
         self._cache: dict[tuple, VolumeResult] = {}
+        self.name = name
+        self.max_relative_jitter = max_relative_jitter
+        self.replicates = None if replicates is None else list(replicates)
+        self._replicate_services: list[VolumeService] | None = None
 
     @property
     def n(self) -> int:
@@ -147,6 +190,39 @@ class VolumeService:
         return ConditionalVolume(full, train, full.log10_volume - train.log10_volume,
                                  bound_from_train_volume(train, n_train, delta))
 
+    def conditional_stderr(self, labels: Any, n_train: int,
+                           estimator: str = DEFAULT_ESTIMATOR, *, delta: float = 0.05,
+                           **options: Any) -> VolumeStderr | None:
+        """The Monte-Carlo error of `conditional`'s values: each is recomputed on every
+        leave-one-batch-out kernel, and the spread of those replicates is the jackknife
+        standard error.
+
+        Args:
+            labels: labels of all n points (S first).
+            n_train: |S|.
+            estimator: volume estimator name, as in `log_volume`.
+            delta: the PAC-Bayes bound's confidence.
+            **options: estimator options, as in `log_volume`.
+
+        Returns:
+            A VolumeStderr, or None when the service has no replicates (an exact kernel, or a
+            Monte-Carlo kernel whose batches were not kept).
+        """
+        if self.replicates is None:
+            return None
+        if self._replicate_services is None:
+            # Each replicate is factorized once, like the kernel, and reused across label vectors.
+            self._replicate_services = [
+                VolumeService(k, max_relative_jitter=self.max_relative_jitter, name=self.name,
+                              max_cached=self.max_cached) for k in self.replicates]
+        full = conditional_values(self.conditional(labels, n_train, estimator, delta=delta,
+                                                   **options))
+        reps = [conditional_values(s.conditional(labels, n_train, estimator, delta=delta,
+                                                 **options))
+                for s in self._replicate_services]
+        return VolumeStderr(*(jackknife_stderr(value, [r[i] for r in reps])
+                              for i, value in enumerate(full)))
+
     def point_marginals(self, train_labels: Any, estimator: str = DEFAULT_ESTIMATOR,
                         **options: Any) -> np.ndarray:
         """P(label 1 on e | y_S) = V(y_S, e -> 1) / V(y_S) for each point e after S, on its own.
@@ -183,6 +259,10 @@ class ModelVolume:
     # How the kernel was made: kind, n, seconds, and for a Monte-Carlo kernel mc_samples,
     # mc_seed, width and max_stderr (empty for a given kernel).
     kernel_info: dict[str, Any] = field(default_factory=dict)
+    # The kernel's error carried to the volumes: zeros for an analytic (exact) kernel, jackknife
+    # standard errors for a Monte-Carlo one (nan if its batches were too large to keep), None
+    # for a given kernel (its error is unknown).
+    stderr: VolumeStderr | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = self.volume.full.to_dict()
@@ -198,6 +278,9 @@ class ModelVolume:
             train_estimate=self.volume.train.to_dict(),
             kernel_info={k: to_jsonable(v) for k, v in self.kernel_info.items()},
         )
+        if self.stderr is not None:
+            out.update({f"{name}_stderr": to_jsonable(value)
+                        for name, value in asdict(self.stderr).items()})
         return out
 
 
@@ -253,13 +336,15 @@ def volume_of_model(
         **options: estimator options (see `VolumeService.log_volume`).
 
     Returns:
-        The ModelVolume: log10 V(f), V(f on S), V(f|S), the PAC-Bayes bound, the kernel kind
-        and how well the network's labels agree with y on S and E.
+        The ModelVolume: log10 V(f), V(f on S), V(f|S), the PAC-Bayes bound, their standard
+        errors from the kernel (0 for an analytic kernel, a jackknife over 10 batches of draws
+        for a Monte-Carlo one), the kernel kind and how well the network's labels agree with y
+        on S and E.
 
     Raises:
         VolumeError: unknown estimator, or a kernel whose size is not |S u E|.
     """
-    from flatvol.volume.kernels import select_kernel
+    from flatvol.volume.kernels import DEFAULT_MC_BATCHES, select_kernel
 
     check_estimator(estimator)
     x = task.x_SE()
@@ -273,10 +358,16 @@ def volume_of_model(
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
     else:
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
-                             device=device, progress=progress)
-        service, kind, kernel_info = VolumeService(nngp.matrix), nngp.kind, dict(nngp.info)
+                             device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES)
+        service = VolumeService(nngp.matrix, replicates=nngp.replicates())
+        kind, kernel_info = nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
+    stderr = service.conditional_stderr(f, n_train, estimator, seed=seed, **options)
+    if stderr is None and kind == "analytic":
+        stderr = VolumeStderr(0.0, 0.0, 0.0, 0.0)
+    elif stderr is None and kind == "monte-carlo":
+        stderr = VolumeStderr(math.nan, math.nan, math.nan, math.nan)
     y = to_numpy(task.y_SE()).astype(np.float64)
     train_acc = float(np.mean(f[:n_train] == y[:n_train]))
     test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
-    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info)
+    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info, stderr)
