@@ -41,10 +41,10 @@ import scipy  # noqa: E402
 import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
 
+from _results import write_section  # noqa: E402  (bench/ is on sys.path as a script)
 from flatvol.volume import VolumeEstimator, arccos_kernel  # noqa: E402
 
 SECTION = "## Volume: ep-orthant cost in Choleskys"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # The default mode runs step EP from zero sites (cheaper); the warm measurement asks for blocks.
 WARM_MODE = "blocks"
 
@@ -198,17 +198,6 @@ def report(rows: list[Row], load: str, reps: int, big_reps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    body = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    start = body.find(SECTION)
-    if start >= 0:
-        nxt = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text + ("" if nxt < 0 else body[nxt:])
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(body.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="../shared/data")
@@ -229,7 +218,7 @@ def main() -> None:
     text = report(rows, load, args.reps, args.big_reps)
     print(text)
     if args.write_results:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

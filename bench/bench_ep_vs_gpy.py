@@ -25,16 +25,15 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
 
+from _results import RESULTS, write_section  # noqa: E402  (bench/ is on sys.path as a script)
 from flatvol.volume import VolumeEstimator, arccos_kernel, log_volume  # noqa: E402
 
 SECTION = "## Volume: EP vs GPy"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def mnist_kernel(train_size: int, test_size: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -96,17 +95,6 @@ def timed(fn, *args):
     start = time.perf_counter()
     out = fn(*args)
     return time.perf_counter() - start, out
-
-
-def write_section(text: str) -> None:
-    body = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    start = body.find(SECTION)
-    if start >= 0:
-        nxt = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text + ("" if nxt < 0 else body[nxt:])
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(body.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -207,7 +195,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write_results:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"wrote section to {RESULTS}", file=sys.stderr)
 
 

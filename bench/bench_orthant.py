@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
 
+from _results import RESULTS, write_section  # noqa: E402  (bench/ is on sys.path as a script)
 from flatvol.volume import (  # noqa: E402
     VolumeEstimator,
     arccos_kernel,
@@ -44,7 +45,6 @@ from flatvol.volume.ep import run_ep  # noqa: E402
 from flatvol.volume.orthant import estimate_orthant  # noqa: E402
 
 SECTION = "## Volume: orthant-is error bars (issue #13)"
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 BOOLEAN = Path(__file__).resolve().parents[2] / "shared" / "data" / "boolean-prior"
 LN10 = math.log(10.0)
 
@@ -168,17 +168,6 @@ def part_c(sizes: list[int], reps: int, reps_large: int, n_samples: int) -> list
     return rows
 
 
-def write_section(text: str) -> None:
-    body = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    start = body.find(SECTION)
-    if start >= 0:
-        nxt = body.find("\n## ", start + len(SECTION))
-        body = body[:start] + text + ("" if nxt < 0 else body[nxt:])
-    else:
-        body = body.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(body.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+",
@@ -208,7 +197,7 @@ def main() -> None:
     text += ["", f"Total {time.perf_counter() - t0:.0f} s on one thread."]
     print("\n".join(text))
     if args.write_results:
-        write_section("\n".join(text) + "\n")
+        write_section(SECTION, "\n".join(text) + "\n")
         print(f"wrote section to {RESULTS}", file=sys.stderr)
 
 
