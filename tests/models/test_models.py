@@ -52,3 +52,37 @@ def test_prior_rejects_invalid_variances():
         Prior(sigma_w2=0.0)
     with pytest.raises(ValueError):
         Prior(sigma_b2=math.nan)
+
+
+def test_init_from_prior_resets_trained_normalization_layers():
+    """A trained LayerNorm gain must not flow into the prior: it is reset to its identity."""
+    from torch import nn
+
+    from flatvol.models import init_from_prior_
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 1))
+    with torch.no_grad():
+        model[1].weight.fill_(10.0)
+        model[1].bias.fill_(3.0)
+    init_from_prior_(model, Prior(), torch.Generator().manual_seed(0))
+    assert torch.equal(model[1].weight, torch.ones(6))
+    assert torch.equal(model[1].bias, torch.zeros(6))
+
+
+def test_init_from_prior_refuses_a_layer_it_cannot_redraw():
+    from torch import nn
+
+    from flatvol.models import init_from_prior_
+
+    class Scale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gain = nn.Parameter(torch.full((3,), 5.0))
+
+        def forward(self, x):
+            return x * self.gain
+
+    model = nn.Sequential(nn.Linear(2, 3), Scale())
+    with pytest.raises(SpecError, match="layer 1 \\(Scale\\) has parameters but no "
+                                        "reset_parameters"):
+        init_from_prior_(model, Prior())

@@ -120,7 +120,12 @@ def test_a_trained_layernorm_not_redrawn_is_refused() -> None:
     y = (x[:20].sum((1, 2, 3)) > 0).float()
 
     def redraw_affine_only(module: nn.Module, generator: torch.Generator) -> None:
-        init_from_prior_(module, Prior(), generator)  # Linear/Conv only
+        with torch.no_grad():  # Linear/Conv only: the LayerNorm keeps its trained gain
+            for layer in module.modules():
+                if isinstance(layer, (nn.Linear, nn.Conv2d)):
+                    layer.weight.normal_(generator=generator)
+                    if layer.bias is not None:
+                        layer.bias.normal_(generator=generator)
 
     with pytest.raises(VolumeError, match="^parameter norm.weight is not redrawn"):
         volume_of(model, x[:20], y, x[20:], init=redraw_affine_only, n_samples=100)

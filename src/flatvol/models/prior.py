@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from flatvol.errors import SpecError
+
 
 @dataclass(frozen=True)
 class Prior:
@@ -39,7 +41,10 @@ def init_from_prior_(
 ) -> nn.Module:
     """Re-draw every Linear/Conv parameter of `module` from `prior`, in place.
 
-    Normalization layers keep their identity initialization (weight 1, bias 0).
+    Every other layer with parameters of its own (BatchNorm, LayerNorm, GroupNorm, ...) is reset
+    with its `reset_parameters()` (identity: weight 1, bias 0), so nothing a trained network
+    learned flows into the prior; a layer with parameters and no `reset_parameters()` is refused
+    (SpecError naming it), since its prior would be undefined.
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -54,6 +59,14 @@ def init_from_prior_(
                     torch.randn(layer.bias.shape, generator=generator, dtype=layer.bias.dtype)
                     * std_b
                 )
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            layer.reset_parameters()
+        elif any(True for _ in layer.parameters(recurse=False)) or isinstance(
+                layer, nn.modules.batchnorm._BatchNorm):
+            reset = getattr(layer, "reset_parameters", None)
+            if reset is None:
+                name = next((n for n, m in module.named_modules() if m is layer), "?")
+                raise SpecError(f"init_from_prior_: layer {name or '(root)'} "
+                                f"({type(layer).__name__}) has parameters but no "
+                                "reset_parameters(); expected Linear/Conv layers or layers that "
+                                "can reset themselves")
+            reset()
     return module
