@@ -439,6 +439,7 @@ def test_sgd_vs_bayes_command(cli, workdir, trained_run, case):
 
 
 REPORT_CASES = {
+    "train_runs": (["{run}/.."], "flatvol collect"),
     "missing_dir": (["{w}/none"], "none"),
     "no_store": (["{w}"], "no results store"),
     "not_a_store": (["{w}/store"], "results store"),

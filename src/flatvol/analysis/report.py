@@ -68,6 +68,11 @@ def load_results(out_dir: str | Path) -> Results:
         raise DataError(f"{out_dir}: no such results directory")
     path = store.store_path(out_dir)
     if not path.is_file():
+        runs = sorted(p.parent.name for p in out_dir.glob("*/run.json"))
+        if (out_dir / "run.json").is_file() or runs:
+            raise DataError(f"{out_dir}: holds `flatvol train` runs, not a results store; "
+                            f"gather them first: flatvol collect {out_dir}/*/ --out DIR, then "
+                            "flatvol report DIR")
         raise DataError(f"{out_dir}: no results store {path.name} "
                         "(is this a directory written by `flatvol run SPEC --out DIR`?)")
     return Results(store.runs_frame(path), store.series_frame(path), source=str(path),
