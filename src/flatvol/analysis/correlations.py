@@ -28,7 +28,16 @@ _KENDALL_CHUNK = 4_000_000
 # --- vectorized statistics (last axis = observations) ----------------------------------------
 
 def pearson_r(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Pearson r along `axis`; NaN where either side is constant."""
+    """Pearson r along `axis`; NaN where either side is constant.
+
+    Args:
+        x: First sample(s); pairs run along axis.
+        y: Second sample(s), the same shape as x.
+        axis: Axis along which the pairs run.
+
+    Returns:
+        Pearson r for each row, with axis removed (NaN where a side is constant).
+    """
     x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
     y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
     xm = x - x.mean(-1, keepdims=True)
@@ -45,7 +54,16 @@ def pearson_r(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Spearman rho (Pearson of mid-ranks) along `axis`."""
+    """Spearman rho (Pearson of mid-ranks) along `axis`.
+
+    Args:
+        x: First sample(s); pairs run along axis.
+        y: Second sample(s), the same shape as x.
+        axis: Axis along which the pairs run.
+
+    Returns:
+        Spearman rho for each row, with axis removed (NaN where a side is constant).
+    """
     x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
     y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
     return pearson_r(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
@@ -53,7 +71,16 @@ def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def kendall_tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Kendall tau-b along `axis`: sum_{i<j} s_x s_y / sqrt(#pairs untied in x * #untied in y),
-    with s = sign of the pairwise difference. Exact, O(n^2) per row, chunked over rows."""
+    with s = sign of the pairwise difference. Exact, O(n^2) per row, chunked over rows.
+
+    Args:
+        x: First sample(s); pairs run along axis.
+        y: Second sample(s), the same shape as x.
+        axis: Axis along which the pairs run.
+
+    Returns:
+        Kendall tau-b for each row, with axis removed (NaN where a side is constant).
+    """
     x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
     y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
     lead = x.shape[:-1]
@@ -162,6 +189,20 @@ def correlate(measure: np.ndarray, generalization: np.ndarray, *, n_resamples: i
     Pairs with a NaN on either side are dropped. Fewer than 3 pairs, or a constant side, give
     NaN estimates. The same seed gives the same intervals (every statistic sees the same
     resampled pairs).
+
+    Args:
+        measure: Values of the measure, one per run.
+        generalization: Paired generalization values (e.g. test accuracy), one per run.
+        n_resamples: Number of bootstrap resamples.
+        confidence_level: Confidence level of the intervals, in (0, 1).
+        method: Bootstrap interval method: 'BCa', 'percentile' or 'basic'.
+        seed: Seed of the resampling.
+
+    Returns:
+        The Correlation: n and the Kendall, Spearman and Pearson estimates with their intervals.
+
+    Raises:
+        DataError: If the samples differ in size, or method or confidence_level is invalid.
     """
     x = np.asarray(measure, dtype=float).ravel()
     y = np.asarray(generalization, dtype=float).ravel()
@@ -214,7 +255,20 @@ class GranulatedKendall:
 def granulated_kendall(runs: pd.DataFrame, measure: Measure | str,
                        generalization: str = "test_acc_E",
                        axes: Sequence[str] = DEFAULT_AXES) -> GranulatedKendall:
-    """Granulated Kendall coefficient of `measure` over the sweep axes present in `runs`."""
+    """Granulated Kendall coefficient of `measure` over the sweep axes present in `runs`.
+
+    Args:
+        runs: Runs table, one row per run.
+        measure: The measure: a Measure, a measure key or a column name.
+        generalization: Column of the generalization values.
+        axes: Sweep axes to granulate over (those that vary in runs are used).
+
+    Returns:
+        The GranulatedKendall: Psi, the per-axis coefficients and the group counts.
+
+    Raises:
+        DataError: If the measure or generalization column is missing from runs.
+    """
     m = resolve_measures(runs, [measure])[0]
     frame = pd.DataFrame({"_m": m.values(runs),
                           "_g": numeric_column(runs, generalization, "generalization column")},
@@ -254,7 +308,14 @@ FINISHED_STATUSES = ("done", "fitted")
 def fitted_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that finished and reached 100% training accuracy on S (the paper analyses only
     those): `status` 'done' (the store's) or 'fitted', and `train_status`, where recorded,
-    'fitted'. A table with neither column is taken as is."""
+    'fitted'. A table with neither column is taken as is.
+
+    Args:
+        runs: Runs table (e.g. from flatvol.experiments.runs_frame).
+
+    Returns:
+        The rows of runs that finished and fitted S.
+    """
     keep = pd.Series(True, index=runs.index)
     if "status" in runs.columns:
         keep &= runs["status"].isin(FINISHED_STATUSES)

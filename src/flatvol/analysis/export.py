@@ -16,7 +16,15 @@ class MissingDependencyError(FlatvolError):
 
 
 def export_csv(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write `frame` as CSV (no index, full float precision) atomically; returns the path."""
+    """Write `frame` as CSV (no index, full float precision) atomically; returns the path.
+
+    Args:
+        frame: The table to write.
+        path: Destination file.
+
+    Returns:
+        path, as a Path.
+    """
     path = Path(path)
     atomic_write(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.17g"))
     return path
@@ -31,7 +39,19 @@ def require_pyarrow() -> None:
 
 def export_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write `frame` as Parquet with pyarrow, atomically; a one-line FlatvolError if pyarrow is
-    missing or refuses the frame."""
+    missing or refuses the frame.
+
+    Args:
+        frame: The table to write.
+        path: Destination file.
+
+    Returns:
+        path, as a Path.
+
+    Raises:
+        MissingDependencyError: If pyarrow is not installed.
+        DataError: If pyarrow cannot write the frame.
+    """
     require_pyarrow()
     import pyarrow as pa
 
@@ -45,7 +65,18 @@ def export_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read back a table written by export_csv (.csv) or export_parquet (.parquet)."""
+    """Read back a table written by export_csv (.csv) or export_parquet (.parquet).
+
+    Args:
+        path: A .csv or .parquet file.
+
+    Returns:
+        The table read.
+
+    Raises:
+        DataError: If the file is missing or has an unknown suffix.
+        MissingDependencyError: If a Parquet file is read without pyarrow installed.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")

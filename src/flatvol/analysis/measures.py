@@ -57,7 +57,11 @@ class Measure:
 
 def known_measures() -> tuple[Measure, ...]:
     """Every predictor of the measure catalogue (flatvol.measures), in report order, keyed by
-    its stored column. Read at call time, so measures registered later are included."""
+    its stored column. Read at call time, so measures registered later are included.
+
+    Returns:
+        The Measure of every predictor in the catalogue, in report order.
+    """
     return tuple(Measure(p.column, p.column, p.label, p.sign, p.log10, p.plot_label)
                  for entry in measure_entries() for p in entry.predictors)
 
@@ -79,7 +83,19 @@ def resolve_measures(runs: pd.DataFrame,
                      measures: Sequence[Measure | str] | None = None) -> list[Measure]:
     """The measures to analyse: the given ones (keys, column names or Measure objects), or every
     known measure whose column exists in `runs` and varies across its finite values (a constant
-    column, e.g. a PAC-Bayes bound that depends only on S, carries no ranking)."""
+    column, e.g. a PAC-Bayes bound that depends only on S, carries no ranking).
+
+    Args:
+        runs: Runs table, one row per run.
+        measures: Measures to use (keys, column names or Measure objects); None picks every known
+            measure that varies in runs.
+
+    Returns:
+        The Measure objects to analyse.
+
+    Raises:
+        DataError: If a given measure's column is missing from runs.
+    """
     if measures is not None:
         out = []
         for m in measures:

@@ -93,7 +93,19 @@ def split_runs(series: pd.DataFrame, runs: pd.DataFrame | None = None,
                alphas: Sequence[float] = ()) -> list[RunSeries]:
     """One RunSeries per run in a long series table (see the module docstring). `runs` supplies
     each run's `fitted_at`; `alphas` the α of the spec's events, in epoch order, for stores that
-    mark events only by phase."""
+    mark events only by phase.
+
+    Args:
+        series: Long per-epoch table (flatvol.experiments.series_frame).
+        runs: Runs table supplying each run's fitted_at (optional).
+        alphas: The α of the spec's events, in epoch order.
+
+    Returns:
+        One RunSeries per run.
+
+    Raises:
+        DataError: If series lacks the epoch, metric or value column.
+    """
     missing = [c for c in ("epoch", "metric", "value") if c not in series.columns]
     if missing:
         raise DataError(f"series table: missing column(s) {', '.join(missing)} "
@@ -240,7 +252,14 @@ def _before_at_event(epochs: np.ndarray, order: np.ndarray, event: float) -> np.
 
 
 def temporal_summary(rs: RunSeries) -> TemporalSummary:
-    """The Fig-5 numbers of one run (NaN-free where the series allows)."""
+    """The Fig-5 numbers of one run (NaN-free where the series allows).
+
+    Args:
+        rs: One run's series (from split_runs).
+
+    Returns:
+        The TemporalSummary of the run.
+    """
     s_metric = rs.first_metric(SHARPNESS_METRICS)
     v_metric = rs.first_metric(("log10_volume",))
     s = _points(rs, s_metric)
@@ -266,7 +285,19 @@ def temporal_summary(rs: RunSeries) -> TemporalSummary:
 
 def temporal_runs(series: pd.DataFrame | None, runs: pd.DataFrame | None = None,
                   alphas: Sequence[float] = ()) -> list[RunSeries]:
-    """The runs of `series` that have a sharpness or volume curve (more than one epoch)."""
+    """The runs of `series` that have a sharpness or volume curve (more than one epoch).
+
+    Args:
+        series: Long per-epoch table, or None.
+        runs: Runs table supplying each run's fitted_at (optional).
+        alphas: The α of the spec's events, in epoch order.
+
+    Returns:
+        The RunSeries with a sharpness or volume curve (empty when series is None or empty).
+
+    Raises:
+        DataError: If series lacks the epoch, metric or value column.
+    """
     if series is None or series.empty:
         return []
     out = []

@@ -96,7 +96,17 @@ def _get(batch: dict, key: str) -> Any:
 
 
 def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """One official CIFAR-10 python batch: uint8 images (n, 32, 32, 3) and int64 labels (n,)."""
+    """One official CIFAR-10 python batch: uint8 images (n, 32, 32, 3) and int64 labels (n,).
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        A pair (images, labels): uint8 (n, 32, 32, 3) and int64 (n,).
+
+    Raises:
+        DataError: If the file is missing or not a valid CIFAR-10 batch.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -144,7 +154,17 @@ def find_cifar_batches_dir(directory: str | os.PathLike) -> Path | None:
 def load_cifar_batches(directory: str | os.PathLike) -> ImageDataset:
     """All of CIFAR-10 from the official python batches: data_batch_1..5 (train), test_batch.
 
-    `directory` is the `cifar-10-batches-py` folder or its parent."""
+    `directory` is the `cifar-10-batches-py` folder or its parent.
+
+    Args:
+        directory: The cifar-10-batches-py folder or its parent.
+
+    Returns:
+        The ImageDataset: uint8 images (n, 32, 32, 3) and labels of both splits.
+
+    Raises:
+        DataError: If a batch file is missing or malformed.
+    """
     found = find_cifar_batches_dir(directory)
     if found is None:
         raise DataError(
@@ -223,5 +243,15 @@ def load_image_npz(
 def load_cifar_npz(path: str | os.PathLike) -> ImageDataset:
     """The shared CIFAR-10 subset npz (`cifar10-jpeg-car-cat.npz`): x_train/x_test uint8
     (n, 32, 32, 3), y_train/y_test with the original CIFAR-10 labels (automobile 1, cat 3).
-    Loaded without pickle; a truncated or corrupt file is a DataError."""
+    Loaded without pickle; a truncated or corrupt file is a DataError.
+
+    Args:
+        path: Path of the cifar10-jpeg-car-cat.npz file.
+
+    Returns:
+        The ImageDataset of the subset, with the original CIFAR-10 labels.
+
+    Raises:
+        DataError: If the file is missing, truncated or corrupt.
+    """
     return load_image_npz(path, (32, 32, 3))

@@ -77,7 +77,18 @@ CIFAR10_TARBALL = "cifar-10-python.tar.gz"
 
 
 def file_md5(path: str | os.PathLike, gunzip: bool = False) -> str:
-    """Hex md5 of a file, or of its gunzipped content when `gunzip`."""
+    """Hex md5 of a file, or of its gunzipped content when `gunzip`.
+
+    Args:
+        path: The file to hash.
+        gunzip: Whether to hash the gunzipped content instead of the raw bytes.
+
+    Returns:
+        The hex md5 digest.
+
+    Raises:
+        DataError: If the file cannot be read (or gunzipped).
+    """
     path = Path(path)
     h = hashlib.md5(usedforsecurity=False)
     try:
@@ -102,7 +113,22 @@ def download(
     """Download `url` to `dest`, checking the md5 of the bytes received (`md5`) and/or of their
     gunzipped content (`gunzip_md5`). Streams to a temporary file in dest's folder and renames
     it into place only once every given checksum matches; on any failure nothing is left at
-    `dest` (an existing file there is untouched). Returns `dest`."""
+    `dest` (an existing file there is untouched). Returns `dest`.
+
+    Args:
+        url: The URL to fetch.
+        dest: Destination file.
+        md5: Expected md5 of the downloaded bytes (None: not checked).
+        gunzip_md5: Expected md5 of the gunzipped content (None: not checked).
+        timeout: Network timeout in seconds.
+        progress: Whether to show a download progress bar.
+
+    Returns:
+        dest, as a Path.
+
+    Raises:
+        DataError: If the download fails or a checksum does not match (nothing is left at dest).
+    """
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
@@ -186,7 +212,20 @@ def ensure_mnist(
     """The folder holding the four MNIST IDX files (`.gz` or raw), looked for in `data_dir` and
     `data_dir/mnist`. Missing files are downloaded into `data_dir/mnist` only when `download`;
     each download is verified by the md5 of its gunzipped content (gzip wrappers differ between
-    mirrors, the IDX content does not), trying the mirrors in order."""
+    mirrors, the IDX content does not), trying the mirrors in order.
+
+    Args:
+        data_dir: Folder holding (or to receive) the MNIST files.
+        download: Whether to download missing files.
+        mirrors: Base URLs tried in order for each download.
+        progress: Whether to show a download progress bar.
+
+    Returns:
+        The folder holding the four IDX files.
+
+    Raises:
+        DataError: If files are missing (and not downloaded) or every mirror fails.
+    """
     data_dir = Path(data_dir)
     found = find_mnist_dir(data_dir)
     if found is not None:
@@ -231,7 +270,22 @@ def ensure_cifar10(
     progress: bool = True,
 ) -> Path:
     """The `cifar-10-batches-py` folder in (or at) `data_dir`. Otherwise a `cifar-10-python.tar.gz`
-    in `data_dir` is extracted, or, when `download`, fetched first (md5 checked)."""
+    in `data_dir` is extracted, or, when `download`, fetched first (md5 checked).
+
+    Args:
+        data_dir: Folder holding (or to receive) the CIFAR-10 data, or the cifar-10-batches-py
+            folder itself.
+        download: Whether to download the tarball when it is missing.
+        url: Where the tarball is downloaded from.
+        progress: Whether to show a download progress bar.
+
+    Returns:
+        The path of the cifar-10-batches-py folder.
+
+    Raises:
+        DataError: If the data is missing (and not downloaded), a download fails, or the tarball
+            cannot be extracted.
+    """
     data_dir = Path(data_dir)
     found = find_cifar_batches_dir(data_dir)
     if found is not None:

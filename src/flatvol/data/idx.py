@@ -77,12 +77,32 @@ def _read_idx(path: str | os.PathLike, magic: int, ndim: int) -> np.ndarray:
 
 
 def read_idx_images(path: str | os.PathLike) -> np.ndarray:
-    """uint8 images of shape (n, rows, cols) from an IDX image file (magic 2051), `.gz` or raw."""
+    """uint8 images of shape (n, rows, cols) from an IDX image file (magic 2051), `.gz` or raw.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The uint8 images, shape (n, rows, cols).
+
+    Raises:
+        DataError: If the file is missing or not a valid IDX image file.
+    """
     return _read_idx(path, IMAGES_MAGIC, 3)
 
 
 def read_idx_labels(path: str | os.PathLike) -> np.ndarray:
-    """uint8 labels of shape (n,) from an IDX label file (magic 2049), `.gz` or raw."""
+    """uint8 labels of shape (n,) from an IDX label file (magic 2049), `.gz` or raw.
+
+    Args:
+        path: The file to read.
+
+    Returns:
+        The uint8 labels, shape (n,).
+
+    Raises:
+        DataError: If the file is missing or not a valid IDX label file.
+    """
     return _read_idx(path, LABELS_MAGIC, 1)
 
 
@@ -110,7 +130,17 @@ def find_mnist_file(directory: Path, stem: str) -> Path | None:
 
 
 def load_mnist_dir(directory: str | os.PathLike) -> ImageDataset:
-    """The four MNIST IDX files of `directory`, checked: 28x28 images, labels 0..9."""
+    """The four MNIST IDX files of `directory`, checked: 28x28 images, labels 0..9.
+
+    Args:
+        directory: Folder holding the four MNIST IDX files (.gz or raw).
+
+    Returns:
+        The ImageDataset: uint8 images (n, 28, 28) and labels 0..9 of both splits.
+
+    Raises:
+        DataError: If a file is missing or malformed.
+    """
     directory = Path(directory)
     paths = []
     for stem in MNIST_FILE_STEMS:

@@ -143,7 +143,17 @@ TASKS: dict[str, TaskInfo] = {
 
 
 def get_task(task: str) -> TaskInfo:
-    """The TaskInfo named `task`; SpecError listing the valid tasks otherwise."""
+    """The TaskInfo named `task`; SpecError listing the valid tasks otherwise.
+
+    Args:
+        task: Task name (e.g. 'mnist' or 'cifar10').
+
+    Returns:
+        The TaskInfo of the task.
+
+    Raises:
+        SpecError: If task is not a known task.
+    """
     key = task.strip().lower() if isinstance(task, str) else task
     if key not in TASKS:
         raise SpecError(f"task expected one of {', '.join(TASKS)}, got {task!r}")
@@ -151,7 +161,18 @@ def get_task(task: str) -> TaskInfo:
 
 
 def parse_classes(task: str, classes: str | None = None) -> BinaryClasses:
-    """The binary labelling of `task` named by `classes` (the task's default when None)."""
+    """The binary labelling of `task` named by `classes` (the task's default when None).
+
+    Args:
+        task: Task name (e.g. 'mnist' or 'cifar10').
+        classes: Name of the binary labelling (default: the task's).
+
+    Returns:
+        The BinaryClasses labelling.
+
+    Raises:
+        SpecError: If task is not a known task or classes is not a valid labelling.
+    """
     info = get_task(task)
     return info.parse_classes(info.default_classes if classes is None else str(classes))
 
@@ -163,7 +184,14 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     """The data folder to use: `data_dir`, else $FLATVOL_DATA, else None (embedded data).
 
     `data_dir="embedded"` forces the embedded subset even when $FLATVOL_DATA is set, so a run
-    trained on it is reloaded with the same S, A and E."""
+    trained on it is reloaded with the same S, A and E.
+
+    Args:
+        data_dir: Data folder, "embedded", or None.
+
+    Returns:
+        The data folder, or None for the embedded data.
+    """
     if data_dir is not None and str(data_dir) == EMBEDDED:
         return None
     if data_dir is not None and str(data_dir) != "":
@@ -207,7 +235,19 @@ def load_source(task: str, data_dir: str | os.PathLike | None = None) -> tuple[I
 
     MNIST: the IDX files in the data folder (or its mnist/ subfolder), else the embedded subset.
     CIFAR-10: the official python batches (`cifar-10-batches-py`) in the data folder, else the
-    shared `cifar10-jpeg-car-cat.npz` there (or a path to such an npz)."""
+    shared `cifar10-jpeg-car-cat.npz` there (or a path to such an npz).
+
+    Args:
+        task: Task name (e.g. 'mnist' or 'cifar10').
+        data_dir: Data folder (default: $FLATVOL_DATA, else the embedded subset for MNIST).
+
+    Returns:
+        A pair (dataset, description): the decoded uint8 ImageDataset and where it came from.
+
+    Raises:
+        DataError: If the data folder does not exist or holds no usable data for the task.
+        SpecError: If task is not a known task.
+    """
     info = get_task(task)
     root = resolve_data_dir(data_dir)
     if info.name == "mnist":
@@ -291,7 +331,24 @@ def load_task(
     x is float32 in [0, 1], channels first ((n, 1, 28, 28) MNIST, (n, 3, 32, 32) CIFAR-10); y is
     float32 in {0, 1}; Split.index holds indices into the source split (train for S and A, test
     for E). Data comes from `data_dir`, else $FLATVOL_DATA, else (MNIST only) the embedded subset.
-    Impossible sizes raise DataError naming the field."""
+    Impossible sizes raise DataError naming the field.
+
+    Args:
+        task: Task name (e.g. 'mnist' or 'cifar10').
+        train_size: Number of points in S.
+        attack_size: Number of points in A.
+        test_size: Number of points in E.
+        data_seed: Seed choosing S, A and E.
+        data_dir: Data folder (default: $FLATVOL_DATA, else the embedded subset for MNIST).
+        classes: Binary labelling of the task (default: the task's).
+
+    Returns:
+        The TaskData with the S, A and E splits.
+
+    Raises:
+        DataError: If a size is impossible or the data cannot be loaded.
+        SpecError: If the task or data_seed is invalid.
+    """
     info = get_task(task)
     binary = parse_classes(info.name, classes)
     train_size = _check_size("train_size", train_size, 1)

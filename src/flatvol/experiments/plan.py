@@ -24,7 +24,14 @@ class PlannedRun:
 
 
 def plan_runs(spec: ExperimentSpec) -> list[PlannedRun]:
-    """All (optimizer, attack size, seed) runs of the spec, seed-major."""
+    """All (optimizer, attack size, seed) runs of the spec, seed-major.
+
+    Args:
+        spec: The validated experiment spec.
+
+    Returns:
+        One PlannedRun per (optimizer, attack size, seed), seed-major.
+    """
     spec_hash = spec.spec_hash()
     runs = []
     for seed in spec.sweep.seed_values():

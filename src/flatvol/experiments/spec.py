@@ -292,6 +292,18 @@ def validate_spec(model: type[ModelT], data: Mapping[str, Any],
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
+    """Validate a mapping (e.g. a parsed spec file) as an experiment spec.
+
+    Args:
+        data: The spec's contents, as read from TOML, YAML or JSON.
+        source: Where the data came from, used to prefix error messages.
+
+    Returns:
+        The validated ExperimentSpec.
+
+    Raises:
+        SpecError: If the data fails validation (a one-line message starting with source).
+    """
     return validate_spec(ExperimentSpec, data, source)
 
 
@@ -320,7 +332,17 @@ def read_spec_file(path: str | Path) -> Any:
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a .toml, .yaml or .yml experiment spec."""
+    """Read and validate a .toml, .yaml or .yml experiment spec.
+
+    Args:
+        path: Path of a .toml, .yaml or .yml spec file.
+
+    Returns:
+        The validated ExperimentSpec.
+
+    Raises:
+        SpecError: If the file is missing, unreadable, malformed or fails validation.
+    """
     return spec_from_dict(read_spec_file(path), str(path))
 
 
@@ -329,7 +351,11 @@ def spec_json(spec: ExperimentSpec) -> str:
 
 
 def packaged_spec_names() -> list[str]:
-    """Specs shipped inside the package (flatvol/specs/*.toml), without the suffix."""
+    """Specs shipped inside the package (flatvol/specs/*.toml), without the suffix.
+
+    Returns:
+        The sorted names of the packaged specs (empty if none are shipped).
+    """
     root = resources.files("flatvol") / "specs"
     if not root.is_dir():
         return []
@@ -337,7 +363,17 @@ def packaged_spec_names() -> list[str]:
 
 
 def packaged_spec_path(name: str) -> Path:
-    """Path of a shipped spec, e.g. packaged_spec_path('demo') (for `flatvol demo`)."""
+    """Path of a shipped spec, e.g. packaged_spec_path('demo') (for `flatvol demo`).
+
+    Args:
+        name: Name of a packaged spec, with or without the .toml suffix.
+
+    Returns:
+        Path of the packaged spec file.
+
+    Raises:
+        SpecError: If no packaged spec has that name (the message lists the available ones).
+    """
     path = Path(str(resources.files("flatvol") / "specs" / f"{name.removesuffix('.toml')}.toml"))
     if not path.is_file():
         raise SpecError(f"no packaged spec {name!r}; available: {', '.join(packaged_spec_names())}")
@@ -345,7 +381,17 @@ def packaged_spec_path(name: str) -> Path:
 
 
 def resolve_spec_path(spec: str | Path) -> Path:
-    """A spec file path, or the name of a packaged spec ('demo', 'fig3_mnist_fcn', ...)."""
+    """A spec file path, or the name of a packaged spec ('demo', 'fig3_mnist_fcn', ...).
+
+    Args:
+        spec: A spec file path, or the name of a packaged spec.
+
+    Returns:
+        The path of the spec file (a path-like argument is returned as given).
+
+    Raises:
+        SpecError: If spec looks like a name and no packaged spec has it.
+    """
     path = Path(spec)
     if path.is_file() or path.suffix.lower() in (".toml", ".yaml", ".yml") or "/" in str(spec):
         return path

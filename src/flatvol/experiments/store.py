@@ -144,7 +144,14 @@ def _now() -> str:
 
 
 def store_path(out: str | Path) -> Path:
-    """The store file of an output directory (or the file itself)."""
+    """The store file of an output directory (or the file itself).
+
+    Args:
+        out: An output directory, or a .sqlite store file.
+
+    Returns:
+        The path of the store file (out itself if it is a .sqlite file).
+    """
     out = Path(out)
     return out if out.suffix == ".sqlite" else out / STORE_FILE
 
@@ -304,7 +311,18 @@ def recorded_runs(out: str | Path, spec_hash: str) -> dict[RunKey, tuple[str, st
 def runs_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataFrame:
     """One row per recorded run: RUN_COLUMNS, INFO_COLUMNS (from the info JSON), then one column
     per scalar result (test_acc_E, log10_volume, log10_sharpness, ...). `db` is an output
-    directory, a store file or a Store."""
+    directory, a store file or a Store.
+
+    Args:
+        db: An output directory, a store file or an open Store.
+        spec_hash: Only the runs of this spec (default: every spec in the store).
+
+    Returns:
+        A DataFrame with one row per recorded run.
+
+    Raises:
+        StoreError: If db is not an existing flatvol results store.
+    """
     conn, close = _open_readonly(db)
     try:
         where, args = ("WHERE r.spec_hash = ?", (spec_hash,)) if spec_hash else ("", ())
@@ -335,7 +353,18 @@ def runs_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataF
 def series_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataFrame:
     """Long per-epoch table: spec_hash, optimizer, attack_size, seed, epoch, phase, metric, value,
     ordered by run, epoch, then the order the values were taken (so at an alpha event the
-    'post' row measured before the scaling precedes the 'alpha' row measured after it)."""
+    'post' row measured before the scaling precedes the 'alpha' row measured after it).
+
+    Args:
+        db: An output directory, a store file or an open Store.
+        spec_hash: Only the runs of this spec (default: every spec in the store).
+
+    Returns:
+        The long per-epoch DataFrame, one row per recorded value.
+
+    Raises:
+        StoreError: If db is not an existing flatvol results store.
+    """
     conn, close = _open_readonly(db)
     try:
         where, args = ("WHERE spec_hash = ?", (spec_hash,)) if spec_hash else ("", ())
@@ -350,7 +379,17 @@ def series_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.Dat
 
 def specs_frame(db: str | Path | Store) -> pd.DataFrame:
     """The specs recorded in the store (spec_hash, name, spec_json, path, source_text,
-    created_at)."""
+    created_at).
+
+    Args:
+        db: An output directory, a store file or an open Store.
+
+    Returns:
+        A DataFrame with one row per recorded spec, ordered by creation time.
+
+    Raises:
+        StoreError: If db is not an existing flatvol results store.
+    """
     conn, close = _open_readonly(db)
     try:
         return pd.read_sql_query("SELECT * FROM specs ORDER BY created_at", conn)

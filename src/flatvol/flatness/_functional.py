@@ -36,7 +36,15 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def bce_with_logits_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Default loss: sigmoid cross-entropy on labels in {0, 1}, mean over examples."""
+    """Default loss: sigmoid cross-entropy on labels in {0, 1}, mean over examples.
+
+    Args:
+        logits: Network outputs, shape (n,).
+        y: Labels in {0, 1}, shape (n,).
+
+    Returns:
+        The mean sigmoid cross-entropy, a scalar tensor.
+    """
     return F.binary_cross_entropy_with_logits(logits, y)
 
 

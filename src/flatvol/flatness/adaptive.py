@@ -105,6 +105,28 @@ def adaptive_sharpness(
     box is this ball with eta = 1, which is what breaks its invariance); p = 2 uses
     normalized-gradient projected ascent. Both take `n_steps` steps from 0 and from
     `n_restarts` random starts.
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        rho: Radius of the perturbation ball.
+        p: Norm of the ball: 'inf', '2' or a float p.
+        eta: Offset added to |w_i| in T_w.
+        n_steps: Ascent steps taken from each start.
+        n_restarts: Number of random starts, besides the start at 0.
+        seed: Seed of the random starts.
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+
+    Returns:
+        The AdaptiveSharpness (the sharpness found, with its details).
+
+    Raises:
+        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
+            chosen convention).
     """
     require_positive("rho", rho)
     require_positive("eta", eta, allow_zero=True)

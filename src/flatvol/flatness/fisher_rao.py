@@ -57,6 +57,23 @@ def fisher_rao_norm(
     rescaling of parameters: <Dw, D^-1 grad> = <w, grad>.
 
     The loss must be a mean of per-example terms (as the default is).
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        depth: Number of affine layers L+1 (default: len(model.linears) when the model has it).
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+
+    Returns:
+        The FisherRaoNorm (the norm and its squared forms).
+
+    Raises:
+        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
+            chosen convention).
     """
     if depth is None and hasattr(model, "linears"):
         depth = len(model.linears)  # type: ignore[arg-type]

@@ -60,7 +60,26 @@ def hessian_vector_product(
     labels: LabelConvention = "01",
     hvp_method: HvpMethod = "double-backward",
 ) -> torch.Tensor:
-    """H v for a flat vector v ordered like `model.named_parameters()` (trainable ones)."""
+    """H v for a flat vector v ordered like `model.named_parameters()` (trainable ones).
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        v: Flat vector of length p, ordered like model.named_parameters() (trainable ones).
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' or
+            'forward-over-reverse'.
+
+    Returns:
+        The product H v, a flat vector of length p.
+
+    Raises:
+        SpecError: If v has the wrong length, or another argument is invalid.
+    """
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
                         hvp_method, labels=labels) as fl:
         if v.shape != fl.w0.shape:
@@ -80,7 +99,25 @@ def hessian_matrix(
     labels: LabelConvention = "01",
     max_params: int = 10_000,
 ) -> torch.Tensor:
-    """The exact dense Hessian (torch.func.hessian), for small models only (<= max_params)."""
+    """The exact dense Hessian (torch.func.hessian), for small models only (<= max_params).
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        max_params: Largest number of trainable parameters accepted.
+
+    Returns:
+        The Hessian of the loss, shape (p, p) for the p trainable parameters.
+
+    Raises:
+        SpecError: If the model has more than max_params trainable parameters, or an argument is
+            invalid.
+    """
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
         if fl.n_params > max_params:
             raise SpecError(f"exact Hessian of {fl.n_params} parameters is too large "
@@ -306,7 +343,26 @@ def hessian_frobenius_norm(
     hvp_method: HvpMethod = "double-backward",
     progress: bool = False,
 ) -> HessianFrobenius:
-    """||H||_F via tr(H^2) = E||Hv||^2: Hutchinson on H^2 (default) or Hutch++ on H^2."""
+    """||H||_F via tr(H^2) = E||Hv||^2: Hutchinson on H^2 (default) or Hutch++ on H^2.
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        method: Trace estimator: 'hutchinson' or 'hutchpp'.
+        n_hvp: Budget of Hessian-vector products.
+        seed: Seed of the probe vectors.
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' or
+            'forward-over-reverse'.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The HessianFrobenius (the norm, its square and the standard error of the square).
+    """
     clock = Stopwatch()
     with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
                         hvp_method, labels=labels) as fl:
@@ -374,6 +430,30 @@ def hessian_density(
     Each of `n_probes` Gaussian probes (normalized) runs `n_iter` Lanczos steps with full
     reorthogonalization. `sigma` (default: 1% of the Ritz-value range) broadens each node; the
     grid spans the Ritz values +- 5 sigma.
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        n_probes: Number of Gaussian probe vectors.
+        n_iter: Lanczos steps per probe.
+        sigma: Gaussian broadening of each node (default: 1% of the Ritz-value range).
+        grid_size: Number of grid points the density is evaluated on.
+        seed: Seed of the probes.
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' or
+            'forward-over-reverse'.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The HessianDensity (Ritz nodes and weights per probe, and the broadened density on a grid).
+
+    Raises:
+        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
+            chosen convention).
     """
     if n_probes < 1 or n_iter < 1 or grid_size < 2:
         raise SpecError(f"need n_probes >= 1, n_iter >= 1, grid_size >= 2; got {n_probes}, "

@@ -94,6 +94,27 @@ def average_sharpness(
     learning", NeurIPS 2017 (expected sharpness); Jiang et al., "Fantastic generalization
     measures and where to find them", ICLR 2020 (the sigma-based sharpness measures).
     s_i = sigma, or with magnitude_aware s_i = sqrt(sigma^2 w_i^2 + epsilon_floor^2).
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        sigma: Standard deviation of the Gaussian perturbation.
+        n_samples: Number of perturbations averaged.
+        magnitude_aware: Whether to scale the noise by the weight magnitudes.
+        epsilon_floor: Noise floor epsilon of the magnitude-aware variance.
+        seed: Seed of the perturbations.
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+
+    Returns:
+        The AverageSharpness (the expected loss rise and its Monte Carlo standard error).
+
+    Raises:
+        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
+            chosen convention).
     """
     require_positive("sigma", sigma)
     require_positive("epsilon_floor", epsilon_floor, allow_zero=True)
@@ -162,6 +183,34 @@ def pac_bayes_flatness(
     Jiang et al.) under Gaussian noise is estimated with `n_samples` fixed directions (common
     random numbers); sigma is bracketed by doubling/halving from `sigma_init` and then
     bisected geometrically until hi/lo - 1 < rel_tol.
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        delta: Largest allowed rise of the metric.
+        metric: Quantity whose rise is bounded: 'loss' or 'error' (0-1 training error).
+        magnitude_aware: Whether the noise variance is alpha^2 w_i^2 + epsilon_floor^2.
+        epsilon_floor: Noise floor of the magnitude-aware variance.
+        n_samples: Perturbations averaged per evaluated sigma.
+        sigma_init: First sigma tried.
+        sigma_min: Smallest sigma searched.
+        sigma_max: Largest sigma searched.
+        rel_tol: Relative tolerance of the bisection (stop when hi/lo - 1 < rel_tol).
+        max_bisections: Maximum number of bisection steps.
+        seed: Seed of the perturbations.
+        device: Device to compute on (default: the model's).
+        chunk_size: Examples per forward/backward pass (default: all at once).
+        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        The PacBayesFlatness (sigma*, the flatness 1/sigma*^2 and the search details).
+
+    Raises:
+        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
+            chosen convention).
     """
     require_positive("delta", delta)
     require_positive("epsilon_floor", epsilon_floor, allow_zero=True)
@@ -245,5 +294,16 @@ def pac_bayes_magnitude_flatness(
 ) -> PacBayesFlatness:
     """Magnitude-aware PAC-Bayes flatness (Jiang et al. 2020, pacbayes.mag.flatness): noise
     variance alpha^2 w_i^2 + epsilon_floor^2. With epsilon_floor = 0 the noise is
-    multiplicative, w_i (1 + alpha xi_i), and sigma* is invariant under alpha-scaling."""
+    multiplicative, w_i (1 + alpha xi_i), and sigma* is invariant under alpha-scaling.
+
+    Args:
+        model: The network (its trainable parameters are w; it is not modified).
+        x: Training inputs, shape (n, ...).
+        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        **kwargs: Further keyword arguments of pac_bayes_flatness (magnitude_aware is set).
+
+    Returns:
+        The PacBayesFlatness of the magnitude-aware search.
+    """
     return pac_bayes_flatness(model, x, y, loss_fn, magnitude_aware=True, **kwargs)  # type: ignore[arg-type]

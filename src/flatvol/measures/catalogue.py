@@ -114,22 +114,50 @@ def register_measure(entry: MeasureEntry, replace: bool = False) -> None:
 
 
 def unregister_measure(name: str) -> None:
-    """Remove a measure (e.g. one a test registered); unknown names are ignored."""
+    """Remove a measure (e.g. one a test registered); unknown names are ignored.
+
+    Args:
+        name: Name of the measure to remove.
+
+    Returns:
+        None.
+    """
     _CATALOGUE.pop(name, None)
 
 
 def measure_entries() -> tuple[MeasureEntry, ...]:
-    """Every entry, in registration order (the built-ins first, in report order)."""
+    """Every entry, in registration order (the built-ins first, in report order).
+
+    Returns:
+        Every MeasureEntry of the catalogue, in registration order.
+    """
     return tuple(_CATALOGUE.values())
 
 
 def measure_names(group: MeasureGroup | None = None) -> list[str]:
-    """The names of the catalogue's measures (of one group, if given), sorted."""
+    """The names of the catalogue's measures (of one group, if given), sorted.
+
+    Args:
+        group: Only the measures of this group (default: all).
+
+    Returns:
+        The sorted measure names.
+    """
     return sorted(n for n, e in _CATALOGUE.items() if group is None or e.group == group)
 
 
 def measure_entry(name: str) -> MeasureEntry:
-    """The entry named `name`; a one-line SpecError naming the known ones otherwise."""
+    """The entry named `name`; a one-line SpecError naming the known ones otherwise.
+
+    Args:
+        name: Name of a registered measure.
+
+    Returns:
+        The MeasureEntry named name.
+
+    Raises:
+        SpecError: If name is not in the catalogue (the message names the known ones).
+    """
     try:
         return _CATALOGUE[name]
     except KeyError:
@@ -138,7 +166,18 @@ def measure_entry(name: str) -> MeasureEntry:
 
 
 def check_measure_names(names: Iterable[str], what: str = "") -> None:
-    """Raise ValueError (for a pydantic validator) on the first name not in the catalogue."""
+    """Raise ValueError (for a pydantic validator) on the first name not in the catalogue.
+
+    Args:
+        names: Measure names to check.
+        what: Prefix of the error message naming what lists them (e.g. a spec field).
+
+    Returns:
+        None.
+
+    Raises:
+        ValueError: On the first name not in the catalogue (for a pydantic validator).
+    """
     known = measure_names()
     unknown = [n for n in names if n not in known]
     if unknown:

@@ -45,6 +45,17 @@ def init_from_prior_(
     with its `reset_parameters()` (identity: weight 1, bias 0), so nothing a trained network
     learned flows into the prior; a layer with parameters and no `reset_parameters()` is refused
     (SpecError naming it), since its prior would be undefined.
+
+    Args:
+        module: The module whose parameters are redrawn in place.
+        prior: Prior the Linear/Conv parameters are drawn from.
+        generator: Random generator of the draws (default: the global RNG).
+
+    Returns:
+        module, redrawn.
+
+    Raises:
+        SpecError: If a layer has parameters but no reset_parameters().
     """
     for layer in module.modules():
         if isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):

@@ -39,6 +39,18 @@ def build_model(
 
     The model keeps `model.prior` and `model.spec` so the volume code uses the same prior.
     With `seed`, initialization is reproducible and independent of global RNG state.
+
+    Args:
+        spec: Model spec (e.g. 'fcn' or 'resnet18').
+        input_shape: Input shape of one example, channels first.
+        prior: Prior the parameters are drawn from (default: Prior()).
+        seed: Seed of the initialization (default: the global RNG).
+
+    Returns:
+        The model, with model.prior and model.spec set.
+
+    Raises:
+        SpecError: If the spec is invalid or does not fit input_shape.
     """
     prior = prior or Prior()
     family, _, args = spec.strip().partition(":")

@@ -102,9 +102,35 @@ class ResNet(nn.Module):
 
 def resnet18(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64,
              prior: Prior | None = None) -> ResNet:
+    """ResNet-18 (BasicBlock, stages of 2, 2, 2, 2 blocks) with one output logit.
+
+    build_model draws its parameters from the prior; this constructor does not.
+
+    Args:
+        in_channels: Number of input channels.
+        batch_norm: Whether to use BatchNorm layers.
+        base_width: Number of channels of the first stage.
+        prior: Prior kept as model.prior (default: Prior()).
+
+    Returns:
+        The ResNet-18 model (PyTorch's default initialization).
+    """
     return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, base_width, batch_norm, prior)
 
 
 def resnet50(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64,
              prior: Prior | None = None) -> ResNet:
+    """ResNet-50 (Bottleneck, stages of 3, 4, 6, 3 blocks) with one output logit.
+
+    build_model draws its parameters from the prior; this constructor does not.
+
+    Args:
+        in_channels: Number of input channels.
+        batch_norm: Whether to use BatchNorm layers.
+        base_width: Number of channels of the first stage.
+        prior: Prior kept as model.prior (default: Prior()).
+
+    Returns:
+        The ResNet-50 model (PyTorch's default initialization).
+    """
     return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, base_width, batch_norm, prior)

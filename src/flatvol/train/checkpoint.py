@@ -26,13 +26,33 @@ REQUIRED_FIELDS = ("task", "train_size", "attack_size", "test_size", "model", "p
 
 
 def save_checkpoint(path: str | Path, model: nn.Module) -> None:
-    """Save `model.state_dict()` atomically (tensors moved to CPU)."""
+    """Save `model.state_dict()` atomically (tensors moved to CPU).
+
+    Args:
+        path: Destination file.
+        model: The model whose state_dict is saved.
+
+    Returns:
+        None.
+    """
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write(Path(path), lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load a state_dict saved by save_checkpoint into `model` (safe: weights_only=True)."""
+    """Load a state_dict saved by save_checkpoint into `model` (safe: weights_only=True).
+
+    Args:
+        path: The checkpoint file written by save_checkpoint.
+        model: Model of the same architecture, loaded in place.
+
+    Returns:
+        model, with the loaded weights.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable, not a state_dict, holds non-finite
+            weights or does not match the model.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -60,7 +80,16 @@ def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
 
 
 def save_run(run_dir: str | Path, model: nn.Module, info: dict[str, Any]) -> Path:
-    """Write weights, then run.json, into `run_dir`; returns the run.json path."""
+    """Write weights, then run.json, into `run_dir`; returns the run.json path.
+
+    Args:
+        run_dir: Destination run directory.
+        model: The trained model, whose weights are saved.
+        info: Run metadata written to run.json.
+
+    Returns:
+        The path of the written run.json.
+    """
     run_dir = Path(run_dir)
     save_checkpoint(run_dir / WEIGHTS, model)
     atomic_write_json(run_dir / RUN_JSON, info)
@@ -114,7 +143,20 @@ def load_run(
     """Rebuild the trained model and its TaskData (same S, A, E) from a run directory.
 
     The run's recorded data directory wins; `data_dir` only relocates external data (a run dir
-    moved to another machine). A run trained on the embedded subset always reloads it."""
+    moved to another machine). A run trained on the embedded subset always reloads it.
+
+    Args:
+        run_dir: Run directory written by 'flatvol train' (save_run).
+        data_dir: New location of the run's external data, if it moved.
+        device: Device the model is moved to.
+
+    Returns:
+        The LoadedRun: the model in eval mode, its TaskData and the run info.
+
+    Raises:
+        CheckpointError: If the run directory, its run.json or its weights are missing or
+            inconsistent.
+    """
     from flatvol.data import load_task  # local import keeps checkpoint usable without data deps
 
     run_dir = Path(run_dir)

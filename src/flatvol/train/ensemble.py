@@ -194,6 +194,26 @@ def train_models_together(
     `workers` groups train at once in threads (FCN engine; default: torch's thread count on
     CPU, with one thread per op meanwhile; 1 on other devices). The results do not depend on
     `workers` (bit for bit); `group_size` changes them only at the rounding level.
+
+    Args:
+        models: The members, all of one architecture (not modified).
+        task: The TaskData (S, A and E) to train on.
+        config: Training settings (default: TrainConfig()).
+        seeds: Per member, the seed of its data order (default: 0, 1, ...).
+        device: Device to train on.
+        callback: Called with an EnsembleEpochInfo after each epoch.
+        keep_history: Whether to record the per-epoch history.
+        engine: Stacked-training engine: 'auto', 'fcn' or 'vmap'.
+        group_size: Members trained together in one stacked group.
+        workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
+            otherwise).
+        attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
+
+    Returns:
+        The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
+
+    Raises:
+        SpecError: If the models, the seeds, the attack sizes or a size argument is invalid.
     """
     config = config or TrainConfig()
     seeds = _check_members(models, seeds)
@@ -457,7 +477,29 @@ def train_ensemble(
     """Build `build_model(model_spec, task.input_shape, prior, seed=s)` for each seed s and
     train them together; member k equals `train_to_fit(that model, T_k, config, seed=s)`,
     T_k being `task` with A cut to its first `attack_sizes[k]` points (default: all of A).
-    Members are (seed, attack size) pairs: a seed may repeat with different attack sizes."""
+    Members are (seed, attack size) pairs: a seed may repeat with different attack sizes.
+
+    Args:
+        model_spec: Model spec passed to build_model.
+        task: The TaskData (S, A and E) to train on.
+        config: Training settings (default: TrainConfig()).
+        seeds: One seed per member (model initialization and data order).
+        prior: Prior the members are drawn from (default: Prior()).
+        device: Device to train on.
+        callback: Called with an EnsembleEpochInfo after each epoch.
+        keep_history: Whether to record the per-epoch history.
+        engine: Stacked-training engine: 'auto', 'fcn' or 'vmap'.
+        group_size: Members trained together in one stacked group.
+        workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
+            otherwise).
+        attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
+
+    Returns:
+        The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
+
+    Raises:
+        SpecError: If the model spec, the seeds, the attack sizes or a size argument is invalid.
+    """
     seeds = [int(s) for s in seeds]
     pairs = list(zip(seeds, attack_sizes if attack_sizes is not None else [None] * len(seeds)))
     if len(set(pairs)) != len(pairs):

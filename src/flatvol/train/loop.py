@@ -94,13 +94,31 @@ class TrainResult:
 
 
 def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sigmoid cross-entropy on labels in {0, 1}."""
+    """Sigmoid cross-entropy on labels in {0, 1}.
+
+    Args:
+        logits: Network outputs, shape (n,).
+        y: Labels in {0, 1}, shape (n,).
+
+    Returns:
+        The mean sigmoid cross-entropy, a scalar tensor.
+    """
     return F.binary_cross_entropy_with_logits(logits, y)
 
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
-    """Fraction of sign(logit) predictions equal to labels in {0,1}; nan for an empty set."""
+    """Fraction of sign(logit) predictions equal to labels in {0,1}; nan for an empty set.
+
+    Args:
+        model: The binary classifier (one logit per input).
+        x: Inputs, shape (n, ...).
+        y: Labels in {0, 1}, shape (n,).
+        chunk: Inputs per forward pass.
+
+    Returns:
+        The fraction of correct predictions, or nan when y is empty.
+    """
     if len(y) == 0:
         return float("nan")
     device = next(model.parameters()).device
@@ -113,7 +131,16 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 @torch.no_grad()
 def predict_labels(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The function a model expresses on x: labels in {0,1} (float32, on CPU)."""
+    """The function a model expresses on x: labels in {0,1} (float32, on CPU).
+
+    Args:
+        model: The binary classifier (one logit per input).
+        x: Inputs, shape (n, ...).
+        chunk: Inputs per forward pass.
+
+    Returns:
+        The labels (logit > 0) in {0, 1}, float32 of shape (n,), on CPU.
+    """
     device = next(model.parameters()).device
     out = [(model(x[i : i + chunk].to(device)) > 0).float().cpu() for i in range(0, len(x), chunk)]
     return torch.cat(out) if out else torch.empty(0)

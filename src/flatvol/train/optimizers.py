@@ -94,7 +94,11 @@ def register_optimizer(name: str, factory: OptimizerFactory, options: Iterable[s
 
 
 def optimizer_names() -> list[str]:
-    """The registered optimizer names, sorted."""
+    """The registered optimizer names, sorted.
+
+    Returns:
+        The sorted names of the registered optimizers.
+    """
     return sorted(_REGISTRY)
 
 

@@ -351,6 +351,21 @@ def expectation_propagation(
 
     See `run_ep` for the algorithm; use `flatvol.volume.VolumeEstimator` to reuse a kernel's
     validation and factorization across many label vectors.
+
+    Args:
+        kernel: Prior covariance, symmetric positive definite, shape (n, n).
+        labels: Labels in {0, 1} or {-1, +1}, shape (n,).
+        likelihood: Site likelihood, 'probit' (default) or 'step'.
+        noise_var: Likelihood noise variance (None for the likelihood's default).
+        mode: Update schedule: 'auto', 'parallel', 'sequential' or 'blocks'.
+        damping: Site update damping in (0, 1] (None for the default).
+        tol: Convergence tolerance on the site parameters.
+        max_iter: Maximum number of EP sweeps.
+        anderson: Anderson mixing depth (None: 5 for step, 0 for probit).
+        init_sites: Optional warm start (site_precision, site_natural_mean).
+
+    Returns:
+        The EPResult (log marginal likelihood, convergence information, site parameters).
     """
     K = as_kernel(kernel)
     y = as_signed_labels(labels, K.shape[0])

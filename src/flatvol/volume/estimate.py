@@ -77,7 +77,17 @@ class VolumeResult:
 
 
 def check_estimator(name: str) -> str:
-    """Return `name` if it is in the ESTIMATORS registry, else raise a one-line VolumeError."""
+    """Return `name` if it is in the ESTIMATORS registry, else raise a one-line VolumeError.
+
+    Args:
+        name: Estimator name to check.
+
+    Returns:
+        `name`, unchanged.
+
+    Raises:
+        VolumeError: If `name` is not in the ESTIMATORS registry.
+    """
     if name not in ESTIMATORS:
         raise VolumeError(
             f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}"

@@ -58,6 +58,19 @@ def arccos_kernel(
     K0 = sigma_b2 + sigma_w2 x.x'/d on flattened inputs (d features), then one arccos(1) ReLU
     step per hidden layer:  K <- sigma_b2 + sigma_w2/(2 pi) sqrt(k k') (sin t + (pi - t) cos t),
     t = arccos(K / sqrt(k k')). Computed in row blocks, so memory is the output plus O(chunk n).
+
+    Args:
+        x: Inputs, shape (n, ...); flattened to (n, d) features.
+        n_hidden: Number of hidden ReLU layers.
+        sigma_w2: Prior weight variance (times fan-in).
+        sigma_b2: Prior bias variance.
+        chunk_size: Rows computed per block.
+
+    Returns:
+        The kernel matrix, float64 of shape (n, n).
+
+    Raises:
+        VolumeError: If the inputs or the prior variances are invalid.
     """
     if n_hidden < 0:
         raise VolumeError(f"n_hidden must be >= 0, got {n_hidden}")
@@ -81,7 +94,19 @@ def arccos_kernel(
 
 
 def fcn_kernel(model: nn.Module, x: Any, *, chunk_size: int = 1024) -> np.ndarray:
-    """Analytic NNGP kernel of a flatvol FCN (its depth and prior), on inputs x."""
+    """Analytic NNGP kernel of a flatvol FCN (its depth and prior), on inputs x.
+
+    Args:
+        model: A flatvol FCN built by build_model, carrying its depth and `model.prior`.
+        x: Inputs, shape (n, ...).
+        chunk_size: Rows computed per block.
+
+    Returns:
+        The analytic NNGP kernel, float64 of shape (n, n).
+
+    Raises:
+        VolumeError: If `model` is not an FCN with a supported prior.
+    """
     if not isinstance(model, FCN):
         raise VolumeError(
             f"analytic kernel needs a flatvol FCN, got {type(model).__name__}; use mc_nngp_kernel"
@@ -150,6 +175,27 @@ def mc_nngp_kernel(
     (memory O(n^2)); the same seed gives the same kernel. With `n_batches` >= 2 the kernel of
     each batch of consecutive draws is kept too (memory O(n_batches n^2)), for a jackknife error;
     the kernel itself is the same with or without them.
+
+    Args:
+        model: The network whose prior kernel is estimated (deep-copied, never modified).
+        x: Inputs, shape (n, ...).
+        n_samples: Number of parameter draws averaged.
+        prior: Prior of the redraws (default `model.prior`).
+        reinit: Function redrawing a model's parameters from a generator (default
+            init_from_prior_).
+        features: Function giving the penultimate features (default `model.features`).
+        seed: Seed of the parameter draws.
+        batch_size: Inputs per forward pass.
+        device: Device the draws run on.
+        progress: Whether to show a progress bar.
+        n_batches: With 2 or more, also keep the kernel of each of that many batches of
+            consecutive draws (for a jackknife error); 0 keeps none.
+
+    Returns:
+        The MCKernel: the kernel estimate with its elementwise standard error.
+
+    Raises:
+        VolumeError: If the model, prior or inputs cannot give a kernel.
     """
     if n_samples < 2:
         raise VolumeError(f"n_samples must be >= 2 (for a standard error), got {n_samples}")
@@ -359,6 +405,17 @@ def model_kernel(
     """The NNGP kernel of a model's prior on x: analytic for FCNs, Monte-Carlo otherwise.
 
     Returns (kernel, kind) with kind 'analytic' or 'monte-carlo' (see select_kernel).
+
+    Args:
+        model: The network whose prior kernel is computed.
+        x: Inputs, shape (n, ...).
+        mc_samples: Parameter draws for the Monte-Carlo kernel.
+        seed: Seed of the Monte-Carlo draws.
+        device: Device the Monte-Carlo draws run on.
+        progress: Whether to show a progress bar.
+
+    Returns:
+        A pair (kernel, kind): the float64 (n, n) kernel and 'analytic' or 'monte-carlo'.
     """
     kernel = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                            device=device, progress=progress)

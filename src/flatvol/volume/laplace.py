@@ -99,7 +99,18 @@ def laplace_approximation(
     kernel: np.ndarray, labels: np.ndarray, *, noise_var: float = 1.0, tol: float = 1e-10,
     max_iter: int = 100,
 ) -> LaplaceResult:
-    """Laplace log marginal likelihood for probit factors Phi(y f / sqrt(noise_var))."""
+    """Laplace log marginal likelihood for probit factors Phi(y f / sqrt(noise_var)).
+
+    Args:
+        kernel: Prior covariance, symmetric positive definite, shape (n, n).
+        labels: Labels in {0, 1} or {-1, +1}, shape (n,).
+        noise_var: Probit noise variance.
+        tol: Convergence tolerance of the Newton iterations.
+        max_iter: Maximum number of Newton iterations.
+
+    Returns:
+        The LaplaceResult (log marginal likelihood, posterior mode and convergence information).
+    """
     if not noise_var > 0:
         raise ValueError(f"noise_var must be > 0, got {noise_var}")
     K = as_kernel(kernel)

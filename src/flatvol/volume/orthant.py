@@ -70,7 +70,15 @@ class OrthantEstimate:
 
 
 def orthant_probability_closed_form(kernel: np.ndarray, labels: np.ndarray) -> float:
-    """Exact P(sign z = y) for n = 1 or 2."""
+    """Exact P(sign z = y) for n = 1 or 2.
+
+    Args:
+        kernel: Covariance of z, shape (n, n) with n = 1 or 2.
+        labels: Labels in {0, 1} or {-1, +1}, shape (n,).
+
+    Returns:
+        The probability P(sign z = y).
+    """
     K = as_kernel(kernel)
     y = as_signed_labels(labels, K.shape[0])
     if K.shape[0] == 1:
@@ -360,7 +368,18 @@ def orthant_importance_sampling(
     seed: int = 0,
     proposal: str = "auto",
 ) -> OrthantEstimate:
-    """Estimate log P(sign z = y), z ~ N(0, kernel), by importance sampling (see module doc)."""
+    """Estimate log P(sign z = y), z ~ N(0, kernel), by importance sampling (see module doc).
+
+    Args:
+        kernel: Covariance of z, shape (n, n).
+        labels: Labels in {0, 1} or {-1, +1}, shape (n,).
+        n_samples: Number of importance samples.
+        seed: Seed of the samples.
+        proposal: Proposal: 'auto', 'ep', 'minimax' or 'prior'.
+
+    Returns:
+        The OrthantEstimate (log probability and its standard error).
+    """
     K = as_kernel(kernel)
     y = as_signed_labels(labels, K.shape[0])
     chol_K, jitter = jittered_cholesky(K)

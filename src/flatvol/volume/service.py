@@ -287,7 +287,20 @@ class ModelVolume:
 @torch.no_grad()
 def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
                      device: str | torch.device = "cpu") -> np.ndarray:
-    """The network's labels (logit > 0) as {0, 1} float64."""
+    """The network's labels (logit > 0) as {0, 1} float64.
+
+    Args:
+        model: The network to evaluate.
+        x: Inputs, shape (n, ...).
+        batch_size: Inputs per forward pass.
+        device: Device the forward passes run on.
+
+    Returns:
+        The predicted labels in {0, 1}, float64 of shape (n,).
+
+    Raises:
+        VolumeError: If the model's output is not one logit per input.
+    """
     was_training = model.training
     model.eval()
     try:
