@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -490,6 +491,19 @@ def test_collect_refuses_broken_run_directories(cli, tmp_path, trained_run, kind
 def test_demo_command(cli, workdir, trained_run, args, needle):
     assert_refused(cli, workdir,
                    ["demo", *_resolve(args, workdir, trained_run)], needle)
+
+
+UNWRITABLE = Path("/proc/sys/flatvol-out")  # not writable even by root (Linux procfs)
+
+
+@pytest.mark.skipif(not UNWRITABLE.parent.is_dir() or os.access(UNWRITABLE.parent, os.W_OK),
+                    reason="needs Linux /proc/sys, which no user (not even root) may write to")
+@pytest.mark.parametrize("command", [["run", "{w}/ok.toml", "--quiet"], ["train"],
+                                     ["sgd-vs-bayes", "sgd_vs_bayes", "--quiet"],
+                                     ["demo", "--quiet"]])
+def test_unwritable_output_directory(cli, workdir, trained_run, command):
+    args = [*_resolve(command, workdir, trained_run), "--out", str(UNWRITABLE)]
+    assert_refused(cli, workdir, args, "not writable")
 
 
 @pytest.mark.parametrize("args,needle", [(["bogus"], "bogus"), (["volume", "--bogus"], "--bogus")])
