@@ -15,7 +15,8 @@ from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.models import build_model
 from flatvol.volume import VolumeService
 from flatvol.volume import kernels as kernels_module
-from flatvol.volume.kernels import mc_nngp_kernel, select_kernel
+from flatvol.volume.kernels import select_kernel
+from flatvol.volume.mc_kernel import mc_nngp_kernel
 from flatvol.volume.output_kernel import leave_one_batch_out
 
 STDERR_COLUMNS = ("log10_volume_stderr", "log10_volume_conditional_stderr")

@@ -23,16 +23,15 @@ from flatvol.volume.estimate import (
 )
 from flatvol.volume.kernels import (
     KERNEL_KINDS,
-    MCKernel,
     NNGPKernel,
     arccos_kernel,
     fcn_kernel,
-    mc_nngp_kernel,
     model_kernel,
     prior_kernel,
     select_kernel,
 )
 from flatvol.volume.laplace import LaplaceResult, laplace_approximation
+from flatvol.volume.mc_kernel import MCKernel, mc_nngp_kernel
 from flatvol.volume.orthant import (
     OrthantEstimate,
     orthant_importance_sampling,
