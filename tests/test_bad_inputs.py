@@ -176,6 +176,11 @@ def workdir(tmp_path: Path) -> Path:
     }.items():
         (tmp_path / f"{name}.toml").write_text(toml_text(spec))
     (tmp_path / "broken.toml").write_text("name = \n[data\n")
+    grid = ('name = "g"\n[data]\ntrain_size = 20\ntest_size = 5\n[model]\narch = "fcn:4"\n'
+            '[[optimizers]]\nname = "sgd"\n[sampling]\nnetworks = 4\n[grid]\n')
+    (tmp_path / "grid_huge_S.toml").write_text(grid + "train_size = [20, 1000000]\n")
+    (tmp_path / "grid_batch.toml").write_text(grid + 'batch_size = [32, "half"]\n')
+    (tmp_path / "grid_cnn.toml").write_text(grid.replace("fcn:4", "cnn:4") + "width = [4]\n")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
     (tmp_path / "latin1.toml").write_bytes("name = \"caf\xe9\"\n".encode("latin-1"))
@@ -427,6 +432,10 @@ SGD_VS_BAYES_CASES = {
     "networks_zero": (["sgd_vs_bayes", "--networks", "0"], "--networks"),
     "device": (["sgd_vs_bayes", "--device", "cuda"], "--device"),
     "data_dir": (["sgd_vs_bayes", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),
+    # a grid: every cell's data is loaded before any cell runs
+    "grid_train_size": (["{w}/grid_huge_S.toml"], "train_size"),
+    "grid_batch_size": (["{w}/grid_batch.toml"], "grid.batch_size"),
+    "grid_width_cnn": (["{w}/grid_cnn.toml"], "grid.width needs an fcn"),
 }
 
 

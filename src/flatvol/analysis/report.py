@@ -32,6 +32,7 @@ from flatvol.analysis.report_html import (
     slug,
 )
 from flatvol.analysis.sgd_vs_bayes import sgd_vs_bayes_section
+from flatvol.analysis.sgd_vs_bayes_grid import grid_section
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
 from flatvol.errors import DataError
 from flatvol.experiments.function_store import FunctionExperiment
@@ -369,6 +370,7 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
                                   spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
                                   level=3 if several else 2, correlations=table,
                                   mc_samples=info.mc_samples)
+    sections.append(grid_section(experiments, out_dir / FIGURES_DIR, out_dir))
     for experiment in experiments:
         figures = out_dir / FIGURES_DIR
         if several:

@@ -45,6 +45,11 @@ class OptimizerSummary:
     spearman: float
     top_within_10x: float  # fraction of the `top` most frequent functions with |log10 ratio| <= 1
     top_median_abs_log10_ratio: float
+    # sum of V(f|S) over the functions found: how much of the NNGP posterior they hold
+    posterior_mass_found: float = math.nan
+    # mean over E of |2 P_opt(label 1) - 1| - |2 P(label 1 | y_S) - 1|: > 0 when the trained
+    # networks are more decisive, point by point, than the NNGP posterior
+    decisiveness_gap: float = math.nan
     top_functions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,7 +92,8 @@ def function_rows(sample: FunctionSample, volumes: VolumeTable, y_E: np.ndarray
 
 
 def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarray, *,
-              min_count: int, top: int) -> OptimizerSummary:
+              min_count: int, top: int, prior_label1: np.ndarray | None = None
+              ) -> OptimizerSummary:
     """Counts, test error and the agreement of log10 P_opt with log10 V(f|S) for one optimizer.
 
     Args:
@@ -95,6 +101,8 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
         y_E: the true labels on E.
         min_count: functions seen fewer times are left out of the correlations.
         top: how many of the most frequent functions the summary lists.
+        prior_label1: per E point, the NNGP posterior's P(label 1 | y_S), for the
+            decisiveness gap (nan without it).
 
     Returns:
         The OptimizerSummary.
@@ -112,6 +120,12 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
     ratios = np.array([r["log10_p_opt"] - r["log10_v_conditional"] for r in best])
     fitted_rows = sample.labels_E[sample.fitted]
     test_error = float(np.mean(fitted_rows != y_E[None, :])) if len(fitted_rows) else math.nan
+    with_v = [r["log10_v_conditional"] for r in rows if math.isfinite(r["log10_v_conditional"])]
+    mass = float(np.sum(np.power(10.0, with_v))) if with_v else math.nan
+    gap = math.nan
+    if prior_label1 is not None and len(fitted_rows) and len(prior_label1) == len(y_E):
+        found = np.abs(2 * fitted_rows.mean(axis=0) - 1)
+        gap = float(np.mean(found - np.abs(2 * np.asarray(prior_label1) - 1)))
     return OptimizerSummary(
         optimizer=sample.optimizer,
         networks=len(sample.seeds),
@@ -124,6 +138,8 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
         spearman=spearman,
         top_within_10x=float(np.mean(np.abs(ratios) <= 1)) if len(ratios) else math.nan,
         top_median_abs_log10_ratio=float(np.median(np.abs(ratios))) if len(ratios) else math.nan,
+        posterior_mass_found=mass,
+        decisiveness_gap=gap,
         top_functions=[{k: r[k] for k in ("function", "count", "p_opt", "log10_p_opt",
                                           "log10_v_conditional", "errors_E")} for r in best],
     )
@@ -168,7 +184,8 @@ def analyse(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np
     for sample in samples.values():
         opt_rows = function_rows(sample, volumes, y_E)
         rows.extend(opt_rows)
-        summaries.append(summarize(sample, opt_rows, y_E, min_count=min_count, top=top))
+        summaries.append(summarize(sample, opt_rows, y_E, min_count=min_count, top=top,
+                                   prior_label1=volumes.prior_label1))
     return SgdVsBayesAnalysis(rows, summaries, point_rows(samples, volumes, y_E))
 
 

@@ -4,6 +4,8 @@ Tables (created by flatvol.experiments.store; see docs/EXPERIMENTS.md):
 - function_samples(sample_key, seed, epochs, fitted, labels_E): one row per trained network; the
   sample key hashes what determines a network (data and its fingerprint, model, train config),
   so a re-run, a larger `networks` or another spec with the same protocol reuses them.
+  function_chunk_seconds(sample_key, first_seed, networks, seconds): the training time of each
+  chunk, written with it, so that a resumed experiment still reports its compute time.
 - function_priors(volume_key, kernel, log10_v_train, prior_label1_json) and
   function_volumes(volume_key, function, log10_v_full, converged): V(y_S), the per-point
   marginals and log10 V(y_S, f) per function f on E; the volume key hashes the data, model and
@@ -51,7 +53,7 @@ class FunctionSample:
     epochs: np.ndarray  # (N,)
     fitted: np.ndarray  # (N,) bool
     labels_E: np.ndarray  # (N, |E|) uint8 in {0, 1}
-    seconds: float = 0.0  # training time of the chunks trained in this call
+    seconds: float = 0.0  # training time of these networks as recorded (0 where not recorded)
 
     @property
     def n_fitted(self) -> int:
@@ -104,16 +106,32 @@ def read_chunk(store: Database, sample_key: str, seeds: list[int]) -> FunctionSa
         optimizer="", seeds=np.array([r[0] for r in rows], dtype=np.int64),
         epochs=np.array([r[1] for r in rows], dtype=np.int64),
         fitted=np.array([bool(r[2]) for r in rows]),
-        labels_E=np.stack([labels_of(r[3]) for r in rows]))
+        labels_E=np.stack([labels_of(r[3]) for r in rows]),
+        seconds=_chunk_seconds(_conn(store), sample_key, min(seeds), len(seeds)))
+
+
+def _chunk_seconds(conn: sqlite3.Connection, sample_key: str, first_seed: int,
+                   networks: int) -> float:
+    """Recorded training time of the chunks that lie within seeds first_seed..+networks-1."""
+    try:
+        row = conn.execute("SELECT SUM(seconds) FROM function_chunk_seconds WHERE sample_key=? "
+                           "AND first_seed >= ? AND first_seed + networks <= ?",
+                           (sample_key, first_seed, first_seed + networks)).fetchone()
+    except sqlite3.OperationalError:  # a store written before the table existed
+        return 0.0
+    return float(row[0]) if row and row[0] is not None else 0.0
 
 
 def write_chunk(store: Store, sample_key: str, chunk: FunctionSample) -> None:
-    """Record a chunk of trained networks in one transaction (re-trained seeds are replaced)."""
+    """Record a chunk of trained networks and its training time (chunk.seconds) in one
+    transaction (re-trained seeds are replaced)."""
     rows = [(sample_key, int(s), int(e), int(bool(f)), bits_of(labels))
             for s, e, f, labels in zip(chunk.seeds, chunk.epochs, chunk.fitted, chunk.labels_E,
                                        strict=True)]
     with store.transaction() as c:
         c.executemany("INSERT OR REPLACE INTO function_samples VALUES (?, ?, ?, ?, ?)", rows)
+        c.execute("INSERT OR REPLACE INTO function_chunk_seconds VALUES (?, ?, ?, ?)",
+                  (sample_key, int(chunk.seeds.min()), len(chunk.seeds), float(chunk.seconds)))
 
 
 def read_prior(store: Database, volume_key: str) -> tuple[str, float, np.ndarray] | None:
@@ -147,6 +165,13 @@ def write_volumes(store: Store, volume_key: str, values: dict[str, tuple[float, 
                        for f, (v, ok) in values.items()])
 
 
+def read_experiment_info(store: Database, spec_hash: str) -> dict[str, Any] | None:
+    """The recorded info of an experiment, or None if it has not been recorded."""
+    row = _conn(store).execute("SELECT info_json FROM function_experiments WHERE spec_hash=?",
+                               (spec_hash,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
 def record_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> None:
     """Record (or update) which samples and volumes make up an experiment."""
     with store.transaction() as c:
@@ -164,7 +189,7 @@ def load_experiment(store: Database, spec_hash: str, info: dict[str, Any]) -> Fu
         if chunk is None:
             continue
         samples[name] = FunctionSample(name, chunk.seeds, chunk.epochs, chunk.fitted,
-                                       chunk.labels_E)
+                                       chunk.labels_E, chunk.seconds)
     kernel, train, marginals = read_prior(store, info["volume_key"]) or ("", np.nan, np.array([]))
     known = read_volumes(store, info["volume_key"])
     volumes = VolumeTable(info["estimator"], kernel, train, {f: v for f, (v, _) in known.items()},

@@ -49,12 +49,12 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
                      store: Store, device: str | torch.device = "cpu",
                      progress: Progress | None = None) -> FunctionSample:
     """Train spec.sampling.networks networks with `optimizer` to fit S, in ensemble chunks;
-    chunks already in `store` (same data, model and training config) are reused."""
+    chunks already in `store` (same data, model and training config) are reused. The sample's
+    `seconds` is the training time of all its chunks, as recorded when they were trained."""
     config = spec.train_config(optimizer)
     seeds = spec.seeds()
     key = spec.sample_key(optimizer, task.fingerprint())
     parts: list[FunctionSample] = []
-    seconds = 0.0
     for c0 in range(0, len(seeds), spec.sampling.chunk):
         chunk_seeds = seeds[c0 : c0 + spec.sampling.chunk]
         chunk = fs.read_chunk(store, key, chunk_seeds)
@@ -71,15 +71,15 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
             chunk = FunctionSample(
                 optimizer.key, np.asarray(chunk_seeds, dtype=np.int64),
                 ens.epochs.astype(np.int64), np.array([s == "fitted" for s in ens.status]),
-                ens.predict_labels(task.E.x).numpy().astype(np.uint8))
-            seconds += time.perf_counter() - start
+                ens.predict_labels(task.E.x).numpy().astype(np.uint8),
+                seconds=time.perf_counter() - start)
             fs.write_chunk(store, key, chunk)
         parts.append(chunk)
         if progress is not None:
             progress(optimizer.key, c0 + len(chunk_seeds), len(seeds))
     return FunctionSample(optimizer.key, *(np.concatenate([getattr(p, k) for p in parts])
                                            for k in ("seeds", "epochs", "fitted", "labels_E")),
-                          seconds=seconds)
+                          seconds=sum(p.seconds for p in parts))
 
 
 def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[str], store: Store,
@@ -139,6 +139,7 @@ class SgdVsBayesResult:
     summaries: list[Any]  # flatvol.analysis.sgd_vs_bayes.OptimizerSummary
     points: list[dict[str, Any]]
     summary: dict[str, Any]
+    info: dict[str, Any]  # what the store records for the experiment (FunctionExperiment.info)
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -147,7 +148,8 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
                      progress: Progress | None = None, networks: int | None = None
                      ) -> SgdVsBayesResult:
     """Train, count, measure V(f|S), record it all in OUT/results.sqlite and write the table,
-    summary and plots into `out`.
+    summary and plots into `out`. A spec with a [grid] runs with
+    flatvol.experiments.sgd_vs_bayes_grid.run_sgd_vs_bayes_grid instead.
 
     Args:
         spec: a spec, a spec file or a packaged spec name.
@@ -159,42 +161,79 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     Returns:
         The samples, volumes, rows, summaries and the files written.
     """
+    spec = resolve_spec(spec, networks)
+    if spec.grid is not None:
+        raise SpecError(f"{spec.name}: the spec has a [grid]; run it with `flatvol sgd-vs-bayes` "
+                        "or flatvol.experiments.sgd_vs_bayes_grid.run_sgd_vs_bayes_grid")
+    task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
+    with Store(out) as store:
+        return run_cell(spec, task, store, Path(out), device, progress)
+
+
+def resolve_spec(spec: SgdVsBayesSpec | str | Path, networks: int | None = None
+                 ) -> SgdVsBayesSpec:
+    """The spec itself, or the spec file / packaged name loaded; `networks` overrides
+    sampling.networks (and every grid cell's count)."""
     if not isinstance(spec, SgdVsBayesSpec):
         spec = load_sgd_vs_bayes_spec(spec)
     if networks is not None:
         if networks < 1:
             raise SpecError(f"networks must be >= 1, got {networks}")
-        spec = spec.model_copy(update={"sampling": spec.sampling.model_copy(
+        grid = spec.grid
+        if grid is not None:
+            grid = grid.model_copy(update={"cells": [
+                r.model_copy(update={"networks": None}) for r in grid.cells]})
+        spec = spec.model_copy(update={"grid": grid, "sampling": spec.sampling.model_copy(
             update={"networks": int(networks)})})
-    out_dir = Path(out)
+    return spec
+
+
+def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
+             device: str | torch.device = "cpu", progress: Progress | None = None,
+             grid: dict[str, Any] | None = None) -> SgdVsBayesResult:
+    """One sgd-vs-bayes experiment (a spec without a grid, or one grid cell) in an open store.
+
+    Args:
+        spec: the experiment's spec (no grid).
+        task: its S and E.
+        store: the results store (networks and volumes already there are reused).
+        out_dir: where spec.json, the CSVs, summary.json and the PNGs go.
+        device: torch device.
+        progress: called with (stage, done, total).
+        grid: for a grid cell, {'name': the grid spec's name, 'cell': the cell's name,
+            'values': its axis values}, recorded with the experiment.
+
+    Returns:
+        The samples, volumes, rows, summaries and the files written.
+    """
     d = spec.data
-    task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
     spec_json = dumps_json(spec.model_dump(mode="json"), indent=2)
     files = {"spec": out_dir / "spec.json"}
     atomic_write_text(files["spec"], spec_json + "\n")
     seconds: dict[str, float] = {}
-    with Store(out_dir) as store:
-        store.add_spec(spec.spec_hash(), spec.name, spec_json)
-        samples = {}
-        for optimizer in spec.optimizers:
-            samples[optimizer.key] = sample_functions(spec, task, optimizer, store, device,
-                                                      progress)
-            seconds[f"train_{optimizer.key}"] = round(samples[optimizer.key].seconds, 2)
-        needed = {f for s in samples.values() for f, c in s.counts().items()
-                  if c >= spec.volume.min_count}
-        start = time.perf_counter()
-        volumes = conditional_volumes(spec, task, sorted(needed), store, device, progress)
-        seconds["volumes"] = round(time.perf_counter() - start, 2)
-        y_E = task.E.y.numpy().astype(np.uint8)
-        info = {"name": spec.name, "task": d.task, "classes": task.classes,
-                "train_size": task.train_size, "test_size": task.test_size,
-                "model": spec.model.arch, "estimator": volumes.estimator,
-                "analysis": spec.analysis.model_dump(), "labels_E": fs.bits_of(y_E),
-                "first_seed": spec.sampling.first_seed, "networks": spec.sampling.networks,
-                "sample_keys": [[o.key, spec.sample_key(o, task.fingerprint())]
-                                for o in spec.optimizers],  # a list: optimizer order
-                "volume_key": spec.volume_key(task.fingerprint())}
-        fs.record_experiment(store, spec.spec_hash(), info)
+    store.add_spec(spec.spec_hash(), spec.name, spec_json)
+    samples = {}
+    for optimizer in spec.optimizers:
+        samples[optimizer.key] = sample_functions(spec, task, optimizer, store, device, progress)
+        seconds[f"train_{optimizer.key}"] = round(samples[optimizer.key].seconds, 2)
+    needed = {f for s in samples.values() for f, c in s.counts().items()
+              if c >= spec.volume.min_count}
+    start = time.perf_counter()
+    volumes = conditional_volumes(spec, task, sorted(needed), store, device, progress)
+    # the volumes' compute time over every call (a resumed call adds what it computed)
+    before = (fs.read_experiment_info(store, spec.spec_hash()) or {}).get("seconds", {})
+    seconds["volumes"] = round(before.get("volumes", 0.0) + time.perf_counter() - start, 2)
+    y_E = task.E.y.numpy().astype(np.uint8)
+    info = {"name": spec.name, "task": d.task, "classes": task.classes,
+            "train_size": task.train_size, "test_size": task.test_size,
+            "model": spec.model.arch, "estimator": volumes.estimator,
+            "analysis": spec.analysis.model_dump(), "labels_E": fs.bits_of(y_E),
+            "first_seed": spec.sampling.first_seed, "networks": spec.sampling.networks,
+            "sample_keys": [[o.key, spec.sample_key(o, task.fingerprint())]
+                            for o in spec.optimizers],  # a list: optimizer order
+            "volume_key": spec.volume_key(task.fingerprint()), "seconds": seconds,
+            **({"grid": grid} if grid is not None else {})}
+    fs.record_experiment(store, spec.spec_hash(), info)
     a = spec.analysis
     result = analyse(samples, volumes, y_E, min_count=a.min_count, top=a.top)
     summary = {**{k: info[k] for k in ("name", "task", "classes", "train_size", "test_size",
@@ -202,8 +241,8 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
                "kernel": volumes.kernel, "log10_v_train": volumes.log10_v_train,
                "optimizers": result.optimizer_summaries(), "E_points": result.points,
                "seconds": seconds}
-    files["functions"] = _write_csv(out_dir / "functions.csv", result.rows, FUNCTION_COLUMNS)
-    files["points"] = _write_csv(out_dir / "points.csv", result.points)
+    files["functions"] = write_csv(out_dir / "functions.csv", result.rows, FUNCTION_COLUMNS)
+    files["points"] = write_csv(out_dir / "points.csv", result.points)
     files["summary"] = out_dir / "summary.json"
     atomic_write_json(files["summary"], summary)
     for name, stem, per_optimizer in (("scatter", "p_opt_vs_v", False),
@@ -213,10 +252,10 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
         files[name] = out_dir / f"{stem}.png"
         atomic_write(files[name], lambda fh, f=fig: f.savefig(fh, dpi=130, format="png"))
     return SgdVsBayesResult(spec, task, samples, volumes, result.rows, result.summaries,
-                            result.points, summary, files)
+                            result.points, summary, info, files)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]],
+def write_csv(path: Path, rows: list[dict[str, Any]],
                columns: tuple[str, ...] | None = None) -> Path:
     columns = columns if columns is not None else (tuple(rows[0]) if rows else ())
     buffer = io.StringIO()

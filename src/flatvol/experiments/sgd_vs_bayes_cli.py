@@ -27,10 +27,12 @@ def sgd_vs_bayes_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train N networks per optimizer to fit S, count their functions on E (P_opt(f|S)) and
-    compare with the NNGP conditional volume V(f|S) (Mingard et al.'s test)."""
+    compare with the NNGP conditional volume V(f|S) (Mingard et al.'s test); a spec with a
+    [grid] runs every cell (width x |S| x batch size) into one store."""
     import torch
 
     from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
+    from flatvol.experiments.sgd_vs_bayes_grid import run_sgd_vs_bayes_grid
     from flatvol.experiments.sgd_vs_bayes_spec import load_sgd_vs_bayes_spec
     from flatvol.progress import ProgressBar
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
@@ -50,17 +52,37 @@ def sgd_vs_bayes_command(
         if stage not in bars:
             for bar in bars.values():
                 bar.close()
-            label = "V(f|S)" if stage == "volumes" else f"train {stage}"
-            unit = "functions" if stage == "volumes" else "networks"
+            # stages: '<optimizer>' and 'volumes', prefixed with the cell's name in a grid
+            cell, _, step = stage.rpartition(" ")
+            volumes = step == "volumes"
+            label = f"{cell} V(f|S)".strip() if volumes else f"train {stage}"
+            unit = "functions" if volumes else "networks"
             bars[stage] = ProgressBar(label, total=total, enabled=not quiet, unit=unit)
         bars[stage].update(done, total=total)
 
     try:
-        result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
-                                  progress=progress, networks=networks)
+        if parsed.grid is not None:
+            grid = run_sgd_vs_bayes_grid(parsed, out, data_dir=data_dir, device=device,
+                                         progress=progress, networks=networks)
+        else:
+            result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
+                                      progress=progress, networks=networks)
     finally:
         for bar in bars.values():
             bar.close()
+    if parsed.grid is not None:
+        for row in grid.rows:
+            console.print(
+                f"[bold]{row['cell']} {row['optimizer']}[/]: {row['fitted']}/{row['networks']} "
+                f"fitted, {row['distinct_functions']} functions; Pearson "
+                f"{_fmt(row['pearson_log10'])}, Spearman {_fmt(row['spearman'])}; median "
+                f"|log10 P_opt/V| (top) {_fmt(row['top_median_abs_log10_ratio'])}; posterior "
+                f"mass found {_fmt(row['posterior_mass_found'])}; decisiveness gap "
+                f"{_fmt(row['decisiveness_gap'])}", highlight=False)
+        console.print(f"-> {out / 'grid.csv'}, {out / 'grid.json'}, {out / 'grid.png'}, "
+                      f"{out / 'cells'}/ (store: {out / 'results.sqlite'}; `flatvol report "
+                      f"{out}` renders it)", highlight=False)
+        return
     for s in result.summaries:
         console.print(
             f"[bold]{s.optimizer}[/]: {s.fitted}/{s.networks} fitted, {s.distinct_functions} "

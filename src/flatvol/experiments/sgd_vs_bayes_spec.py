@@ -1,12 +1,15 @@
 """The sgd-vs-bayes spec: the sweep spec's sections (data, model, train, optimizers, volume) plus
-how many networks to sample and how to analyse them. Validated and loaded by
-flatvol.experiments.spec like a sweep spec (docs/EXPERIMENTS.md)."""
+how many networks to sample and how to analyse them, and optionally a [grid] of settings (width,
+|S|, batch size) each run as its own cell. Validated and loaded by flatvol.experiments.spec like
+a sweep spec (docs/EXPERIMENTS.md)."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,6 +57,64 @@ class AnalysisSpec(StrictSpec):
     top: int = Field(20, ge=1)
 
 
+FULL_BATCH = "full"
+GRID_AXES = ("width", "train_size", "batch_size")  # the order cells are named and run in
+
+
+class GridCellRule(StrictSpec):
+    """Settings of the grid cells that match every axis value given here (None matches any):
+    `networks` overrides sampling.networks, `skip` leaves the cells out. Later rules win."""
+
+    width: int | None = Field(None, ge=1)
+    train_size: int | None = Field(None, ge=1)
+    batch_size: int | Literal["full"] | None = None
+    networks: int | None = Field(None, ge=1)
+    skip: bool = False
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch(cls, value: Any) -> Any:
+        return value if value is None else check_batch_size(value)
+
+    def matches(self, cell: Mapping[str, Any]) -> bool:
+        return all(getattr(self, axis) is None or getattr(self, axis) == cell[axis]
+                   for axis in GRID_AXES)
+
+
+class GridSpec(StrictSpec):
+    """The axes of an sgd-vs-bayes grid: every combination is a cell, run like a spec of its own
+    (hidden width of each layer of the fcn, |S|, and batch size, 'full' meaning |S|); the spec's
+    optimizers run in every cell. An axis left out keeps the spec's value."""
+
+    width: list[int] = Field(default_factory=list)
+    train_size: list[int] = Field(default_factory=list)
+    batch_size: list[int | Literal["full"]] = Field(default_factory=list)
+    cells: list[GridCellRule] = Field(default_factory=list)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batches(cls, values: Any) -> Any:
+        return [check_batch_size(v) for v in values] if isinstance(values, list) else values
+
+    @field_validator("width", "train_size", "batch_size")
+    @classmethod
+    def _positive_unique(cls, values: list[Any]) -> list[Any]:
+        if any(isinstance(v, int) and v < 1 for v in values):
+            raise ValueError(f"expected values >= 1, got {values}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"expected distinct values, got {values}")
+        return values
+
+
+@dataclass(frozen=True)
+class GridCell:
+    """One cell of a grid: its axis values, its name and the spec it runs."""
+
+    values: dict[str, Any]  # width, train_size, batch_size ('full' or an int)
+    name: str  # e.g. 'w40-S200-b32'
+    spec: SgdVsBayesSpec
+
+
 class SgdVsBayesSpec(StrictSpec):
     name: str
     description: str = ""
@@ -65,6 +126,7 @@ class SgdVsBayesSpec(StrictSpec):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     volume: BayesVolumeSpec = Field(default_factory=BayesVolumeSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    grid: GridSpec | None = None
 
     @field_validator("optimizers")
     @classmethod
@@ -86,7 +148,56 @@ class SgdVsBayesSpec(StrictSpec):
     def _fit_S(self) -> SgdVsBayesSpec:
         if self.train.fit != "S":
             raise ValueError("train.fit must be 'S' (there is no attack set here)")
+        if self.grid is not None and self.grid.width and fcn_depth(self.model.arch) is None:
+            raise ValueError(f"grid.width needs an fcn model (model.arch 'fcn:W,W,...'), got "
+                             f"{self.model.arch!r}")
+        if self.grid is not None and not self.grid_cells():
+            raise ValueError("grid: every cell is skipped")
         return self
+
+    def grid_cells(self) -> list[GridCell]:
+        """The cells of the grid (axes in GRID_AXES order, the last varying fastest), without
+        the skipped ones; a spec without a grid is one cell named after the spec.
+
+        Returns:
+            Each cell's values, name and spec (the spec with the cell's settings and no grid).
+        """
+        if self.grid is None:
+            return [GridCell({}, self.name, self)]
+        grid = self.grid
+        axes = {"width": grid.width or [None], "train_size": grid.train_size or [None],
+                "batch_size": grid.batch_size or [None]}
+        cells = []
+        for values in itertools.product(*(axes[a] for a in GRID_AXES)):
+            cell = dict(zip(GRID_AXES, values, strict=True))
+            cell["train_size"] = cell["train_size"] or self.data.train_size
+            cell["batch_size"] = cell["batch_size"] or self.train.batch_size
+            networks, skip = self.sampling.networks, False
+            for rule in grid.cells:
+                if rule.matches(cell):
+                    networks = rule.networks or networks
+                    skip = rule.skip
+            if skip:
+                continue
+            cells.append(self._cell(cell, networks))
+        return cells
+
+    def _cell(self, cell: dict[str, Any], networks: int) -> GridCell:
+        arch = self.model.arch
+        if cell["width"] is not None:
+            arch = "fcn:" + ",".join([str(cell["width"])] * (fcn_depth(arch) or 1))
+        batch = cell["batch_size"]
+        size = cell["train_size"]
+        name = "-".join(([f"w{cell['width']}"] if cell["width"] is not None else [])
+                        + [f"S{size}", f"b{batch}"])
+        spec = self.model_copy(update={
+            "name": f"{self.name}[{name}]", "grid": None,
+            "data": self.data.model_copy(update={"train_size": size}),
+            "model": self.model.model_copy(update={"arch": arch}),
+            "train": self.train.model_copy(update={
+                "batch_size": size if batch == FULL_BATCH else int(batch)}),
+            "sampling": self.sampling.model_copy(update={"networks": networks})})
+        return GridCell(cell, name, spec)
 
     def train_config(self, optimizer: OptimizerSpec) -> TrainConfig:
         """spec.train with the optimizer's overrides, merged as for a sweep's runs."""
@@ -116,6 +227,22 @@ class SgdVsBayesSpec(StrictSpec):
                         "data": self.data.model_dump(mode="json"),
                         "data_fingerprint": data_fingerprint,
                         "model": self.model.model_dump(mode="json")})
+
+
+def check_batch_size(value: Any) -> int | str:
+    """A grid batch size: an integer >= 1 or 'full' (ValueError naming the value otherwise)."""
+    if value == FULL_BATCH or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+        return value
+    raise ValueError(f"expected an integer >= 1 or {FULL_BATCH!r}, got {value!r}")
+
+
+def fcn_depth(arch: str) -> int | None:
+    """Hidden layers of an 'fcn:W,W,...' arch string, or None for another architecture."""
+    kind, _, widths = arch.partition(":")
+    if kind.strip() != "fcn" or not widths.strip():
+        return None
+    return len(widths.split(","))
 
 
 def _digest(payload: Any) -> str:

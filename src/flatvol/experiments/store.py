@@ -90,6 +90,9 @@ CREATE TABLE IF NOT EXISTS function_samples (
 CREATE TABLE IF NOT EXISTS function_volumes (
     volume_key TEXT NOT NULL, function TEXT NOT NULL, log10_v_full REAL,
     converged INTEGER NOT NULL, PRIMARY KEY (volume_key, function));
+CREATE TABLE IF NOT EXISTS function_chunk_seconds (
+    sample_key TEXT NOT NULL, first_seed INTEGER NOT NULL, networks INTEGER NOT NULL,
+    seconds REAL NOT NULL, PRIMARY KEY (sample_key, first_seed, networks));
 CREATE TABLE IF NOT EXISTS function_priors (
     volume_key TEXT PRIMARY KEY, kernel TEXT NOT NULL, log10_v_train REAL,
     prior_label1_json TEXT NOT NULL);
