@@ -144,3 +144,18 @@ def test_progress_by_stage_on_a_console_that_is_not_a_terminal(tmp_path, ensembl
     # a staged sweep fits every network before the first volume; the per-run path alternates
     staged = any("networks fitted 6/6; volumes computed 0/6" in line for line in lines)
     assert staged == ensemble
+
+
+def test_plain_progress_reports_a_long_training_while_no_stage_passes(tmp_path, monkeypatch):
+    """An ensemble trains for minutes before its first network stops: the plain lines say which
+    run is training and at which epoch meanwhile."""
+    import flatvol.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "PLAIN_EVERY_S", 0.0)
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=300)
+    run_sweep(_spec(True), tmp_path / "out", progress=True, console=console)
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
+    training = [line for line in lines if "networks fitted 0/6" in line and "running " in line]
+    assert training, lines[:5]
+    assert "epoch " in training[-1] and "ensemble of 6" in training[-1]

@@ -96,6 +96,7 @@ class SweepProgress:
         self.started: dict[str, float] = {}
         self.plain = enabled and not self.console.is_terminal
         self.last_line = time.monotonic()
+        self.in_flight: dict[RunKey, str] = {}  # what each running run reported last
 
     def __enter__(self) -> SweepProgress:
         self.progress.__enter__()
@@ -108,6 +109,11 @@ class SweepProgress:
         if key not in self.runs:
             self.runs[key] = self.progress.add_task(f"  {key}", total=total, status="")
         self.progress.update(self.runs[key], completed=completed, total=total, status=text)
+        # a long training (an ensemble's hundreds of epochs) passes no stage for minutes: the
+        # plain line reports it meanwhile
+        self.in_flight[key] = f"{key}: {text}, epoch {completed}" + (
+            f"/{total}" if total else "")
+        self._plain_line(force=False)
 
     def stage_done(self, stage: str, key: RunKey) -> None:
         """Run `key` passed `stage` (FITTED or a measure name); counted once per run."""
@@ -120,6 +126,7 @@ class SweepProgress:
         self._plain_line(force=complete)
 
     def finish_run(self, record: RunRecord) -> None:
+        self.in_flight.pop(record.key, None)
         task = self.runs.pop(record.key, None)
         if task is not None:
             self.progress.remove_task(task)
@@ -153,6 +160,10 @@ class SweepProgress:
                 rate = (now - self.started[stage]) / done
                 text += f" (ETA {_duration(rate * (total - done))})"
             parts.append(text)
+        if self.in_flight:
+            parts.append("running " + ", ".join(list(self.in_flight.values())[:2])
+                         + (f" (+{len(self.in_flight) - 2} more)" if len(self.in_flight) > 2
+                            else ""))
         return "; ".join(parts)
 
     def _plain_line(self, force: bool) -> None:
