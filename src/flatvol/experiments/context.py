@@ -66,6 +66,9 @@ def kernel_cache_key(spec: ExperimentSpec) -> str:
                "model": spec.model.model_dump(mode="json"), "kernel": v.kernel,
                "mc_samples": v.mc_samples if v.kernel != "analytic" else None,
                "mc_seed": v.mc_seed if v.kernel != "analytic" else None}
+    if v.kernel != "analytic" and v.mc_samples == "auto":  # what the check converged on
+        payload.update(mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
+                       estimator=v.estimator)
     if v.kernel != "analytic":  # a kernel cached before batches were kept is not reused
         payload["mc_batches"] = DEFAULT_MC_BATCHES
     text = json.dumps(payload, sort_keys=True)
@@ -85,12 +88,15 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
 
     Returns:
         The kernel and its info; a Monte-Carlo kernel keeps DEFAULT_MC_BATCHES batch kernels
-        for its error bar where they fit.
+        for its error bar where they fit. With mc_samples 'auto' the convergence check probes
+        the true labels y on S u E with the spec's estimator.
     """
     v = spec.measures.volume
     return prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
                         mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
-                        progress=progress, mc_batches=DEFAULT_MC_BATCHES)
+                        progress=progress, mc_batches=DEFAULT_MC_BATCHES,
+                        mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
+                        probe_labels=task.y_SE(), probe_estimator=v.estimator)
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,

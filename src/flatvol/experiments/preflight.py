@@ -125,6 +125,23 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
             raise SpecError(_one_line(f"{source}: {prefix}{text}")) from None
 
 
+def _check_mc_rank(spec: ExperimentSpec, source: str, model: torch.nn.Module,
+                   task: TaskData) -> None:
+    """A fixed Monte-Carlo draw count whose kernel of S u E must be singular is refused now
+    (draws x feature width + 1 < n: log V would be set by the jitter)."""
+    from flatvol.volume.mc_convergence import check_full_rank
+    from flatvol.volume.mc_kernel import FeatureDraws
+
+    samples = spec.measures.volume.mc_samples
+    if samples == "auto":
+        return
+    x = task.x_SE()
+    try:
+        check_full_rank(samples, FeatureDraws(model, x[:1]).width, int(x.shape[0]))
+    except FlatvolError as exc:
+        raise SpecError(_one_line(f"{source}: measures.volume.{exc}")) from None
+
+
 def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
     """The whole expanded spec: data sizes of the largest attack set against the pool, the
     architecture on the task's input shape, every optimizer, every measure's options.
@@ -148,9 +165,11 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
         raise SpecError(_one_line(f"{source}: model.arch: {exc}")) from None
     if "volume" in set(spec.measures.final) | set(spec.during.measures):
         try:
-            kernel_kind(spec, model)
+            kind = kernel_kind(spec, model)
         except FlatvolError as exc:
             raise SpecError(_one_line(f"{source}: {exc}")) from None
+        if kind == "mc":
+            _check_mc_rank(spec, source, model, task)
     _check_optimizers(spec, source, model)
     _check_measures(spec, source, model, task)
 

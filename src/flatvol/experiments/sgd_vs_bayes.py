@@ -98,7 +98,9 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
         if not built:
             kernel = prior_kernel(spec.model.arch, task.x_SE(), spec.prior(), v.kernel,
                                   mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
-                                  progress=False)
+                                  progress=False, mc_tolerance=v.mc_tolerance,
+                                  mc_max_samples=v.mc_max_samples, probe_labels=task.y_SE(),
+                                  probe_estimator=v.estimator)
             built.update(service=VolumeService(kernel.matrix), kernel=kernel.description())
         return built["service"]
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from flatvol.errors import SpecError, VolumeError
 from flatvol.volume import DEFAULT_ESTIMATOR, VolumeService, check_estimator
 from flatvol.volume.kernels import KernelKind
+from flatvol.volume.mc_convergence import DEFAULT_MC_MAX_SAMPLES, DEFAULT_MC_TOLERANCE
 
 if TYPE_CHECKING:
     import torch
@@ -196,13 +197,25 @@ class StrictSpec(BaseModel):
 
 class VolumeSpec(StrictSpec):
     """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
-    arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn)."""
+    arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn).
+    `mc_samples`: the Monte-Carlo draws, or 'auto' to double them until log10 V of the true
+    labels agrees within `mc_tolerance` between two independent halves of the draws, refused
+    past `mc_max_samples` (flatvol.volume.mc_convergence)."""
 
     estimator: str = DEFAULT_ESTIMATOR  # a name in the registry, flatvol.volume.ESTIMATORS
     kernel: KernelKind = "auto"
-    mc_samples: int = Field(100, ge=2)
+    mc_samples: int | Literal["auto"] = 100
     mc_seed: int = 0
+    mc_tolerance: float = Field(DEFAULT_MC_TOLERANCE, gt=0)  # in log10 V
+    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=4)
     options: dict[str, OptionValue] = Field(default_factory=dict)
+
+    @field_validator("mc_samples")
+    @classmethod
+    def _enough_samples(cls, samples: int | str) -> int | str:
+        if samples != "auto" and int(samples) < 2:
+            raise ValueError(f"Input should be greater than or equal to 2 (got {samples})")
+        return samples
 
     @field_validator("estimator")
     @classmethod

@@ -19,7 +19,15 @@ from torch import nn
 from flatvol.errors import VolumeError
 from flatvol.models import FCN, Prior, build_model
 from flatvol.volume._numerics import to_numpy
-from flatvol.volume.mc_kernel import mc_nngp_kernel
+from flatvol.volume.estimate import DEFAULT_ESTIMATOR
+from flatvol.volume.mc_convergence import (
+    DEFAULT_MC_MAX_SAMPLES,
+    DEFAULT_MC_TOLERANCE,
+    MC_START_SAMPLES,
+    check_full_rank,
+    converged_mc_kernel,
+)
+from flatvol.volume.mc_kernel import FeatureDraws, mc_nngp_kernel
 from flatvol.volume.output_kernel import leave_one_batch_out
 
 
@@ -124,6 +132,8 @@ MAX_BATCH_KERNEL_BYTES = 2 * 2**30
 # Batches of draws of a Monte-Carlo kernel whose error is carried to log10 V (jackknife).
 DEFAULT_MC_BATCHES = 10
 KERNEL_KINDS: tuple[str, ...] = get_args(KernelKind)
+# A Monte-Carlo draw count: a number, or 'auto' (chosen by flatvol.volume.mc_convergence).
+MCSamples = int | Literal["auto"]
 
 
 @dataclass(frozen=True)
@@ -131,8 +141,10 @@ class NNGPKernel:
     """An NNGP kernel and how it was obtained.
 
     `info` is JSON-able: kind ('analytic' or 'monte-carlo'), n, seconds, and for a Monte-Carlo
-    kernel mc_samples, mc_seed, width, max_stderr and, when batches were asked for, mc_batches
-    (0 with an mc_error note when they were too large to keep).
+    kernel mc_samples, mc_seed, width, rank_bound (draws x width + 1, >= n), max_stderr and,
+    when batches were asked for, mc_batches (0 with an mc_error note when they were too large to
+    keep); with mc_samples 'auto', mc_convergence holds the check's settings and rounds
+    (flatvol.volume.mc_convergence.MCConvergence.to_info).
     """
 
     matrix: np.ndarray  # (n, n) float64, C-contiguous
@@ -183,11 +195,15 @@ def select_kernel(
     x: Any,
     kind: KernelKind = "auto",
     *,
-    mc_samples: int = 100,
+    mc_samples: MCSamples = 100,
     mc_seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
     mc_batches: int = 0,
+    mc_tolerance: float = DEFAULT_MC_TOLERANCE,
+    mc_max_samples: int = DEFAULT_MC_MAX_SAMPLES,
+    probe_labels: Any = None,
+    probe_estimator: str = DEFAULT_ESTIMATOR,
 ) -> NNGPKernel:
     """The one place the NNGP kernel of a model's prior is chosen and computed.
 
@@ -196,15 +212,26 @@ def select_kernel(
         x: inputs, (n, *input_shape).
         kind: 'analytic' (ReLU FCN arccos kernel), 'mc' (Monte-Carlo over `mc_samples` inits
             seeded by `mc_seed`, any model with .features) or 'auto' (analytic for an FCN).
-        mc_samples: number of Monte-Carlo prior draws (kind 'mc').
+        mc_samples: number of Monte-Carlo prior draws (kind 'mc'); a count whose kernel must
+            be singular (draws x feature width + 1 < n) is refused. 'auto' doubles the draws
+            until log10 V of `probe_labels` agrees within `mc_tolerance` between two
+            independent halves (flatvol.volume.mc_convergence), refused if it never does.
         mc_seed: seed of the Monte-Carlo draws.
         device: torch device the Monte-Carlo features are computed on.
         progress: show the Monte-Carlo progress (see flatvol.progress).
         mc_batches: keep the kernels of this many batches of draws (>= 2) for a jackknife
             error, unless they would take more than MAX_BATCH_KERNEL_BYTES; 0 keeps none.
+        mc_tolerance: with 'auto', the log10 V agreement required.
+        mc_max_samples: with 'auto', the most draws tried.
+        probe_labels: with 'auto', the labels of x whose log10 V is checked (y on S u E).
+        probe_estimator: with 'auto', the volume estimator of the check.
 
     Returns:
         The kernel (float64, contiguous) with its info (and its batches, if kept).
+
+    Raises:
+        VolumeError: an unknown kind, a rank-deficient count, 'auto' without probe labels or
+            not converged within mc_max_samples.
     """
     start = time.perf_counter()
     if resolve_kernel_kind(kind, model) == "analytic":
@@ -214,18 +241,36 @@ def select_kernel(
     else:
         n = int(to_numpy(x).shape[0])
         size = mc_batches * n * n * 8
-        keep = bool(mc_batches) and mc_batches <= mc_samples and size <= MAX_BATCH_KERNEL_BYTES
-        mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device, progress=progress,
-                            n_batches=mc_batches if keep else 0)
+        least = min(MC_START_SAMPLES, mc_max_samples) if mc_samples == "auto" else mc_samples
+        keep = bool(mc_batches) and mc_batches <= least and size <= MAX_BATCH_KERNEL_BYTES
+        check = None
+        if mc_samples == "auto":
+            if probe_labels is None:
+                raise VolumeError("mc_samples 'auto' needs probe labels (y on S u E) for its "
+                                  "convergence check")
+            mc, check = converged_mc_kernel(
+                model, x, probe_labels, estimator=probe_estimator, tolerance=mc_tolerance,
+                max_samples=mc_max_samples, seed=mc_seed, device=device, progress=progress,
+                n_batches=mc_batches if keep else 0)
+        else:
+            if isinstance(mc_samples, str) or mc_samples < 2:
+                raise VolumeError(f"mc_samples must be an integer >= 2 or 'auto', got "
+                                  f"{mc_samples!r}")
+            check_full_rank(mc_samples, FeatureDraws(model, x[:1]).width, n)
+            mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device,
+                                progress=progress, n_batches=mc_batches if keep else 0)
         matrix, batches = mc.kernel, (mc.batch_kernels, mc.batch_counts)
         info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
-                "width": mc.width, "max_stderr": float(np.max(mc.stderr))}
+                "width": mc.width, "rank_bound": mc.n_samples * mc.width + 1,
+                "max_stderr": float(np.max(mc.stderr))}
+        if check is not None:
+            info["mc_convergence"] = check.to_info()
         if mc_batches:
             info["mc_batches"] = mc_batches if keep else 0
             if not keep:
                 info["mc_error"] = (
-                    f"no error bar: {mc_samples} draws make fewer than {mc_batches} batches"
-                    if mc_batches > mc_samples else
+                    f"no error bar: {least} draws make fewer than {mc_batches} batches"
+                    if mc_batches > least else
                     f"no error bar: {mc_batches} batch kernels of {n} points would take "
                     f"{size / 2**30:.1f} GiB")
     info.update(n=int(matrix.shape[0]), seconds=round(time.perf_counter() - start, 3))
@@ -238,11 +283,15 @@ def prior_kernel(
     prior: Prior,
     kind: KernelKind = "auto",
     *,
-    mc_samples: int = 100,
+    mc_samples: MCSamples = 100,
     mc_seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
     mc_batches: int = 0,
+    mc_tolerance: float = DEFAULT_MC_TOLERANCE,
+    mc_max_samples: int = DEFAULT_MC_MAX_SAMPLES,
+    probe_labels: Any = None,
+    probe_estimator: str = DEFAULT_ESTIMATOR,
 ) -> NNGPKernel:
     """The NNGP kernel of an architecture's prior on inputs x (e.g. S u E, S first).
 
@@ -256,6 +305,10 @@ def prior_kernel(
         device: torch device of the Monte-Carlo features.
         progress: show the Monte-Carlo progress.
         mc_batches: batch kernels to keep for a jackknife error, as in `select_kernel`.
+        mc_tolerance: with mc_samples 'auto', as in `select_kernel`.
+        mc_max_samples: with mc_samples 'auto', as in `select_kernel`.
+        probe_labels: with mc_samples 'auto', as in `select_kernel`.
+        probe_estimator: with mc_samples 'auto', as in `select_kernel`.
 
     Returns:
         The kernel with its info.
@@ -263,7 +316,9 @@ def prior_kernel(
     shape = tuple(to_numpy(x).shape[1:])
     model = build_model(arch, shape, prior, seed=mc_seed)
     return select_kernel(model, x, kind, mc_samples=mc_samples, mc_seed=mc_seed, device=device,
-                         progress=progress, mc_batches=mc_batches)
+                         progress=progress, mc_batches=mc_batches, mc_tolerance=mc_tolerance,
+                         mc_max_samples=mc_max_samples, probe_labels=probe_labels,
+                         probe_estimator=probe_estimator)
 
 
 def model_kernel(

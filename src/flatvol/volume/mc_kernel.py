@@ -3,24 +3,54 @@
 K = sigma_w2 / width * E[Phi Phi^T] + sigma_b2 over random initializations, Phi = the features
 feeding the Linear readout; the readout's prior is integrated exactly, so this estimator has a
 lower variance than sampling the outputs (flatvol.volume.output_kernel, for any model).
-`flatvol.volume.kernels.select_kernel` chooses between it and the analytic kernel.
+`flatvol.volume.kernels.select_kernel` chooses between it and the analytic kernel, and
+flatvol.volume.mc_convergence chooses the number of draws.
+
+Draws are batched: `FeatureDraws` redraws the model's parameters with its own initializer
+`draws_per_pass` times, stacks them, and runs all those networks in one forward pass with
+torch.func (functional_call under vmap); the Gram matrices are streamed into float64 sums, so
+memory stays O(n^2) plus one pass of features. Networks run in eval mode: BatchNorm normalizes
+with the running statistics its reset sets (mean 0, variance 1), as in the authors' code (see
+docs/VOLUME.md), so features do not depend on how inputs are batched and no module state is
+written during the vmapped pass.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
 from flatvol.errors import VolumeError
 from flatvol.models import Prior, init_from_prior_
 from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
+
+# Networks per vmapped forward pass on CUDA (their stacked parameters are held at once). On CPU
+# draws run one at a time: vmap turns convolutions into slower grouped ones there (ResNet-50 of
+# width 8 on 700 CIFAR-size inputs, 1 thread: 2.7 s per draw alone, 4.8 s per draw in fours).
+DEFAULT_DRAWS_PER_PASS = 8
+
+
+def draws_per_pass_for(device: str | torch.device, draws_per_pass: int | None) -> int:
+    """`draws_per_pass`, or when None the default for `device` (8 on CUDA, 1 elsewhere).
+
+    Args:
+        device: Device the draws run on.
+        draws_per_pass: An explicit count, or None.
+
+    Returns:
+        Networks per forward pass.
+    """
+    if draws_per_pass is not None:
+        return int(draws_per_pass)
+    return DEFAULT_DRAWS_PER_PASS if torch.device(device).type == "cuda" else 1
 
 
 @dataclass(frozen=True)
@@ -32,8 +62,8 @@ class MCKernel:
     n_samples: int
     width: int
     seed: int
-    # (n_batches, n, n) float64: the kernel of each batch of consecutive draws, for a jackknife
-    # error (flatvol.volume.output_kernel.leave_one_batch_out); None unless n_batches was given.
+    # (n_batches, n, n) float64: the kernel of each batch of draws, for a jackknife error
+    # (flatvol.volume.output_kernel.leave_one_batch_out); None unless n_batches was given.
     batch_kernels: np.ndarray | None = None
     batch_counts: np.ndarray | None = None  # (n_batches,) draws per batch
 
@@ -54,7 +84,129 @@ def _default_features(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module.features(x)
 
 
-@torch.no_grad()
+class _FeatureModule(nn.Module):
+    """`features(net, x)` as a module's forward, so torch.func.functional_call can swap in
+    stacked parameters (named 'net.<name>')."""
+
+    def __init__(self, net: nn.Module, features: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.net = net
+        self.features_fn = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features_fn(self.net, x)
+
+
+class FeatureDraws:
+    """A stream of random initializations of a model and the Gram matrices of their features.
+
+    `grams(count)` yields Phi Phi^T (float64, (n, n)) for the next `count` draws in draw order;
+    draw i always uses the same random numbers whatever `draws_per_pass` is, so batching changes
+    the kernel only by float rounding. `kernel(total, count)` turns a sum of Grams into
+    sigma_w2 / width * mean + sigma_b2.
+
+    Args:
+        model: The network (deep-copied, never modified), with `.prior` unless `prior` is given.
+        x: Inputs, shape (n, ...).
+        prior: Prior of the redraws (default `model.prior`).
+        reinit: Function redrawing a model's parameters from a generator (default
+            init_from_prior_).
+        features: Function giving the penultimate features (default `model.features`).
+        seed: Seed of the parameter draws.
+        batch_size: Inputs per forward pass.
+        device: Device the draws run on.
+        draws_per_pass: Networks per vmapped forward pass; 1 runs them one at a time; None:
+            `draws_per_pass_for(device)`.
+
+    Raises:
+        VolumeError: If the model, prior or inputs cannot give a kernel.
+    """
+
+    def __init__(self, model: nn.Module, x: Any, *, prior: Prior | None = None,
+                 reinit: Callable[[nn.Module, torch.Generator], None] | None = None,
+                 features: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+                 seed: int = 0, batch_size: int = 512, device: str | torch.device = "cpu",
+                 draws_per_pass: int | None = None):
+        prior = prior or getattr(model, "prior", None)
+        if prior is None:
+            raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...), or "
+                              "use flatvol.volume_of(model, x_S, y_S, x_E) for any model")
+        draws_per_pass = draws_per_pass_for(device, draws_per_pass)
+        if draws_per_pass < 1:
+            raise VolumeError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+        self.prior = prior
+        self.reinit = reinit or _default_reinit(prior)
+        self.features = features or _default_features
+        self.device = torch.device(device)
+        self.x = torch.as_tensor(to_numpy(x), dtype=torch.float32)
+        self.n = int(self.x.shape[0])
+        self.batch_size = int(batch_size)
+        self.draws_per_pass = int(draws_per_pass)
+        self.net = copy.deepcopy(model).to(self.device).eval()
+        self.module = _FeatureModule(self.net, self.features)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():  # the width, from the copy's current weights (no draw is used)
+            self.width = int(self.features(self.net, self.x[:1].to(self.device))
+                             .reshape(1, -1).shape[1])
+
+    def _one(self) -> torch.Tensor:
+        self.reinit(self.net, self.generator)
+        n, size = self.n, self.batch_size
+        return torch.cat([self.features(self.net, self.x[i : i + size].to(self.device))
+                          .reshape(min(size, n - i), -1) for i in range(0, n, size)])
+
+    def _stacked(self, count: int) -> torch.Tensor:
+        states = []
+        for _ in range(count):  # the same draws, in the same order, as one at a time
+            self.reinit(self.net, self.generator)
+            states.append({name: t.detach().clone() for name, t in
+                           [*self.module.named_parameters(), *self.module.named_buffers()]
+                           if t.is_floating_point()})
+        stacked = {name: torch.stack([s[name] for s in states]) for name in states[0]}
+
+        def run(state: dict[str, torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.module, state, (xb,))
+
+        batched = vmap(run, in_dims=(0, None))
+        n, size = self.n, self.batch_size
+        return torch.cat([batched(stacked, self.x[i : i + size].to(self.device))
+                          .reshape(count, min(size, n - i), -1) for i in range(0, n, size)],
+                         dim=1)
+
+    @torch.no_grad()
+    def grams(self, count: int) -> Iterator[torch.Tensor]:
+        """The Gram matrices Phi Phi^T of the next `count` draws, float64 (n, n), in order.
+
+        Args:
+            count: Number of draws.
+
+        Returns:
+            An iterator over `count` float64 (n, n) tensors on the draws' device.
+        """
+        done = 0
+        while done < count:
+            size = min(self.draws_per_pass, count - done)
+            phis = [self._one()] if size == 1 else list(self._stacked(size))
+            for phi in phis:
+                phi = phi.to(torch.float64)
+                yield phi @ phi.T
+            done += size
+
+    def kernel(self, total: torch.Tensor, count: int | torch.Tensor) -> np.ndarray:
+        """sigma_w2 / width * total / count + sigma_b2 as a symmetric float64 array.
+
+        Args:
+            total: A sum of `count` Gram matrices (or a stack of sums, with counts to match).
+            count: Draws in the sum.
+
+        Returns:
+            The kernel(s), float64 numpy.
+        """
+        scaled = self.prior.sigma_w2 / self.width * (total / count) + self.prior.sigma_b2
+        out = scaled.cpu().numpy()
+        return 0.5 * (out + np.swapaxes(out, -1, -2))
+
+
 def mc_nngp_kernel(
     model: nn.Module,
     x: Any,
@@ -68,17 +220,17 @@ def mc_nngp_kernel(
     device: str | torch.device = "cpu",
     progress: bool = True,
     n_batches: int = 0,
+    draws_per_pass: int | None = None,
 ) -> MCKernel:
     """Monte-Carlo NNGP kernel: mean over inits of sigma_w2/width Phi Phi^T + sigma_b2.
 
     Phi = features(model, x) are the penultimate features (default `model.features`), and each
     init redraws the parameters with `reinit(model_copy, generator)` (default: init_from_prior_
-    with `prior`, default `model.prior`). The model is deep-copied first, so a trained model is
-    never overwritten; the copy runs in eval mode (BatchNorm uses its reset running statistics,
-    so features do not depend on how x is batched). Sums are accumulated in float64 on `device`
-    (memory O(n^2)); the same seed gives the same kernel. With `n_batches` >= 2 the kernel of
-    each batch of consecutive draws is kept too (memory O(n_batches n^2)), for a jackknife error;
-    the kernel itself is the same with or without them.
+    with `prior`, default `model.prior`); see `FeatureDraws` (batched draws, eval-mode
+    BatchNorm). Sums are accumulated in float64 on `device` (memory O(n^2)); the same seed gives
+    the same kernel. With `n_batches` >= 2 the kernel of each batch of consecutive draws is kept
+    too (memory O(n_batches n^2)), for a jackknife error; the kernel itself is the same with or
+    without them. The count is taken as given: flatvol.volume.mc_convergence chooses one.
 
     Args:
         model: The network whose prior kernel is estimated (deep-copied, never modified).
@@ -94,6 +246,8 @@ def mc_nngp_kernel(
         progress: Whether to show a progress bar.
         n_batches: With 2 or more, also keep the kernel of each of that many batches of
             consecutive draws (for a jackknife error); 0 keeps none.
+        draws_per_pass: Networks per vmapped forward pass (1: one at a time; None: 8 on CUDA,
+            1 elsewhere).
 
     Returns:
         The MCKernel: the kernel estimate with its elementwise standard error.
@@ -103,47 +257,52 @@ def mc_nngp_kernel(
     """
     if n_samples < 2:
         raise VolumeError(f"n_samples must be >= 2 (for a standard error), got {n_samples}")
-    prior = prior or getattr(model, "prior", None)
-    if prior is None:
-        raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...), or use "
-                          "flatvol.volume_of(model, x_S, y_S, x_E) for any model")
-    reinit = reinit or _default_reinit(prior)
-    features = features or _default_features
-    device = torch.device(device)
-    xs = torch.as_tensor(to_numpy(x), dtype=torch.float32)
-    n = xs.shape[0]
-    net = copy.deepcopy(model).to(device).eval()
-    generator = torch.Generator().manual_seed(int(seed))
-    total = torch.zeros((n, n), dtype=torch.float64, device=device)
-    total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
     if n_batches == 1 or n_batches < 0 or n_batches > n_samples:
         raise VolumeError(f"n_batches must be 0 or in 2..n_samples={n_samples}, got {n_batches}")
+    draws = FeatureDraws(model, x, prior=prior, reinit=reinit, features=features, seed=seed,
+                         batch_size=batch_size, device=device, draws_per_pass=draws_per_pass)
+    n, device = draws.n, draws.device
+    total = torch.zeros((n, n), dtype=torch.float64, device=device)
+    total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)
     batch_of = np.arange(n_samples) * n_batches // n_samples if n_batches else None
     batch_totals = (torch.zeros((n_batches, n, n), dtype=torch.float64, device=device)
                     if n_batches else None)
-    width = 0
+    grams = draws.grams(n_samples)
     for draw in track(range(n_samples), "MC NNGP kernel", enabled=progress, unit="samples"):
-        reinit(net, generator)
-        phi = torch.cat(
-            [features(net, xs[i : i + batch_size].to(device)).reshape(min(batch_size, n - i), -1)
-             for i in range(0, n, batch_size)]
-        ).to(torch.float64)
-        width = phi.shape[1]
-        sample = phi @ phi.T
+        sample = next(grams)
         total += sample
         total_sq += sample * sample
         if batch_totals is not None:  # a separate sum: `total` (the kernel) is unchanged
             batch_totals[int(batch_of[draw])] += sample
-    scale = prior.sigma_w2 / width
+    batch_counts = None if batch_of is None else np.bincount(batch_of, minlength=n_batches)
+    return summarize(draws, total, total_sq, n_samples, int(seed), batch_totals, batch_counts)
+
+
+def summarize(draws: FeatureDraws, total: torch.Tensor, total_sq: torch.Tensor, n_samples: int,
+              seed: int, batch_totals: torch.Tensor | None = None,
+              batch_counts: np.ndarray | None = None) -> MCKernel:
+    """The MCKernel of streamed sums: the kernel, its elementwise standard error, and the
+    kernels of the batches of draws when their sums were kept.
+
+    Args:
+        draws: The stream the Gram matrices came from (its prior and width scale them).
+        total: Sum of the `n_samples` Gram matrices.
+        total_sq: Sum of their elementwise squares.
+        n_samples: Draws summed.
+        seed: Seed of the draws (recorded).
+        batch_totals: (B, n, n) sums of each batch of draws, or None.
+        batch_counts: (B,) draws per batch, with batch_totals.
+
+    Returns:
+        The MCKernel.
+    """
+    scale = draws.prior.sigma_w2 / draws.width
     mean = total / n_samples
     var = (total_sq / n_samples - mean * mean) * n_samples / (n_samples - 1)
-    kernel = (scale * mean + prior.sigma_b2).cpu().numpy()
     stderr = (scale * torch.sqrt(torch.clamp(var, min=0.0) / n_samples)).cpu().numpy()
-    batch_kernels = batch_counts = None
-    if batch_totals is not None:
-        batch_counts = np.bincount(batch_of, minlength=n_batches)
-        counts = torch.as_tensor(batch_counts, dtype=torch.float64, device=device)
-        batches = (scale * batch_totals / counts[:, None, None] + prior.sigma_b2).cpu().numpy()
-        batch_kernels = 0.5 * (batches + batches.transpose(0, 2, 1))
-    return MCKernel(0.5 * (kernel + kernel.T), stderr, int(n_samples), int(width), int(seed),
-                    batch_kernels, batch_counts)
+    batch_kernels = None
+    if batch_totals is not None and batch_counts is not None:
+        counts = torch.as_tensor(batch_counts, dtype=torch.float64, device=total.device)
+        batch_kernels = draws.kernel(batch_totals, counts[:, None, None])
+    return MCKernel(draws.kernel(total, n_samples), stderr, int(n_samples), draws.width,
+                    int(seed), batch_kernels, batch_counts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -322,7 +322,7 @@ def volume_of_model(
     *,
     kernel: Any = None,
     estimator_cache: VolumeEstimator | VolumeService | None = None,
-    mc_samples: int = 100,
+    mc_samples: int | Literal["auto"] = 100,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -342,7 +342,9 @@ def volume_of_model(
         estimator: a name from flatvol.volume.ESTIMATORS.
         kernel: an (n, n) kernel of S u E to use instead of the prior's.
         estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks.
-        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form.
+        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form, or 'auto'
+            (chosen by a convergence check on the true labels y on S u E, see
+            flatvol.volume.mc_convergence).
         seed: seed of the Monte-Carlo kernel and of sampling estimators.
         device: torch device for the network's predictions and the Monte-Carlo kernel.
         progress: show the Monte-Carlo kernel's progress.
@@ -371,7 +373,8 @@ def volume_of_model(
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
     else:
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
-                             device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES)
+                             device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
+                             probe_labels=task.y_SE(), probe_estimator=estimator)
         service = VolumeService(nngp.matrix, replicates=nngp.replicates())
         kind, kernel_info = nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
