@@ -102,3 +102,26 @@ def test_conditional_stderr_is_the_jackknife_of_the_replicates():
     reps = [VolumeService(k).conditional(labels, 5).full.log10_volume for k in scaled]
     expected = math.sqrt(3 / 4 * np.sum((np.array(reps) - np.mean(reps)) ** 2))
     assert stderr.log10_volume == pytest.approx(expected, rel=1e-12) and expected > 0
+
+
+def test_auto_sample_count_is_checked_cached_and_stored_with_each_run(tmp_path):
+    import json
+    import sqlite3
+
+    from flatvol.experiments.store import store_path
+
+    spec = spec_from_dict(tiny_spec(
+        data__train_size=20, data__test_size=10, model__arch="cnn:2,3",
+        measures__final=["volume"], sweep__attack_sizes=[0], sweep__seeds=2,
+        train__max_epochs=50, measures__volume={"mc_samples": "auto", "mc_tolerance": 3.0,
+                                                "mc_max_samples": 256}))
+    summary = run_sweep(spec, tmp_path, progress=False)
+    assert (summary.done, summary.failed) == (2, 0)
+    meta = json.loads(next((tmp_path / "cache").glob("kernel-*[0-9a-f].json")).read_text())
+    check = meta["mc_convergence"]
+    assert check["converged"] and check["tolerance"] == 3.0 and check["max_samples"] == 256
+    assert meta["mc_samples"] == check["rounds"][-1]["samples"]
+    with sqlite3.connect(store_path(tmp_path)) as conn:
+        infos = [json.loads(text) for (text,) in conn.execute("SELECT info_json FROM runs")]
+    for info in infos:
+        assert info["measures"]["volume"]["kernel"]["mc_convergence"] == check

@@ -86,7 +86,7 @@ class SpecInfo:
     name: str
     text: str | None
     alphas: tuple[float, ...]
-    mc_samples: int | None = None  # draws of a Monte-Carlo volume kernel, from the spec
+    mc_samples: int | str | None = None  # draws of a Monte-Carlo volume kernel, or 'auto'
 
 
 def _first(frame: pd.DataFrame, column: str) -> str | None:
@@ -145,23 +145,24 @@ def _spec_text_and_alphas(row: pd.Series) -> tuple[str, tuple[float, ...]]:
     return header + "\n" + body.rstrip() + "\n", alphas
 
 
-def _mc_samples(row: pd.Series) -> int | None:
-    """measures.volume.mc_samples of a store's spec row, or None."""
+def _mc_samples(row: pd.Series) -> int | str | None:
+    """measures.volume.mc_samples of a store's spec row (a count or 'auto'), or None."""
     try:
         value = json.loads(row["spec_json"])["measures"]["volume"]["mc_samples"]
     except (TypeError, ValueError, KeyError):
         return None
-    return int(value) if isinstance(value, int) else None
+    return value if isinstance(value, int) or value == "auto" else None
 
 
-def _kernel_error_html(runs: pd.DataFrame, mc_samples: int | None) -> str:
+def _kernel_error_html(runs: pd.DataFrame, mc_samples: int | str | None) -> str:
     """A note on the Monte-Carlo kernel's error bars, where the runs carry any (> 0)."""
     if "log10_volume_stderr" not in runs.columns:
         return ""
     stderr = pd.to_numeric(runs["log10_volume_stderr"], errors="coerce")
     if not (stderr > 0).any():  # analytic kernel (0) or no error bar (nan)
         return ""
-    samples = "" if mc_samples is None else f", {mc_samples} samples"
+    samples = ("" if mc_samples is None else ", samples chosen by a convergence check"
+               if mc_samples == "auto" else f", {mc_samples} samples")
     return (f"<p class='meta'>log10 V &plusmn; se (Monte-Carlo kernel{samples}): the kernel's "
             "error reaches each run's volume as a jackknife standard error over its batches "
             f"of draws; median se of log10 V(f) {fmt(float(stderr.median()), 3)}, largest "
@@ -264,7 +265,7 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
                   settings: ReportSettings, spec_text: str | None = None,
                   alphas: Sequence[float] = (), correlations: pd.DataFrame | None = None,
                   page_dir: Path | None = None, level: int = 2,
-                  mc_samples: int | None = None) -> list[str]:
+                  mc_samples: int | str | None = None) -> list[str]:
     """The HTML sections for the runs of one spec: counts, headline, correlation tables,
     figures, Fig-5 numbers, the runs table (with a note on the Monte-Carlo kernel's error
     bars, of `mc_samples` draws, where the runs have them) and the spec."""

@@ -210,11 +210,13 @@ class VolumeSpec(StrictSpec):
     mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=4)
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
-    @field_validator("mc_samples")
+    @field_validator("mc_samples", mode="before")
     @classmethod
-    def _enough_samples(cls, samples: int | str) -> int | str:
-        if samples != "auto" and int(samples) < 2:
-            raise ValueError(f"Input should be greater than or equal to 2 (got {samples})")
+    def _count_or_auto(cls, samples: Any) -> Any:
+        if samples == "auto":
+            return samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+            raise ValueError("expected an integer >= 2 or 'auto'")
         return samples
 
     @field_validator("estimator")

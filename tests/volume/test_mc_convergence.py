@@ -1,0 +1,156 @@
+"""Monte-Carlo NNGP kernels that can be trusted: the draw count chosen by a convergence check on
+log10 V, refused when rank-deficient, batched draws equal to one-at-a-time ones, and the
+BatchNorm convention (eval mode with reset statistics: the authors' code)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flatvol.data.tasks import load_task
+from flatvol.errors import VolumeError
+from flatvol.models import Prior, build_model
+from flatvol.volume import log_volume, select_kernel
+from flatvol.volume.mc_convergence import (
+    DEFAULT_MC_TOLERANCE,
+    converged_mc_kernel,
+    rank_bound,
+)
+from flatvol.volume.mc_kernel import FeatureDraws, mc_nngp_kernel
+
+
+@pytest.fixture(scope="module")
+def mnist_120() -> tuple[torch.Tensor, np.ndarray]:
+    """|S| = 80, |E| = 40 from the embedded MNIST subset, and the true labels y on S u E."""
+    task = load_task("mnist", train_size=80, test_size=40, data_dir="embedded")
+    return task.x_SE(), task.y_SE().numpy().astype(np.float64)
+
+
+def analytic_log10_volume(model: nn.Module, x: torch.Tensor, y: np.ndarray) -> float:
+    return log_volume(y, select_kernel(model, x, "analytic").matrix).log10_volume
+
+
+def test_auto_count_matches_the_analytic_kernel_on_an_fcn(mnist_120):
+    # One hidden layer: the MC kernel's expectation is exactly the arccos kernel at any width,
+    # so any gap in log10 V is Monte-Carlo error, which the check must bring within tolerance.
+    x, y = mnist_120
+    model = build_model("fcn:32", tuple(x.shape[1:]), Prior(), seed=0)
+    nngp = select_kernel(model, x, "mc", mc_samples="auto", probe_labels=y, progress=False)
+    check = nngp.info["mc_convergence"]
+    assert check["converged"] and check["tolerance"] == DEFAULT_MC_TOLERANCE
+    assert check["rounds"][-1]["samples"] == nngp.info["mc_samples"]
+    assert [r["samples"] for r in check["rounds"]] == [64 * 2**i for i in range(len(
+        check["rounds"]))]
+    mc = log_volume(y, nngp.matrix).log10_volume
+    assert mc == pytest.approx(check["rounds"][-1]["log10_volume"])
+    assert abs(mc - analytic_log10_volume(model, x, y)) <= DEFAULT_MC_TOLERANCE
+
+
+def test_rank_deficient_kernel_is_refused_and_the_converged_count_passes(mnist_120):
+    x, y = mnist_120
+    n = x.shape[0]
+    model = build_model("fcn:4", tuple(x.shape[1:]), Prior(), seed=0)
+    # The old setting: 20 draws. 20 draws of 4 features: rank <= 81 < 120 points.
+    assert rank_bound(20, 4) < n
+    with pytest.raises(VolumeError, match=r"mc_samples=20: .*rank <= 81 < n=120"):
+        select_kernel(model, x, "mc", mc_samples=20, progress=False)
+    with pytest.raises(VolumeError, match="not converged within mc_max_samples=20"):
+        converged_mc_kernel(model, x, y, start=20, max_samples=20, progress=False)
+    # Full rank is not enough: 256 draws are, but log10 V has not settled.
+    with pytest.raises(VolumeError, match="not converged within mc_max_samples=256"):
+        converged_mc_kernel(model, x, y, max_samples=256, progress=False)
+    kernel, check = converged_mc_kernel(model, x, y, progress=False)
+    assert check.converged and kernel.n_samples == check.rounds[-1].samples >= 512
+    last = check.rounds[-1]
+    assert last.halves_difference <= check.tolerance and last.half_vs_full <= check.tolerance
+    assert not check.rounds[0].converged  # the first rounds do not agree
+    mc = log_volume(y, kernel.kernel).log10_volume
+    assert abs(mc - analytic_log10_volume(model, x, y)) <= check.tolerance
+
+
+def test_auto_needs_probe_labels_and_stores_its_figures(mnist_120):
+    x, y = mnist_120
+    model = build_model("fcn:16,16", tuple(x.shape[1:]), Prior(), seed=0)
+    with pytest.raises(VolumeError, match="probe labels"):
+        select_kernel(model, x, "mc", mc_samples="auto", progress=False)
+    nngp = select_kernel(model, x[:40], "mc", mc_samples="auto", probe_labels=y[:40],
+                         progress=False, mc_batches=10, mc_tolerance=1.0, mc_max_samples=512)
+    info = nngp.info
+    assert info["mc_convergence"]["tolerance"] == 1.0 and info["mc_batches"] == 10
+    assert info["rank_bound"] == info["mc_samples"] * 16 + 1
+    rounds = info["mc_convergence"]["rounds"]
+    assert set(rounds[0]) >= {"samples", "log10_volume_half_a", "log10_volume_half_b",
+                              "log10_volume", "halves_difference", "converged", "full_rank"}
+    assert nngp.batch_counts is not None and nngp.batch_counts.sum() == info["mc_samples"]
+    # the same seed gives the same kernel and check
+    again = select_kernel(model, x[:40], "mc", mc_samples="auto", probe_labels=y[:40],
+                          progress=False, mc_batches=10, mc_tolerance=1.0, mc_max_samples=512)
+    np.testing.assert_array_equal(again.matrix, nngp.matrix)
+    assert again.info["mc_convergence"] == info["mc_convergence"]
+
+
+@pytest.mark.parametrize("arch,shape", [("resnet18:width=4", (3, 8, 8)), ("cnn:4", (1, 8, 8)),
+                                        ("fcn:6,6", (5,))])
+def test_batched_draws_equal_one_at_a_time(arch, shape):
+    model = build_model(arch, shape, Prior(), seed=0)
+    x = torch.randn(12, *shape, generator=torch.Generator().manual_seed(1))
+    alone = mc_nngp_kernel(model, x, 9, seed=3, progress=False, draws_per_pass=1, n_batches=3)
+    batched = mc_nngp_kernel(model, x, 9, seed=3, progress=False, draws_per_pass=4,
+                             n_batches=3)  # 9 draws in passes of 4, 4 and 1
+    scale = np.max(np.abs(alone.kernel))
+    np.testing.assert_allclose(batched.kernel, alone.kernel, rtol=0, atol=1e-5 * scale)
+    np.testing.assert_allclose(batched.batch_kernels, alone.batch_kernels, rtol=0,
+                               atol=1e-5 * scale)
+    again = mc_nngp_kernel(model, x, 9, seed=3, progress=False, draws_per_pass=4)
+    np.testing.assert_array_equal(again.kernel, batched.kernel)
+    other = mc_nngp_kernel(model, x, 9, seed=4, progress=False, draws_per_pass=4)
+    assert not np.allclose(other.kernel, batched.kernel)
+
+
+def test_draws_do_not_touch_the_model():
+    model = build_model("resnet18:width=4", (3, 8, 8), Prior(), seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mc_nngp_kernel(model, torch.randn(6, 3, 8, 8), 4, progress=False, draws_per_pass=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class TinyBN(nn.Module):
+    """conv -> BatchNorm -> relu -> mean pool: the smallest net with a BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.prior = Prior(2.0, 1.0)
+        self.conv = nn.Conv2d(1, 3, 3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("draws_per_pass", [1, 3])
+def test_batchnorm_uses_reset_statistics_not_the_batch(draws_per_pass):
+    # The authors' code evaluates each random network in eval mode with fresh BatchNorm
+    # statistics (mean 0, variance 1): BN(h) = h / sqrt(1 + eps), whatever the batch.
+    torch.manual_seed(0)
+    x = torch.randn(7, 1, 5, 5)
+    by_one = FeatureDraws(TinyBN(), x, seed=5, batch_size=1, draws_per_pass=draws_per_pass)
+    by_all = FeatureDraws(TinyBN(), x, seed=5, batch_size=7, draws_per_pass=draws_per_pass)
+    for a, b in zip(by_one.grams(3), by_all.grams(3)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # By hand, from the weights the last draw left in the copy (one draw at a time):
+    draws = FeatureDraws(TinyBN(), x, seed=5, draws_per_pass=1)
+    gram = list(draws.grams(1))[0]
+    weight = draws.net.conv.weight.detach()
+    eps = draws.net.bn.eps
+    h = nn.functional.conv2d(x, weight) / math.sqrt(1.0 + eps)
+    phi = torch.relu(h).mean(dim=(2, 3)).to(torch.float64)
+    torch.testing.assert_close(gram, phi @ phi.T, rtol=1e-5, atol=1e-6)
+    # ... which differs from train-mode statistics over the batch
+    train_phi = torch.relu(nn.functional.batch_norm(
+        nn.functional.conv2d(x, weight), None, None, training=True)).mean(dim=(2, 3))
+    assert not torch.allclose(train_phi.to(torch.float64) @ train_phi.T.to(torch.float64),
+                              gram, rtol=1e-3)
