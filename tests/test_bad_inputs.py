@@ -287,6 +287,7 @@ VOLUME_CASES = {
     "proposal": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--proposal", "x"],
                  "--proposal"),
     "mc_samples": (["{run}", "--mc-samples", "1"], "--mc-samples"),
+    "mc_samples_word": (["{run}", "--mc-samples", "many"], "--mc-samples"),
     "device": (["{run}", "--device", "cuda:7"], "--device"),
     "device_name": (["{run}", "--device", "gpu0"], "--device"),
     "samples_text": (["--kernel", "{w}/K.npy", "--labels", "{w}/y.npy", "--samples", "x"],

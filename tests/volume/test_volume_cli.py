@@ -147,3 +147,22 @@ def test_plain_text_output(app, files):
     lines = dict(line.split(": ", 1) for line in res.output.strip().splitlines())
     assert lines["estimator"] == "ep-orthant" and float(lines["log10_volume"]) < 0
     assert lines["converged"] == "True"
+
+
+def test_run_directory_with_an_auto_monte_carlo_count_shows_its_check(app, tmp_path):
+    from flatvol.models import build_model
+    from flatvol.train import save_run
+
+    model = build_model("cnn:2,3", (1, 28, 28), seed=0)
+    info = dict(task="mnist", train_size=20, attack_size=0, test_size=10, model="cnn:2,3",
+                prior={"sigma_w2": 2.0, "sigma_b2": 1.0}, seed=0, data_seed=0)
+    save_run(tmp_path / "run", model, info)
+    res = run(app, [str(tmp_path / "run"), "--json", "--mc-samples", "auto"])
+    assert res.exit_code == 0, res.output
+    kernel = json.loads(res.output[res.output.index("{"):])["kernel_info"]
+    check = kernel["mc_convergence"]
+    assert check["converged"] and check["probe"] == "true labels y on S u E"
+    assert kernel["mc_samples"] == check["rounds"][-1]["samples"]
+    plain = run(app, [str(tmp_path / "run"), "--mc-samples", "auto"])
+    assert plain.exit_code == 0, plain.output
+    assert f"mc_convergence: {kernel['mc_samples']} draws" in plain.output

@@ -7,7 +7,7 @@ turned into one line and exit code 2 by the main CLI.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -69,8 +69,9 @@ def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int 
     return out
 
 
-def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None, mc_samples: int,
-                     device: str, options: dict[str, Any]) -> dict[str, Any]:
+def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None,
+                     mc_samples: int | Literal["auto"], device: str,
+                     options: dict[str, Any]) -> dict[str, Any]:
     from flatvol.train.checkpoint import load_run
 
     run = load_run(run_dir, data_dir=data_dir, device=device)
@@ -79,6 +80,19 @@ def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None, mc_sa
     out = result.to_dict()
     out.update(run_dir=str(run_dir), model=run.info.get("model"))
     return out
+
+
+def _mc_samples(text: str) -> int | Literal["auto"]:
+    """--mc-samples: an integer >= 2, or 'auto'."""
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise SpecError(f"--mc-samples: expected an integer >= 2 or 'auto', got {text}")
+    return value
 
 
 def volume_command(
@@ -106,8 +120,9 @@ def volume_command(
         str, typer.Option("--proposal", help="orthant-is proposal: auto, ep, minimax, prior.")
     ] = "auto",
     mc_samples: Annotated[
-        int, typer.Option("--mc-samples", help="Inits for a Monte-Carlo kernel (non-FCN runs).")
-    ] = 100,
+        str, typer.Option("--mc-samples", help="Inits for a Monte-Carlo kernel (non-FCN runs), "
+                          "or 'auto': doubled until log10 V of the true labels converges.")
+    ] = "100",
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling estimators.")] = 0,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", envvar="FLATVOL_DATA", help="Data directory.")
@@ -120,15 +135,14 @@ def volume_command(
     check_device(device)
     if samples < 2:
         raise SpecError(f"--samples: expected an integer >= 2, got {samples}")
-    if mc_samples < 2:
-        raise SpecError(f"--mc-samples: expected an integer >= 2, got {mc_samples}")
+    draws = _mc_samples(mc_samples)
     if proposal not in PROPOSALS:
         raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
     options = {"n_samples": samples, "seed": seed, "proposal": proposal}
     if run_dir is not None:
         if kernel is not None or labels is not None or n_train is not None:
             raise SpecError("give either RUN_DIR or --kernel/--labels (with --n-train), not both")
-        out = _volume_from_run(run_dir, estimator, data_dir, mc_samples, device, options)
+        out = _volume_from_run(run_dir, estimator, data_dir, draws, device, options)
     else:
         if kernel is None or labels is None:
             raise SpecError("give RUN_DIR, or both --kernel K.npy and --labels y.npy")
@@ -146,3 +160,9 @@ def volume_command(
     for key in keys:
         if key in out and out[key] not in (None, ""):
             typer.echo(f"{key}: {out[key]}")
+    check = (out.get("kernel_info") or {}).get("mc_convergence")
+    if check:  # the Monte-Carlo kernel's convergence check, also in the JSON's kernel_info
+        last = check["rounds"][-1]
+        typer.echo(f"mc_convergence: {last['samples']} draws, log10 V of two halves differ by "
+                   f"{last['halves_difference']:.3g}, all draws vs halves by "
+                   f"{last['half_vs_full']:.3g} (tolerance {check['tolerance']})")
