@@ -230,7 +230,7 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
             trained = train_group(group, ctx, progress, stages, recording=runs,
                                   threads=ctx.train_threads)
             row = {run.key: i for i, run in enumerate(group)}
-            pool.execute([(run, trained[row[run.key]] if trained is not None else None)
+            pool.execute([(run, trained[row[run.key]].on_cpu() if trained is not None else None)
                           for run in runs], record, progress, stages)
     pool.raise_lost()
 

@@ -19,7 +19,8 @@ def run_command(
         "--out", help="Output directory (results.sqlite lives here).")],
     backend: Annotated[str, typer.Option(help="local or ray (needs flatvol\\[ray]).")] = "local",
     workers: Annotated[str, typer.Option(
-        metavar="N|auto", help="Runs measured (and, without train.ensemble, trained) in parallel: spawned "
+        metavar="N|auto",
+        help="Runs measured (and, without train.ensemble, trained) in parallel: spawned "
         "processes, or Ray CPUs. 'auto': one per core, at most one per run to do; 1: in this "
         "process.")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(

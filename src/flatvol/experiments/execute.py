@@ -16,10 +16,10 @@ before; bitwise equality assumes the same torch build and thread count.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ RUN_ERRORS = (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError
               KeyError)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrainedNetwork:
     """A run's network already trained (by train_group): execute_run only measures it."""
 
@@ -56,6 +56,12 @@ class TrainedNetwork:
     result: Any  # TrainResult, with its per-epoch history
     seconds: float  # this run's share of the group's training time
     ensemble: dict[str, Any]  # size, engine and training time of the group
+
+    def on_cpu(self) -> TrainedNetwork:
+        """This network with its model moved (in place) to the CPU: what is shipped to another
+        process (a CUDA tensor would cross by CUDA IPC, valid only while the driver keeps it
+        alive); execute_run moves the model to the run's device."""
+        return dataclasses.replace(self, model=self.model.cpu())
 
 
 class _Series:
@@ -225,7 +231,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
         if stages is not None:
             stages(FITTED, run.key)
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
-        model, result = trained.model, trained.result
+        model, result = trained.model.to(ctx.device), trained.result
         for row in result.history:
             recorder(EpochInfo(**row), model)
         info["ensemble"] = trained.ensemble

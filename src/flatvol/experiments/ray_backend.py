@@ -143,7 +143,8 @@ def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int
     """A Ray task: the group's networks (train_group), one object per member; all None when
     the group cannot train together, so each run's task trains its own network."""
     trained = train_group(members, ctx, threads=threads)
-    return list(trained) if trained is not None else [None] * len(members)
+    return ([network.on_cpu() for network in trained] if trained is not None
+            else [None] * len(members))
 
 
 def _trained(ray: Any, ref: Any) -> bool:
