@@ -11,7 +11,11 @@ the `paper` maximizer, as fig3_mnist_fcn ran before. Its numbers are checked aga
 the same keys: test accuracy equal, log10 V(f) to 1e-6 relative, sharpness (fast) >= paper.
 
     FLATVOL_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sweep.py \\
-        [--threads 2] [--workers 2] [--seeds 5] [--subset-seeds 1] [--skip-per-run]
+        [--threads 2] [--workers 2] [--staged-workers 1|N|auto] [--seeds 5] [--subset-seeds 1]
+        [--skip-per-run]
+
+With `--staged-workers` N > 1 (or auto), B trains in this process on `--threads` threads and
+measures its runs in N worker processes of cores / N threads each (the default of `flatvol run`).
 
 The machine may be shared: the load average is printed next to the times.
 """
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.experiments.backends import BACKENDS, LocalBackend
@@ -90,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (staged)")
     parser.add_argument("--workers", type=int, default=2, help="processes (per-run path)")
+    parser.add_argument("--staged-workers", default="1",
+                        help="measuring processes of the staged sweep (1: in this process)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--subset-seeds", type=int, default=1)
     parser.add_argument("--skip-per-run", action="store_true")
@@ -103,10 +110,15 @@ def main() -> None:
 
     staged = spec_from_dict(fig3_data(list(range(args.seeds)), True, None))
     print(f"staged: {staged.name}, {args.seeds} seeds, maximizer "
-          f"{staged.measures.sharpness.maximizer}, threads {args.threads}; load {load()}")
+          f"{staged.measures.sharpness.maximizer}, threads {args.threads}, measuring workers "
+          f"{args.staged_workers}; load {load()}")
+    threads: int | None = args.threads
+    if args.staged_workers != "1":  # the trainer on --threads, each worker on cores / N
+        torch.set_num_threads(args.threads)
+        threads = None
     CLOCK.start = time.perf_counter()
     summary = run_sweep(staged, out / "staged", backend="timed-local", data_dir=data_dir,
-                        progress=False, threads=args.threads)
+                        progress=False, threads=threads, workers=args.staged_workers)
     wall_b = time.perf_counter() - CLOCK.start
     print(f"  {summary.done} done, {summary.failed} failed, {wall_b:.1f} s wall; load {load()}")
     for stage, t in CLOCK.last.items():

@@ -401,6 +401,8 @@ RUN_CASES = {
     "threads_negative": (["{w}/ok.toml", "--threads", "-2"], "--threads"),
     "threads_zero": (["{w}/ok.toml", "--threads", "0"], "--threads"),
     "workers_zero": (["{w}/ok.toml", "--workers", "0"], "--workers"),
+    "workers_negative": (["{w}/ok.toml", "--workers", "-1"], "--workers"),
+    "workers_word": (["{w}/ok.toml", "--workers", "many"], "--workers"),
     "backend": (["{w}/ok.toml", "--backend", "slurm"], "--backend"),
     "device": (["{w}/ok.toml", "--device", "cuda"], "--device"),
     "data_dir": (["{w}/ok.toml", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),

@@ -38,6 +38,33 @@ def check_positive_int(value: int, option: str) -> int:
     return value
 
 
+AUTO = "auto"
+
+
+def check_workers(value: int | str, option: str = "--workers") -> int | str:
+    """A worker count: 'auto' or an integer >= 1 (an integer given as text is parsed).
+
+    Args:
+        value: the requested count ('auto', an int, or its text from the command line).
+        option: the option's name, for the message.
+
+    Returns:
+        'auto' or the count as an int.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == AUTO:
+            return AUTO
+        try:
+            value = int(text)
+        except ValueError:
+            raise SpecError(f"{option}: expected 'auto' or an integer >= 1, got {text!r}"
+                            ) from None
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise SpecError(f"{option}: expected 'auto' or an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def check_device(device: str | torch.device, option: str = "--device") -> torch.device:
     """A torch device that exists on this machine: 'cpu', or 'cuda[:i]' / 'mps' when present.
 

@@ -14,9 +14,10 @@ import flatvol.experiments.backends as backends
 import flatvol.experiments.execute as execute
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, prepare_context, run_sweep, runs_frame, spec_from_dict
-from flatvol.experiments.backends import BACKENDS, LocalBackend, get_backend
+from flatvol.experiments.backends import BACKENDS, LocalBackend, get_backend, resolve_workers
 from flatvol.experiments.execute import TrainedNetwork, execute_run
 from flatvol.experiments.ray_backend import RayBackend
+from flatvol.validate import check_workers
 
 
 def test_backends_are_chosen_by_name():
@@ -35,8 +36,26 @@ def test_thread_defaults(monkeypatch):
     local, ray = LocalBackend(), RayBackend()
     assert local.default_threads(plain, 1) is None  # torch's own setting
     assert local.default_threads(plain, 4) == 2  # the cores shared by the processes
-    assert local.default_threads(grouped, 4) is None  # groups run in this process
+    # a staged sweep measures in the processes too (its trainer uses ctx.train_threads)
+    assert local.default_threads(grouped, 4) == 2 and local.default_threads(grouped, 1) is None
     assert ray.default_threads(plain, 1) == 1 and ray.default_threads(plain, 4) == 2
+
+
+def test_workers_auto_is_one_per_core_at_most_one_per_run(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert resolve_workers("auto", 100) == 8 and resolve_workers("AUTO", 3) == 3
+    assert resolve_workers("auto", 0) == 1  # nothing to do: the driver alone
+    assert resolve_workers(3, 100) == 3 and resolve_workers("5", 1) == 5  # as given
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert resolve_workers("auto", 10) == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, "0", "-1", "many", "", 2.5, True])
+def test_bad_worker_counts_are_refused_in_one_line(bad):
+    with pytest.raises(SpecError) as info:
+        check_workers(bad)
+    text = str(info.value)
+    assert text.startswith("--workers: expected 'auto' or an integer >= 1") and "\n" not in text
 
 
 def test_run_sweep_uses_a_backend_registered_by_name(tmp_path, monkeypatch):

@@ -1,12 +1,14 @@
 """SIGKILL a sweep in the middle, re-run the same command: the store ends with exactly the rows of
 an uninterrupted sweep (no half-written run, no duplicate, identical numbers)."""
 
+import contextlib
 import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,9 +23,9 @@ SPEC = tiny_spec(sweep__attack_sizes=[0, 10, 20, 30], train__post_train_epochs=1
                  during={"every": 25, "measures": ["volume"]})
 
 
-def _command(spec_path, out) -> list[str]:
+def _command(spec_path, out, workers: int) -> list[str]:
     return [sys.executable, "-m", "flatvol", "run", str(spec_path), "--out", str(out),
-            "--threads", "1", "--quiet"]
+            "--threads", "1", "--workers", str(workers), "--quiet"]
 
 
 def _done_runs(db) -> int:
@@ -51,16 +53,45 @@ def test_sigkill_mid_staged_sweep_then_rerun_equals_uninterrupted(tmp_path):
     """The resumed staged sweep trains the whole ensemble again (so the same numbers) and
     records only the runs still missing."""
     _kill_mid_sweep_then_rerun(tmp_path, STAGED)
+    _assert_one_ensemble(tmp_path)
+
+
+def test_sigkill_mid_staged_pool_sweep_then_rerun_equals_uninterrupted(tmp_path):
+    """The same with the runs measured in 2 worker processes: the kill lands while they
+    measure; they leave with the driver, and the resumed sweep equals the in-process one."""
+    _kill_mid_sweep_then_rerun(tmp_path, STAGED, workers=2)
+    _assert_one_ensemble(tmp_path)
+
+
+def _assert_one_ensemble(tmp_path) -> None:
     with sqlite3.connect(store_path(tmp_path / "killed")) as conn:
         infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
     assert [i["ensemble"]["size"] for i in infos] == [8] * 8
 
 
-def _kill_mid_sweep_then_rerun(tmp_path, spec: dict) -> None:
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (Linux /proc; empty elsewhere)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _kill_mid_sweep_then_rerun(tmp_path, spec: dict, workers: int = 1) -> None:
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "killed"
-    cmd = _command(spec_path, out)
+    cmd = _command(spec_path, out, workers)
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -69,9 +100,16 @@ def _kill_mid_sweep_then_rerun(tmp_path, spec: dict) -> None:
             proc.kill()
             pytest.fail("the sweep recorded no run within 120 s")
         time.sleep(0.02)
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    if workers > 1 and Path("/proc").is_dir():  # the pool's processes leave with the driver
+        assert children, "the sweep measured in no worker process"
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in children), "worker processes outlived the driver"
     partial = runs_frame(out)
     assert 2 <= len(partial) < 8, "the kill must land mid-sweep"
 

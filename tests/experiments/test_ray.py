@@ -22,3 +22,43 @@ def test_ray_backend_writes_the_same_store_rows_as_local(tmp_path):
         comparable_series(series_frame(tmp_path / "local")))
     again = run_sweep(spec, tmp_path / "ray", backend="ray", workers=2, progress=False)
     assert (again.skipped, again.done) == (2, 0)  # resume works the same way
+
+
+def test_ray_staged_sweep_writes_the_local_staged_rows_and_resumes(tmp_path):
+    """train.ensemble on Ray: one task trains each group's ensemble, one task per run measures
+    it; the rows equal the local staged sweep's at the same thread count."""
+    import json
+    import shutil
+    import sqlite3
+
+    import ray
+
+    from flatvol.experiments.store import store_path
+
+    spec = spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
+                                    sweep__attack_sizes=[0, 10], sweep__seeds=2,
+                                    train__ensemble=True))
+    local = run_sweep(spec, tmp_path / "local", progress=False, threads=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        # The first two runs recorded (by the local sweep); Ray records the other two.
+        part = tmp_path / "part"
+        shutil.copytree(tmp_path / "local", part)
+        with sqlite3.connect(store_path(part)) as conn:
+            for table in ("runs", "results", "series"):
+                conn.execute(f"DELETE FROM {table} WHERE seed = 1")
+        resumed = run_sweep(spec, part, backend="ray", workers=2, threads=1, progress=False)
+        staged = run_sweep(spec, tmp_path / "ray", backend="ray", workers=2, threads=1,
+                           progress=False)
+    finally:
+        ray.shutdown()
+    assert local.done == staged.done == 4 and staged.failed == 0, staged.failures
+    assert (resumed.skipped, resumed.done) == (2, 2)
+    for out in (tmp_path / "ray", part):
+        assert comparable_runs(runs_frame(out)).equals(
+            comparable_runs(runs_frame(tmp_path / "local")))
+        assert comparable_series(series_frame(out)).equals(
+            comparable_series(series_frame(tmp_path / "local")))
+    with sqlite3.connect(store_path(tmp_path / "ray")) as conn:
+        infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+    assert [i["ensemble"]["size"] for i in infos] == [4] * 4  # trained as one ensemble

@@ -13,7 +13,7 @@ from rich.console import Console
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
 from flatvol.experiments.execute import ensemble_eligible
-from flatvol.experiments.plan import ensemble_groups
+from flatvol.experiments.plan import ensemble_groups, staged_plan
 from flatvol.experiments.store import store_path
 
 KEYS = ["optimizer", "attack_size", "seed"]
@@ -159,3 +159,16 @@ def test_plain_progress_reports_a_long_training_while_no_stage_passes(tmp_path, 
     training = [line for line in lines if "networks fitted 0/6" in line and "running " in line]
     assert training, lines[:5]
     assert "epoch " in training[-1] and "ensemble of 6" in training[-1]
+
+
+def test_staged_plan_trains_whole_groups_and_measures_the_missing_runs():
+    spec = spec_from_dict(tiny_spec(train__ensemble=True, sweep__seeds=2,
+                                    optimizers=[{"name": "sgd"}, {"name": "adam", "lr": 0.01}]))
+    runs = plan_runs(spec)
+    todo = [r for r in runs if r.seed == 1 and r.optimizer.key == "adam"][::-1]
+    plan = staged_plan(spec, todo)
+    assert len(plan) == 1  # sgd's runs are all recorded: nothing of it trains
+    group, missing = plan[0]
+    assert group == ensemble_groups(runs)[1]  # the whole adam group trains, both seeds
+    assert missing == [r for r in group if r.seed == 1]  # in the group's order
+    assert staged_plan(spec, []) == []

@@ -6,25 +6,37 @@ A backend executes runs (execute_run / execute_group) wherever it likes and hand
 back to the driver, which alone writes the store. Every backend gives the same records for the
 same runs (bitwise, at the same torch thread count).
 
-- `local`: in the driver process (one worker, or the ensemble trainer's groups with
-  train.ensemble), or a pool of spawned processes (workers > 1).
-- `ray`: one Ray task per run (flatvol.experiments.ray_backend).
+- `local`: in the driver process (one worker), or a pool of spawned processes (workers > 1).
+  With train.ensemble the sweep is planned by stage: each group's ensemble trains in the driver
+  on all its threads, then its runs are measured (in the driver, or in the pool).
+- `ray`: one Ray task per run, or with train.ensemble one task per group's ensemble and then
+  one per run measuring it (flatvol.experiments.ray_backend).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
-from flatvol.experiments.execute import ProgressFn, StageFn, execute_group, execute_run
-from flatvol.experiments.plan import PlannedRun, ensemble_groups, plan_runs
+from flatvol.experiments.execute import (
+    ProgressFn,
+    StageFn,
+    TrainedNetwork,
+    execute_group,
+    execute_run,
+    train_group,
+)
+from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.ray_backend import RayBackend
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, RunRecord
+from flatvol.validate import AUTO, check_workers
 
 RecordFn = Callable[[RunRecord], None]
 
@@ -50,6 +62,22 @@ class Backend(Protocol):
         them."""
 
 
+def resolve_workers(workers: int | str, runs: int) -> int:
+    """The number of workers a sweep uses.
+
+    Args:
+        workers: An integer >= 1, or 'auto': one per core (os.cpu_count()), at most one per run
+            to do (a single core or run: 1, in the driver process).
+        runs: The runs still to do.
+
+    Returns:
+        The worker count (>= 1).
+    """
+    if check_workers(workers) == AUTO:
+        return max(1, min(os.cpu_count() or 1, runs))
+    return int(workers)
+
+
 class LocalBackend:
     """Runs on this machine: in this process, or in `workers` spawned processes."""
 
@@ -59,84 +87,152 @@ class LocalBackend:
         pass
 
     def default_threads(self, spec: ExperimentSpec, workers: int) -> int | None:
-        # Share the cores between worker processes; ensemble groups run in this process only
-        # and use torch's threads.
-        if workers > 1 and not spec.train.ensemble:
+        # Share the cores between the worker processes (a staged sweep's ensemble trains in
+        # this process before them, with ctx.train_threads).
+        if workers > 1:
             return max(1, (os.cpu_count() or 1) // workers)
         return None
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
             progress: ProgressFn, stages: StageFn | None = None) -> None:
-        if ctx.spec.train.ensemble:  # in this process; the ensemble trainer uses the threads
-            # Planned by stage: each optimizer's whole group trains as one ensemble (the same
-            # one on a resume, so the numbers repeat), then its missing runs are measured and
-            # recorded one by one.
-            missing = {run.key for run in todo}
-            for group in ensemble_groups(plan_runs(ctx.spec)):
-                runs = [run for run in group if run.key in missing]
-                if runs:
-                    for rec in execute_group(runs, ctx, progress, trains_with=group,
-                                             stages=stages):
-                        record(rec)
+        if ctx.spec.train.ensemble and workers == 1:
+            # Planned by stage, in this process: each optimizer's whole group trains as one
+            # ensemble (the same one on a resume, so the numbers repeat), then its missing runs
+            # are measured and recorded one by one.
+            for group, runs in staged_plan(ctx.spec, todo):
+                for rec in execute_group(runs, ctx, progress, trains_with=group, stages=stages):
+                    record(rec)
+        elif ctx.spec.train.ensemble:
+            _run_staged_processes(todo, ctx, record, workers, progress, stages)
         elif workers == 1:
             for run in todo:
                 record(execute_run(run, ctx, progress, stages=stages))
         else:
-            _run_processes(todo, ctx, record, workers, progress)
+            with _ProcessPool(ctx, workers) as pool:
+                pool.execute([(run, None) for run in todo], record, progress, stages)
+            pool.raise_lost()
 
 
 # Per worker process: set once by the pool initializer, so the context is pickled once per
 # worker rather than once per run.
 _WORKER_QUEUE: Any = None
 _WORKER_CTX: SweepContext | None = None
+PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
 
 
-def _init_worker(queue: Any, ctx: SweepContext) -> None:
+def _init_worker(queue: Any, ctx: SweepContext, parent: int) -> None:
     global _WORKER_QUEUE, _WORKER_CTX
     _WORKER_QUEUE, _WORKER_CTX = queue, ctx
+    # A killed driver cannot stop its workers: each leaves when its parent is gone, so a
+    # SIGKILLed sweep leaves no process behind measuring for nobody.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _queue_put(item: tuple[Any, ...]) -> None:
+    if _WORKER_QUEUE is not None:
+        with contextlib.suppress(Exception):  # progress is best effort
+            _WORKER_QUEUE.put_nowait(item)
 
 
 def _queue_progress(key: RunKey, text: str, completed: int, total: int | None) -> None:
-    if _WORKER_QUEUE is not None:
-        with contextlib.suppress(Exception):  # progress is best effort
-            _WORKER_QUEUE.put_nowait((key, text, completed, total))
+    _queue_put(("progress", key, text, completed, total))
 
 
-def _worker_execute(run: PlannedRun) -> RunRecord:
+def _queue_stage(stage: str, key: RunKey) -> None:
+    _queue_put(("stage", stage, key))
+
+
+def _worker_execute(run: PlannedRun, trained: TrainedNetwork | None) -> RunRecord:
     assert _WORKER_CTX is not None
-    return execute_run(run, _WORKER_CTX, _queue_progress)
+    return execute_run(run, _WORKER_CTX, _queue_progress, trained=trained, stages=_queue_stage)
 
 
-def _run_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
-                   update: ProgressFn) -> None:
-    import multiprocessing as mp
-    import queue as queue_mod
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+class _ProcessPool:
+    """`workers` spawned processes, each holding the sweep context (sent once, by the
+    initializer); records come back to the driver as runs finish. Runs lost to a dead worker
+    are collected, and raise_lost reports them after the others are recorded."""
 
-    mpctx = mp.get_context("spawn")  # no fork after torch threads started
-    progress_queue = mpctx.Queue()
-    lost: list[str] = []
-    with ProcessPoolExecutor(workers, mp_context=mpctx, initializer=_init_worker,
-                             initargs=(progress_queue, ctx)) as pool:
-        pending = {pool.submit(_worker_execute, run): run for run in todo}
+    def __init__(self, ctx: SweepContext, workers: int):
+        self.ctx, self.workers = ctx, workers
+        self.lost: list[str] = []
+
+    def __enter__(self) -> _ProcessPool:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        mpctx = mp.get_context("spawn")  # no fork after torch threads started
+        self.queue = mpctx.Queue()
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=mpctx,
+                                        initializer=_init_worker,
+                                        initargs=(self.queue, self.ctx, os.getpid()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
+
+    def execute(self, jobs: list[tuple[PlannedRun, TrainedNetwork | None]], record: RecordFn,
+                update: ProgressFn, stages: StageFn | None) -> None:
+        """Run execute_run(run, ctx, trained=trained) for each job in the pool; `record` each
+        record in this process as it arrives (any order), forwarding progress and stages."""
+        import queue as queue_mod
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pending = {}
+        for run, trained in jobs:
+            try:
+                pending[self.pool.submit(_worker_execute, run, trained)] = run
+            except BrokenProcessPool:  # a worker died earlier: nothing more runs here
+                self.lost.append(str(run.key))
         while pending:
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             with contextlib.suppress(queue_mod.Empty):
                 while True:
-                    update(*progress_queue.get_nowait())
+                    kind, *event = self.queue.get_nowait()
+                    if kind == "progress":
+                        update(*event)
+                    elif stages is not None:
+                        stages(*event)
             for future in done:
                 run = pending.pop(future)
                 exc = future.exception()
                 if isinstance(exc, BrokenProcessPool):  # a worker died: not the run's fault
-                    lost.append(str(run.key))
+                    self.lost.append(str(run.key))
                     continue
                 if exc is not None:  # an error execute_run does not turn into a failed run
                     raise exc
                 record(future.result())
-    if lost:
-        raise SweepError(f"{len(lost)} run(s) lost because a worker process died (out of memory?)"
-                         f", e.g. {lost[0]}; finished runs are saved: re-run to resume")
+
+    def raise_lost(self) -> None:
+        """Raise SweepError if runs were lost (after the others were recorded)."""
+        if self.lost:
+            raise SweepError(f"{len(self.lost)} run(s) lost because a worker process died (out "
+                             f"of memory?), e.g. {self.lost[0]}; finished runs are saved: "
+                             "re-run to resume")
+
+
+def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,
+                          workers: int, progress: ProgressFn, stages: StageFn | None) -> None:
+    """Planned by stage on all cores: each group's ensemble trains in this process
+    (ctx.train_threads), then its missing runs are measured in the pool of `workers`
+    processes (ctx.threads each) and recorded as they come back."""
+    with _ProcessPool(ctx, workers) as pool:
+        for group, runs in staged_plan(ctx.spec, todo):
+            if pool.lost:  # the pool is broken: the rest is lost too, resumed by a re-run
+                pool.lost.extend(str(run.key) for run in runs)
+                continue
+            trained = train_group(group, ctx, progress, stages, recording=runs,
+                                  threads=ctx.train_threads)
+            row = {run.key: i for i, run in enumerate(group)}
+            pool.execute([(run, trained[row[run.key]].on_cpu() if trained is not None else None)
+                          for run in runs], record, progress, stages)
+    pool.raise_lost()
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"local": LocalBackend, "ray": RayBackend}

@@ -18,13 +18,19 @@ def run_command(
     out: Annotated[Path, typer.Option(
         "--out", help="Output directory (results.sqlite lives here).")],
     backend: Annotated[str, typer.Option(help="local or ray (needs flatvol\\[ray]).")] = "local",
-    workers: Annotated[int, typer.Option(help="Runs in parallel (processes or Ray CPUs).")] = 1,
+    workers: Annotated[str, typer.Option(
+        metavar="N|auto",
+        help="Runs measured (and, without train.ensemble, trained) in parallel: spawned "
+        "processes, or Ray CPUs. 'auto': one per core, at most one per run to do; 1: in this "
+        "process.")] = "auto",
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", envvar="FLATVOL_DATA",
         help="Data directory (MNIST idx / CIFAR files); default: embedded MNIST subset.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     threads: Annotated[int | None, typer.Option(
-        help="torch threads per run (default: torch's, or cores / workers).")] = None,
+        help="torch threads per run, and of the ensemble trainer with train.ensemble "
+        "(default: cores / workers per run, torch's for a single worker; the trainer: torch's, "
+        "i.e. all cores).")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Re-run runs recorded as failed (default: keep them).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -34,7 +40,7 @@ def run_command(
 
     from flatvol.experiments.runner import run_sweep
 
-    summary = run_sweep(spec, out, backend=backend, workers=workers,  # type: ignore[arg-type]
+    summary = run_sweep(spec, out, backend=backend, workers=workers,
                         data_dir=data_dir, device=device, retry_failed=retry_failed,
                         progress=not quiet, threads=threads, console=console)
     console.print(

@@ -39,6 +39,9 @@ class SweepContext:
     threads: int | None = None
     # A Monte-Carlo kernel's batch kernels (B, n, n) and draws per batch, for the error bar.
     kernel_batches: tuple[np.ndarray, np.ndarray] | None = None
+    # Torch threads of the ensemble trainer when a staged sweep trains in the driver and
+    # measures elsewhere (processes, Ray): the user's --threads, None for torch's (all cores).
+    train_threads: int | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 
     def volume_cache(self) -> VolumeService | None:
@@ -131,7 +134,8 @@ def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: 
 
 def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,
                     device: str = "cpu", progress: bool = True,
-                    threads: int | None = None) -> SweepContext:
+                    threads: int | None = None,
+                    train_threads: int | None = None) -> SweepContext:
     """The context of a sweep writing to `out`, with the kernel if a measure needs it.
 
     Args:
@@ -141,13 +145,17 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
         device: Torch device of the kernel computation and of the runs.
         progress: Show progress of a Monte-Carlo kernel.
         threads: Torch threads per run (None: leave torch's setting).
+        train_threads: Torch threads of the ensemble trainer of a staged sweep whose runs are
+            measured in other processes (None: torch's setting).
 
     Returns:
         The SweepContext shared by all runs.
     """
     if not needs_kernel(spec):
-        return SweepContext(spec, data_dir, device, None, {}, threads)
+        return SweepContext(spec, data_dir, device, None, {}, threads,
+                            train_threads=train_threads)
     nngp = sweep_kernel(spec, out, data_dir, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
-    return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches)
+    return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
+                        train_threads)

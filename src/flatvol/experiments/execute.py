@@ -1,8 +1,11 @@
 """Executing runs: train and measure one run, or a group of seeds with the ensemble trainer.
 
     execute_run(run, ctx)      -> RunRecord            (pure: no store access; any backend)
+    train_group(members, ctx)  -> [TrainedNetwork] | None (the training stage of a sweep
+                                                        planned by stage: the group's ensemble)
     execute_group(runs, ctx)   -> iter of RunRecord    (train.ensemble: all seeds and attack
-                                                        sizes of an optimizer train together)
+                                                        sizes of an optimizer train together,
+                                                        then each run is measured)
 
 Neither touches the store: a backend ships runs here and hands the records back to the driver.
 Determinism: a run's numbers depend only on the spec and its seed (model init and data order
@@ -13,10 +16,10 @@ before; bitwise equality assumes the same torch build and thread count.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +47,21 @@ RUN_ERRORS = (FlatvolError, RuntimeError, ValueError, ArithmeticError, TypeError
               KeyError)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrainedNetwork:
-    """A run's network already trained (by execute_group): execute_run only measures it."""
+    """A run's network already trained (by train_group): execute_run only measures it."""
 
-    task: TaskData
+    task: TaskData | None  # None: execute_run loads the run's task (lighter to ship)
     model: torch.nn.Module
     result: Any  # TrainResult, with its per-epoch history
     seconds: float  # this run's share of the group's training time
     ensemble: dict[str, Any]  # size, engine and training time of the group
+
+    def on_cpu(self) -> TrainedNetwork:
+        """This network with its model moved (in place) to the CPU: what is shipped to another
+        process (a CUDA tensor would cross by CUDA IPC, valid only while the driver keeps it
+        alive); execute_run moves the model to the run's device."""
+        return dataclasses.replace(self, model=self.model.cpu())
 
 
 class _Series:
@@ -165,9 +174,9 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
         run: The run to execute.
         ctx: What the runs of the sweep share (spec, kernel, device, threads).
         progress: Called with (key, text, epoch, total epochs) after each epoch.
-        trained: The run's network if execute_group trained it already: its history is
+        trained: The run's network if train_group trained it already: its history is
             replayed and the network measured.
-        stages: Told when the network is trained (FITTED, unless execute_group trained it)
+        stages: Told when the network is trained (FITTED, unless train_group trained it)
             and as each final measure is computed (its name).
 
     Returns:
@@ -200,8 +209,8 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     from flatvol.train.swa import SWAConfig, SWATracker
 
     spec = ctx.spec
-    task = trained.task if trained is not None else load_run_task(spec, run.attack_size,
-                                                                   ctx.data_dir)
+    task = (trained.task if trained is not None and trained.task is not None
+            else load_run_task(spec, run.attack_size, ctx.data_dir))
     config = train_config(spec, run.optimizer, run.seed)
     model = optimizer = swa = None
     if trained is None:
@@ -222,7 +231,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
         if stages is not None:
             stages(FITTED, run.key)
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
-        model, result = trained.model, trained.result
+        model, result = trained.model.to(ctx.device), trained.result
         for row in result.history:
             recorder(EpochInfo(**row), model)
         info["ensemble"] = trained.ensemble
@@ -278,12 +287,74 @@ def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
             and opt.swa is None and not spec.during.measures and not spec.alpha_events)
 
 
+def trains_together(spec: ExperimentSpec, members: list[PlannedRun]) -> bool:
+    """Whether a group (of ensemble_groups) trains as one ensemble: more than one run, and
+    ensemble_eligible."""
+    return len(members) > 1 and ensemble_eligible(spec, members[0].optimizer)
+
+
+def train_group(members: list[PlannedRun], ctx: SweepContext,
+                progress: ProgressFn | None = None, stages: StageFn | None = None,
+                recording: list[PlannedRun] | None = None, threads: int | None = None
+                ) -> list[TrainedNetwork] | None:
+    """The training stage of a sweep planned by stage: `members` (one ensemble_groups group)
+    trained as one ensemble.
+
+    Args:
+        members: The whole group (every seed and attack size of one optimizer).
+        ctx: What the runs of the sweep share.
+        progress: Called with (key of the first member, text, epoch, total) after each epoch.
+        stages: Told (FITTED, key) as each member of `recording` stops training.
+        recording: The members whose stages are reported (default: all).
+        threads: Torch threads of the trainer (default: ctx.threads; None: torch's setting).
+
+    Returns:
+        One TrainedNetwork per member, in order, for execute_run to measure (without its task,
+        which execute_run loads: light to ship to another process or a Ray task); None when the
+        group does not train together (trains_together) or the ensemble trainer refuses the
+        model (BatchNorm) or fails: each run then trains on its own with execute_run.
+    """
+    from flatvol.train.ensemble import train_ensemble
+
+    spec = ctx.spec
+    if not trains_together(spec, members):
+        return None
+    first = members[0]
+    start = time.perf_counter()
+    config = train_config(spec, first.optimizer, first.seed)
+    reported = {run.key for run in (recording if recording is not None else members)}
+
+    def on_epoch(e: Any) -> None:
+        if progress is not None:
+            progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
+                     config.max_epochs)
+        if stages is not None:
+            for i in e.stopped:
+                if members[i].key in reported:
+                    stages(FITTED, members[i].key)
+
+    with torch_threads(threads if threads is not None else ctx.threads):
+        try:
+            # attack sets are prefixes of one pool: the largest task holds every member's
+            task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
+            ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
+                                 spec_prior(spec), ctx.device, callback=on_epoch,
+                                 keep_history=True, attack_sizes=[r.attack_size for r in members])
+        except RUN_ERRORS:
+            return None  # one at a time, where each run gets its own outcome
+    seconds = time.perf_counter() - start
+    about = {"size": len(members), "engine": ens.engine, "train_seconds": round(seconds, 3)}
+    return [TrainedNetwork(None, ens.model(i), ens.result(i), seconds / len(members), about)
+            for i in range(len(members))]
+
+
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,
                   progress: ProgressFn | None = None,
                   trains_with: list[PlannedRun] | None = None,
                   stages: StageFn | None = None) -> Iterator[RunRecord]:
     """Records of `runs` (of one ensemble_groups group), yielded one at a time as each is
-    measured: the sweep is planned by stage, first training every network, then measuring.
+    measured: the sweep is planned by stage, first training every network (train_group), then
+    measuring (execute_run), all in this process.
 
     Args:
         runs: Runs of one optimizer (any seeds and attack sizes) to record.
@@ -300,46 +371,9 @@ def execute_group(runs: list[PlannedRun], ctx: SweepContext,
         measured and recorded as execute_run does; otherwise (or if the ensemble trainer refuses
         the model, e.g. BatchNorm, or fails) each run trains on its own with execute_run.
     """
-    from flatvol.train.ensemble import train_ensemble
-
-    spec = ctx.spec
     members = trains_with if trains_with is not None else runs
-    ens = None
-    if len(members) > 1 and ensemble_eligible(spec, members[0].optimizer):
-        first = members[0]
-        start = time.perf_counter()
-        config = train_config(spec, first.optimizer, first.seed)
-        recording = {run.key for run in runs}
-
-        def on_epoch(e: Any) -> None:
-            if progress is not None:
-                progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
-                         config.max_epochs)
-            if stages is not None:
-                for i in e.stopped:
-                    if members[i].key in recording:
-                        stages(FITTED, members[i].key)
-
-        with torch_threads(ctx.threads):
-            try:
-                # attack sets are prefixes of one pool: the largest task holds every member's
-                task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
-                ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
-                                     spec_prior(spec), ctx.device, callback=on_epoch,
-                                     keep_history=True,
-                                     attack_sizes=[r.attack_size for r in members])
-            except RUN_ERRORS:
-                ens = None  # one at a time, where each run gets its own outcome
-        train_seconds = time.perf_counter() - start
-    if ens is None:
-        for run in runs:
-            yield execute_run(run, ctx, progress, stages=stages)
-        return
-    about = {"size": len(members), "engine": ens.engine, "train_seconds": round(train_seconds, 3)}
+    trained = train_group(members, ctx, progress, stages, recording=runs)
     row = {run.key: i for i, run in enumerate(members)}
     for run in runs:
-        i = row[run.key]
-        task = load_run_task(spec, run.attack_size, ctx.data_dir)
-        yield execute_run(run, ctx, progress, trained=TrainedNetwork(
-            task, ens.model(i), ens.result(i), train_seconds / len(members), about),
-            stages=stages)
+        yield execute_run(run, ctx, progress, stages=stages,
+                          trained=trained[row[run.key]] if trained is not None else None)

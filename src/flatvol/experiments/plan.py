@@ -2,6 +2,7 @@
 
     plan_runs(spec)        -> [PlannedRun]          (seed-major, so a partial sweep is balanced)
     ensemble_groups(runs)  -> [[PlannedRun]]        (runs of one optimizer: they train together)
+    staged_plan(spec, todo) -> [(group, missing)]   (each group with its runs still to record)
 """
 
 from __future__ import annotations
@@ -59,3 +60,26 @@ def ensemble_groups(runs: list[PlannedRun]) -> list[list[PlannedRun]]:
     for run in runs:
         groups.setdefault(run.optimizer.key, []).append(run)
     return list(groups.values())
+
+
+def staged_plan(spec: ExperimentSpec, todo: list[PlannedRun]
+                ) -> list[tuple[list[PlannedRun], list[PlannedRun]]]:
+    """The plan of a sweep planned by stage: each ensemble group of the whole spec with its
+    runs still to record. The whole group trains (so a resumed sweep trains exactly the
+    ensemble an uninterrupted one trains, and gets the same numbers); only `todo` is measured.
+
+    Args:
+        spec: The validated experiment spec.
+        todo: The runs still to record (any order).
+
+    Returns:
+        (group, missing) per group with at least one run to record, in plan order; `missing`
+        keeps the group's order.
+    """
+    keys = {run.key for run in todo}
+    plan = []
+    for group in ensemble_groups(plan_runs(spec)):
+        missing = [run for run in group if run.key in keys]
+        if missing:
+            plan.append((group, missing))
+    return plan

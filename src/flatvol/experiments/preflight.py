@@ -23,7 +23,7 @@ from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, recorded_runs
-from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
+from flatvol.validate import check_device, check_output_dir, check_threads, check_workers
 
 DRY_RUN_POINTS = 4  # examples of S (and E) the measures are tried on before the sweep
 
@@ -33,7 +33,7 @@ class SweepOptions:
     """A sweep command's options (flatvol run / run_sweep)."""
 
     backend: str = "local"
-    workers: int = 1
+    workers: int | str = 1  # or 'auto'
     device: str = "cpu"
     threads: int | None = None
     data_dir: str | None = None
@@ -43,7 +43,7 @@ class SweepOptions:
 def check_options(options: SweepOptions) -> None:
     """The command-line options alone: backend, workers, threads, device."""
     get_backend(options.backend)  # a registered name
-    check_positive_int(options.workers, "--workers")
+    check_workers(options.workers)
     check_threads(options.threads)
     check_device(options.device)
 

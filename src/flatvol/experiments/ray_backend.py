@@ -1,6 +1,13 @@
 """Ray backend (`pip install 'flatvol[ray]'`): each run is a Ray task; the driver writes every
 result into the same store as the local backend, as the results come back.
 
+With train.ensemble the sweep is planned by stage, as on the local backend: one task per
+ensemble group trains it (num_cpus = its torch threads: --threads, else --workers, at most the
+largest node's CPUs) and returns one TrainedNetwork per member into the object store; then one
+task per run (num_cpus=1) measures its network. A group that does not train together (one run,
+an optimizer the ensemble trainer lacks, a refused model) gets no training task: its runs train
+in their own tasks, as without train.ensemble.
+
 `ray.init()` joins the cluster named by $RAY_ADDRESS, or starts a local instance with `workers`
 CPUs. The sweep context (spec, kernel of S u E) is put in the object store once and shared by
 all tasks; data must be readable on the workers (the embedded MNIST subset always is).
@@ -16,13 +23,17 @@ from typing import Any
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
+    FITTED,
     ProgressFn,
     StageFn,
+    TrainedNetwork,
     execute_run,
     failure_reason,
+    train_group,
+    trains_together,
     volume_estimator_name,
 )
-from flatvol.experiments.plan import PlannedRun
+from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunRecord
 
@@ -52,8 +63,9 @@ class RayBackend:
     def run(self, todo: list[PlannedRun], ctx: SweepContext,
             record: Callable[[RunRecord], None], workers: int,
             progress: ProgressFn | None = None, stages: StageFn | None = None) -> None:
-        """Run `todo` as Ray tasks; `record` each RunRecord in the driver (`stages` is not
-        called: the driver counts a run's stages when its record arrives)."""
+        """Run `todo` as Ray tasks; `record` each RunRecord in the driver. `stages` is told
+        when a group's networks are trained (FITTED); the driver counts a run's measures when
+        its record arrives."""
         ray = _import_ray()
         started_here = False
         if not ray.is_initialized():
@@ -66,25 +78,48 @@ class RayBackend:
                 ray.init(num_cpus=workers, **kwargs)
             started_here = True
         try:
-            self._run_tasks(ray, todo, ctx, record, progress)
+            self._run_tasks(ray, todo, ctx, record, progress, workers, stages)
         finally:
             if started_here:
                 ray.shutdown()
 
     @staticmethod
     def _run_tasks(ray: Any, todo: list[PlannedRun], ctx: SweepContext,
-                   record: Callable[[RunRecord], None], progress: ProgressFn | None) -> None:
-        remote = ray.remote(num_cpus=1, max_retries=1)(execute_run)
+                   record: Callable[[RunRecord], None], progress: ProgressFn | None,
+                   workers: int, stages: StageFn | None) -> None:
+        measure = ray.remote(num_cpus=1, max_retries=1)(execute_run)
         # Without a thread count a task would use torch's default: all the node's cores.
         ctx_ref = ray.put(dataclasses.replace(ctx, threads=ctx.threads or 1))
-        pending = {remote.remote(run, ctx_ref): run for run in todo}
+        pending: dict[Any, PlannedRun] = {}
+        training: dict[Any, list[PlannedRun]] = {}  # a group's first network -> runs to record
+        if ctx.spec.train.ensemble:
+            threads = _train_cpus(ray, ctx.train_threads or workers)
+            train = ray.remote(num_cpus=threads, max_retries=1)(_train_members)
+            for group, runs in staged_plan(ctx.spec, todo):
+                if not trains_together(ctx.spec, group):
+                    pending.update((measure.remote(run, ctx_ref), run) for run in runs)
+                    continue
+                networks = train.options(num_returns=len(group)).remote(group, ctx_ref, threads)
+                training[networks[0]] = runs
+                row = {run.key: i for i, run in enumerate(group)}
+                # a run's task starts once its network is in the object store
+                pending.update((measure.remote(run, ctx_ref, None, networks[row[run.key]]),
+                                run) for run in runs)
+        else:
+            pending.update((measure.remote(run, ctx_ref), run) for run in todo)
         lost: list[str] = []
         for run in todo:
             if progress is not None:
                 progress(run.key, "queued", 0, None)
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending) + list(training), num_returns=1)
             ref = done[0]
+            if ref in training:  # a group trained: its networks are fitted
+                runs = training.pop(ref)
+                if stages is not None and _trained(ray, ref):
+                    for run in runs:
+                        stages(FITTED, run.key)
+                continue
             run = pending.pop(ref)
             try:
                 rec = ray.get(ref)
@@ -101,3 +136,28 @@ class RayBackend:
         if lost:
             raise SweepError(f"{len(lost)} run(s) lost because Ray workers died, e.g. {lost[0]}; "
                              "finished runs are saved: re-run to resume")
+
+
+def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int
+                   ) -> list[TrainedNetwork | None]:
+    """A Ray task: the group's networks (train_group), one object per member; all None when
+    the group cannot train together, so each run's task trains its own network."""
+    trained = train_group(members, ctx, threads=threads)
+    return ([network.on_cpu() for network in trained] if trained is not None
+            else [None] * len(members))
+
+
+def _trained(ray: Any, ref: Any) -> bool:
+    """Whether a training task's first object is a network (not None: the runs train alone)."""
+    try:
+        return ray.get(ref) is not None
+    except ray.exceptions.RayError:  # the measuring tasks will say what went wrong
+        return False
+
+
+def _train_cpus(ray: Any, wanted: int) -> int:
+    """The CPUs (and torch threads) of a training task: `wanted`, at most the largest live
+    node's CPUs, so that the task can be scheduled."""
+    largest = max((node.get("Resources", {}).get("CPU", 0) for node in ray.nodes()
+                   if node.get("Alive")), default=1)
+    return max(1, min(wanted, int(largest)))

@@ -35,7 +35,7 @@ from rich.progress import (
 
 import flatvol
 from flatvol.errors import SweepError
-from flatvol.experiments.backends import get_backend
+from flatvol.experiments.backends import get_backend, resolve_workers
 from flatvol.experiments.build import train_config
 from flatvol.experiments.context import SweepContext, compute_kernel, prepare_context
 from flatvol.experiments.execute import FITTED, execute_group, execute_run
@@ -188,7 +188,7 @@ def run_sweep(
     spec: str | Path | ExperimentSpec,
     out: str | Path,
     backend: str = "local",
-    workers: int = 1,
+    workers: int | str = 1,
     data_dir: str | Path | None = None,
     device: str = "cpu",
     retry_failed: bool = False,
@@ -202,12 +202,14 @@ def run_sweep(
         spec: A spec, or a spec file / shipped spec name.
         out: The output directory (DIR/results.sqlite, DIR/cache).
         backend: A name registered in flatvol.experiments.backends ('local' or 'ray').
-        workers: Runs in parallel (processes or Ray CPUs).
+        workers: Runs in parallel (processes or Ray CPUs); 'auto': one per core, at most one
+            per run to do (flatvol.experiments.backends.resolve_workers). 1: in this process.
         data_dir: Data directory (None: the embedded MNIST subset).
         device: Torch device of the runs.
         retry_failed: Re-run runs recorded as failed.
         progress: Show progress bars.
-        threads: Torch threads per run (None: the backend's default).
+        threads: Torch threads per run, and of a staged sweep's ensemble trainer (None: the
+            backend's default per run; torch's, i.e. all cores, for the trainer).
         console: Where the progress bars go (default: stderr).
 
     Returns:
@@ -242,12 +244,15 @@ def run_sweep(
         store.set_meta(_environment())
         skipped = len(runs) - len(todo)
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
+        workers = resolve_workers(workers, len(todo))
+        train_threads = threads  # the ensemble trainer: the user's count, or all cores
         if threads is None:
             threads = executor.default_threads(spec, workers)
         with SweepProgress(len(runs), skipped, progress, console,
                            measures=tuple(spec.measures.final)) as bars:
             if todo:
-                ctx = prepare_context(spec, out, data_dir, device, progress, threads)
+                ctx = prepare_context(spec, out, data_dir, device, progress, threads,
+                                      train_threads)
 
                 def record(rec: RunRecord) -> None:
                     try:

@@ -1,0 +1,62 @@
+"""A sweep planned by stage on all cores: each group's ensemble trains in the driver, its runs
+are measured in a pool of worker processes, and the store gets the rows of the in-process
+staged sweep (at the same thread count), with stage progress still reported."""
+
+import io
+import json
+import shutil
+import sqlite3
+
+from experiments_helpers import comparable_runs, comparable_series, tiny_spec
+from rich.console import Console
+
+import flatvol.experiments.backends as backends
+from flatvol.experiments import run_sweep, runs_frame, series_frame, spec_from_dict
+from flatvol.experiments.store import store_path
+
+SPEC = tiny_spec(data__train_size=40, data__test_size=30, sweep__attack_sizes=[0, 10],
+                 sweep__seeds=3, train__ensemble=True)
+
+
+def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, monkeypatch):
+    spec = spec_from_dict(SPEC)
+    jobs = []
+    execute = backends._ProcessPool.execute
+
+    def spy(self, batch, *args, **kwargs):
+        jobs.extend(batch)
+        return execute(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(backends._ProcessPool, "execute", spy)
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=200)
+    pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, console=console)
+    assert len(jobs) == 6 and all(trained is not None for _, trained in jobs)  # measured there
+    one = run_sweep(spec, tmp_path / "one", workers=1, threads=1, progress=False)
+    assert (pool.done, one.done, pool.failed) == (6, 6, 0), pool.failures
+    assert comparable_runs(runs_frame(tmp_path / "pool")).equals(
+        comparable_runs(runs_frame(tmp_path / "one")))
+    assert comparable_series(series_frame(tmp_path / "pool")).equals(
+        comparable_series(series_frame(tmp_path / "one")))
+    with sqlite3.connect(store_path(tmp_path / "pool")) as conn:
+        infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
+    assert [i["ensemble"]["size"] for i in infos] == [6] * 6  # one ensemble, in the driver
+    # Stage progress: every network fitted (live, from the driver's trainer) before the first
+    # volume, then the measures as the workers report them.
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
+    assert lines, text.getvalue()
+    for stage in ("networks fitted 6/6", "volumes computed 6/6", "sharpness done 6/6"):
+        assert stage in lines[-1]
+    assert any("networks fitted 6/6; volumes computed 0/6" in line for line in lines)
+    # Resume: four runs of the in-process store removed, the pool sweep trains the whole
+    # ensemble again and records only those, with the same numbers.
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "one", part)
+    with sqlite3.connect(store_path(part)) as conn:
+        for table in ("runs", "results", "series"):
+            conn.execute(f"DELETE FROM {table} WHERE seed >= 1")
+    rest = run_sweep(spec, part, workers=2, threads=1, progress=False)
+    assert (rest.skipped, rest.done) == (2, 4)
+    assert comparable_runs(runs_frame(part)).equals(comparable_runs(runs_frame(tmp_path / "one")))
+    assert comparable_series(series_frame(part)).equals(
+        comparable_series(series_frame(tmp_path / "one")))
