@@ -11,7 +11,8 @@ from flatvol.experiments.spec import resolve_spec_path, spec_from_dict
 from flatvol.volume import DEFAULT_ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_resnet50", "fig3_cifar_resnet50_cpu",
+NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_fcn_seed0", "fig3_cifar_resnet50",
+         "fig3_cifar_resnet50_cpu",
          "fig4_optimizers", "fig5_temporal", "demo")
 SPECS = [ROOT / "specs" / f"{name}.toml" for name in NAMES]
 
