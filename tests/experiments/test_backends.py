@@ -8,13 +8,21 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 from experiments_helpers import tiny_spec
 
 import flatvol.experiments.backends as backends
 import flatvol.experiments.execute as execute
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, prepare_context, run_sweep, runs_frame, spec_from_dict
-from flatvol.experiments.backends import BACKENDS, LocalBackend, get_backend, resolve_workers
+from flatvol.experiments.backends import (
+    BACKENDS,
+    LocalBackend,
+    get_backend,
+    resolve_workers,
+    staged_train_threads,
+)
+from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import TrainedNetwork, execute_run
 from flatvol.experiments.ray_backend import RayBackend
 from flatvol.validate import check_workers
@@ -39,6 +47,16 @@ def test_thread_defaults(monkeypatch):
     # a staged sweep measures in the processes too (its trainer uses ctx.train_threads)
     assert local.default_threads(grouped, 4) == 2 and local.default_threads(grouped, 1) is None
     assert ray.default_threads(plain, 1) == 1 and ray.default_threads(plain, 4) == 2
+
+
+def test_staged_trainer_uses_all_cores_beside_measuring_workers(monkeypatch):
+    # the ensemble trains alone before the measuring processes start: it gets every core, not
+    # the workers' share (ctx.threads); it ran on one thread of two before
+    spec = spec_from_dict(tiny_spec(train__ensemble=True))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 6)
+    ctx = SweepContext(spec=spec, threads=3, train_threads=None)
+    assert staged_train_threads(ctx) == 6
+    assert staged_train_threads(SweepContext(spec=spec, threads=3, train_threads=2)) == 2
 
 
 def test_workers_auto_is_one_per_core_at_most_one_per_run(monkeypatch):

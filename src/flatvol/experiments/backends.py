@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
+
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
@@ -217,6 +219,20 @@ class _ProcessPool:
                              "re-run to resume")
 
 
+def staged_train_threads(ctx: SweepContext) -> int:
+    """Torch threads of a staged sweep's ensemble trainer when its runs are measured in
+    worker processes: the user's count, else torch's (all cores). Not ctx.threads, the workers'
+    share of the cores: the trainer runs alone, before them.
+
+    Args:
+        ctx: What the runs of the sweep share.
+
+    Returns:
+        The thread count.
+    """
+    return ctx.train_threads if ctx.train_threads is not None else torch.get_num_threads()
+
+
 def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,
                           workers: int, progress: ProgressFn, stages: StageFn | None) -> None:
     """Planned by stage on all cores: each group's ensemble trains in this process
@@ -228,7 +244,7 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
                 pool.lost.extend(str(run.key) for run in runs)
                 continue
             trained = train_group(group, ctx, progress, stages, recording=runs,
-                                  threads=ctx.train_threads)
+                                  threads=staged_train_threads(ctx))
             row = {run.key: i for i, run in enumerate(group)}
             pool.execute([(run, trained[row[run.key]].on_cpu() if trained is not None else None)
                           for run in runs], record, progress, stages)
