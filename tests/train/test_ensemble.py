@@ -70,7 +70,8 @@ def _assert_members_match(ensemble, spec: str, task: TaskData, config: TrainConf
     return epochs
 
 
-@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01), ("momentum", 0.05)])
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01), ("momentum", 0.05),
+                                          ("amsgrad", 0.01)])
 def test_members_equal_networks_trained_alone(optimizer, lr):
     task = _task()
     config = TrainConfig(optimizer=optimizer, lr=lr, max_epochs=150)

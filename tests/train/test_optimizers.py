@@ -58,7 +58,7 @@ def test_registered_options_reach_the_factory():
 
 
 @pytest.mark.parametrize("name,weight_decay", [("sgd", 0.0), ("momentum", 1e-2), ("adam", 0.0),
-                                               ("adam", 1e-2)])
+                                               ("adam", 1e-2), ("amsgrad", 0.0)])
 def test_stacked_update_is_torch_optims_member_by_member(name, weight_decay):
     """Steps in two groups of members, as the ensemble takes them, equal torch.optim's steps on
     each member alone (bit for bit: the update is elementwise)."""
@@ -92,3 +92,18 @@ def test_stacked_optimizer_refuses_others():
         StackedOptimizer("sam", OptimizerSettings(0.1), params)
     with pytest.raises(SpecError, match="without options"):
         StackedOptimizer("sgd", OptimizerSettings(0.1, options={"x": 1}), params)
+
+
+def test_amsgrad_is_adam_with_the_running_maximum_of_the_second_moment():
+    # a large gradient then small ones: Adam's second moment decays, AMSGrad's maximum does not,
+    # so AMSGrad takes the smaller steps (Reddi et al. 2018)
+    moved = {}
+    for name in ("adam", "amsgrad"):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = make_optimizer(name, [p], OptimizerSettings(0.1))
+        assert opt.param_groups[0]["amsgrad"] is (name == "amsgrad")
+        for g in (10.0, 0.1, 0.1, 0.1):
+            p.grad = torch.tensor([g])
+            opt.step()
+        moved[name] = -p.item()
+    assert moved["amsgrad"] < moved["adam"]

@@ -77,6 +77,9 @@ _REGISTRY: dict[str, RegisteredOptimizer] = {
                                      weight_decay=s.weight_decay)),
     "adam": RegisteredOptimizer(
         lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay)),
+    # Reddi et al. (2018): Adam with the running maximum of the second moment (Fig. 4(c,f))
+    "amsgrad": RegisteredOptimizer(
+        lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay, amsgrad=True)),
     "entropy-sgd": RegisteredOptimizer(_entropy_sgd, ENTROPY_SGD_OPTIONS),
     "sam": RegisteredOptimizer(_sam, SAM_OPTIONS),
 }

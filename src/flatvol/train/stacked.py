@@ -34,7 +34,7 @@ from flatvol.models import FCN
 from flatvol.train.optimizers import OptimizerSettings, make_optimizer
 
 # The registered optimizers whose torch.optim class has a stacked form here (SGD, Adam).
-ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam")
+ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam", "amsgrad")
 EngineName = Literal["auto", "fcn", "vmap"]
 Params = dict[str, torch.Tensor]
 
