@@ -13,7 +13,7 @@ from flatvol.volume import DEFAULT_ESTIMATOR
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_fcn_seed0", "fig3_cifar_resnet50",
          "fig3_cifar_resnet50_cpu",
-         "fig4_optimizers", "fig5_temporal", "demo")
+         "fig4_optimizers", "fig4_cifar_fcn", "fig5_temporal", "demo")
 SPECS = [ROOT / "specs" / f"{name}.toml" for name in NAMES]
 
 
@@ -40,6 +40,9 @@ def test_fig3_and_fig5_settings():
     fig4 = load_spec(resolve_spec_path("fig4_optimizers"))
     assert {o.key for o in fig4.optimizers} == {"sgd", "adam", "entropy-sgd", "sgd-momentum",
                                                  "sam", "swa"}
+    fig4_cifar = load_spec(resolve_spec_path("fig4_cifar_fcn"))
+    assert [o.key for o in fig4_cifar.optimizers] == ["sgd", "adam", "amsgrad"]
+    assert len(plan_runs(fig4_cifar)) == 3 * 6 * 3 and fig4_cifar.train.ensemble
     # the paper's maximizer is not the point of Fig. 3/4: they use the default ('fast')
     assert fig3.measures.sharpness.maximizer == fig4.measures.sharpness.maximizer == "fast"
 
