@@ -20,18 +20,29 @@ SPEC = tiny_spec(data__train_size=40, data__test_size=30, sweep__attack_sizes=[0
 
 def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, monkeypatch):
     spec = spec_from_dict(SPEC)
-    jobs = []
-    execute = backends._ProcessPool.execute
+    jobs = []  # (run, trained network, the trainer's epoch when it was sent to the pool)
+    epoch = [0]
+    submit, train_group = backends._ProcessPool.submit, backends.train_group
 
-    def spy(self, batch, *args, **kwargs):
-        jobs.extend(batch)
-        return execute(self, batch, *args, **kwargs)
+    def spy_submit(self, run, trained):
+        jobs.append((run, trained, epoch[0]))
+        return submit(self, run, trained)
 
-    monkeypatch.setattr(backends._ProcessPool, "execute", spy)
+    def spy_train_group(members, ctx, progress, *args, **kwargs):
+        def seen(key, text, completed, total):
+            epoch[0] = completed
+            progress(key, text, completed, total)
+        return train_group(members, ctx, seen, *args, **kwargs)
+
+    monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)
+    monkeypatch.setattr(backends, "train_group", spy_train_group)
     text = io.StringIO()
     console = Console(file=text, force_terminal=False, width=200)
     pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, console=console)
-    assert len(jobs) == 6 and all(trained is not None for _, trained in jobs)  # measured there
+    assert len(jobs) == 6 and all(trained is not None for _, trained, _ in jobs)  # measured there
+    # each network is sent to be measured as it stops, while the later ones still train
+    stops = [trained.result.epochs for _, trained, _ in jobs]
+    assert [e for _, _, e in jobs] == [s - 1 for s in stops] and len(set(stops)) > 1
     one = run_sweep(spec, tmp_path / "one", workers=1, threads=1, progress=False)
     assert (pool.done, one.done, pool.failed) == (6, 6, 0), pool.failures
     assert comparable_runs(runs_frame(tmp_path / "pool")).equals(
@@ -41,13 +52,12 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
     with sqlite3.connect(store_path(tmp_path / "pool")) as conn:
         infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
     assert [i["ensemble"]["size"] for i in infos] == [6] * 6  # one ensemble, in the driver
-    # Stage progress: every network fitted (live, from the driver's trainer) before the first
-    # volume, then the measures as the workers report them.
+    # Stage progress: networks fitted (live, from the driver's trainer), then the measures as
+    # the workers report them.
     lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
     assert lines, text.getvalue()
     for stage in ("networks fitted 6/6", "volumes computed 6/6", "sharpness done 6/6"):
         assert stage in lines[-1]
-    assert any("networks fitted 6/6; volumes computed 0/6" in line for line in lines)
     # Resume: four runs of the in-process store removed, the pool sweep trains the whole
     # ensemble again and records only those, with the same numbers.
     part = tmp_path / "part"

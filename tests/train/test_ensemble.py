@@ -3,7 +3,7 @@ gives when trained alone (same stopping epoch, weights within 1e-5, same accurac
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -245,3 +245,35 @@ def _image_task() -> TaskData:
     x = torch.rand(4, 3, 8, 8)
     split = Split(x, torch.tensor([0.0, 1.0, 0.0, 1.0]), np.arange(4))
     return TaskData("images", "x", 0, split, Split(x[:0], x.new_zeros(0), np.arange(0)), split)
+
+
+@pytest.mark.parametrize("history", [True, False])
+def test_each_member_is_handed_over_as_it_stops(history):
+    """on_stopped gets every member once, in the epoch it stops (while later ones still train),
+    with the model and outcome the finished ensemble gives for it."""
+    task = _task(seed=3)
+    config = TrainConfig(optimizer="sgd", lr=0.1, max_epochs=150)
+    seeds, attacks = [0, 3, 0, 5, 6], [8, 0, 0, 3, 5]
+    handed: list = []
+    epochs_seen: list[int] = []
+
+    def on_epoch(info: EnsembleEpochInfo) -> None:
+        epochs_seen.append(info.epoch)
+
+    def on_stopped(member) -> None:
+        handed.append((member, len(epochs_seen)))  # epochs finished before this call
+
+    ensemble = train_ensemble("fcn:16,8", task, config, seeds=seeds, attack_sizes=attacks,
+                              group_size=2, keep_history=history, callback=on_epoch,
+                              on_stopped=on_stopped)
+    assert sorted(m.index for m, _ in handed) == list(range(len(seeds)))
+    assert len({m.result.epochs for m, _ in handed}) > 1  # some were handed over early
+    for member, finished_epochs in handed:
+        k = member.index
+        # handed over in its stopping epoch, before that epoch's callback
+        assert finished_epochs == member.result.epochs - 1
+        np.testing.assert_equal(asdict(member.result), asdict(ensemble.result(k)))  # NaN: no A
+        final = ensemble.model(k).state_dict()
+        for name, p in member.model.state_dict().items():
+            assert torch.equal(p, final[name]), name
+    _assert_members_match(ensemble, "fcn:16,8", task, config, history=history)

@@ -122,9 +122,12 @@ _WORKER_CTX: SweepContext | None = None
 PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
 
 
-def _init_worker(queue: Any, ctx: SweepContext, parent: int) -> None:
+def _init_worker(queue: Any, ctx: SweepContext, parent: int, nice: int) -> None:
     global _WORKER_QUEUE, _WORKER_CTX
     _WORKER_QUEUE, _WORKER_CTX = queue, ctx
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     # A killed driver cannot stop its workers: each leaves when its parent is gone, so a
     # SIGKILLed sweep leaves no process behind measuring for nobody.
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
@@ -160,9 +163,10 @@ class _ProcessPool:
     initializer); records come back to the driver as runs finish. Runs lost to a dead worker
     are collected, and raise_lost reports them after the others are recorded."""
 
-    def __init__(self, ctx: SweepContext, workers: int):
-        self.ctx, self.workers = ctx, workers
+    def __init__(self, ctx: SweepContext, workers: int, nice: int = 0):
+        self.ctx, self.workers, self.nice = ctx, workers, nice
         self.lost: list[str] = []
+        self.pending: dict[Any, PlannedRun] = {}
 
     def __enter__(self) -> _ProcessPool:
         import multiprocessing as mp
@@ -172,7 +176,8 @@ class _ProcessPool:
         self.queue = mpctx.Queue()
         self.pool = ProcessPoolExecutor(self.workers, mp_context=mpctx,
                                         initializer=_init_worker,
-                                        initargs=(self.queue, self.ctx, os.getpid()))
+                                        initargs=(self.queue, self.ctx, os.getpid(),
+                                                  self.nice))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,18 +187,33 @@ class _ProcessPool:
                 update: ProgressFn, stages: StageFn | None) -> None:
         """Run execute_run(run, ctx, trained=trained) for each job in the pool; `record` each
         record in this process as it arrives (any order), forwarding progress and stages."""
-        import queue as queue_mod
-        from concurrent.futures import FIRST_COMPLETED, wait
+        for run, trained in jobs:
+            self.submit(run, trained)
+        self.collect(record, update, stages, wait=True)
+
+    def submit(self, run: PlannedRun, trained: TrainedNetwork | None) -> None:
+        """Queue execute_run(run, ctx, trained=trained) in the pool (collect records it)."""
         from concurrent.futures.process import BrokenProcessPool
 
-        pending = {}
-        for run, trained in jobs:
-            try:
-                pending[self.pool.submit(_worker_execute, run, trained)] = run
-            except BrokenProcessPool:  # a worker died earlier: nothing more runs here
-                self.lost.append(str(run.key))
-        while pending:
-            done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+        try:
+            self.pending[self.pool.submit(_worker_execute, run, trained)] = run
+        except BrokenProcessPool:  # a worker died earlier: nothing more runs here
+            self.lost.append(str(run.key))
+
+    def collect(self, record: RecordFn, update: ProgressFn, stages: StageFn | None,
+                wait: bool) -> None:
+        """`record` the records that came back, forwarding progress and stages; with `wait`,
+        until none is pending, else only those already there."""
+        import queue as queue_mod
+        from concurrent.futures import FIRST_COMPLETED
+        from concurrent.futures import wait as wait_for
+        from concurrent.futures.process import BrokenProcessPool
+
+        while True:
+            done: set = set()
+            if self.pending:
+                done, _ = wait_for(self.pending, timeout=0.2 if wait else 0,
+                                   return_when=FIRST_COMPLETED)
             with contextlib.suppress(queue_mod.Empty):
                 while True:
                     kind, *event = self.queue.get_nowait()
@@ -202,7 +222,7 @@ class _ProcessPool:
                     elif stages is not None:
                         stages(*event)
             for future in done:
-                run = pending.pop(future)
+                run = self.pending.pop(future)
                 exc = future.exception()
                 if isinstance(exc, BrokenProcessPool):  # a worker died: not the run's fault
                     self.lost.append(str(run.key))
@@ -210,6 +230,8 @@ class _ProcessPool:
                 if exc is not None:  # an error execute_run does not turn into a failed run
                     raise exc
                 record(future.result())
+            if not (wait and self.pending):
+                return
 
     def raise_lost(self) -> None:
         """Raise SweepError if runs were lost (after the others were recorded)."""
@@ -233,21 +255,41 @@ def staged_train_threads(ctx: SweepContext) -> int:
     return ctx.train_threads if ctx.train_threads is not None else torch.get_num_threads()
 
 
+# Niceness of a staged sweep's measuring processes: they start on each network as soon as it
+# stops training, and should take the cycles the trainer leaves idle (its threads wait on each
+# other and on the GIL) rather than slow it down.
+MEASURE_NICE = 10
+
+
 def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,
                           workers: int, progress: ProgressFn, stages: StageFn | None) -> None:
     """Planned by stage on all cores: each group's ensemble trains in this process
-    (ctx.train_threads), then its missing runs are measured in the pool of `workers`
-    processes (ctx.threads each) and recorded as they come back."""
-    with _ProcessPool(ctx, workers) as pool:
+    (staged_train_threads); each missing run is sent to the pool of `workers` measuring
+    processes (ctx.threads each, at MEASURE_NICE) as soon as its network stops training, and
+    recorded as it comes back, also while the rest of the ensemble trains."""
+    with _ProcessPool(ctx, workers, nice=MEASURE_NICE) as pool:
         for group, runs in staged_plan(ctx.spec, todo):
             if pool.lost:  # the pool is broken: the rest is lost too, resumed by a re-run
                 pool.lost.extend(str(run.key) for run in runs)
                 continue
+            missing = {run.key for run in runs}
+            sent: set[RunKey] = set()
+
+            def measure_now(run: PlannedRun, network: TrainedNetwork,
+                            missing: set[RunKey] = missing, sent: set[RunKey] = sent) -> None:
+                if run.key in missing:
+                    pool.submit(run, network.on_cpu())
+                    sent.add(run.key)
+                pool.collect(record, progress, stages, wait=False)
+
             trained = train_group(group, ctx, progress, stages, recording=runs,
-                                  threads=staged_train_threads(ctx))
+                                  threads=staged_train_threads(ctx), on_trained=measure_now)
             row = {run.key: i for i, run in enumerate(group)}
-            pool.execute([(run, trained[row[run.key]].on_cpu() if trained is not None else None)
-                          for run in runs], record, progress, stages)
+            for run in runs:
+                if run.key not in sent:  # one at a time if the group did not train together
+                    pool.submit(run, trained[row[run.key]].on_cpu() if trained is not None
+                                else None)
+            pool.collect(record, progress, stages, wait=True)
     pool.raise_lost()
 
 

@@ -295,7 +295,8 @@ def trains_together(spec: ExperimentSpec, members: list[PlannedRun]) -> bool:
 
 def train_group(members: list[PlannedRun], ctx: SweepContext,
                 progress: ProgressFn | None = None, stages: StageFn | None = None,
-                recording: list[PlannedRun] | None = None, threads: int | None = None
+                recording: list[PlannedRun] | None = None, threads: int | None = None,
+                on_trained: Callable[[PlannedRun, TrainedNetwork], None] | None = None
                 ) -> list[TrainedNetwork] | None:
     """The training stage of a sweep planned by stage: `members` (one ensemble_groups group)
     trained as one ensemble.
@@ -307,14 +308,17 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
         stages: Told (FITTED, key) as each member of `recording` stops training.
         recording: The members whose stages are reported (default: all).
         threads: Torch threads of the trainer (default: ctx.threads; None: torch's setting).
+        on_trained: Called with each member and its TrainedNetwork as soon as it stops
+            training, while the others train on (a sweep starts measuring it meanwhile).
 
     Returns:
         One TrainedNetwork per member, in order, for execute_run to measure (without its task,
         which execute_run loads: light to ship to another process or a Ray task); None when the
         group does not train together (trains_together) or the ensemble trainer refuses the
-        model (BatchNorm) or fails: each run then trains on its own with execute_run.
+        model (BatchNorm) or fails: each run then trains on its own with execute_run (members
+        already passed to `on_trained` excepted).
     """
-    from flatvol.train.ensemble import train_ensemble
+    from flatvol.train.ensemble import StoppedMember, train_ensemble
 
     spec = ctx.spec
     if not trains_together(spec, members):
@@ -323,29 +327,36 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
     start = time.perf_counter()
     config = train_config(spec, first.optimizer, first.seed)
     reported = {run.key for run in (recording if recording is not None else members)}
+    networks: dict[int, TrainedNetwork] = {}
 
     def on_epoch(e: Any) -> None:
         if progress is not None:
             progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
                      config.max_epochs)
-        if stages is not None:
-            for i in e.stopped:
-                if members[i].key in reported:
-                    stages(FITTED, members[i].key)
+
+    def on_stopped(member: StoppedMember) -> None:
+        # the ensemble's training time until this member stopped; the run's share: / size
+        seconds = time.perf_counter() - start
+        about = {"size": len(members), "engine": member.engine,
+                 "train_seconds": round(seconds, 3)}
+        network = networks[member.index] = TrainedNetwork(
+            None, member.model, member.result, seconds / len(members), about)
+        run = members[member.index]
+        if stages is not None and run.key in reported:
+            stages(FITTED, run.key)
+        if on_trained is not None:
+            on_trained(run, network)
 
     with torch_threads(threads if threads is not None else ctx.threads):
         try:
             # attack sets are prefixes of one pool: the largest task holds every member's
             task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
-            ens = train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
-                                 spec_prior(spec), ctx.device, callback=on_epoch,
-                                 keep_history=True, attack_sizes=[r.attack_size for r in members])
+            train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
+                           spec_prior(spec), ctx.device, callback=on_epoch, keep_history=True,
+                           attack_sizes=[r.attack_size for r in members], on_stopped=on_stopped)
         except RUN_ERRORS:
             return None  # one at a time, where each run gets its own outcome
-    seconds = time.perf_counter() - start
-    about = {"size": len(members), "engine": ens.engine, "train_seconds": round(seconds, 3)}
-    return [TrainedNetwork(None, ens.model(i), ens.result(i), seconds / len(members), about)
-            for i in range(len(members))]
+    return [networks[i] for i in range(len(members))]
 
 
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,

@@ -50,8 +50,8 @@ from flatvol.train.stacked import (
     pick_engine,
 )
 
-__all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "train_ensemble",
-           "train_models_together"]
+__all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "StoppedMember",
+           "train_ensemble", "train_models_together"]
 
 SUSPECTS = 16  # points re-checked per member before a full evaluation of S
 
@@ -93,15 +93,9 @@ class EnsembleResult:
 
     def result(self, i: int) -> TrainResult:
         """Member i's outcome in the form train_to_fit returns it."""
-        return TrainResult(
-            status=self.status[i],  # type: ignore[arg-type]
-            epochs=int(self.epochs[i]),
-            fitted_at=self.fitted_at[i],
-            train_acc_S=float(self.train_acc_S[i]),
-            train_acc_A=float(self.train_acc_A[i]),
-            test_acc_E=float(self.test_acc_E[i]),
-            history=list(self.histories[i]) if self.histories is not None else [],
-        )
+        return _member_result(self.status[i], int(self.epochs[i]), self.fitted_at[i],
+                              (self.train_acc_S[i], self.train_acc_A[i], self.test_acc_E[i]),
+                              self.histories[i] if self.histories is not None else [])
 
     @property
     def results(self) -> list[TrainResult]:
@@ -109,11 +103,7 @@ class EnsembleResult:
 
     def model(self, i: int) -> nn.Module:
         """Member i as a standalone nn.Module (a copy; same class, spec and prior as built)."""
-        module = copy.deepcopy(self._template)
-        state = {k: v[i] for k, v in self.params.items()}
-        state.update({k: v[i] for k, v in self.buffers.items()})
-        module.load_state_dict(state)
-        return module.to(next(iter(self.params.values())).device).eval()
+        return _member_model(self._template, self.params, self.buffers, i)
 
     def models(self) -> list[nn.Module]:
         return [self.model(i) for i in range(len(self))]
@@ -128,6 +118,23 @@ class EnsembleResult:
     def predict_labels(self, x: torch.Tensor) -> torch.Tensor:
         """The function each member expresses on x: labels in {0,1}, shape (K, n), on CPU."""
         return (self.logits(x) > 0).float().cpu()
+
+
+def _member_result(status: str, epochs: int, fitted_at: int | None,
+                   accuracies: tuple[float, float, float], history: list[dict]) -> TrainResult:
+    """A member's outcome in the form train_to_fit returns it (accuracies: S, A, E)."""
+    return TrainResult(status=status, epochs=epochs, fitted_at=fitted_at,  # type: ignore[arg-type]
+                       train_acc_S=float(accuracies[0]), train_acc_A=float(accuracies[1]),
+                       test_acc_E=float(accuracies[2]), history=list(history))
+
+
+def _member_model(template: nn.Module, params: Params, buffers: Params, i: int) -> nn.Module:
+    """Member i of stacked params and buffers as a standalone copy of `template`."""
+    module = copy.deepcopy(template)
+    state = {k: v[i] for k, v in params.items()}
+    state.update({k: v[i] for k, v in buffers.items()})
+    module.load_state_dict(state)
+    return module.to(next(iter(params.values())).device).eval()
 
 
 # ----------------------------------------------------------------------------- training
@@ -182,6 +189,7 @@ def train_models_together(
     group_size: int = 16,
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
+    on_stopped: Callable[[StoppedMember], None] | None = None,
 ) -> EnsembleResult:
     """Train `models` (one architecture) together; member k's data order comes from `seeds[k]`.
 
@@ -208,6 +216,9 @@ def train_models_together(
         workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
+        on_stopped: Called with each member as soon as it stops (its final model and outcome,
+            equal to EnsembleResult.model(k) and .result(k)), while the others train on: a
+            sweep measures it meanwhile.
 
     Returns:
         The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
@@ -244,7 +255,9 @@ def train_models_together(
     optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
 
     k_total = len(models)
-    final = {k: torch.empty_like(v) for k, v in params.items()}
+    final = {k: torch.empty_like(v) for k, v in params.items()}  # training layout, by member
+    restored = {k: v.clone() for k, v in initial.items()}  # the final weights, by member
+    accuracies = np.full((3, k_total), math.nan)  # on S, A, E, measured as each member stops
     epochs = np.zeros(k_total, dtype=np.int64)
     fitted_at = np.full(k_total, -1, dtype=np.int64)
     histories: list[list[dict]] | None = [[] for _ in range(k_total)] if keep_history else None
@@ -299,9 +312,20 @@ def train_models_together(
                     final[k].index_copy_(0, torch.from_numpy(active[done]).to(device),
                                          v.index_select(0, leave))
                 epochs[active[done]] = epoch
+                ids = active[done]
+                rows = _stop_members(runner, ids, final, initial, restored, buffers, task,
+                                     attacks, accuracies, device, dtype)
                 params = {k: v.index_select(0, stay) for k, v in params.items()}
                 optimizer.keep(stay)
                 active = active[~done]
+                if on_stopped is not None:
+                    for j, member in enumerate(ids.tolist()):
+                        fa = int(fitted_at[member])
+                        on_stopped(StoppedMember(member, _member_result(
+                            "fitted" if fa >= 0 else "did_not_fit", int(epochs[member]),
+                            fa if fa >= 0 else None, tuple(accuracies[:, member]),
+                            histories[member] if histories is not None else []),
+                            _member_model(template, *rows, j), runner.name))
             if callback is not None:
                 callback(EnsembleEpochInfo(epoch=epoch, active=len(active),
                                            fitted=int((fitted_at >= 0).sum()),
@@ -312,28 +336,16 @@ def train_models_together(
             pool.shutdown()
             torch.set_num_threads(intra_op_threads)
 
-    final = {k: runner.restore(k, v, initial[k]) for k, v in final.items()}
-    with torch.no_grad():  # as train_to_fit does, measure the final model on S, A and E
-        accs = []
-        for split in (task.S, task.E):
-            if len(split):
-                logits = runner.logits(final, buffers, split.x.to(device, dtype))
-                accs.append(_correct(logits, split.y.to(device, dtype)).cpu().numpy() / len(split))
-            else:
-                accs.append(np.full(k_total, math.nan))
-        x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
-        accs.insert(1, _fraction(_correct_prefix(runner.logits(final, buffers, x_A), y_A,
-                                                 attacks), attacks))
     return EnsembleResult(
         seeds=seeds,
         attack_sizes=attacks.tolist(),
         status=["fitted" if f >= 0 else "did_not_fit" for f in fitted_at],
         epochs=epochs,
         fitted_at=[int(f) if f >= 0 else None for f in fitted_at],
-        train_acc_S=accs[0],
-        train_acc_A=accs[1],
-        test_acc_E=accs[2],
-        params=final,
+        train_acc_S=accuracies[0],
+        train_acc_A=accuracies[1],
+        test_acc_E=accuracies[2],
+        params=restored,
         buffers=buffers,
         histories=histories,
         engine=runner.name,
@@ -341,6 +353,43 @@ def train_models_together(
         _template=template,
         _runner=runner,
     )
+
+
+@dataclass(frozen=True)
+class StoppedMember:
+    """A member that has stopped training, passed to train_models_together's `on_stopped`."""
+
+    index: int  # its position in `models` (and in the EnsembleResult)
+    result: TrainResult  # as EnsembleResult.result(index)
+    model: nn.Module  # as EnsembleResult.model(index)
+    engine: str  # the stacked-training engine, as EnsembleResult.engine
+
+
+@torch.no_grad()
+def _stop_members(runner: StackedEngine, ids: np.ndarray, final: Params, initial: Params,
+                  restored: Params, buffers: Params, task: TaskData, attacks: np.ndarray,
+                  accuracies: np.ndarray, device: torch.device, dtype: torch.dtype
+                  ) -> tuple[Params, Params]:
+    """Members `ids` stopped (their training-layout weights are in `final`): write their
+    full-layout weights into `restored` and, as train_to_fit does at its end, their accuracies
+    on S, A (their own prefix) and E into `accuracies`. Returns their (params, buffers) rows."""
+    idx = torch.from_numpy(ids).to(device)
+    params = {k: runner.restore(k, final[k].index_select(0, idx), initial[k].index_select(0, idx))
+              for k in final}
+    rows = {k: v.index_select(0, idx) for k, v in buffers.items()}
+    for k, v in params.items():
+        restored[k].index_copy_(0, idx, v)
+    for row, split in ((0, task.S), (2, task.E)):
+        if len(split):
+            logits = runner.logits(params, rows, split.x.to(device, dtype))
+            accuracies[row, ids] = (_correct(logits, split.y.to(device, dtype)).cpu().numpy()
+                                    / len(split))
+    sizes = attacks[ids]
+    n_A = int(sizes.max())
+    x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
+    accuracies[1, ids] = _fraction(_correct_prefix(runner.logits(params, rows, x_A), y_A, sizes),
+                                   sizes)
+    return params, rows
 
 
 def _record(histories: list[list[dict]], members: np.ndarray, epoch: int,
@@ -473,6 +522,7 @@ def train_ensemble(
     group_size: int = 16,
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
+    on_stopped: Callable[[StoppedMember], None] | None = None,
 ) -> EnsembleResult:
     """Build `build_model(model_spec, task.input_shape, prior, seed=s)` for each seed s and
     train them together; member k equals `train_to_fit(that model, T_k, config, seed=s)`,
@@ -493,6 +543,7 @@ def train_ensemble(
         workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
+        on_stopped: Called with each member as soon as it stops (train_models_together).
 
     Returns:
         The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
@@ -507,4 +558,5 @@ def train_ensemble(
     models = [build_model(model_spec, task.input_shape, prior, seed=s) for s in seeds]
     return train_models_together(models, task, config, seeds, device=device, callback=callback,
                                  keep_history=keep_history, engine=engine, group_size=group_size,
-                                 workers=workers, attack_sizes=attack_sizes)
+                                 workers=workers, attack_sizes=attack_sizes,
+                                 on_stopped=on_stopped)
