@@ -166,3 +166,14 @@ def test_run_directory_with_an_auto_monte_carlo_count_shows_its_check(app, tmp_p
     plain = run(app, [str(tmp_path / "run"), "--mc-samples", "auto"])
     assert plain.exit_code == 0, plain.output
     assert f"mc_convergence: {kernel['mc_samples']} draws" in plain.output
+    # the check's limits come from the flags: a looser tolerance is recorded; an impossible
+    # one within a small cap is refused in one line (the main CLI exits 2 on it)
+    loose = run(app, [str(tmp_path / "run"), "--json", "--mc-samples", "auto",
+                      "--mc-tolerance", "3", "--mc-max-samples", "128"])
+    assert loose.exit_code == 0, loose.output
+    check = json.loads(loose.output[loose.output.index("{"):])["kernel_info"]["mc_convergence"]
+    assert check["tolerance"] == 3.0 and check["max_samples"] == 128
+    refused = run(app, [str(tmp_path / "run"), "--mc-samples", "auto", "--mc-tolerance", "1e-12",
+                        "--mc-max-samples", "8"])
+    assert isinstance(refused.exception, VolumeError)
+    assert "mc_max_samples=8" in str(refused.exception) and "\n" not in str(refused.exception)

@@ -31,7 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from flatvol.errors import SpecError, VolumeError
 from flatvol.volume import DEFAULT_ESTIMATOR, VolumeService, check_estimator
 from flatvol.volume.kernels import KernelKind
-from flatvol.volume.mc_convergence import DEFAULT_MC_MAX_SAMPLES, DEFAULT_MC_TOLERANCE
+from flatvol.volume.mc_convergence import (
+    DEFAULT_MC_MAX_SAMPLES,
+    DEFAULT_MC_TOLERANCE,
+    MIN_MC_MAX_SAMPLES,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -207,7 +211,7 @@ class VolumeSpec(StrictSpec):
     mc_samples: int | Literal["auto"] = 100
     mc_seed: int = 0
     mc_tolerance: float = Field(DEFAULT_MC_TOLERANCE, gt=0)  # in log10 V
-    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=4)
+    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=MIN_MC_MAX_SAMPLES)
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @field_validator("mc_samples", mode="before")

@@ -16,6 +16,11 @@ from flatvol.errors import SpecError, VolumeError
 from flatvol.io import dumps_json
 from flatvol.validate import check_device
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, check_estimator
+from flatvol.volume.mc_convergence import (
+    DEFAULT_MC_MAX_SAMPLES,
+    DEFAULT_MC_TOLERANCE,
+    check_mc_settings,
+)
 from flatvol.volume.orthant import PROPOSALS
 from flatvol.volume.service import VolumeService, volume_of_model
 
@@ -70,13 +75,12 @@ def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int 
 
 
 def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None,
-                     mc_samples: int | Literal["auto"], device: str,
+                     mc: dict[str, Any], device: str,
                      options: dict[str, Any]) -> dict[str, Any]:
     from flatvol.train.checkpoint import load_run
 
     run = load_run(run_dir, data_dir=data_dir, device=device)
-    result = volume_of_model(run.model, run.task, estimator, mc_samples=mc_samples,
-                             device=device, **options)
+    result = volume_of_model(run.model, run.task, estimator, device=device, **mc, **options)
     out = result.to_dict()
     out.update(run_dir=str(run_dir), model=run.info.get("model"))
     return out
@@ -123,6 +127,14 @@ def volume_command(
         str, typer.Option("--mc-samples", help="Inits for a Monte-Carlo kernel (non-FCN runs), "
                           "or 'auto': doubled until log10 V of the true labels converges.")
     ] = "100",
+    mc_tolerance: Annotated[
+        float, typer.Option("--mc-tolerance", help="With --mc-samples auto: the log10 V "
+                            "agreement between two halves of the draws that ends the check.")
+    ] = DEFAULT_MC_TOLERANCE,
+    mc_max_samples: Annotated[
+        int, typer.Option("--mc-max-samples", help="With --mc-samples auto: the most draws "
+                          "tried before the kernel is refused.")
+    ] = DEFAULT_MC_MAX_SAMPLES,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling estimators.")] = 0,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", envvar="FLATVOL_DATA", help="Data directory.")
@@ -136,13 +148,15 @@ def volume_command(
     if samples < 2:
         raise SpecError(f"--samples: expected an integer >= 2, got {samples}")
     draws = _mc_samples(mc_samples)
+    check_mc_settings(mc_tolerance, mc_max_samples, ("--mc-tolerance", "--mc-max-samples"))
+    mc = {"mc_samples": draws, "mc_tolerance": mc_tolerance, "mc_max_samples": mc_max_samples}
     if proposal not in PROPOSALS:
         raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
     options = {"n_samples": samples, "seed": seed, "proposal": proposal}
     if run_dir is not None:
         if kernel is not None or labels is not None or n_train is not None:
             raise SpecError("give either RUN_DIR or --kernel/--labels (with --n-train), not both")
-        out = _volume_from_run(run_dir, estimator, data_dir, draws, device, options)
+        out = _volume_from_run(run_dir, estimator, data_dir, mc, device, options)
     else:
         if kernel is None or labels is None:
             raise SpecError("give RUN_DIR, or both --kernel K.npy and --labels y.npy")

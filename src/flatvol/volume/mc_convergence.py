@@ -43,6 +43,7 @@ DEFAULT_MC_TOLERANCE = 0.5
 # The first round's draws, and the most draws before the check gives up.
 MC_START_SAMPLES = 64
 DEFAULT_MC_MAX_SAMPLES = 4096
+MIN_MC_MAX_SAMPLES = 4  # two halves of at least two draws each
 PROBE = "true labels y on S u E"
 
 
@@ -135,6 +136,23 @@ def _judge(samples: int, kernels: tuple[np.ndarray, np.ndarray, np.ndarray], ful
                             agrees and previous is not None and previous.agrees)
 
 
+def check_mc_settings(tolerance: float, max_samples: int,
+                      names: tuple[str, str] = ("mc_tolerance", "mc_max_samples")) -> None:
+    """Refuse a convergence check that cannot work, in one line.
+
+    Args:
+        tolerance: log10 V agreement required (> 0).
+        max_samples: Most draws (>= MIN_MC_MAX_SAMPLES: two halves of at least two draws).
+        names: What the caller calls the two settings (spec fields, CLI flags).
+
+    Raises:
+        VolumeError: naming both settings, expected vs got.
+    """
+    if not tolerance > 0 or max_samples < MIN_MC_MAX_SAMPLES:
+        raise VolumeError(f"{names[0]} must be > 0 and {names[1]} >= {MIN_MC_MAX_SAMPLES}, got "
+                          f"{tolerance} and {max_samples}")
+
+
 def converged_mc_kernel(
     model: nn.Module,
     x: Any,
@@ -175,9 +193,7 @@ def converged_mc_kernel(
         VolumeError: bad settings, or no round passes within max_samples (the message gives
             the last round's figures).
     """
-    if not tolerance > 0 or max_samples < 4:
-        raise VolumeError(f"mc_tolerance must be > 0 and mc_max_samples >= 4, got "
-                          f"{tolerance} and {max_samples}")
+    check_mc_settings(tolerance, max_samples)
     if n_batches == 1 or n_batches < 0:
         raise VolumeError(f"n_batches must be 0 or >= 2, got {n_batches}")
     draws = FeatureDraws(model, x, seed=seed, device=device, draws_per_pass=draws_per_pass)

@@ -323,6 +323,8 @@ def volume_of_model(
     kernel: Any = None,
     estimator_cache: VolumeEstimator | VolumeService | None = None,
     mc_samples: int | Literal["auto"] = 100,
+    mc_tolerance: float | None = None,
+    mc_max_samples: int | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -345,6 +347,8 @@ def volume_of_model(
         mc_samples: Monte-Carlo draws when the prior's kernel has no closed form, or 'auto'
             (chosen by a convergence check on the true labels y on S u E, see
             flatvol.volume.mc_convergence).
+        mc_tolerance: with 'auto', the log10 V agreement required (default: the check's).
+        mc_max_samples: with 'auto', the most draws tried (default: the check's).
         seed: seed of the Monte-Carlo kernel and of sampling estimators.
         device: torch device for the network's predictions and the Monte-Carlo kernel.
         progress: show the Monte-Carlo kernel's progress.
@@ -372,9 +376,11 @@ def volume_of_model(
         if service.n != x.shape[0]:
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
     else:
+        limits = {k: v for k, v in (("mc_tolerance", mc_tolerance),
+                                     ("mc_max_samples", mc_max_samples)) if v is not None}
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                              device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
-                             probe_labels=task.y_SE(), probe_estimator=estimator)
+                             probe_labels=task.y_SE(), probe_estimator=estimator, **limits)
         service = VolumeService(nngp.matrix, replicates=nngp.replicates())
         kind, kernel_info = nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
