@@ -85,6 +85,25 @@ def test_groups_and_fallback_rules():
     assert not ensemble_eligible(off, off.optimizers[0])
 
 
+def test_without_history_the_same_runs_train_without_their_series(tmp_path):
+    """train.history = false: the ensemble skips its per-epoch evaluation on S and A; the runs
+    (stopping epochs, accuracies, measures) are those with history, with no per-epoch series."""
+    kept, skipped = _spec(True), _spec(True, train__history=False)
+    assert kept.spec_hash() == skipped.spec_hash()  # an execution choice: same run keys
+    run_sweep(kept, tmp_path / "kept", progress=False)
+    done = run_sweep(skipped, tmp_path / "skipped", progress=False)
+    assert (done.done, done.failed) == (6, 0)
+    a, b = _runs(tmp_path / "kept"), _runs(tmp_path / "skipped")
+    for column in ("status", "epochs", "fitted_at", "test_acc_E", "train_acc_S", "train_acc_A",
+                   "log10_volume", "sharpness"):
+        np.testing.assert_equal(b[column].to_numpy(), a[column].to_numpy(), err_msg=column)
+    assert len(series_frame(tmp_path / "kept")) > 0
+    assert len(series_frame(tmp_path / "skipped").query("metric != 'zero_error_epoch'")) == 0
+    with pytest.raises(SpecError, match="train.history") as err:  # no effect one at a time
+        spec_from_dict(tiny_spec(train__history=False), "x.toml")
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("extra, field", [
     ({"during": {"every": 5, "measures": ["sharpness"]}}, "during.measures"),
     ({"train": {"ensemble": True, "post_train_epochs": 2},

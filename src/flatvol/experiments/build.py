@@ -12,7 +12,7 @@ from torch import nn
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError, VolumeError
-from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
+from flatvol.experiments.spec import TRAIN_EXECUTION_FIELDS, ExperimentSpec, OptimizerSpec
 from flatvol.models import Prior
 from flatvol.train import TrainConfig
 from flatvol.volume.kernels import resolve_kernel_kind
@@ -57,7 +57,7 @@ def train_config(spec: ExperimentSpec, opt: OptimizerSpec, seed: int) -> TrainCo
     options = dict(opt.options)
     if opt.name == "entropy-sgd":
         options.setdefault("seed", int(seed))
-    base = spec.train.model_dump(exclude={"ensemble"})
+    base = spec.train.model_dump(exclude=set(TRAIN_EXECUTION_FIELDS))
     for name in ("lr", "batch_size", "max_epochs", "momentum", "weight_decay",
                  "post_train_epochs"):
         value = getattr(opt, name)

@@ -352,7 +352,8 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
             # attack sets are prefixes of one pool: the largest task holds every member's
             task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
             train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
-                           spec_prior(spec), ctx.device, callback=on_epoch, keep_history=True,
+                           spec_prior(spec), ctx.device, callback=on_epoch,
+                           keep_history=spec.train.history,
                            attack_sizes=[r.attack_size for r in members], on_stopped=on_stopped)
         except RUN_ERRORS:
             return None  # one at a time, where each run gets its own outcome

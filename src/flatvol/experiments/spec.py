@@ -65,6 +65,17 @@ class TrainSpec(StrictSpec):
     # long runs on flipped labels can amplify), so it is left out of spec_hash (and so of run
     # keys): a sweep may switch it and resume.
     ensemble: bool = False
+    # Record each epoch's loss and accuracies on S and A (the run's series). With ensemble =
+    # true, false skips that per-epoch evaluation of every member on S and A (a fifth of the
+    # CIFAR FCN panel's training time): the stopping check then re-checks first the points each
+    # member got wrong, with the same stopping epochs and weights, and the runs have no per-epoch
+    # series. Also an execution choice, left out of spec_hash.
+    history: bool = True
+
+
+# [train] fields that choose how runs train, not what they give: left out of spec_hash and
+# of the TrainConfig a run trains with.
+TRAIN_EXECUTION_FIELDS = ("ensemble", "history")
 
 
 class SWASpec(StrictSpec):
@@ -210,6 +221,10 @@ class ExperimentSpec(StrictSpec):
                                  f"post-training epoch ({post}) of optimizer {o.key!r}")
         if self.during.every and not self.during.measures:
             raise ValueError("during: 'every' is set but 'measures' is empty")
+        if not self.train.history and not self.train.ensemble:
+            raise ValueError("train.history: false only skips the ensemble trainer's per-epoch "
+                             "evaluation (one-at-a-time training evaluates S every epoch "
+                             "anyway): set ensemble = true or history = true")
         if self.train.ensemble and (self.during.measures or self.alpha_events):
             what = "during.measures" if self.during.measures else "alpha_events"
             raise ValueError(f"train.ensemble: ensemble training has no per-epoch hook, so it "
@@ -219,11 +234,11 @@ class ExperimentSpec(StrictSpec):
     def spec_hash(self) -> str:
         """Hash of the protocol: everything but the name, description and the sweep axes
         (optimizers, attack sizes, seeds), so extending a sweep keeps its finished runs, and
-        train.ensemble, which changes how runs are trained but not (beyond float rounding) what
-        they give."""
+        train.ensemble and train.history, which change how runs are trained but not (beyond
+        float rounding) what they give."""
         payload = self.model_dump(mode="json", exclude={
             "name": True, "description": True, "optimizers": True, "sweep": True,
-            "train": {"ensemble"}})
+            "train": set(TRAIN_EXECUTION_FIELDS)})
         return _digest(payload)
 
     def config_hash(self, optimizer: OptimizerSpec) -> str:
