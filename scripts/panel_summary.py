@@ -1,0 +1,86 @@
+"""Markdown summary of a sweep's results directory, as bench/RESULTS.md reports each panel.
+
+Prints: runs fitted per optimizer; Kendall tau of log10 V(f) and -log10 sharpness with test
+accuracy on E (bootstrap 95% CIs, flatvol.analysis.correlation_table) per optimizer; per
+attack size the mean epochs, test accuracy, log10 V(f) and log10 sharpness; and where the time
+went (the ensembles' training time, each measure's summed seconds, first and last record).
+
+    python scripts/panel_summary.py DIR [--seeds 0 1 2] [--attack-sizes 0 1000 ...]
+        [--optimizers sgd adam] [--resamples 2000]
+
+`--seeds` / `--attack-sizes` / `--optimizers` restrict the runs (e.g. the Fig. 4 design
+inside a larger Fig. 3 panel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+
+from flatvol.analysis.correlations import correlation_table
+from flatvol.experiments import runs_frame
+from flatvol.experiments.store import store_path
+
+MEASURES = ["log10_volume", "log10_sharpness"]  # the report's rows: log10 V(f), -log10 sharpness
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seeds", type=int, nargs="*")
+    parser.add_argument("--attack-sizes", type=int, nargs="*")
+    parser.add_argument("--optimizers", nargs="*")
+    parser.add_argument("--resamples", type=int, default=2000)
+    args = parser.parse_args()
+
+    runs = runs_frame(args.out)
+    for column, keep in (("seed", args.seeds), ("attack_size", args.attack_sizes),
+                         ("optimizer", args.optimizers)):
+        if keep:
+            runs = runs[runs[column].isin(keep)]
+    fitted = runs.groupby("optimizer")["train_status"].apply(
+        lambda s: f"{(s == 'fitted').sum()}/{len(s)}")
+    print("| optimizer | runs fitted | epochs (min-max) |")
+    print("|---|---|---|")
+    for opt, part in runs.groupby("optimizer"):
+        print(f"| {opt} | {fitted[opt]} | {part.epochs.min()}-{part.epochs.max()} |")
+
+    table = correlation_table(runs, measures=MEASURES, by="optimizer",
+                              n_resamples=args.resamples)
+    print("\n| optimizer | measure vs test accuracy on E | Kendall tau [95% CI] | Spearman | n |")
+    print("|---|---|---|---|---|")
+    for _, r in table.iterrows():
+        print(f"| {r.optimizer} | {r.label} | **{r.kendall:.2f}** [{r.kendall_low:.2f}, "
+              f"{r.kendall_high:.2f}] | {r.spearman:.2f} | {r.n} |")
+
+    means = runs.groupby(["optimizer", "attack_size"]).agg(
+        epochs=("epochs", "mean"), test_acc=("test_acc_E", "mean"),
+        log10_V=("log10_volume", "mean"), log10_sharpness=("log10_sharpness", "mean"))
+    print("\n| optimizer | attack size | mean epochs | mean test acc | mean log10 V(f) | "
+          "mean log10 sharpness |")
+    print("|---|---|---|---|---|---|")
+    for (opt, size), r in means.iterrows():
+        print(f"| {opt} | {size} | {r.epochs:.0f} | {r.test_acc:.3f} | {r.log10_V:.1f} | "
+              f"{r.log10_sharpness:.2f} |")
+
+    with sqlite3.connect(store_path(args.out)) as conn:
+        rows = conn.execute("SELECT optimizer, info_json, finished_at FROM runs").fetchall()
+    infos = pd.DataFrame([(o, json.loads(i), f) for o, i, f in rows],
+                         columns=["optimizer", "info", "finished_at"])
+    print()
+    for opt, part in infos.groupby("optimizer"):
+        train = [i["ensemble"]["train_seconds"] for i in part["info"] if "ensemble" in i]
+        spent = {m: sum(i["measures"][m]["seconds"] for i in part["info"])
+                 for m in part["info"].iloc[0]["measures"]}
+        trained = f"ensemble trained {max(train):.0f} s" if train else "trained one at a time"
+        print(f"- {opt}: {trained}; measures (summed over runs): "
+              + ", ".join(f"{m} {s:.0f} s" for m, s in spent.items())
+              + f"; records from {part.finished_at.min()} to {part.finished_at.max()}")
+
+
+if __name__ == "__main__":
+    main()
