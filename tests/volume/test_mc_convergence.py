@@ -154,3 +154,20 @@ def test_batchnorm_uses_reset_statistics_not_the_batch(draws_per_pass):
         nn.functional.conv2d(x, weight), None, None, training=True)).mean(dim=(2, 3))
     assert not torch.allclose(train_phi.to(torch.float64) @ train_phi.T.to(torch.float64),
                               gram, rtol=1e-3)
+
+
+def test_the_check_probes_with_the_estimator_options_the_measure_uses(mnist_120):
+    # the probe's log10 V of all draws is exactly what the estimator, with the same options,
+    # gives on the chosen kernel (another sample count gives another value)
+    x, y = mnist_120
+    model = build_model("fcn:16,16", tuple(x.shape[1:]), Prior(), seed=0)
+    probes = []
+    for options in ({"n_samples": 300, "seed": 1}, {"n_samples": 2000, "seed": 1}):
+        nngp = select_kernel(model, x[:40], "mc", mc_samples="auto", probe_labels=y[:40],
+                             probe_estimator="orthant-is", probe_options=options,
+                             progress=False, mc_tolerance=1.0, mc_max_samples=512)
+        last = nngp.info["mc_convergence"]["rounds"][-1]
+        direct = log_volume(y[:40], nngp.matrix, "orthant-is", **options).log10_volume
+        assert last["log10_volume"] == direct
+        probes.append(last["log10_volume"])
+    assert probes[0] != probes[1]

@@ -92,14 +92,15 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
     Returns:
         The kernel and its info; a Monte-Carlo kernel keeps DEFAULT_MC_BATCHES batch kernels
         for its error bar where they fit. With mc_samples 'auto' the convergence check probes
-        the true labels y on S u E with the spec's estimator.
+        the true labels y on S u E with the spec's estimator and its options.
     """
     v = spec.measures.volume
     return prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
                         mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
                         progress=progress, mc_batches=DEFAULT_MC_BATCHES,
                         mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
-                        probe_labels=task.y_SE(), probe_estimator=v.estimator)
+                        probe_labels=task.y_SE(), probe_estimator=v.estimator,
+                        probe_options=dict(v.options))
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,

@@ -204,6 +204,7 @@ def select_kernel(
     mc_max_samples: int = DEFAULT_MC_MAX_SAMPLES,
     probe_labels: Any = None,
     probe_estimator: str = DEFAULT_ESTIMATOR,
+    probe_options: dict[str, Any] | None = None,
 ) -> NNGPKernel:
     """The one place the NNGP kernel of a model's prior is chosen and computed.
 
@@ -225,6 +226,7 @@ def select_kernel(
         mc_max_samples: with 'auto', the most draws tried.
         probe_labels: with 'auto', the labels of x whose log10 V is checked (y on S u E).
         probe_estimator: with 'auto', the volume estimator of the check.
+        probe_options: with 'auto', that estimator's options (as the measure uses them).
 
     Returns:
         The kernel (float64, contiguous) with its info (and its batches, if kept).
@@ -249,7 +251,8 @@ def select_kernel(
                 raise VolumeError("mc_samples 'auto' needs probe labels (y on S u E) for its "
                                   "convergence check")
             mc, check = converged_mc_kernel(
-                model, x, probe_labels, estimator=probe_estimator, tolerance=mc_tolerance,
+                model, x, probe_labels, estimator=probe_estimator,
+                estimator_options=probe_options, tolerance=mc_tolerance,
                 max_samples=mc_max_samples, seed=mc_seed, device=device, progress=progress,
                 n_batches=mc_batches if keep else 0)
         else:
@@ -292,6 +295,7 @@ def prior_kernel(
     mc_max_samples: int = DEFAULT_MC_MAX_SAMPLES,
     probe_labels: Any = None,
     probe_estimator: str = DEFAULT_ESTIMATOR,
+    probe_options: dict[str, Any] | None = None,
 ) -> NNGPKernel:
     """The NNGP kernel of an architecture's prior on inputs x (e.g. S u E, S first).
 
@@ -309,6 +313,7 @@ def prior_kernel(
         mc_max_samples: with mc_samples 'auto', as in `select_kernel`.
         probe_labels: with mc_samples 'auto', as in `select_kernel`.
         probe_estimator: with mc_samples 'auto', as in `select_kernel`.
+        probe_options: with mc_samples 'auto', as in `select_kernel`.
 
     Returns:
         The kernel with its info.
@@ -318,7 +323,7 @@ def prior_kernel(
     return select_kernel(model, x, kind, mc_samples=mc_samples, mc_seed=mc_seed, device=device,
                          progress=progress, mc_batches=mc_batches, mc_tolerance=mc_tolerance,
                          mc_max_samples=mc_max_samples, probe_labels=probe_labels,
-                         probe_estimator=probe_estimator)
+                         probe_estimator=probe_estimator, probe_options=probe_options)
 
 
 def model_kernel(

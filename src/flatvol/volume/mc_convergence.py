@@ -115,19 +115,20 @@ class MCConvergence:
                 "converged": self.converged, "rounds": [asdict(r) for r in self.rounds]}
 
 
-def _probe(labels: np.ndarray, kernel: np.ndarray, estimator: str) -> float | None:
+def _probe(labels: np.ndarray, kernel: np.ndarray, estimator: str,
+           options: dict[str, Any]) -> float | None:
     try:
-        return float(log_volume(labels, kernel, estimator).log10_volume)
+        return float(log_volume(labels, kernel, estimator, **options).log10_volume)
     except VolumeError:  # e.g. too much jitter needed: this round cannot pass
         return None
 
 
 def _judge(samples: int, kernels: tuple[np.ndarray, np.ndarray, np.ndarray], full_rank: bool,
-           labels: np.ndarray, estimator: str, tolerance: float,
+           labels: np.ndarray, estimator: str, options: dict[str, Any], tolerance: float,
            previous: ConvergenceRound | None) -> ConvergenceRound:
     if not full_rank:
         return ConvergenceRound(samples, False, None, None, None, None, None, False, False)
-    a, b, full = (_probe(labels, k, estimator) for k in kernels)
+    a, b, full = (_probe(labels, k, estimator, options) for k in kernels)
     if a is None or b is None or full is None:
         return ConvergenceRound(samples, True, a, b, full, None, None, False, False)
     halves, bias = abs(a - b), abs(full - 0.5 * (a + b))
@@ -159,6 +160,7 @@ def converged_mc_kernel(
     probe_labels: Any,
     *,
     estimator: str = DEFAULT_ESTIMATOR,
+    estimator_options: dict[str, Any] | None = None,
     tolerance: float = DEFAULT_MC_TOLERANCE,
     max_samples: int = DEFAULT_MC_MAX_SAMPLES,
     start: int = MC_START_SAMPLES,
@@ -176,6 +178,7 @@ def converged_mc_kernel(
         probe_labels: n labels in {0, 1} or {-1, +1} whose log10 V is checked (the true
             labels y on S u E in a sweep).
         estimator: Volume estimator of the probe (the sweep's).
+        estimator_options: Its options (the sweep's), e.g. orthant-is's n_samples.
         tolerance: log10 V agreement required (see the module docstring).
         max_samples: Most draws before the check gives up.
         start: Draws of the first round (rounded up to even; capped by max_samples).
@@ -220,7 +223,8 @@ def converged_mc_kernel(
         kernels = (draws.kernel(halves[0], count // 2), draws.kernel(halves[1], count // 2),
                    draws.kernel(total, count))
         rounds.append(_judge(count, kernels, rank_bound(count // 2, draws.width) >= n, labels,
-                             estimator, tolerance, rounds[-1] if rounds else None))
+                             estimator, dict(estimator_options or {}), tolerance,
+                             rounds[-1] if rounds else None))
         if rounds[-1].converged or 2 * count > max_samples:
             break
         count *= 2

@@ -380,7 +380,8 @@ def volume_of_model(
                                      ("mc_max_samples", mc_max_samples)) if v is not None}
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                              device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
-                             probe_labels=task.y_SE(), probe_estimator=estimator, **limits)
+                             probe_labels=task.y_SE(), probe_estimator=estimator,
+                             probe_options=options, **limits)
         service = VolumeService(nngp.matrix, replicates=nngp.replicates())
         kind, kernel_info = nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
