@@ -280,9 +280,12 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
                 if run.key in missing:
                     pool.submit(run, network.on_cpu())
                     sent.add(run.key)
+
+            def each_epoch(*event: Any) -> None:  # record what came back, epoch by epoch
+                progress(*event)
                 pool.collect(record, progress, stages, wait=False)
 
-            trained = train_group(group, ctx, progress, stages, recording=runs,
+            trained = train_group(group, ctx, each_epoch, stages, recording=runs,
                                   threads=staged_train_threads(ctx), on_trained=measure_now)
             row = {run.key: i for i, run in enumerate(group)}
             for run in runs:
