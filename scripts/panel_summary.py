@@ -57,11 +57,11 @@ def main() -> None:
         print(f"| {r.optimizer} | {r.label} | **{r.kendall:.2f}** [{r.kendall_low:.2f}, "
               f"{r.kendall_high:.2f}] | {r.spearman:.2f} | {r.n} |")
 
-    means = runs.groupby(["optimizer", "attack_size"]).agg(
+    means = runs[runs.train_status == "fitted"].groupby(["optimizer", "attack_size"]).agg(
         epochs=("epochs", "mean"), test_acc=("test_acc_E", "mean"),
         log10_V=("log10_volume", "mean"), log10_sharpness=("log10_sharpness", "mean"))
-    print("\n| optimizer | attack size | mean epochs | mean test acc | mean log10 V(f) | "
-          "mean log10 sharpness |")
+    print("\nFitted runs only:\n\n| optimizer | attack size | mean epochs | mean test acc | "
+          "mean log10 V(f) | mean log10 sharpness |")
     print("|---|---|---|---|---|---|")
     for (opt, size), r in means.iterrows():
         print(f"| {opt} | {size} | {r.epochs:.0f} | {r.test_acc:.3f} | {r.log10_V:.1f} | "
@@ -74,8 +74,8 @@ def main() -> None:
     print()
     for opt, part in infos.groupby("optimizer"):
         train = [i["ensemble"]["train_seconds"] for i in part["info"] if "ensemble" in i]
-        spent = {m: sum(i["measures"][m]["seconds"] for i in part["info"])
-                 for m in part["info"].iloc[0]["measures"]}
+        measured = [i["measures"] for i in part["info"] if "measures" in i]  # not failed runs
+        spent = {m: sum(one[m]["seconds"] for one in measured) for m in measured[0]}
         trained = f"ensemble trained {max(train):.0f} s" if train else "trained one at a time"
         print(f"- {opt}: {trained}; measures (summed over runs): "
               + ", ".join(f"{m} {s:.0f} s" for m, s in spent.items())
