@@ -53,7 +53,8 @@ def grid_rows(experiments: Sequence[FunctionExperiment]) -> list[dict[str, Any]]
         for s in result.summaries:
             rows.append({"cell": grid["cell"], **grid["values"], "optimizer": s.optimizer,
                          **{k: getattr(s, k) for k in GRID_COLUMNS if hasattr(s, k)},
-                         "train_seconds": round(e.samples[s.optimizer].seconds, 1),
+                         # ms: a small cell trains in a few hundredths of a second
+                         "train_seconds": round(e.samples[s.optimizer].seconds, 3),
                          "volume_seconds": seconds.get("volumes", math.nan)})
     return [{k: r.get(k, math.nan) for k in GRID_COLUMNS} for r in rows]
 
