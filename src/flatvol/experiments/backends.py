@@ -22,8 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import torch
-
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
@@ -237,18 +235,20 @@ class _ProcessPool:
                              "re-run to resume")
 
 
-def staged_train_threads(ctx: SweepContext) -> int:
+def staged_train_threads(ctx: SweepContext) -> int | None:
     """Torch threads of a staged sweep's ensemble trainer when its runs are measured in
-    worker processes: the user's count, else torch's (all cores). Not ctx.threads, the workers'
-    share of the cores: the trainer runs alone, before them.
+    worker processes: the user's --threads, else the workers' share of the cores (ctx.threads).
+    All cores is not the default: on the MNIST panel the 55-member ensemble trained slower on 2
+    threads than on 1 (small matmuls, its groups' threads contend for the GIL; bench/RESULTS.md),
+    while on CIFAR-10's 3072 inputs 2 threads were 1.5x faster per epoch (pass --threads).
 
     Args:
         ctx: What the runs of the sweep share.
 
     Returns:
-        The thread count.
+        The thread count (None: torch's setting).
     """
-    return ctx.train_threads if ctx.train_threads is not None else torch.get_num_threads()
+    return ctx.train_threads if ctx.train_threads is not None else ctx.threads
 
 
 def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,

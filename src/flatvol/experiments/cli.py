@@ -29,8 +29,8 @@ def run_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     threads: Annotated[int | None, typer.Option(
         help="torch threads per run, and of the ensemble trainer with train.ensemble "
-        "(default: cores / workers per run, torch's for a single worker; the trainer: torch's, "
-        "i.e. all cores).")] = None,
+        "(default: cores / workers per run, torch's for a single worker; the trainer: the "
+        "same; 2+ helps wide inputs such as CIFAR-10's).")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Re-run runs recorded as failed (default: keep them).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,

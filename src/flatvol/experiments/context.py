@@ -40,7 +40,8 @@ class SweepContext:
     # A Monte-Carlo kernel's batch kernels (B, n, n) and draws per batch, for the error bar.
     kernel_batches: tuple[np.ndarray, np.ndarray] | None = None
     # Torch threads of the ensemble trainer when a staged sweep trains in the driver and
-    # measures elsewhere (processes, Ray): the user's --threads, None for torch's (all cores).
+    # measures elsewhere (processes, Ray): the user's --threads; None: the workers' share
+    # (processes) or the workers' count (Ray).
     train_threads: int | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 

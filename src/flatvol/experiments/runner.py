@@ -209,7 +209,7 @@ def run_sweep(
         retry_failed: Re-run runs recorded as failed.
         progress: Show progress bars.
         threads: Torch threads per run, and of a staged sweep's ensemble trainer (None: the
-            backend's default per run; torch's, i.e. all cores, for the trainer).
+            backend's default per run, also for the trainer).
         console: Where the progress bars go (default: stderr).
 
     Returns:
@@ -245,7 +245,7 @@ def run_sweep(
         skipped = len(runs) - len(todo)
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
         workers = resolve_workers(workers, len(todo))
-        train_threads = threads  # the ensemble trainer: the user's count, or all cores
+        train_threads = threads  # the ensemble trainer: the user's count, or the workers' share
         if threads is None:
             threads = executor.default_threads(spec, workers)
         with SweepProgress(len(runs), skipped, progress, console,
