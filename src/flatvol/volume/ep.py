@@ -28,7 +28,7 @@ from flatvol.volume._numerics import (
     as_kernel,
     as_signed_labels,
 )
-from flatvol.volume.ep_blocks import block_sequential_ep
+from flatvol.volume.ep_blocks import WarmPosterior, block_sequential_ep, kernel_key
 from flatvol.volume.ep_parts import (
     MIN_CAVITY_PRECISION,
     Posterior,
@@ -68,6 +68,9 @@ class EPResult:
     posterior_mean: np.ndarray
     posterior_var: np.ndarray
     message: str = ""
+    # mode 'blocks' with keep_posterior=True: the posterior covariance, a warm start for
+    # another label vector on the same kernel (run_ep(..., warm_posterior=this))
+    posterior: WarmPosterior | None = None
 
 
 def run_ep(
@@ -82,6 +85,8 @@ def run_ep(
     max_iter: int = 300,
     anderson: int | None = None,
     init_sites: tuple[np.ndarray, np.ndarray] | None = None,
+    warm_posterior: WarmPosterior | None = None,
+    keep_posterior: bool = False,
 ) -> EPResult:
     """EP on a validated float64 kernel K (n, n) and signs y in {-1, +1}; no input checks.
 
@@ -94,16 +99,20 @@ def run_ep(
     the full posterior covariance (O(n^2) per site, R&W Alg. 3.5), refactorizing every sweep.
     Default damping: 0.7 for parallel step EP, else 1.0 (none).
     Blocks mode (flatvol.volume.ep_blocks) updates blocks of sites against one running
-    posterior covariance (Woodbury updates, about 3 Choleskys per full sweep, only the sites
-    that still move after two sweeps); on correlated kernels it needs far fewer Choleskys than
-    parallel step EP (damping and anderson do not apply). Mode 'auto' (default): blocks from
-    zero sites for the step likelihood, parallel for probit (whose float32 parallel iterations
-    are cheaper). Blocks from zero also beat every warm start measured for step EP (a warm
-    block run spends a full sweep building the posterior of the given sites, and on NNGP
-    kernels a few flipped labels move every site; bench/RESULTS.md), so 'auto' does not use
-    init_sites with the step likelihood; mode 'parallel' or 'blocks' does.
+    posterior covariance (Woodbury updates, about 3 Choleskys per sweep of all sites in float64,
+    half that in the float32 corrections it uses after the first sweep), sweeps over the sites
+    far from their targets, then takes Newton steps on the fixed point (O(n^2) GMRES,
+    flatvol.volume.ep_newton); on correlated kernels it needs far fewer Choleskys than
+    parallel step EP (damping and anderson do not apply). Mode 'auto' (default): blocks for the
+    step likelihood, parallel for probit (whose float32 parallel iterations are cheaper). A warm
+    start from sites costs blocks mode a sweep to build their posterior, so 'auto' ignores
+    init_sites with the step likelihood (mode 'parallel' or 'blocks' uses them); a warm start
+    from a posterior (warm_posterior) is the cheap one (bench/RESULTS.md).
     Convergence: the largest undamped site change, in posterior standard deviations, is < tol.
     log Z_EP is stationary at the fixed point, so its error is second order in that change.
+    Blocks mode with tol >= 1e-4 also stops when a small Newton step predicts the fixed point's
+    value to value_rtol(tol) (5e-6 relative at tol 1e-3) and reports that Newton-corrected
+    value (its error is third order: ~1e-8 relative on NNGP kernels).
 
     Args:
         init_sites: optional warm start (site precisions tau >= 0, natural means nu; not used
@@ -112,6 +121,13 @@ def run_ep(
             for a label vector that differs in a few points. EP has one fixed point per label
             vector, so the value is the cold-start value up to the convergence tolerance
             (second order in tol); only the iteration count changes. Default: all zeros.
+
+        warm_posterior: a posterior of the same kernel (EPResult.posterior of an earlier run
+            with keep_posterior=True), the warm start of the step likelihood's blocks mode
+            (also under 'auto'): the run starts from its sites and covariance and moves only
+            what the new labels change (bench/RESULTS.md). Not with init_sites.
+        keep_posterior: blocks mode: return the posterior covariance in EPResult.posterior
+            (one more n x n float64 array in memory).
 
     Returns:
         EPResult; its site_precision / site_natural_mean are the warm start for the next run.
@@ -131,13 +147,24 @@ def run_ep(
     nu = np.zeros(n)
     if init_sites is not None:
         tau, nu = _initial_sites(init_sites, n)
+    if warm_posterior is not None:
+        if init_sites is not None:
+            raise ValueError("give init_sites or warm_posterior, not both")
+        if warm_posterior.n != n or warm_posterior.kernel_key != kernel_key(K):
+            raise ValueError(f"warm_posterior belongs to another kernel ({warm_posterior.n} "
+                             f"points), not this one ({n} points)")
+        if mode == "auto":
+            mode = "blocks"
+        if mode != "blocks":
+            raise ValueError(f"warm_posterior needs mode 'blocks' or 'auto', got {mode!r}")
     if mode == "auto":
         mode = "blocks" if likelihood == "step" else "parallel"
         if mode == "blocks":
             init_sites = None  # cheaper from zero sites (see above)
     if mode == "blocks":
         return _run_blocks(K, y, likelihood, noise, tol, max_iter,
-                           None if init_sites is None else (tau, nu))
+                           None if init_sites is None else (tau, nu), warm_posterior,
+                           keep_posterior)
     workspace = Workspace()
     # Early parallel iterations (site change > _SINGLE_UNTIL) factorize in float32, twice as
     # fast; the iterations that decide convergence and the final value are float64.
@@ -238,19 +265,23 @@ def run_ep(
 
 
 def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol: float,
-                max_iter: int, init_sites: tuple[np.ndarray, np.ndarray] | None) -> EPResult:
+                max_iter: int, init_sites: tuple[np.ndarray, np.ndarray] | None,
+                warm_posterior: WarmPosterior | None = None,
+                keep_posterior: bool = False) -> EPResult:
     """EPResult of block-sequential EP (flatvol.volume.ep_blocks), max_iter sweeps at most."""
 
     def update_block(y_J: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
         return site_update(y_J, cav_mean, cav_var, noise)
 
     fit = block_sequential_ep(K, y, update_block, tol=tol, max_sweeps=max_iter,
-                              init_sites=init_sites)
+                              init_sites=init_sites, init_posterior=warm_posterior,
+                              keep_posterior=keep_posterior)
     tau, nu = fit.site_precision, fit.site_natural_mean
     post = Posterior(fit.posterior_mean, fit.posterior_var, fit.logdet_B)
     cav_mean, cav_var = cavity(post, tau, nu)
     log_Z, _, _ = site_update(y, cav_mean, cav_var, noise)
-    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+    # plus the last Newton step's predicted change, when EP stopped on it (ep_blocks)
+    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post) + fit.value_correction
     converged, message = fit.converged, fit.message
     if not math.isfinite(log_ml):
         converged = False
@@ -260,6 +291,7 @@ def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol
         likelihood=likelihood, noise_var=noise, mode="blocks", damping=fit.damping,
         max_change=fit.max_change, site_precision=tau, site_natural_mean=nu,
         posterior_mean=post.mean, posterior_var=post.var, message=message,
+        posterior=fit.posterior,
     )
 
 

@@ -1,4 +1,5 @@
-"""Block-sequential EP: sites updated a block at a time against one running posterior covariance.
+"""Block-sequential EP: sites updated a block at a time against one running posterior covariance,
+then Newton steps on the fixed point.
 
 Parallel EP (flatvol.volume.ep) refactorizes I + S^1/2 K S^1/2 after every update of all n
 sites, about 1.75 Choleskys a time, and on the strongly correlated NNGP kernels it needs 15-20
@@ -6,26 +7,91 @@ such iterations: all sites see the same old posterior and overcount their shared
 Here the posterior covariance Sigma = (K^-1 + S)^-1 is kept as one n x n buffer (its lower
 triangle) and updated after each block J of sites by the Woodbury identity
     Sigma <- Sigma - Sigma[:, J] M Sigma[J, :],   M = D (I + Sigma_JJ D)^-1,  D = diag(d tau_J),
-a symmetric rank-|J| update (BLAS syrk, n^2 |J| flops), so a full sweep costs n^3 flops (about 3
-Choleskys) and later blocks see the earlier ones' evidence. After the first two sweeps only the
-sites that still move are updated. log det(I + S^1/2 K S^1/2) accumulates by the matrix
-determinant lemma, log det(I + D Sigma_JJ) per block; the mean Sigma nu is recomputed at every
-sweep (one symmetric mat-vec), so it does not drift.
+a symmetric rank-|J| update (BLAS syrk, n^2 |J| flops), so moving all n sites costs n^3 flops
+(about 3 Choleskys) and later blocks see the earlier ones' evidence. log det(I + S^1/2 K S^1/2)
+accumulates by the matrix determinant lemma, log det(I + D Sigma_JJ) per block; the mean
+Sigma nu is recomputed at every sweep (one symmetric mat-vec), so it does not drift.
+
+The schedule (bench/RESULTS.md, "ep-orthant cost in Choleskys"):
+- sweeps over the sites that move by more than GS_MOVING posterior standard deviations (all
+  of them in a cold start's first sweep), until the largest move is below NEWTON_FROM;
+- then Newton steps (flatvol.volume.ep_newton: GMRES in O(n^2) per iteration), each applied
+  to the sites it moves; EP stops when the sites move less than tol, or when a small Newton
+  step predicts that log Z_EP is within value_rtol(tol) of the fixed point's value (log Z_EP is
+  stationary there, so the prediction is second order and its error third order); the value
+  reported is then the Newton-corrected one (BlockSweepResult.value_correction). Below
+  tol = VALUE_STOP_MIN_TOL only the sites' own convergence stops EP.
+- Mixed precision: after the first sweep the buffer is frozen as a float64 base and the
+  changes accumulate in a float32 correction C (Sigma = base - C): C is small next to the
+  base, so its float32 rounding is small next to the posterior variances, and float32 syrk is
+  twice as fast. A warm start from a WarmPosterior (the posterior of a nearby label vector,
+  shared read-only) puts every change in C and needs no copy of the base.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.blas import dsymv, dsyrk
+import scipy.linalg
+from scipy.linalg.blas import dsymv, dsyrk, ssymv, ssyrk
+
+from flatvol.volume.ep_newton import newton_step
+from flatvol.volume.ep_parts import Posterior, cavity, log_marginal
 
 BLOCK = 64
-# After the first two sweeps, a sweep updates only sites whose change exceeds this fraction of
-# tol (the others are left for a later sweep, if any is still needed).
+# After the first two sweeps without Newton steps, a sweep updates only sites whose change
+# exceeds this fraction of tol (the others are left for a later sweep, if any is still needed).
 _MOVING = 0.5
 _MIN_CAVITY_PRECISION = 1e-300
+GS_MOVING = 0.1  # sweeps before the Newton phase move only sites that move more than this
+NEWTON_FROM = 0.6  # Newton steps once no site moves more than this (closer, they overshoot)
+NEWTON_TRUST = 0.05  # a Newton step this small predicts the value to third order
+# value_rtol = 5e-3 * tol: the Newton-corrected value is reported once the correction is below
+# 5e-6 of log Z at the default tol 1e-3; the correction's own error is third order, ~1e-2 of it.
+VALUE_RTOL_PER_TOL = 5e-3
+MIXED_MIN_N = 512  # float32 corrections from this size on (below, float64 costs little)
+MIXED_MAX_TOL = 1e-4  # ... and only for tolerances float32 rounding cannot reach
+# Below this tol the caller wants the sites themselves converged: no stop on the value alone.
+VALUE_STOP_MIN_TOL = 1e-4
+_COLUMN_CHUNK = 512
+_DENSE_SPAN = 4  # a block's row range read as one slice when at most 4x its size
+
+SiteUpdate = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                      tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def value_rtol(tol: float) -> float:
+    """Relative accuracy of log Z_EP at which a Newton-phase run stops (see module doc)."""
+    return VALUE_RTOL_PER_TOL * tol
+
+
+@dataclass(frozen=True)
+class WarmPosterior:
+    """A converged EP posterior to start another label vector's EP from (same kernel).
+
+    sigma: (n, n) float64, Fortran order, the posterior covariance with both triangles
+    (read-only, shared: runs started from it never write to it). tau, nu: its sites; logdet_B their
+    log det(I + S^1/2 K S^1/2).
+    """
+
+    sigma: np.ndarray
+    tau: np.ndarray
+    nu: np.ndarray
+    logdet_B: float
+    kernel_key: tuple[float, ...]  # kernel_key(K) of the kernel it belongs to
+
+    @property
+    def n(self) -> int:
+        return int(self.tau.size)
+
+
+def kernel_key(K: np.ndarray) -> tuple[float, ...]:
+    """A fingerprint of a kernel (size, trace, first and last rows' sums, O(n)): a warm
+    posterior is refused on another kernel, where it would give another kernel's value."""
+    return (float(K.shape[0]), float(np.trace(K)), float(K[0].sum()), float(K[-1].sum()))
 
 
 @dataclass(frozen=True)
@@ -43,30 +109,160 @@ class BlockSweepResult:
     site_updates: int  # total number of single-site updates (n per full sweep)
     damping: float  # final damping of the moves (halved when the site change grows)
     message: str = ""
+    newton_steps: int = 0
+    posterior: WarmPosterior | None = None  # with keep_posterior=True
+    # log Z_EP(fixed point) - log Z_EP(these sites) predicted by the last Newton step, when the
+    # run stopped on it (else 0): add it to the value of these sites
+    value_correction: float = 0.0
 
 
 def _symmetric_columns(sigma_lower: np.ndarray, J: np.ndarray) -> np.ndarray:
     """Sigma[:, J] (J sorted) from an F-ordered matrix whose lower triangle holds Sigma.
 
-    Rows i >= j come from column j; rows i < j from row j, read only up to max(J) (the row
-    gather is strided, so it is kept short).
+    Rows i >= j come from column j; rows i < j from row j, read only up to max(J). The row
+    gather is strided (one cache line per element); when J is dense in its range it reads the
+    range's rows as one slice, a few contiguous elements per column.
     """
     W = sigma_lower[:, J]
     top = int(J[-1])
-    rows = np.arange(top)[:, None]
-    W[:top] = np.where(rows >= J[None, :], W[:top], sigma_lower[J, :top].T)
+    low = int(J[0])
+    if top + 1 - low <= _DENSE_SPAN * J.size:
+        rows_J = sigma_lower[low:top + 1, :top][J - low].T
+    else:
+        rows_J = sigma_lower[J, :top].T
+    rows = np.arange(low, top)[:, None]
+    W[:low] = rows_J[:low]
+    W[low:top] = np.where(rows >= J[None, :], W[low:top], rows_J[low:top])
     return W
+
+
+def _split_factor(M: np.ndarray, d_tau: np.ndarray,
+                  S_JJ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """F, G with M = F F^T - G G^T, for M = D (I + Sigma_JJ D)^-1 (symmetric).
+
+    With every d_tau >= 0, M = E (I + E Sigma_JJ E)^-1 E (E = D^1/2) is positive semi-definite:
+    F = E L^-T from one small Cholesky, G empty; with every d_tau <= 0, -M = E (I - E Sigma_JJ
+    E)^-1 E (E = |D|^1/2; positive definite while the update keeps Sigma so) gives G likewise.
+    Mixed signs: the eigen-decomposition splits M.
+    """
+    sign = 1.0 if np.all(d_tau >= 0) else -1.0 if np.all(d_tau <= 0) else 0.0
+    if sign:  # M = sign E (I + sign E Sigma_JJ E)^-1 E, E = |D|^1/2, inner matrix PD
+        root = np.sqrt(np.abs(d_tau))
+        inner = np.eye(d_tau.size) + sign * (root[:, None] * S_JJ * root[None, :])
+        try:
+            L = np.linalg.cholesky(inner)
+        except np.linalg.LinAlgError:
+            pass
+        else:
+            F = scipy.linalg.solve_triangular(L, np.diag(root), lower=True,
+                                              check_finite=False).T
+            return (F, F[:, :0]) if sign > 0 else (F[:, :0], F)
+    lam, V = np.linalg.eigh(M)
+    scaled = V * np.sqrt(np.abs(lam))
+    return scaled[:, lam > 0], scaled[:, lam <= 0]
+
+
+def _sign_blocks(moving: np.ndarray, heading: np.ndarray, block: int) -> list[np.ndarray]:
+    """The sites `moving` in blocks of at most `block`: first those whose precision is headed
+    up, then those headed down (each in index order), so most blocks' updates are
+    semi-definite and factor by a small Cholesky (_split_factor)."""
+    up = moving[heading[moving] >= 0]
+    down = moving[heading[moving] < 0]
+    return [part[i:i + block] for part in (up, down) for i in range(0, part.size, block)]
+
+
+class _Covariance:
+    """Sigma = base - C (lower triangles): base float64; C None, float32 or float64."""
+
+    def __init__(self, base: np.ndarray, owned: bool):
+        self.base, self.owned = base, owned
+        self.C: np.ndarray | None = None
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the rank updates: the correction's once frozen, else the base's."""
+        return self.base.dtype if self.C is None else self.C.dtype
+
+    def freeze(self, dtype: type) -> None:
+        """From now on changes go to a correction C of `dtype`; the base, no longer written,
+        is made full (both triangles) once, so its columns are read contiguously."""
+        if self.C is None:
+            if self.owned:
+                mirror_lower(self.base)
+            self.C = np.zeros(self.base.shape, dtype=dtype, order="F")
+
+    def columns(self, J: np.ndarray) -> np.ndarray:
+        if self.C is None:
+            return _symmetric_columns(self.base, J)
+        W = self.base[:, J]  # full once frozen
+        W -= _symmetric_columns(self.C, J)
+        return W
+
+    def diagonal(self) -> np.ndarray:
+        d = np.diag(self.base).copy()
+        if self.C is not None:
+            d -= np.diag(self.C)
+        return d
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        out = dsymv(1.0, self.base, v, lower=1)
+        if self.C is not None:
+            symv = ssymv if self.C.dtype == np.float32 else dsymv
+            out -= symv(1.0, self.C, v.astype(self.C.dtype), lower=1)
+        return out
+
+    def subtract(self, P: np.ndarray, sign: float) -> None:
+        """Sigma -= sign * P P^T."""
+        if self.C is None:
+            self.base = dsyrk(-sign, P, beta=1.0, c=self.base, lower=1, overwrite_c=1)
+        else:
+            syrk = ssyrk if self.C.dtype == np.float32 else dsyrk
+            self.C = syrk(sign, P, beta=1.0, c=self.C, lower=1, overwrite_c=1)
+
+    def squared(self, out: np.ndarray | None) -> np.ndarray:
+        """Sigma o Sigma (lower triangle) in float32, column chunk by chunk."""
+        n = self.base.shape[0]
+        out = np.empty((n, n), dtype=np.float32, order="F") if out is None else out
+        for j in range(0, n, _COLUMN_CHUNK):
+            chunk = out[:, j:j + _COLUMN_CHUNK]
+            chunk[...] = self.base[:, j:j + _COLUMN_CHUNK]
+            if self.C is not None:
+                chunk -= self.C[:, j:j + _COLUMN_CHUNK]
+            np.square(chunk, out=chunk)
+        return out
+
+    def combined(self) -> np.ndarray:
+        """Sigma itself, float64 with both triangles (in the base when it is owned)."""
+        sigma = self.base if self.owned else np.array(self.base, order="F", copy=True)
+        if self.C is not None:
+            for j in range(0, sigma.shape[0], _COLUMN_CHUNK):
+                sigma[:, j:j + _COLUMN_CHUNK] -= self.C[:, j:j + _COLUMN_CHUNK]
+        return mirror_lower(sigma)
+
+
+def mirror_lower(a: np.ndarray) -> np.ndarray:
+    """Copy the lower triangle of the F-ordered square `a` onto its upper one, in place."""
+    n = a.shape[0]
+    for j in range(0, n, _COLUMN_CHUNK):
+        end = min(j + _COLUMN_CHUNK, n)
+        a[:j, j:end] = a[j:end, :j].T
+        diag = a[j:end, j:end]
+        diag[...] = np.tril(diag) + np.tril(diag, -1).T
+    return a
 
 
 def block_sequential_ep(
     K: np.ndarray,
     y: np.ndarray,
-    site_update,
+    site_update: SiteUpdate,
     *,
     tol: float,
     max_sweeps: int,
     block: int | None = None,
     init_sites: tuple[np.ndarray, np.ndarray] | None = None,
+    init_posterior: WarmPosterior | None = None,
+    newton: bool = True,
+    keep_posterior: bool = False,
 ) -> BlockSweepResult:
     """Run block-sequential EP on a validated float64 kernel K.
 
@@ -74,34 +270,56 @@ def block_sequential_ep(
         K: (n, n) symmetric positive definite float64 kernel.
         y: (n,) signs in {-1, +1}.
         site_update: (y_J, cavity mean, cavity variance) -> (log Z, tau, nu), the moment match.
-        tol: convergence when every site's change, in posterior standard deviations, is < tol.
-        max_sweeps: the most sweeps over the sites.
+        tol: convergence when every site's change, in posterior standard deviations, is < tol,
+            or (Newton phase) when log Z_EP is predicted within value_rtol(tol) relative.
+        max_sweeps: the most sweeps (a Newton step counts as one).
         block: sites per Woodbury update; default min(BLOCK, n // 16) (at least 1), so small
             problems run site by site, where within-block overcounting could oscillate.
         init_sites: warm start (tau, nu): the first sweep moves the sites there (it builds the
             posterior covariance of those sites, block by block) instead of moment matching.
+        init_posterior: warm start from a posterior of the same kernel (its sites and
+            covariance, not copied; K is then not read).
+        newton: use Newton steps once the sites are close (False: sweeps only).
+        keep_posterior: return the final posterior as a WarmPosterior (one more n x n array
+            when the covariance was shared).
 
     Returns:
         BlockSweepResult at the last sweep's start (the posterior of its sites).
     """
-    n = K.shape[0]
-    sigma = np.array(K, dtype=np.float64, order="F", copy=True)  # lower triangle is used
-    tau = np.zeros(n)
-    nu = np.zeros(n)
-    logdet_B = 0.0
-    updates = 0
+    n = y.size
+    if init_posterior is not None:
+        cov = _Covariance(init_posterior.sigma, owned=False)
+        tau, nu = init_posterior.tau.copy(), init_posterior.nu.copy()
+        logdet_B = float(init_posterior.logdet_B)
+        init_sites = None
+    else:
+        cov = _Covariance(np.array(K, dtype=np.float64, order="F", copy=True), owned=True)
+        tau, nu, logdet_B = np.zeros(n), np.zeros(n), 0.0
+    correction_dtype = np.float32 if (n >= MIXED_MIN_N and tol >= MIXED_MAX_TOL) else np.float64
+    if not cov.owned:
+        cov.freeze(correction_dtype)
+    updates = newton_steps = 0
     block = block or max(1, min(BLOCK, n // 16))
     damping = 1.0
-    previous_change = math.inf
-    change = math.inf
+    previous_change = change = math.inf
     message = ""
     converged = False
+    use_newton = newton
+    value_correction = 0.0
+    last_newton = False
+    squared: np.ndarray | None = None
+
+    def value(t: np.ndarray, v: np.ndarray, var_: np.ndarray, mean_: np.ndarray,
+              logdet: float) -> float:
+        post = Posterior(mean_, var_, logdet)
+        cav_mean, cav_var = cavity(post, t, v)
+        log_Z, _, _ = site_update(y, cav_mean, cav_var)
+        return log_marginal(log_Z, cav_mean, cav_var, t, v, post)
+
     sweep = 0
-    mean = np.zeros(n)
-    var = np.diag(sigma).copy()
     for sweep in range(1, max_sweeps + 1):  # noqa: B007 - the count is reported
-        var = np.diag(sigma).copy()
-        mean = dsymv(1.0, sigma, nu, lower=1)
+        var = cov.diagonal()
+        mean = cov.matvec(nu)
         cav_var = 1.0 / np.maximum(1.0 / var - tau, _MIN_CAVITY_PRECISION)
         cav_mean = (mean / var - nu) * cav_var
         _, tau_full, nu_full = site_update(y, cav_mean, cav_var)
@@ -113,24 +331,62 @@ def block_sequential_ep(
         if change < tol:
             converged = True
             break
-        if sweep > 2 and change > previous_change:  # oscillating: damp the moves
+        if last_newton and change > previous_change:  # the step made things worse
+            use_newton = False
+        if sweep > 2 and change > previous_change and not last_newton:  # oscillating
             damping = max(0.5 * damping, 0.1)
         previous_change = change
-        jump = init_sites is not None and sweep == 1
-        moving = np.flatnonzero(moves > (_MOVING * tol if sweep > 2 else -1.0))
-        for start in range(0, moving.size, block):
-            J = moving[start : start + block]
-            W = _symmetric_columns(sigma, J)
-            S_JJ = W[J, :]
-            s = np.diag(S_JJ)
-            c_var = 1.0 / np.maximum(1.0 / s - tau[J], _MIN_CAVITY_PRECISION)
-            c_mean = (mean[J] / s - nu[J]) * c_var
-            if jump:
-                t_new, n_new = init_sites[0][J], init_sites[1][J]
+        if cov.owned and sweep > 1:  # the first sweep's posterior becomes the float64 base
+            cov.freeze(correction_dtype)
+        last_newton = False
+        if use_newton and change < NEWTON_FROM:
+            squared = sq = cov.squared(squared)
+
+            def sigma2_mv(v: np.ndarray, sq: np.ndarray = sq) -> np.ndarray:
+                return ssymv(1.0, sq, v.astype(np.float32), lower=1).astype(np.float64)
+
+            step = newton_step(y, tau, nu, var, mean, logdet_B, cov.matvec, sigma2_mv,
+                               site_update, value)
+            if step is not None and step.solved:
+                if step.max_move < NEWTON_TRUST and tol >= VALUE_STOP_MIN_TOL:
+                    now = value(tau, nu, var, mean, logdet_B)
+                    if abs(step.predicted_change) <= value_rtol(tol) * max(abs(now), 1.0):
+                        converged = True
+                        value_correction = step.predicted_change
+                        break
+                step_moves = np.maximum(np.abs(step.tau - tau) * var,
+                                        np.abs(step.nu - nu) * np.sqrt(var))
+                targets = (step.tau, step.nu)
+                moving = np.flatnonzero(step_moves > 0.1 * tol)
+                newton_steps += 1
+                last_newton = True
             else:
+                use_newton = False
+        if not last_newton:
+            targets = None
+            if use_newton:  # all sites in a cold start's first sweep, then the far ones
+                cold_first = sweep == 1 and init_posterior is None
+                moving = np.flatnonzero(moves > (-1.0 if cold_first else GS_MOVING))
+            else:  # plain sweeps: all sites twice, then those that still move
+                moving = np.flatnonzero(moves > (_MOVING * tol if sweep > 2 else -1.0))
+            if init_sites is not None and sweep == 1:
+                targets = init_sites
+                moving = np.arange(n)
+        heading = (tau_full if targets is None else targets[0]) - tau
+        for J in _sign_blocks(moving, heading, block):
+            W = cov.columns(J)
+            S_JJ = W[J, :]
+            if targets is not None:
+                t_new, n_new = targets[0][J], targets[1][J]
+                d_tau = np.maximum(t_new, 0.0) - tau[J]
+                d_nu = n_new - nu[J]
+            else:
+                s = np.diag(S_JJ)
+                c_var = 1.0 / np.maximum(1.0 / s - tau[J], _MIN_CAVITY_PRECISION)
+                c_mean = (mean[J] / s - nu[J]) * c_var
                 _, t_new, n_new = site_update(y[J], c_mean, c_var)
-            d_tau = damping * (np.maximum(t_new, 0.0) - tau[J])
-            d_nu = damping * (n_new - nu[J])
+                d_tau = damping * (np.maximum(t_new, 0.0) - tau[J])
+                d_nu = damping * (n_new - nu[J])
             A = np.eye(J.size) + d_tau[:, None] * S_JJ  # I + D Sigma_JJ
             sign, logdet = np.linalg.slogdet(A)
             if not (sign > 0 and math.isfinite(logdet)):
@@ -138,15 +394,14 @@ def block_sequential_ep(
                 break
             M = np.linalg.solve(A, np.diag(d_tau))
             M = 0.5 * (M + M.T)
-            mean = mean + W @ d_nu - W @ (M @ (mean[J] + S_JJ @ d_nu))
-            # Sigma -= W M W^T as two symmetric rank updates (M may be indefinite).
-            lam, V = np.linalg.eigh(M)
-            P = W @ (V * np.sqrt(np.abs(lam)))
-            pos = lam > 0
-            if np.any(pos):
-                sigma = dsyrk(-1.0, P[:, pos], beta=1.0, c=sigma, lower=1, overwrite_c=1)
-            if np.any(~pos):
-                sigma = dsyrk(1.0, P[:, ~pos], beta=1.0, c=sigma, lower=1, overwrite_c=1)
+            mean = mean + W @ (d_nu - M @ (mean[J] + S_JJ @ d_nu))
+            # Sigma -= W M W^T as symmetric rank updates: M = F F^T - G G^T.
+            F, G = _split_factor(M, d_tau, S_JJ)
+            Wc = W.astype(cov.dtype, copy=False)
+            if F.shape[1]:
+                cov.subtract(Wc @ F.astype(cov.dtype, copy=False), 1.0)
+            if G.shape[1]:
+                cov.subtract(Wc @ G.astype(cov.dtype, copy=False), -1.0)
             logdet_B += logdet
             tau[J] += d_tau
             nu[J] += d_nu
@@ -156,7 +411,13 @@ def block_sequential_ep(
     else:
         message = f"no convergence after {max_sweeps} sweeps (site change {change:.2e} > {tol:g})"
     if not converged:  # the marginals of the sites as they are now
-        var = np.diag(sigma).copy()
-        mean = dsymv(1.0, sigma, nu, lower=1)
+        var = cov.diagonal()
+        mean = cov.matvec(nu)
+    posterior = None
+    if keep_posterior:
+        sigma = cov.combined()
+        sigma.setflags(write=False)
+        posterior = WarmPosterior(sigma, tau.copy(), nu.copy(), logdet_B, kernel_key(K))
     return BlockSweepResult(converged, sweep, change, tau, nu, mean, np.maximum(var, 1e-300),
-                            logdet_B, updates, damping, message)
+                            logdet_B, updates, damping, message, newton_steps, posterior,
+                            value_correction)
