@@ -254,7 +254,8 @@ def _measure_and_record(spec: ExperimentSpec, runs: list[_Checked], out: Path,
         task = load_run(runs[0].run_dir, data_dir=data_dir, device=device).task
         nngp = compute_kernel(spec, task, device, progress)
         kernel, kernel_info = nngp.matrix, nngp.info
-        service = VolumeService(kernel, replicates=nngp.replicates())
+        service = VolumeService(kernel, replicates=nngp.replicates(),
+                                reference_labels=task.y_SE().detach().cpu().numpy())
     failed = 0
     with Store(out) as store, ProgressBar("collect", total=len(runs), enabled=progress,
                                           unit="runs") as bar:

@@ -43,6 +43,9 @@ class SweepContext:
     # measures elsewhere (processes, Ray): the user's --threads; None: the workers' share
     # (processes) or the workers' count (Ray).
     train_threads: int | None = None
+    # The true labels of S u E ({0, 1}): every run's ep-orthant V(f) starts from their
+    # posterior (VolumeService reference_labels), the same start in every process.
+    reference_labels: np.ndarray | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 
     def volume_cache(self) -> VolumeService | None:
@@ -53,7 +56,8 @@ class SweepContext:
         if self._volume_cache is None:
             nngp = NNGPKernel(self.kernel, self.kernel_info,
                               *(self.kernel_batches or (None, None)))
-            self._volume_cache = VolumeService(self.kernel, replicates=nngp.replicates())
+            self._volume_cache = VolumeService(self.kernel, replicates=nngp.replicates(),
+                                               reference_labels=self.reference_labels)
         return self._volume_cache
 
     def __getstate__(self) -> dict[str, Any]:
@@ -159,5 +163,6 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     nngp = sweep_kernel(spec, out, data_dir, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
+    labels = load_run_task(spec, 0, data_dir).y_SE().detach().cpu().numpy().astype(np.float64)
     return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
-                        train_threads)
+                        train_threads, labels)
