@@ -10,7 +10,7 @@ import pytest
 
 from flatvol.volume import arccos_kernel, orthant_probability_closed_form
 from flatvol.volume.ep import run_ep
-from flatvol.volume.ep_blocks import _symmetric_columns
+from flatvol.volume.ep_covariance import symmetric_columns
 
 
 def nngp_kernel(n: int, seed: int) -> np.ndarray:
@@ -104,10 +104,10 @@ def test_non_convergence_is_reported():
     assert math.isfinite(res.log_marginal_likelihood)
 
 
-def test_symmetric_columns_read_both_triangles():
+def testsymmetric_columns_read_both_triangles():
     rng = np.random.default_rng(0)
     A = rng.standard_normal((30, 30))
     S = A + A.T
     lower = np.asfortranarray(np.tril(S) + np.triu(rng.standard_normal((30, 30)), 1))
     for J in (np.arange(10, 20), np.array([0, 3, 29]), np.array([7]), np.array([0])):
-        np.testing.assert_array_equal(_symmetric_columns(lower, J), S[:, J])
+        np.testing.assert_array_equal(symmetric_columns(lower, J), S[:, J])

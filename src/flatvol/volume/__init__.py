@@ -32,6 +32,7 @@ from flatvol.volume.kernels import (
 )
 from flatvol.volume.laplace import LaplaceResult, laplace_approximation
 from flatvol.volume.mc_kernel import MCKernel, mc_nngp_kernel
+from flatvol.volume.network_volume import ModelVolume, predicted_labels, volume_of_model
 from flatvol.volume.orthant import (
     OrthantEstimate,
     orthant_importance_sampling,
@@ -39,13 +40,7 @@ from flatvol.volume.orthant import (
 )
 from flatvol.volume.output_kernel import MonteCarloKernel, monte_carlo_kernel
 from flatvol.volume.own_model import VolumeOf, volume_of
-from flatvol.volume.service import (
-    ConditionalVolume,
-    ModelVolume,
-    VolumeService,
-    predicted_labels,
-    volume_of_model,
-)
+from flatvol.volume.service import ConditionalVolume, VolumeService
 
 __all__ = [
     "DEFAULT_ESTIMATOR",

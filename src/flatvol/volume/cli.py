@@ -21,8 +21,9 @@ from flatvol.volume.mc_convergence import (
     DEFAULT_MC_TOLERANCE,
     check_mc_settings,
 )
+from flatvol.volume.network_volume import volume_of_model
 from flatvol.volume.orthant import PROPOSALS
-from flatvol.volume.service import VolumeService, volume_of_model
+from flatvol.volume.service import VolumeService
 
 
 def load_npy(path: Path, what: str) -> np.ndarray:

@@ -98,21 +98,15 @@ def run_ep(
     (so 2-cycles die out). Sequential mode updates one site at a time with rank-one updates of
     the full posterior covariance (O(n^2) per site, R&W Alg. 3.5), refactorizing every sweep.
     Default damping: 0.7 for parallel step EP, else 1.0 (none).
-    Blocks mode (flatvol.volume.ep_blocks) updates blocks of sites against one running
-    posterior covariance (Woodbury updates, about 3 Choleskys per sweep of all sites in float64,
-    half that in the float32 corrections it uses after the first sweep), sweeps over the sites
-    far from their targets, then takes Newton steps on the fixed point (O(n^2) GMRES,
-    flatvol.volume.ep_newton); on correlated kernels it needs far fewer Choleskys than
-    parallel step EP (damping and anderson do not apply). Mode 'auto' (default): blocks for the
-    step likelihood, parallel for probit (whose float32 parallel iterations are cheaper). A warm
-    start from sites costs blocks mode a sweep to build their posterior, so 'auto' ignores
-    init_sites with the step likelihood (mode 'parallel' or 'blocks' uses them); a warm start
-    from a posterior (warm_posterior) is the cheap one (bench/RESULTS.md).
-    Convergence: the largest undamped site change, in posterior standard deviations, is < tol.
-    log Z_EP is stationary at the fixed point, so its error is second order in that change.
-    Blocks mode with tol >= 1e-4 also stops when a small Newton step predicts the fixed point's
-    value to value_rtol(tol) (5e-6 relative at tol 1e-3) and reports that Newton-corrected
-    value (its error is third order: ~1e-8 relative on NNGP kernels).
+    Blocks mode (flatvol.volume.ep_blocks, docs/VOLUME.md): block sweeps against one running
+    posterior covariance, then Newton steps on the fixed point; far fewer Choleskys than
+    parallel step EP on correlated kernels (damping and anderson do not apply). 'auto': blocks
+    for step, parallel for probit. A warm start from sites costs blocks a sweep, so 'auto'
+    ignores init_sites for step EP; warm_posterior is its cheap warm start.
+    Convergence: the largest undamped site change, in posterior standard deviations, is < tol
+    (log Z_EP is stationary at the fixed point: its error is second order in that change); for
+    tol >= 1e-4 blocks mode also stops on a small Newton step's predicted value change and
+    reports the Newton-corrected value (third-order error).
 
     Args:
         init_sites: optional warm start (site precisions tau >= 0, natural means nu; not used

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
-from flatvol.volume._numerics import DEFAULT_MAX_JITTER, as_signed_labels, to_numpy
+from flatvol.volume._numerics import DEFAULT_MAX_JITTER, as_signed_labels
 from flatvol.volume.bounds import pac_bayes_bound
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
@@ -274,153 +272,3 @@ class VolumeService:
                                                               **options)
             out[j - n_S] = 10 ** (point.log10_volume - train.log10_volume)
         return np.clip(out, 0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class ModelVolume:
-    """Volume of the function a trained network computes on S u E."""
-
-    volume: ConditionalVolume
-    kernel_kind: str  # 'analytic', 'monte-carlo' or 'given'
-    n_train: int
-    n_test: int
-    predicted_train_accuracy: float  # agreement of the network's labels with y on S
-    predicted_test_accuracy: float
-    # How the kernel was made: kind, n, seconds, and for a Monte-Carlo kernel mc_samples,
-    # mc_seed, width and max_stderr (empty for a given kernel).
-    kernel_info: dict[str, Any] = field(default_factory=dict)
-    # The kernel's error carried to the volumes: zeros for an analytic (exact) kernel, jackknife
-    # standard errors for a Monte-Carlo one (nan if its batches were too large to keep), None
-    # for a given kernel (its error is unknown).
-    stderr: VolumeStderr | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = self.volume.full.to_dict()
-        out.update(
-            log10_volume_conditional=to_jsonable(self.volume.log10_volume_conditional),
-            log10_volume_S=to_jsonable(self.volume.log10_volume_S),
-            pac_bayes_bound=to_jsonable(self.volume.pac_bayes_bound),
-            kernel=self.kernel_kind,
-            n_train=self.n_train,
-            n_test=self.n_test,
-            train_accuracy=self.predicted_train_accuracy,
-            test_accuracy=self.predicted_test_accuracy,
-            train_estimate=self.volume.train.to_dict(),
-            kernel_info={k: to_jsonable(v) for k, v in self.kernel_info.items()},
-        )
-        if self.stderr is not None:
-            out.update({f"{name}_stderr": to_jsonable(value)
-                        for name, value in asdict(self.stderr).items()})
-        return out
-
-
-@torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
-                     device: str | torch.device = "cpu") -> np.ndarray:
-    """The network's labels (logit > 0) as {0, 1} float64.
-
-    Args:
-        model: The network to evaluate.
-        x: Inputs, shape (n, ...).
-        batch_size: Inputs per forward pass.
-        device: Device the forward passes run on.
-
-    Returns:
-        The predicted labels in {0, 1}, float64 of shape (n,).
-
-    Raises:
-        VolumeError: If the model's output is not one logit per input.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        logits = torch.cat([model(x[i : i + batch_size].to(device)).reshape(-1).cpu()
-                            for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was_training)
-    bad = int((~torch.isfinite(logits)).sum())
-    if bad:  # such a network computes no function: its "labels" would be arbitrary
-        raise VolumeError(f"the network's outputs are not finite on {bad} of {logits.numel()} "
-                          "points; expected finite outputs (are its weights finite?)")
-    return (logits > 0).to(torch.float64).numpy()
-
-
-def volume_of_model(
-    model: nn.Module,
-    task: Any,
-    estimator: str = DEFAULT_ESTIMATOR,
-    *,
-    kernel: Any = None,
-    estimator_cache: VolumeEstimator | VolumeService | None = None,
-    mc_samples: int | Literal["auto"] = 100,
-    mc_tolerance: float | None = None,
-    mc_max_samples: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    **options: Any,
-) -> ModelVolume:
-    """V(f) of the function a trained network computes on S u E (a flatvol TaskData).
-
-    f is the network's own labels on S then E (sign of the logits). The kernel comes from the
-    model's prior (flatvol.volume.kernels.select_kernel with kind 'auto'); pass `kernel` or
-    `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
-
-    Args:
-        model: the trained network (one logit), carrying its `.prior` unless `kernel` or
-            `estimator_cache` is given.
-        task: the data (flatvol.data.TaskData, or anything with `x_SE()`, `y_SE()`,
-            `train_size` and `test_size`), S first.
-        estimator: a name from flatvol.volume.ESTIMATORS.
-        kernel: an (n, n) kernel of S u E to use instead of the prior's.
-        estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks.
-        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form, or 'auto'
-            (chosen by a convergence check on the true labels y on S u E, see
-            flatvol.volume.mc_convergence).
-        mc_tolerance: with 'auto', the log10 V agreement required (default: the check's).
-        mc_max_samples: with 'auto', the most draws tried (default: the check's).
-        seed: seed of the Monte-Carlo kernel and of sampling estimators.
-        device: torch device for the network's predictions and the Monte-Carlo kernel.
-        progress: show the Monte-Carlo kernel's progress.
-        **options: estimator options (see `VolumeService.log_volume`).
-
-    Returns:
-        The ModelVolume: log10 V(f), V(f on S), V(f|S), the PAC-Bayes bound, their standard
-        errors from the kernel (0 for an analytic kernel, a jackknife over 10 batches of draws
-        for a Monte-Carlo one), the kernel kind and how well the network's labels agree with y
-        on S and E.
-
-    Raises:
-        VolumeError: unknown estimator, or a kernel whose size is not |S u E|.
-    """
-    from flatvol.volume.kernels import DEFAULT_MC_BATCHES, select_kernel
-
-    check_estimator(estimator)
-    x = task.x_SE()
-    n_train, n_test = task.train_size, task.test_size
-    f = predicted_labels(model, x, device=device)
-    if estimator_cache is not None or kernel is not None:
-        given = estimator_cache if estimator_cache is not None else kernel
-        service = given if isinstance(given, VolumeService) else VolumeService(given)
-        kind, kernel_info = "given", {}
-        if service.n != x.shape[0]:
-            raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
-    else:
-        limits = {k: v for k, v in (("mc_tolerance", mc_tolerance),
-                                     ("mc_max_samples", mc_max_samples)) if v is not None}
-        nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
-                             device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
-                             probe_labels=task.y_SE(), probe_estimator=estimator,
-                             probe_options=options, **limits)
-        service = VolumeService(nngp.matrix, replicates=nngp.replicates())
-        kind, kernel_info = nngp.kind, dict(nngp.info)
-    volume = service.conditional(f, n_train, estimator, seed=seed, **options)
-    stderr = service.conditional_stderr(f, n_train, estimator, seed=seed, **options)
-    if stderr is None and kind == "analytic":
-        stderr = VolumeStderr(0.0, 0.0, 0.0, 0.0)
-    elif stderr is None and kind == "monte-carlo":
-        stderr = VolumeStderr(math.nan, math.nan, math.nan, math.nan)
-    y = to_numpy(task.y_SE()).astype(np.float64)
-    train_acc = float(np.mean(f[:n_train] == y[:n_train]))
-    test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
-    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info, stderr)
