@@ -40,8 +40,9 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
     console = Console(file=text, force_terminal=False, width=200)
     pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, console=console)
     assert len(jobs) == 6 and all(trained is not None for _, trained, _ in jobs)  # measured there
-    # measured once the whole ensemble has trained (its last epoch), not competing with it
-    assert {e for _, _, e in jobs} == {max(t.result.epochs for _, t, _ in jobs)}
+    # each network is sent to be measured as it stops, while the later ones still train
+    stops = [trained.result.epochs for _, trained, _ in jobs]
+    assert [e for _, _, e in jobs] == [s - 1 for s in stops] and len(set(stops)) > 1
     one = run_sweep(spec, tmp_path / "one", workers=1, threads=1, progress=False)
     assert (pool.done, one.done, pool.failed) == (6, 6, 0), pool.failures
     assert comparable_runs(runs_frame(tmp_path / "pool")).equals(

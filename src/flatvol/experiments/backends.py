@@ -120,9 +120,12 @@ _WORKER_CTX: SweepContext | None = None
 PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
 
 
-def _init_worker(queue: Any, ctx: SweepContext, parent: int) -> None:
+def _init_worker(queue: Any, ctx: SweepContext, parent: int, nice: int) -> None:
     global _WORKER_QUEUE, _WORKER_CTX
     _WORKER_QUEUE, _WORKER_CTX = queue, ctx
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     # A killed driver cannot stop its workers: each leaves when its parent is gone, so a
     # SIGKILLed sweep leaves no process behind measuring for nobody.
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
@@ -158,8 +161,8 @@ class _ProcessPool:
     initializer); records come back to the driver as runs finish. Runs lost to a dead worker
     are collected, and raise_lost reports them after the others are recorded."""
 
-    def __init__(self, ctx: SweepContext, workers: int):
-        self.ctx, self.workers = ctx, workers
+    def __init__(self, ctx: SweepContext, workers: int, nice: int = 0):
+        self.ctx, self.workers, self.nice = ctx, workers, nice
         self.lost: list[str] = []
         self.pending: dict[Any, PlannedRun] = {}
 
@@ -171,7 +174,8 @@ class _ProcessPool:
         self.queue = mpctx.Queue()
         self.pool = ProcessPoolExecutor(self.workers, mp_context=mpctx,
                                         initializer=_init_worker,
-                                        initargs=(self.queue, self.ctx, os.getpid()))
+                                        initargs=(self.queue, self.ctx, os.getpid(),
+                                                  self.nice))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -251,22 +255,44 @@ def staged_train_threads(ctx: SweepContext) -> int | None:
     return ctx.train_threads if ctx.train_threads is not None else ctx.threads
 
 
+# Niceness of a staged sweep's measuring processes: they start on each network as soon as it
+# stops training, and should take the cycles the trainer leaves idle (its threads wait on each
+# other and on the GIL) rather than slow it down.
+MEASURE_NICE = 10
+
+
 def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,
                           workers: int, progress: ProgressFn, stages: StageFn | None) -> None:
     """Planned by stage on all cores: each group's ensemble trains in this process
-    (staged_train_threads), then its missing runs are measured in the pool of `workers`
-    processes (ctx.threads each) and recorded as they come back. Measuring while the ensemble
-    trains was slower on the MNIST panel (bench/RESULTS.md): the two compete for the cores."""
-    with _ProcessPool(ctx, workers) as pool:
+    (staged_train_threads); each missing run is sent to the pool of `workers` measuring
+    processes (ctx.threads each, at MEASURE_NICE) as soon as its network stops training, and
+    recorded as it comes back, also while the rest of the ensemble trains."""
+    with _ProcessPool(ctx, workers, nice=MEASURE_NICE) as pool:
         for group, runs in staged_plan(ctx.spec, todo):
             if pool.lost:  # the pool is broken: the rest is lost too, resumed by a re-run
                 pool.lost.extend(str(run.key) for run in runs)
                 continue
-            trained = train_group(group, ctx, progress, stages, recording=runs,
-                                  threads=staged_train_threads(ctx))
+            missing = {run.key for run in runs}
+            sent: set[RunKey] = set()
+
+            def measure_now(run: PlannedRun, network: TrainedNetwork,
+                            missing: set[RunKey] = missing, sent: set[RunKey] = sent) -> None:
+                if run.key in missing:
+                    pool.submit(run, network.on_cpu())
+                    sent.add(run.key)
+
+            def each_epoch(*event: Any) -> None:  # record what came back, epoch by epoch
+                progress(*event)
+                pool.collect(record, progress, stages, wait=False)
+
+            trained = train_group(group, ctx, each_epoch, stages, recording=runs,
+                                  threads=staged_train_threads(ctx), on_trained=measure_now)
             row = {run.key: i for i, run in enumerate(group)}
-            pool.execute([(run, trained[row[run.key]].on_cpu() if trained is not None else None)
-                          for run in runs], record, progress, stages)
+            for run in runs:
+                if run.key not in sent:  # one at a time if the group did not train together
+                    pool.submit(run, trained[row[run.key]].on_cpu() if trained is not None
+                                else None)
+            pool.collect(record, progress, stages, wait=True)
     pool.raise_lost()
 
 

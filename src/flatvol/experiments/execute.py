@@ -295,7 +295,8 @@ def trains_together(spec: ExperimentSpec, members: list[PlannedRun]) -> bool:
 
 def train_group(members: list[PlannedRun], ctx: SweepContext,
                 progress: ProgressFn | None = None, stages: StageFn | None = None,
-                recording: list[PlannedRun] | None = None, threads: int | None = None
+                recording: list[PlannedRun] | None = None, threads: int | None = None,
+                on_trained: Callable[[PlannedRun, TrainedNetwork], None] | None = None
                 ) -> list[TrainedNetwork] | None:
     """The training stage of a sweep planned by stage: `members` (one ensemble_groups group)
     trained as one ensemble.
@@ -307,12 +308,15 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
         stages: Told (FITTED, key) as each member of `recording` stops training.
         recording: The members whose stages are reported (default: all).
         threads: Torch threads of the trainer (default: ctx.threads; None: torch's setting).
+        on_trained: Called with each member and its TrainedNetwork as soon as it stops
+            training, while the others train on (a sweep starts measuring it meanwhile).
 
     Returns:
         One TrainedNetwork per member, in order, for execute_run to measure (without its task,
         which execute_run loads: light to ship to another process or a Ray task); None when the
         group does not train together (trains_together) or the ensemble trainer refuses the
-        model (BatchNorm) or fails: each run then trains on its own with execute_run.
+        model (BatchNorm) or fails: each run then trains on its own with execute_run (members
+        already passed to `on_trained` excepted).
     """
     from flatvol.train.ensemble import StoppedMember, train_ensemble
 
@@ -335,11 +339,13 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
         seconds = time.perf_counter() - start
         about = {"size": len(members), "engine": member.engine,
                  "train_seconds": round(seconds, 3)}
-        networks[member.index] = TrainedNetwork(None, member.model, member.result,
-                                                seconds / len(members), about)
+        network = networks[member.index] = TrainedNetwork(
+            None, member.model, member.result, seconds / len(members), about)
         run = members[member.index]
         if stages is not None and run.key in reported:
             stages(FITTED, run.key)
+        if on_trained is not None:
+            on_trained(run, network)
 
     with torch_threads(threads if threads is not None else ctx.threads):
         try:
