@@ -12,7 +12,7 @@ the same keys: test accuracy equal, log10 V(f) to 1e-6 relative, sharpness (fast
 
     FLATVOL_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/bench_sweep.py \\
         [--threads 2] [--workers 2] [--staged-workers 1|N|auto] [--seeds 5] [--subset-seeds 1]
-        [--skip-per-run] [--no-history]
+        [--skip-per-run] [--history | --no-history]
 
 With `--staged-workers` N > 1 (or auto), B trains in this process on `--threads` threads and
 measures its runs in N worker processes of cores / N threads each (the default of `flatvol run`).
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import kendalltau
 
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.experiments.backends import BACKENDS, LocalBackend
@@ -73,12 +74,16 @@ class TimedLocal(LocalBackend):
 
 
 def fig3_data(seeds: list[int], ensemble: bool, maximizer: str | None,
-              history: bool = True) -> dict:
+              history: bool | None = None) -> dict:
+    """The shipped fig3_mnist_fcn spec with these seeds; ensemble (staged) or one network at a
+    time (then without `history`, an ensemble setting); history None: the spec's."""
     data = tomllib.loads(resolve_spec_path("fig3_mnist_fcn").read_text(encoding="utf-8"))
     data["sweep"]["seeds"] = seeds
     data.setdefault("train", {})["ensemble"] = ensemble
-    if not history:
-        data["train"]["history"] = False
+    if not ensemble:
+        data["train"].pop("history", None)
+    elif history is not None:
+        data["train"]["history"] = history
     if maximizer is not None:
         data["measures"]["sharpness"]["maximizer"] = maximizer
     return data
@@ -103,8 +108,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--subset-seeds", type=int, default=1)
     parser.add_argument("--skip-per-run", action="store_true")
-    parser.add_argument("--no-history", action="store_true",
-                        help="staged: train.history = false (no per-epoch evaluation)")
+    parser.add_argument("--history", action=argparse.BooleanOptionalAction, default=None,
+                        help="staged: train.history (default: the spec's)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     data_dir = os.environ.get("FLATVOL_DATA")
@@ -114,7 +119,7 @@ def main() -> None:
     BACKENDS["timed-local"] = TimedLocal
 
     staged = spec_from_dict(fig3_data(list(range(args.seeds)), True, None,
-                                      history=not args.no_history))
+                                      history=args.history))
     print(f"staged: {staged.name}, {args.seeds} seeds, maximizer "
           f"{staged.measures.sharpness.maximizer}, threads {args.threads}, measuring workers "
           f"{args.staged_workers}; load {load()}")
@@ -136,6 +141,11 @@ def main() -> None:
     for name in infos[0]["measures"]:
         total = sum(i["measures"][name]["seconds"] for i in infos)
         print(f"  measure {name:<10} {total:7.1f} s in all ({total / len(infos):.2f} s/run)")
+    frame = runs_frame(out / "staged")
+    tau_v = kendalltau(frame["test_acc_E"], frame["log10_volume"]).statistic
+    tau_s = kendalltau(frame["test_acc_E"], -np.log10(frame["sharpness"])).statistic
+    print(f"  Kendall tau with test accuracy: log10 V(f) {tau_v:.3f}, -log10 sharpness "
+          f"{tau_s:.3f} ({len(frame)} runs)")
     if args.skip_per_run:
         return
 

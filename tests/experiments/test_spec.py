@@ -31,6 +31,7 @@ def test_fig3_and_fig5_settings():
     assert fig3.sweep.attack_values() == list(range(0, 501, 50))
     assert fig3.sweep.seed_values() == [0, 1, 2, 3, 4]
     assert len(plan_runs(fig3)) == 55
+    assert fig3.train.ensemble and not fig3.train.history  # planned by stage, one ensemble
     assert (fig3.data.train_size, fig3.data.test_size, fig3.model.arch) == (500, 1000, "fcn:40,40")
     fig5 = load_spec(resolve_spec_path("fig5_temporal"))
     assert fig5.train.post_train_epochs == 1000 and fig5.data.test_size == 100
