@@ -53,7 +53,7 @@ NEWTON_TRUST = 0.05  # a Newton step this small predicts the value to third orde
 # 5e-6 of log Z at the default tol 1e-3; the correction's own error is third order, ~1e-2 of it.
 VALUE_RTOL_PER_TOL = 5e-3
 MIXED_MIN_N = 512  # float32 corrections from this size on (below, float64 costs little)
-MIXED_MAX_TOL = 1e-4  # ... and only for tolerances float32 rounding cannot reach
+MIXED_MIN_TOL = 1e-4  # ... and tolerances at least this (tighter ones are float32 rounding size)
 # Below this tol the caller wants the sites themselves converged: no stop on the value alone.
 VALUE_STOP_MIN_TOL = 1e-4
 
@@ -158,7 +158,7 @@ def block_sequential_ep(
     else:
         cov = RunningCovariance(np.array(K, dtype=np.float64, order="F", copy=True), owned=True)
         tau, nu, logdet_B = np.zeros(n), np.zeros(n), 0.0
-    correction_dtype = np.float32 if (n >= MIXED_MIN_N and tol >= MIXED_MAX_TOL) else np.float64
+    correction_dtype = np.float32 if (n >= MIXED_MIN_N and tol >= MIXED_MIN_TOL) else np.float64
     if not cov.owned:
         cov.freeze(correction_dtype)
     updates = newton_steps = 0
