@@ -28,7 +28,7 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,7 +38,16 @@ from torch.func import stack_module_state
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
 from flatvol.models import Prior, build_model
-from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult
+from flatvol.train.ensemble_epoch import (
+    correct_count,
+    correct_prefix,
+    fitting_members,
+    fraction,
+    record_epoch,
+    run_epoch,
+    stop_members,
+)
+from flatvol.train.loop import TrainConfig, TrainResult
 from flatvol.train.protocol import data_order_generator
 from flatvol.train.stacked import (
     ENSEMBLE_OPTIMIZERS,
@@ -46,15 +55,11 @@ from flatvol.train.stacked import (
     Params,
     StackedEngine,
     StackedOptimizer,
-    gather_minibatches,
     pick_engine,
 )
 
 __all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "StoppedMember",
            "train_ensemble", "train_models_together"]
-
-SUSPECTS = 16  # points re-checked per member before a full evaluation of S
-
 
 @dataclass(frozen=True)
 class EnsembleEpochInfo:
@@ -138,11 +143,6 @@ def _member_model(template: nn.Module, params: Params, buffers: Params, i: int) 
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def _correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-member count of points classified as labelled (logit > 0 <=> label 1)."""
-    return ((logits > 0).to(y.dtype) == y).sum(-1)
 
 
 def _check_attack_sizes(attack_sizes: Sequence[int] | None, k_total: int, n_A: int
@@ -282,27 +282,27 @@ def train_models_together(
             perms = [torch.stack([torch.randperm(n, generator=generators[i])
                                   for i in active[r0:r1].tolist()]).to(device)
                      for r0, r1, n in segments]
-            total, missed = _run_epoch(runner, optimizer, params, buffers, x_run, y_train,
+            total, missed = run_epoch(runner, optimizer, params, buffers, x_run, y_train,
                                        segments, perms, epoch, config.batch_size, group_size,
                                        keep_history, pool)
             epoch += 1
             with torch.no_grad():
                 if keep_history:  # full accuracies, as train_to_fit records them
-                    correct_S = _correct(runner.logits(params, buffers, x_run[:n_S]),
+                    correct_S = correct_count(runner.logits(params, buffers, x_run[:n_S]),
                                          y_train[:n_S]).cpu().numpy()
-                    correct_A = _correct_prefix(runner.logits(params, buffers, x_run[n_S:]),
+                    correct_A = correct_prefix(runner.logits(params, buffers, x_run[n_S:]),
                                                 y_train[n_S:], a_rows)
                     fit_now = rule.fitted(correct_S == n_S, correct_A == a_rows)
                 else:
-                    fit_now = _fits(runner, params, buffers, x_run, y_train, missed,
+                    fit_now = fitting_members(runner, params, buffers, x_run, y_train, missed,
                                     np.array([rule.watched_points(n_S, int(a)) for a in a_rows]))
             was_fitting = fitted_at[active] < 0
             fitted_at[active[was_fitting & fit_now]] = epoch
             if histories is not None:
-                _record(histories, active, epoch, was_fitting, fitted_at,
+                record_epoch(histories, active, epoch, was_fitting, fitted_at,
                         (total.cpu().numpy() / (n_S + a_rows)).tolist(),
                         correct_S / max(n_S, 1) if n_S else np.full(len(active), math.nan),
-                        _fraction(correct_A, a_rows))
+                        fraction(correct_A, a_rows))
             done = rule.done(epoch, fitted_at[active])
             stopped = tuple(int(m) for m in active[done])
             if done.any():  # copy finished members out and drop them from the stacks
@@ -313,7 +313,7 @@ def train_models_together(
                                          v.index_select(0, leave))
                 epochs[active[done]] = epoch
                 ids = active[done]
-                rows = _stop_members(runner, ids, final, initial, restored, buffers, task,
+                rows = stop_members(runner, ids, final, initial, restored, buffers, task,
                                      attacks, accuracies, device, dtype)
                 params = {k: v.index_select(0, stay) for k, v in params.items()}
                 optimizer.keep(stay)
@@ -365,148 +365,10 @@ class StoppedMember:
     engine: str  # the stacked-training engine, as EnsembleResult.engine
 
 
-@torch.no_grad()
-def _stop_members(runner: StackedEngine, ids: np.ndarray, final: Params, initial: Params,
-                  restored: Params, buffers: Params, task: TaskData, attacks: np.ndarray,
-                  accuracies: np.ndarray, device: torch.device, dtype: torch.dtype
-                  ) -> tuple[Params, Params]:
-    """Members `ids` stopped (their training-layout weights are in `final`): write their
-    full-layout weights into `restored` and, as train_to_fit does at its end, their accuracies
-    on S, A (their own prefix) and E into `accuracies`. Returns their (params, buffers) rows."""
-    idx = torch.from_numpy(ids).to(device)
-    params = {k: runner.restore(k, final[k].index_select(0, idx), initial[k].index_select(0, idx))
-              for k in final}
-    rows = {k: v.index_select(0, idx) for k, v in buffers.items()}
-    for k, v in params.items():
-        restored[k].index_copy_(0, idx, v)
-    for row, split in ((0, task.S), (2, task.E)):
-        if len(split):
-            logits = runner.logits(params, rows, split.x.to(device, dtype))
-            accuracies[row, ids] = (_correct(logits, split.y.to(device, dtype)).cpu().numpy()
-                                    / len(split))
-    sizes = attacks[ids]
-    n_A = int(sizes.max())
-    x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
-    accuracies[1, ids] = _fraction(_correct_prefix(runner.logits(params, rows, x_A), y_A, sizes),
-                                   sizes)
-    return params, rows
-
-
-def _record(histories: list[list[dict]], members: np.ndarray, epoch: int,
-            was_fitting: np.ndarray, fitted_at: np.ndarray, losses: list[float],
-            acc_S: np.ndarray, acc_A: np.ndarray) -> None:
-    """Append one epoch to each member's history, as train_to_fit records its EpochInfo."""
-    for row, member in enumerate(members.tolist()):
-        fa = int(fitted_at[member])
-        histories[member].append(asdict(EpochInfo(
-            epoch=epoch, phase="fit" if was_fitting[row] else "post", loss=losses[row],
-            train_acc_S=float(acc_S[row]), train_acc_A=float(acc_A[row]),
-            fitted_at=fa if fa >= 0 else None)))
-
-
 def _equal_runs(values: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) of each run of equal consecutive values."""
     cuts = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
     return list(zip(cuts[:-1], cuts[1:]))
-
-
-def _correct_prefix(logits: torch.Tensor, y: torch.Tensor, sizes: np.ndarray) -> np.ndarray:
-    """Per-member count of its own points classified as labelled: member k's are the first
-    sizes[k] columns of logits (K, n)."""
-    right = ((logits > 0).to(y.dtype) == y).cpu().numpy()
-    return (right & (np.arange(right.shape[1]) < sizes[:, None])).sum(1)
-
-
-def _fraction(correct: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """correct / sizes, NaN where a member has no such points (as train_to_fit's accuracy)."""
-    return np.where(sizes > 0, correct / np.maximum(sizes, 1), math.nan)
-
-
-def _run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params, buffers: Params,
-               x: torch.Tensor, y: torch.Tensor, segments: list[tuple[int, int, int]],
-               perms: list[torch.Tensor], epochs_done: int, batch_size: int, group_size: int,
-               keep_history: bool, pool: ThreadPoolExecutor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One epoch of every member; returns the summed minibatch losses (if kept) and which
-    training points each member's pass got wrong (the stopping check's hints, unless kept).
-
-    `segments` are the (first row, end row, training-set size n) of rows sharing n, and
-    perms[j] the data orders of segment j's members, (rows, n)."""
-    rows_total = segments[-1][1]
-    device = perms[0].device
-    total = torch.zeros(rows_total, dtype=torch.float64, device=device)
-    missed = torch.zeros(rows_total, 0 if keep_history else len(x), dtype=torch.bool,
-                         device=device)
-
-    def run_group(r0: int, r_end: int, seg_start: int, order: torch.Tensor) -> None:
-        # Group-major: one group runs its whole epoch, so its weights stay in cache from one
-        # minibatch to the next; groups are independent, so they may run in parallel.
-        rows = slice(r0, min(r0 + group_size, r_end))
-        n = order.shape[1]
-        steps_per_epoch = -(-n // batch_size)
-        group = {k: v[rows] for k, v in params.items()}
-        scratch: Params = {}
-        local = slice(r0 - seg_start, rows.stop - seg_start)
-        for step, i in enumerate(range(0, n, batch_size)):
-            idx = order[local, i : i + batch_size]
-            xb = gather_minibatches(x, idx, scratch)
-            yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
-            with torch.no_grad():
-                loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
-                                                       need_loss=keep_history)
-            optimizer.step(group, grads, rows, epochs_done * steps_per_epoch + step + 1)
-            if loss is not None:
-                total[rows] += loss.detach().double() * idx.shape[1]
-            if not keep_history:
-                missed[rows].scatter_(1, idx, (z.detach() > 0).to(yb.dtype) != yb)
-
-    groups = [(r0, r1, s0, order) for (s0, r1, _), order in zip(segments, perms)
-              for r0 in range(s0, r1, group_size)]
-    if pool is None:
-        for group_args in groups:
-            run_group(*group_args)
-    else:
-        for future in [pool.submit(run_group, *group_args) for group_args in groups]:
-            future.result()
-    return total, missed
-
-
-def _fits(runner: StackedEngine, params: Params, buffers: Params, x: torch.Tensor,
-          y: torch.Tensor, missed: torch.Tensor, n_rule: np.ndarray) -> np.ndarray:
-    """Exactly which members (rows) classify all of their x[:n_rule[row]] correctly (the
-    stopping rule's points: StoppingRule.watched_points), evaluating little.
-
-    A member that still misclassifies one of the points its training pass got wrong is
-    certainly not fit; only the others are evaluated on all their n_rule points.
-    """
-    rows_total = missed.shape[0]
-    most = int(n_rule.max())
-    own = torch.from_numpy(n_rule).to(missed.device)
-    candidates = torch.ones(rows_total, dtype=torch.bool, device=missed.device)
-    suspects_any = missed[:, :most].any(1)  # a member never misses a point beyond its own
-    if most and bool(suspects_any.any()):
-        rows = torch.nonzero(suspects_any).squeeze(1)
-        m = min(SUSPECTS, most)
-        idx = missed[rows, :most].to(torch.uint8).topk(m, dim=1).indices  # suspects first
-        xs = x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
-        z = runner.logits_per_member(_rows(params, rows, rows_total), buffers, xs)
-        # topk pads with non-suspects, which may lie beyond a member's own points: not counted
-        right = ((z > 0).to(y.dtype) == y[idx]) | (idx >= own[rows].unsqueeze(1))
-        candidates[rows] = right.all(1)
-    fit = torch.zeros(rows_total, dtype=torch.bool, device=missed.device)
-    rows = torch.nonzero(candidates).squeeze(1)
-    if len(rows):
-        z = runner.logits(_rows(params, rows, rows_total), buffers, x[:most])
-        sizes = n_rule[rows.cpu().numpy()]
-        fit[rows] = torch.from_numpy(_correct_prefix(z, y[:most], sizes) == sizes).to(fit.device)
-    return fit.cpu().numpy()
-
-
-def _rows(params: Params, rows: torch.Tensor, rows_total: int) -> Params:
-    """The members `rows` of stacked params (no copy when that is all of them)."""
-    if len(rows) == rows_total:
-        return params
-    return {k: v.index_select(0, rows) for k, v in params.items()}
 
 
 def train_ensemble(
