@@ -70,3 +70,23 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
     assert comparable_runs(runs_frame(part)).equals(comparable_runs(runs_frame(tmp_path / "one")))
     assert comparable_series(series_frame(part)).equals(
         comparable_series(series_frame(tmp_path / "one")))
+
+
+def test_measuring_workers_run_on_their_share_beside_the_trainer(tmp_path, monkeypatch):
+    # --threads sets the trainer's threads; the workers measuring beside it get their share of
+    # the cores, for torch and (through the environment they are spawned with) for BLAS.
+    monkeypatch.setattr(backends.os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
+    seen = []
+    submit = backends._ProcessPool.submit
+
+    def spy_submit(self, run, trained):
+        seen.append((self.ctx.threads, self.ctx.train_threads,
+                     backends.os.environ.get("OPENBLAS_NUM_THREADS")))
+        return submit(self, run, trained)
+
+    monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)
+    summary = run_sweep(spec_from_dict(SPEC), tmp_path / "out", workers=2, threads=2,
+                        progress=False)
+    assert summary.done == 6 and set(seen) == {(1, 2, "1")}
+    assert backends.os.environ["OPENBLAS_NUM_THREADS"] == "7"  # the driver's is restored

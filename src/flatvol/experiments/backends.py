@@ -118,6 +118,8 @@ class LocalBackend:
 _WORKER_QUEUE: Any = None
 _WORKER_CTX: SweepContext | None = None
 PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
+# Thread counts of the BLAS libraries numpy, scipy and torch may load in a worker.
+BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init_worker(queue: Any, ctx: SweepContext, parent: int, nice: int) -> None:
@@ -170,6 +172,11 @@ class _ProcessPool:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        # The workers' BLAS (numpy/scipy: EP) gets their torch thread count: it reads these
+        # variables when it loads, in each spawned process; the driver's own are restored.
+        self.saved_env = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+        if self.ctx.threads:
+            os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.ctx.threads)))
         mpctx = mp.get_context("spawn")  # no fork after torch threads started
         self.queue = mpctx.Queue()
         self.pool = ProcessPoolExecutor(self.workers, mp_context=mpctx,
@@ -179,7 +186,14 @@ class _ProcessPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
+        try:
+            self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
+        finally:
+            for name, value in self.saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def execute(self, jobs: list[tuple[PlannedRun, TrainedNetwork | None]], record: RecordFn,
                 update: ProgressFn, stages: StageFn | None) -> None:

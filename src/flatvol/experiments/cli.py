@@ -30,7 +30,8 @@ def run_command(
     threads: Annotated[int | None, typer.Option(
         help="torch threads per run, and of the ensemble trainer with train.ensemble "
         "(default: cores / workers per run, torch's for a single worker; the trainer: the "
-        "same; 2+ helps wide inputs such as CIFAR-10's).")] = None,
+        "same; 2+ helps wide inputs such as CIFAR-10's). With train.ensemble and several "
+        "workers, the trainer's only: the workers measure on cores / workers.")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Re-run runs recorded as failed (default: keep them).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,

@@ -209,7 +209,8 @@ def run_sweep(
         retry_failed: Re-run runs recorded as failed.
         progress: Show progress bars.
         threads: Torch threads per run, and of a staged sweep's ensemble trainer (None: the
-            backend's default per run, also for the trainer).
+            backend's default per run, also for the trainer). With train.ensemble and more than
+            one worker, only the trainer's: the measuring workers use their share of the cores.
         console: Where the progress bars go (default: stderr).
 
     Returns:
@@ -246,8 +247,11 @@ def run_sweep(
         summary = SweepSummary(out, spec_hash, len(runs), skipped, 0, 0, 0.0)
         workers = resolve_workers(workers, len(todo))
         train_threads = threads  # the ensemble trainer: the user's count, or the workers' share
-        if threads is None:
-            threads = executor.default_threads(spec, workers)
+        if threads is None or (spec.train.ensemble and workers > 1):
+            # A staged sweep's measuring workers run beside its trainer: on their share of the
+            # cores, whatever --threads gives the trainer (more threads than cores made the
+            # CIFAR panel's measures ~10x slower, bench/RESULTS.md).
+            threads = executor.default_threads(spec, workers) or threads
         with SweepProgress(len(runs), skipped, progress, console,
                            measures=tuple(spec.measures.final)) as bars:
             if todo:
