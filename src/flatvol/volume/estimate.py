@@ -184,8 +184,8 @@ class VolumeEstimator:
         iterations for 'ep-probit' and mode='parallel'; with the default mode, step EP
         ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not use them.
         A warm start that kept its posterior (keep_posterior=True, ep-orthant) starts
-        'ep-orthant' from that posterior under the default mode: about 3 Choleskys of the
-        kernel instead of 6-8 from zero (bench/RESULTS.md), the same value to 1e-6 relative.
+        'ep-orthant' from that posterior under the default mode: 2.6-3.8 Choleskys of the
+        kernel instead of 5.6-6.3 from zero (bench/RESULTS.md), the same value to 1e-6 relative.
         keep_posterior: 'ep-orthant' only: keep the posterior covariance in the result
             (ep_posterior, one n x n float64 array) to warm-start other label vectors.
         """

@@ -120,8 +120,9 @@ class VolumeService:
             `conditional_stderr` gives jackknife standard errors; None for an exact kernel.
         reference_labels: labels of all n points (a sweep passes the true labels of S u E)
             whose 'ep-orthant' posterior is computed once, on first use, and starts every
-            other 'ep-orthant' estimate on all n points (about 3 Choleskys instead of 6-8,
-            the same value to 1e-6 relative: bench/RESULTS.md). The start is the same whatever
+            other 'ep-orthant' estimate on all n points (3.4-3.8 Choleskys instead of 5.6-6.3
+            for a function with 10% test error, the same value to 1e-6 relative:
+            bench/RESULTS.md). The start is the same whatever
             the order of the calls, so the numbers are too. None: every estimate from zero.
     """
 
