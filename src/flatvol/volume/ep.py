@@ -105,8 +105,7 @@ def run_ep(
     ignores init_sites for step EP; warm_posterior is its cheap warm start.
     Convergence: the largest undamped site change, in posterior standard deviations, is < tol
     (log Z_EP is stationary at the fixed point: its error is second order in that change); for
-    tol >= 1e-4 blocks mode also stops on a small Newton step's predicted value change and
-    reports the Newton-corrected value (third-order error).
+    tol >= 1e-4 blocks mode may stop earlier on a Newton step (flatvol.volume.ep_blocks).
 
     Args:
         init_sites: optional warm start (site precisions tau >= 0, natural means nu; not used

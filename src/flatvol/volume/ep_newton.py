@@ -6,7 +6,7 @@ point theta* a Newton step solves (I - dF) delta = F(theta) - theta. Only the ma
 the sites, and their first-order change along (dtau, dnu) needs two mat-vecs with the posterior
 covariance Sigma and one with its elementwise square:
     d var = -(Sigma o Sigma) dtau,    d mean = Sigma dnu - Sigma (mean o dtau),
-so GMRES solves the system in O(n^2) per iteration (a few dozen at most; 6-30 on NNGP kernels),
+so GMRES solves the system in O(n^2) per iteration (at most GMRES_MAX_MATVECS of them),
 a small fraction of the n^3 that moving the sites costs. The per-site derivative of the
 moment match is a central difference of the site update itself.
 
