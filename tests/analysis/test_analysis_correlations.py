@@ -14,11 +14,9 @@ from flatvol.analysis.correlations import (
     correlation_table,
     fitted_runs,
     granulated_kendall,
-    kendall_tau_b,
-    pearson_r,
-    spearman_rho,
 )
 from flatvol.analysis.measures import Measure, constant_measures
+from flatvol.analysis.vectorized import kendall_tau_b, pearson_r, spearman_rho
 from flatvol.errors import DataError, FlatvolError
 
 # --- hand-computed values ---------------------------------------------------------------------

@@ -14,9 +14,6 @@ from flatvol.analysis.correlations import (
     correlation_table,
     fitted_runs,
     granulated_kendall,
-    kendall_tau_b,
-    pearson_r,
-    spearman_rho,
 )
 from flatvol.analysis.export import (
     MissingDependencyError,
@@ -33,6 +30,7 @@ from flatvol.analysis.temporal import (
     temporal_runs,
     temporal_summary,
 )
+from flatvol.analysis.vectorized import kendall_tau_b, pearson_r, spearman_rho
 
 __all__ = [
     "DEFAULT_AXES", "SHARPNESS", "VOLUME", "AlphaEvent", "Correlation",

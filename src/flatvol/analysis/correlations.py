@@ -17,92 +17,12 @@ import pandas as pd
 from scipy import stats
 
 from flatvol.analysis.measures import Measure, numeric_column, resolve_measures
+from flatvol.analysis.vectorized import KENDALL_CHUNK, VECTORIZED, kendall_tau_b
 from flatvol.errors import DataError
 
 DEFAULT_AXES: tuple[str, ...] = ("attack_size", "seed", "optimizer")
 STATISTICS: tuple[str, ...] = ("kendall", "spearman", "pearson")
-# Elements of the (batch, n, n) pairwise-sign arrays held at once by the vectorized Kendall.
-_KENDALL_CHUNK = 4_000_000
 
-
-# --- vectorized statistics (last axis = observations) ----------------------------------------
-
-def pearson_r(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Pearson r along `axis`; NaN where either side is constant.
-
-    Args:
-        x: First sample(s); pairs run along axis.
-        y: Second sample(s), the same shape as x.
-        axis: Axis along which the pairs run.
-
-    Returns:
-        Pearson r for each row, with axis removed (NaN where a side is constant).
-    """
-    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
-    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
-    xm = x - x.mean(-1, keepdims=True)
-    ym = y - y.mean(-1, keepdims=True)
-    # Relative threshold: a column equal up to rounding counts as constant (as in scipy).
-    sxx = (xm * xm).sum(-1)
-    syy = (ym * ym).sum(-1)
-    tiny_x = sxx <= (1e-13 * np.abs(x).max(-1)) ** 2 * x.shape[-1]
-    tiny_y = syy <= (1e-13 * np.abs(y).max(-1)) ** 2 * y.shape[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = (xm * ym).sum(-1) / np.sqrt(sxx * syy)
-    r = np.where(tiny_x | tiny_y, np.nan, r)
-    return np.clip(r, -1.0, 1.0)
-
-
-def spearman_rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Spearman rho (Pearson of mid-ranks) along `axis`.
-
-    Args:
-        x: First sample(s); pairs run along axis.
-        y: Second sample(s), the same shape as x.
-        axis: Axis along which the pairs run.
-
-    Returns:
-        Spearman rho for each row, with axis removed (NaN where a side is constant).
-    """
-    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
-    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
-    return pearson_r(stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1))
-
-
-def kendall_tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Kendall tau-b along `axis`: sum_{i<j} s_x s_y / sqrt(#pairs untied in x * #untied in y),
-    with s = sign of the pairwise difference. Exact, O(n^2) per row, chunked over rows.
-
-    Args:
-        x: First sample(s); pairs run along axis.
-        y: Second sample(s), the same shape as x.
-        axis: Axis along which the pairs run.
-
-    Returns:
-        Kendall tau-b for each row, with axis removed (NaN where a side is constant).
-    """
-    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
-    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
-    lead = x.shape[:-1]
-    n = x.shape[-1]
-    xf = x.reshape(-1, n)
-    yf = y.reshape(-1, n)
-    out = np.empty(xf.shape[0])
-    step = max(1, _KENDALL_CHUNK // max(1, n * n))
-    for start in range(0, xf.shape[0], step):
-        xs, ys = xf[start:start + step], yf[start:start + step]
-        sx = np.sign(xs[:, :, None] - xs[:, None, :]).astype(np.int8)
-        sy = np.sign(ys[:, :, None] - ys[:, None, :]).astype(np.int8)
-        concord = (sx.astype(np.int32) * sy).sum((1, 2))
-        untied_x = np.abs(sx).sum((1, 2), dtype=np.int64)
-        untied_y = np.abs(sy).sum((1, 2), dtype=np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out[start:start + step] = concord / np.sqrt(untied_x.astype(float) * untied_y)
-    out[~np.isfinite(out)] = np.nan
-    return out.reshape(lead)
-
-
-_VECTORIZED = {"kendall": kendall_tau_b, "spearman": spearman_rho, "pearson": pearson_r}
 
 
 # --- one pair of samples ------------------------------------------------------------------------
@@ -156,12 +76,12 @@ def _point(name: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def _bootstrap_ci(name: str, x: np.ndarray, y: np.ndarray, n_resamples: int,
                   confidence_level: float, method: str, seed: int) -> tuple[float, float]:
-    fn = _VECTORIZED[name]
+    fn = VECTORIZED[name]
 
     def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return fn(a, b, axis=axis)
 
-    batch = max(1, min(n_resamples, _KENDALL_CHUNK // max(1, x.size ** 2)))
+    batch = max(1, min(n_resamples, KENDALL_CHUNK // max(1, x.size ** 2)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)

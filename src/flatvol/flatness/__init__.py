@@ -12,17 +12,16 @@ from flatvol.flatness._inputs import LABEL_CONVENTIONS, LabelConvention
 from flatvol.flatness.adaptive import AdaptiveSharpness, adaptive_sharpness
 from flatvol.flatness.fisher_rao import FisherRaoNorm, fisher_rao_norm
 from flatvol.flatness.hessian import (
-    HessianDensity,
     HessianEigenvalues,
     HessianFrobenius,
     HessianTrace,
-    hessian_density,
     hessian_frobenius_norm,
     hessian_matrix,
     hessian_top_eigenvalues,
     hessian_trace,
     hessian_vector_product,
 )
+from flatvol.flatness.hessian_density import HessianDensity, hessian_density
 from flatvol.flatness.perturbation import (
     AverageSharpness,
     PacBayesFlatness,

@@ -11,8 +11,7 @@ alternative. On top of them, with the matrix-free estimators of flatvol.flatness
 - the trace by Hutchinson (1989) with Rademacher probes and by Hutch++ (Meyer, Musco, Musco &
   Woodruff, SOSA 2021);
 - the Frobenius norm, ||H||_F^2 = tr(H^2) = E ||H v||^2, by Hutchinson or Hutch++ on H^2;
-- the eigenvalue density by stochastic Lanczos quadrature (Lin, Saad & Yang, SIAM Review 2016;
-  Ghorbani, Krishnan & Xiao, ICML 2019), Gaussian-broadened.
+- the eigenvalue density by stochastic Lanczos quadrature: flatvol.flatness.hessian_density.
 
 Every random draw comes from a torch.Generator seeded by `seed` on the CPU, so results are
 reproducible and the same on any device.
@@ -38,7 +37,7 @@ from flatvol.progress import ProgressBar
 TraceMethod = Literal["hutchpp", "hutchinson"]
 
 
-def _counting_hvp(fl: FunctionalLoss) -> tuple[MatVec, list[int]]:
+def counting_hvp(fl: FunctionalLoss) -> tuple[MatVec, list[int]]:
     count = [0]
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -200,7 +199,7 @@ def hessian_top_eigenvalues(
                         hvp_method, labels=labels) as fl:
         if k > fl.n_params:
             raise SpecError(f"k={k} exceeds the number of parameters ({fl.n_params})")
-        matvec, count = _counting_hvp(fl)
+        matvec, count = counting_hvp(fl)
         generator = torch.Generator().manual_seed(seed)
         start = torch.randn(fl.n_params, generator=generator, dtype=fl.dtype)
         lanczos = Lanczos(matvec, start.to(fl.device, fl.dtype), max_iter)
@@ -274,7 +273,7 @@ def _estimate_trace(fl: FunctionalLoss, method: str, n_hvp: int, seed: int,
     if n_hvp < (3 if method == "hutchpp" else 1):
         raise SpecError(f"n_hvp must be >= {3 if method == 'hutchpp' else 1} for {method}, "
                         f"got {n_hvp}")
-    matvec, _ = _counting_hvp(fl)
+    matvec, _ = counting_hvp(fl)
     generator = torch.Generator().manual_seed(seed)
     estimator = hutchpp if method == "hutchpp" else hutchinson
     return estimator(matvec, fl.n_params, n_hvp, generator, fl.w0, progress)
@@ -370,122 +369,3 @@ def hessian_frobenius_norm(
         square = max(est.frobenius_sq, 0.0)
         return HessianFrobenius(math.sqrt(square), square, est.frobenius_sq_std_error, method,
                                 est.n_matvec, fl.n_params, clock.seconds)
-
-
-@dataclass(frozen=True)
-class HessianDensity(ResultMixin):
-    """Stochastic Lanczos quadrature: for each probe, Ritz nodes and weights (first components
-    of the tridiagonal eigenvectors squared) whose mixture approximates the spectral measure
-    (1/n) sum_i delta(t - lambda_i). `values` is that measure broadened by N(0, sigma^2) on
-    `grid`; it integrates to 1."""
-
-    grid: np.ndarray = field(repr=False)
-    values: np.ndarray = field(repr=False)
-    sigma: float
-    nodes: np.ndarray = field(repr=False)  # n_probes x n_iter
-    weights: np.ndarray = field(repr=False)  # n_probes x n_iter, rows sum to 1
-    n_probes: int
-    n_iter: int
-    n_hvp: int
-    n_params: int
-    seconds: float
-
-    def density(self, grid: np.ndarray, sigma: float | None = None) -> np.ndarray:
-        """The Gaussian-broadened density on any grid (default sigma: self.sigma)."""
-        s = self.sigma if sigma is None else sigma
-        t = np.asarray(grid, dtype=np.float64)[:, None]
-        z = (t - self.nodes.reshape(1, -1)) / s
-        kernel = np.exp(-0.5 * z**2) / (s * math.sqrt(2 * math.pi))
-        return kernel @ self.weights.reshape(-1) / self.nodes.shape[0]
-
-    def moment(self, power: int) -> float:
-        """SLQ estimate of (1/n) tr(H^power)."""
-        return float((self.weights * self.nodes**power).sum(axis=1).mean())
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out.update(grid=self.grid.tolist(), values=self.values.tolist())
-        return out
-
-
-def hessian_density(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn: LossFn | None = None,
-    *,
-    n_probes: int = 10,
-    n_iter: int = 80,
-    sigma: float | None = None,
-    grid_size: int = 400,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
-    progress: bool = False,
-) -> HessianDensity:
-    """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
-
-    Each of `n_probes` Gaussian probes (normalized) runs `n_iter` Lanczos steps with full
-    reorthogonalization. `sigma` (default: 1% of the Ritz-value range) broadens each node; the
-    grid spans the Ritz values +- 5 sigma.
-
-    Args:
-        model: The network (its trainable parameters are w; it is not modified).
-        x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
-        n_probes: Number of Gaussian probe vectors.
-        n_iter: Lanczos steps per probe.
-        sigma: Gaussian broadening of each node (default: 1% of the Ritz-value range).
-        grid_size: Number of grid points the density is evaluated on.
-        seed: Seed of the probes.
-        device: Device to compute on (default: the model's).
-        chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
-        hvp_method: How Hessian-vector products are computed: 'double-backward' or
-            'forward-over-reverse'.
-        progress: Whether to show a progress bar.
-
-    Returns:
-        The HessianDensity (Ritz nodes and weights per probe, and the broadened density on a grid).
-
-    Raises:
-        SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
-            chosen convention).
-    """
-    if n_probes < 1 or n_iter < 1 or grid_size < 2:
-        raise SpecError(f"need n_probes >= 1, n_iter >= 1, grid_size >= 2; got {n_probes}, "
-                        f"{n_iter}, {grid_size}")
-    if sigma is not None and not sigma > 0:
-        raise SpecError(f"sigma must be positive, got {sigma}")
-    clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
-        matvec, count = _counting_hvp(fl)
-        generator = torch.Generator().manual_seed(seed)
-        m = min(n_iter, fl.n_params)
-        nodes = np.zeros((n_probes, m))
-        weights = np.zeros((n_probes, m))
-        with ProgressBar("SLQ", total=n_probes * m, enabled=progress, leave=False) as bar:
-            for i in range(n_probes):
-                start = torch.randn(fl.n_params, generator=generator, dtype=fl.dtype)
-                lanczos = Lanczos(matvec, start.to(fl.device, fl.dtype), m)
-                while lanczos.step():
-                    bar.advance()
-                bar.advance()
-                theta, vecs = lanczos.ritz()
-                # a breakdown leaves fewer nodes: pad with zero-weight copies of the last node
-                nodes[i, : len(theta)], nodes[i, len(theta):] = theta, theta[-1]
-                weights[i, : len(theta)] = vecs[0] ** 2
-        lo, hi = float(nodes.min()), float(nodes.max())
-        width = sigma if sigma is not None else max(0.01 * (hi - lo), 1e-12 * max(abs(hi), 1.0))
-        grid = np.linspace(lo - 5 * width, hi + 5 * width, grid_size)
-        result = HessianDensity(grid=grid, values=np.zeros(0), sigma=width, nodes=nodes,
-                                weights=weights, n_probes=n_probes, n_iter=m,
-                                n_hvp=count[0], n_params=fl.n_params, seconds=0.0)
-        values = result.density(grid)
-        object.__setattr__(result, "values", values)
-        object.__setattr__(result, "seconds", clock.seconds)
-        return result
