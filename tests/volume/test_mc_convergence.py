@@ -1,6 +1,7 @@
 """Monte-Carlo NNGP kernels that can be trusted: the draw count chosen by a convergence check on
 log10 V, refused when rank-deficient, batched draws equal to one-at-a-time ones, and the
-BatchNorm convention (eval mode with reset statistics: the authors' code)."""
+BatchNorm conventions (eval mode with reset statistics: the authors' code; or the statistics of
+all the kernel's inputs)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from torch import nn
 
 from flatvol.data.tasks import load_task
 from flatvol.errors import VolumeError
-from flatvol.models import Prior, build_model
-from flatvol.volume import log_volume, select_kernel
+from flatvol.models import Prior, build_model, init_from_prior_
+from flatvol.volume import log_volume, mc_checkpoint, select_kernel
 from flatvol.volume.mc_convergence import (
     DEFAULT_MC_TOLERANCE,
     converged_mc_kernel,
@@ -156,6 +157,42 @@ def test_batchnorm_uses_reset_statistics_not_the_batch(draws_per_pass):
                               gram, rtol=1e-3)
 
 
+@pytest.mark.parametrize("draws_per_pass", [1, 3])
+def test_batch_statistics_batchnorm_normalizes_over_all_inputs(draws_per_pass):
+    # mc_batchnorm = 'batch': each random network normalizes with the mean and variance of all
+    # n inputs (as in training), in one pass whatever batch_size is asked for.
+    torch.manual_seed(0)
+    x = torch.randn(7, 1, 5, 5)
+    draws = FeatureDraws(TinyBN(), x, seed=5, batch_size=2, draws_per_pass=draws_per_pass,
+                         batchnorm="batch")
+    grams = list(draws.grams(3))
+    net, generator = TinyBN(), torch.Generator().manual_seed(5)
+    for gram in grams:  # by hand, from the same draws
+        init_from_prior_(net, net.prior, generator)
+        h = nn.functional.conv2d(x, net.conv.weight.detach())
+        mean, var = h.mean(dim=(0, 2, 3), keepdim=True), h.var(dim=(0, 2, 3), unbiased=False,
+                                                                 keepdim=True)
+        phi = torch.relu((h - mean) / torch.sqrt(var + net.bn.eps)).mean(dim=(2, 3))
+        phi = phi.to(torch.float64)
+        torch.testing.assert_close(gram, phi @ phi.T, rtol=1e-5, atol=1e-6)
+    reset = list(FeatureDraws(TinyBN(), x, seed=5).grams(1))[0]
+    assert not torch.allclose(reset, grams[0], rtol=1e-3)  # the other convention differs
+    with pytest.raises(VolumeError, match="batchnorm must be one of eval, batch, got 'train'"):
+        FeatureDraws(TinyBN(), x, batchnorm="train")
+
+
+def test_the_kernel_records_its_batchnorm_convention():
+    model = build_model("resnet18:width=4", (3, 8, 8), Prior(), seed=0)
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    kernels = {mode: select_kernel(model, x, "mc", mc_samples=4, progress=False,
+                                   mc_batchnorm=mode) for mode in ("eval", "batch")}
+    assert {m: k.info["batchnorm"] for m, k in kernels.items()} == {"eval": "eval",
+                                                                    "batch": "batch"}
+    assert not np.allclose(kernels["eval"].matrix, kernels["batch"].matrix, rtol=1e-3)
+    with pytest.raises(VolumeError, match="mc_batchnorm must be one of eval, batch"):
+        select_kernel(model, x, "mc", mc_samples=4, progress=False, mc_batchnorm="running")
+
+
 def test_the_check_probes_with_the_estimator_options_the_measure_uses(mnist_120):
     # the probe's log10 V of all draws is exactly what the estimator, with the same options,
     # gives on the chosen kernel (another sample count gives another value)
@@ -171,3 +208,85 @@ def test_the_check_probes_with_the_estimator_options_the_measure_uses(mnist_120)
         assert last["log10_volume"] == direct
         probes.append(last["log10_volume"])
     assert probes[0] != probes[1]
+
+
+def test_a_long_check_shows_each_rounds_verdict_as_it_goes(mnist_120, monkeypatch, capsys):
+    # A check can run for hours (a ResNet on CPU): its progress line carries the last round's
+    # figures, the same numbers as the stored rounds.
+    x, y = mnist_120
+    monkeypatch.setenv("FLATVOL_PROGRESS_INTERVAL", "0")
+    model = build_model("fcn:4", tuple(x.shape[1:]), Prior(), seed=0)
+    with pytest.raises(VolumeError, match="not converged within mc_max_samples=256"):
+        converged_mc_kernel(model, x, y, max_samples=256)
+    err = capsys.readouterr().err
+    assert "MC NNGP kernel check: " in err and "\r" not in err
+    _, check = converged_mc_kernel(model, x, y, max_samples=256, progress=False,
+                                   tolerance=1e6)  # the same draws, judged leniently
+    shown = [r for r in check.rounds if f"{r.samples} draws: halves differ "
+             f"{r.halves_difference:.2f}, all vs halves {r.half_vs_full:.2f}" in err]
+    assert [r.samples for r in shown] == [64, 128] and check.rounds[0].full_rank
+    assert "256/256 draws, 256 draws: halves differ" in err.splitlines()[-1]
+
+
+def _counting_draws(monkeypatch, kill_after: int | None = None) -> list[int]:
+    """Count the draws made (and raise after `kill_after` of them, as a kill would)."""
+    made = [0]
+    original = FeatureDraws.grams
+
+    def grams(self, count):
+        for gram in original(self, count):
+            if kill_after is not None and made[0] == kill_after:
+                raise KeyboardInterrupt("killed")
+            made[0] += 1
+            yield gram
+
+    monkeypatch.setattr(FeatureDraws, "grams", grams)
+    return made
+
+
+def test_a_killed_check_resumes_to_the_same_kernel(mnist_120, tmp_path, monkeypatch):
+    x, y = mnist_120
+    model = build_model("fcn:4", tuple(x.shape[1:]), Prior(), seed=0)
+    settings = {"max_samples": 4096, "progress": False, "n_batches": 4}
+    whole, whole_check = converged_mc_kernel(model, x, y, **settings)
+    monkeypatch.setattr(mc_checkpoint, "CHECKPOINT_EVERY_S", 0.0)  # save after every draw
+    path = tmp_path / "draws.pt"
+    with monkeypatch.context() as m:
+        _counting_draws(m, kill_after=300)  # in the third round (256 -> 512)
+        with pytest.raises(KeyboardInterrupt):
+            converged_mc_kernel(model, x, y, checkpoint=path, **settings)
+    assert path.is_file()
+    made = _counting_draws(monkeypatch)
+    resumed, check = converged_mc_kernel(model, x, y, checkpoint=path, **settings)
+    assert made[0] == whole.n_samples - 300  # only the draws the kill lost
+    np.testing.assert_array_equal(resumed.kernel, whole.kernel)
+    np.testing.assert_array_equal(resumed.batch_kernels, whole.batch_kernels)
+    np.testing.assert_array_equal(resumed.stderr, whole.stderr)
+    assert check == whole_check
+
+
+def test_a_check_refused_at_its_cap_resumes_with_a_higher_one(mnist_120, tmp_path,
+                                                               monkeypatch):
+    x, y = mnist_120
+    model = build_model("fcn:4", tuple(x.shape[1:]), Prior(), seed=0)
+    path = tmp_path / "draws.pt"
+    with pytest.raises(VolumeError, match="not converged within mc_max_samples=256"):
+        converged_mc_kernel(model, x, y, max_samples=256, progress=False, checkpoint=path)
+    made = _counting_draws(monkeypatch)
+    kernel, check = converged_mc_kernel(model, x, y, max_samples=4096, progress=False,
+                                        checkpoint=path)
+    fresh, fresh_check = converged_mc_kernel(model, x, y, max_samples=4096, progress=False)
+    assert made[0] == 2 * kernel.n_samples - 256  # resumed at 256, then the fresh run's all
+    np.testing.assert_array_equal(kernel.kernel, fresh.kernel)
+    assert check == fresh_check
+    # a looser tolerance re-judges the kept rounds without drawing (the sums are at 512+)
+    made[0] = 0
+    _, loose = converged_mc_kernel(model, x, y, max_samples=4096, progress=False,
+                                   checkpoint=path, tolerance=1e6)
+    assert loose.rounds[-1].samples == kernel.n_samples and made[0] == 0
+    # draws of another seed do not resume from this file: they start over
+    other, _ = converged_mc_kernel(model, x, y, max_samples=256, progress=False, seed=1,
+                                   tolerance=1e6, checkpoint=path)
+    alone, _ = converged_mc_kernel(model, x, y, max_samples=256, progress=False, seed=1,
+                                   tolerance=1e6)
+    np.testing.assert_array_equal(other.kernel, alone.kernel)

@@ -25,6 +25,7 @@ from flatvol.experiments.spec import ExperimentSpec
 from flatvol.io import atomic_write, atomic_write_json
 from flatvol.volume import VolumeService, prior_kernel
 from flatvol.volume.kernels import DEFAULT_MC_BATCHES, NNGPKernel
+from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM
 
 
 @dataclass
@@ -79,12 +80,26 @@ def kernel_cache_key(spec: ExperimentSpec) -> str:
                        estimator=v.estimator)
     if v.kernel != "analytic":  # a kernel cached before batches were kept is not reused
         payload["mc_batches"] = DEFAULT_MC_BATCHES
+        if v.mc_batchnorm != DEFAULT_BATCHNORM:  # keeps the keys of kernels cached before it
+            payload["mc_batchnorm"] = v.mc_batchnorm
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def mc_draws_key(spec: ExperimentSpec) -> str:
+    """The key of a sweep's Monte-Carlo draws: the kernel's key less what only judges the
+    draws (tolerance, cap, probe estimator), so a check refused at its cap resumes with a
+    higher one (flatvol.volume.mc_checkpoint)."""
+    v = spec.measures.volume
+    payload = {"data": spec.data.model_dump(mode="json"),
+               "model": spec.model.model_dump(mode="json"), "mc_seed": v.mc_seed,
+               "mc_batches": DEFAULT_MC_BATCHES, "mc_batchnorm": v.mc_batchnorm}
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
-                   progress: bool = True) -> NNGPKernel:
+                   progress: bool = True, mc_checkpoint: Path | None = None) -> NNGPKernel:
     """The NNGP kernel of the model's prior on S u E (S first), as the spec's [measures.volume]
     chooses it (flatvol.volume.prior_kernel, the one place a kernel is chosen).
 
@@ -93,6 +108,8 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
         task: the task whose S u E the kernel is of.
         device: torch device of a Monte-Carlo kernel.
         progress: show the Monte-Carlo progress.
+        mc_checkpoint: with mc_samples 'auto', the file keeping the check's draws (a killed
+            check resumes from it).
 
     Returns:
         The kernel and its info; a Monte-Carlo kernel keeps DEFAULT_MC_BATCHES batch kernels
@@ -105,13 +122,16 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
                         progress=progress, mc_batches=DEFAULT_MC_BATCHES,
                         mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
                         probe_labels=task.y_SE(), probe_estimator=v.estimator,
-                        probe_options=dict(v.options))
+                        probe_options=dict(v.options), mc_batchnorm=v.mc_batchnorm,
+                        mc_checkpoint=mc_checkpoint)
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
                  progress: bool) -> NNGPKernel:
     """The sweep's kernel, from DIR/cache/kernel-<key>.npy (and a Monte-Carlo kernel's batches
-    from kernel-<key>-batches.npz) if a previous sweep computed it."""
+    from kernel-<key>-batches.npz) if a previous sweep computed it. A Monte-Carlo check's draws
+    are kept in DIR/cache/mc-draws-<key>.pt as they are made, so a killed sweep's check
+    resumes."""
     key = kernel_cache_key(spec)
     path = out / "cache" / f"kernel-{key}.npy"
     meta = path.with_suffix(".json")
@@ -128,7 +148,8 @@ def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: 
         except (OSError, ValueError, KeyError):
             pass  # unreadable cache: recompute
     task = load_run_task(spec, 0, data_dir)
-    nngp = compute_kernel(spec, task, device, progress)
+    draws = out / "cache" / f"mc-draws-{mc_draws_key(spec)}.pt"
+    nngp = compute_kernel(spec, task, device, progress, mc_checkpoint=draws)
     if nngp.batch_kernels is not None:
         kernels, counts = nngp.batch_kernels, nngp.batch_counts
         atomic_write(batches_path, lambda fh: np.savez(fh, kernels=kernels, counts=counts))

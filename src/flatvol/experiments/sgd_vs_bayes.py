@@ -100,7 +100,8 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
                                   mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
                                   progress=False, mc_tolerance=v.mc_tolerance,
                                   mc_max_samples=v.mc_max_samples, probe_labels=task.y_SE(),
-                                  probe_estimator=v.estimator, probe_options=dict(v.options))
+                                  probe_estimator=v.estimator, probe_options=dict(v.options),
+                                  mc_batchnorm=v.mc_batchnorm)
             built.update(service=VolumeService(kernel.matrix), kernel=kernel.description())
         return built["service"]
 

@@ -30,6 +30,7 @@ from flatvol.measures import VolumeSpec
 from flatvol.models import Prior
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 from flatvol.train.loop import TrainConfig
+from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM
 
 
 class SamplingSpec(StrictSpec):
@@ -223,7 +224,10 @@ class SgdVsBayesSpec(StrictSpec):
 
     def volume_key(self, data_fingerprint: str) -> str:
         """What determines V(f|S): data, model, kernel and estimator settings."""
-        return _digest({"volume": self.volume.model_dump(mode="json", exclude={"min_count"}),
+        # a default-valued field added later is left out, so stores keep their keys
+        later = {"mc_batchnorm"} if self.volume.mc_batchnorm == DEFAULT_BATCHNORM else set()
+        return _digest({"volume": self.volume.model_dump(mode="json",
+                                                         exclude={"min_count", *later}),
                         "data": self.data.model_dump(mode="json"),
                         "data_fingerprint": data_fingerprint,
                         "model": self.model.model_dump(mode="json")})

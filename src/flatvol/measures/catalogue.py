@@ -36,6 +36,7 @@ from flatvol.volume.mc_convergence import (
     DEFAULT_MC_TOLERANCE,
     MIN_MC_MAX_SAMPLES,
 )
+from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, BatchNormMode
 
 if TYPE_CHECKING:
     import torch
@@ -204,7 +205,9 @@ class VolumeSpec(StrictSpec):
     arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn).
     `mc_samples`: the Monte-Carlo draws, or 'auto' to double them until log10 V of the true
     labels agrees within `mc_tolerance` between two independent halves of the draws, refused
-    past `mc_max_samples` (flatvol.volume.mc_convergence)."""
+    past `mc_max_samples` (flatvol.volume.mc_convergence). `mc_batchnorm`: how BatchNorm
+    normalizes in the draws, 'eval' (reset statistics, the authors' code) or 'batch' (the
+    statistics of S u E; flatvol.volume.mc_kernel.BATCHNORM_MODES)."""
 
     estimator: str = DEFAULT_ESTIMATOR  # a name in the registry, flatvol.volume.ESTIMATORS
     kernel: KernelKind = "auto"
@@ -212,6 +215,7 @@ class VolumeSpec(StrictSpec):
     mc_seed: int = 0
     mc_tolerance: float = Field(DEFAULT_MC_TOLERANCE, gt=0)  # in log10 V
     mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=MIN_MC_MAX_SAMPLES)
+    mc_batchnorm: BatchNormMode = DEFAULT_BATCHNORM  # BatchNorm in the draws: 'eval' or 'batch'
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @field_validator("mc_samples", mode="before")

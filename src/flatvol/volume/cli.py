@@ -21,6 +21,7 @@ from flatvol.volume.mc_convergence import (
     DEFAULT_MC_TOLERANCE,
     check_mc_settings,
 )
+from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, check_batchnorm_mode
 from flatvol.volume.network_volume import volume_of_model
 from flatvol.volume.orthant import PROPOSALS
 from flatvol.volume.service import VolumeService
@@ -136,6 +137,10 @@ def volume_command(
         int, typer.Option("--mc-max-samples", help="With --mc-samples auto: the most draws "
                           "tried before the kernel is refused.")
     ] = DEFAULT_MC_MAX_SAMPLES,
+    mc_batchnorm: Annotated[
+        str, typer.Option("--mc-batchnorm", help="BatchNorm in the Monte-Carlo draws: eval "
+                          "(reset statistics, the authors' code) or batch (those of S u E).")
+    ] = DEFAULT_BATCHNORM,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling estimators.")] = 0,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", envvar="FLATVOL_DATA", help="Data directory.")
@@ -150,7 +155,9 @@ def volume_command(
         raise SpecError(f"--samples: expected an integer >= 2, got {samples}")
     draws = _mc_samples(mc_samples)
     check_mc_settings(mc_tolerance, mc_max_samples, ("--mc-tolerance", "--mc-max-samples"))
-    mc = {"mc_samples": draws, "mc_tolerance": mc_tolerance, "mc_max_samples": mc_max_samples}
+    check_batchnorm_mode(mc_batchnorm, "--mc-batchnorm")
+    mc = {"mc_samples": draws, "mc_tolerance": mc_tolerance, "mc_max_samples": mc_max_samples,
+          "mc_batchnorm": mc_batchnorm}
     if proposal not in PROPOSALS:
         raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
     options = {"n_samples": samples, "seed": seed, "proposal": proposal}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -27,7 +28,12 @@ from flatvol.volume.mc_convergence import (
     check_full_rank,
     converged_mc_kernel,
 )
-from flatvol.volume.mc_kernel import FeatureDraws, mc_nngp_kernel
+from flatvol.volume.mc_kernel import (
+    DEFAULT_BATCHNORM,
+    FeatureDraws,
+    check_batchnorm_mode,
+    mc_nngp_kernel,
+)
 from flatvol.volume.output_kernel import leave_one_batch_out
 
 
@@ -205,6 +211,8 @@ def select_kernel(
     probe_labels: Any = None,
     probe_estimator: str = DEFAULT_ESTIMATOR,
     probe_options: dict[str, Any] | None = None,
+    mc_batchnorm: str = DEFAULT_BATCHNORM,
+    mc_checkpoint: str | Path | None = None,
 ) -> NNGPKernel:
     """The one place the NNGP kernel of a model's prior is chosen and computed.
 
@@ -227,6 +235,11 @@ def select_kernel(
         probe_labels: with 'auto', the labels of x whose log10 V is checked (y on S u E).
         probe_estimator: with 'auto', the volume estimator of the check.
         probe_options: with 'auto', that estimator's options (as the measure uses them).
+        mc_batchnorm: how BatchNorm normalizes in the Monte-Carlo draws: 'eval' (reset
+            statistics, the authors' code) or 'batch' (the statistics of all of x);
+            flatvol.volume.mc_kernel.BATCHNORM_MODES.
+        mc_checkpoint: with 'auto', a file keeping the check's draws so that a killed or
+            refused check resumes (flatvol.volume.mc_checkpoint); None keeps nothing.
 
     Returns:
         The kernel (float64, contiguous) with its info (and its batches, if kept).
@@ -236,6 +249,7 @@ def select_kernel(
             not converged within mc_max_samples.
     """
     start = time.perf_counter()
+    check_batchnorm_mode(mc_batchnorm)
     if resolve_kernel_kind(kind, model) == "analytic":
         matrix = fcn_kernel(model, x)
         info: dict[str, Any] = {"kind": "analytic"}
@@ -254,16 +268,19 @@ def select_kernel(
                 model, x, probe_labels, estimator=probe_estimator,
                 estimator_options=probe_options, tolerance=mc_tolerance,
                 max_samples=mc_max_samples, seed=mc_seed, device=device, progress=progress,
-                n_batches=mc_batches if keep else 0)
+                n_batches=mc_batches if keep else 0, batchnorm=mc_batchnorm,
+                checkpoint=mc_checkpoint)
         else:
             if isinstance(mc_samples, str) or mc_samples < 2:
                 raise VolumeError(f"mc_samples must be an integer >= 2 or 'auto', got "
                                   f"{mc_samples!r}")
             check_full_rank(mc_samples, FeatureDraws(model, x[:1]).width, n)
             mc = mc_nngp_kernel(model, x, mc_samples, seed=mc_seed, device=device,
-                                progress=progress, n_batches=mc_batches if keep else 0)
+                                progress=progress, n_batches=mc_batches if keep else 0,
+                                batchnorm=mc_batchnorm)
         matrix, batches = mc.kernel, (mc.batch_kernels, mc.batch_counts)
         info = {"kind": "monte-carlo", "mc_samples": mc.n_samples, "mc_seed": mc.seed,
+                "batchnorm": mc_batchnorm,
                 "width": mc.width, "rank_bound": mc.n_samples * mc.width + 1,
                 "max_stderr": float(np.max(mc.stderr))}
         if check is not None:
@@ -296,6 +313,8 @@ def prior_kernel(
     probe_labels: Any = None,
     probe_estimator: str = DEFAULT_ESTIMATOR,
     probe_options: dict[str, Any] | None = None,
+    mc_batchnorm: str = DEFAULT_BATCHNORM,
+    mc_checkpoint: str | Path | None = None,
 ) -> NNGPKernel:
     """The NNGP kernel of an architecture's prior on inputs x (e.g. S u E, S first).
 
@@ -314,6 +333,8 @@ def prior_kernel(
         probe_labels: with mc_samples 'auto', as in `select_kernel`.
         probe_estimator: with mc_samples 'auto', as in `select_kernel`.
         probe_options: with mc_samples 'auto', as in `select_kernel`.
+        mc_batchnorm: BatchNorm in the Monte-Carlo draws, as in `select_kernel`.
+        mc_checkpoint: the convergence check's file of draws, as in `select_kernel`.
 
     Returns:
         The kernel with its info.
@@ -323,7 +344,8 @@ def prior_kernel(
     return select_kernel(model, x, kind, mc_samples=mc_samples, mc_seed=mc_seed, device=device,
                          progress=progress, mc_batches=mc_batches, mc_tolerance=mc_tolerance,
                          mc_max_samples=mc_max_samples, probe_labels=probe_labels,
-                         probe_estimator=probe_estimator, probe_options=probe_options)
+                         probe_estimator=probe_estimator, probe_options=probe_options,
+                         mc_batchnorm=mc_batchnorm, mc_checkpoint=mc_checkpoint)
 
 
 def model_kernel(

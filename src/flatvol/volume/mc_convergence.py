@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,11 @@ import torch
 from torch import nn
 
 from flatvol.errors import VolumeError
-from flatvol.progress import track
+from flatvol.progress import ProgressBar
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, log_volume
-from flatvol.volume.mc_kernel import FeatureDraws, MCKernel, summarize
+from flatvol.volume.mc_checkpoint import DrawCheckpoint, DrawSums, draws_fingerprint
+from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, FeatureDraws, MCKernel, summarize
 
 # log10 V within which the two halves (and halves vs all draws) must agree.
 DEFAULT_MC_TOLERANCE = 0.5
@@ -131,10 +133,43 @@ def _judge(samples: int, kernels: tuple[np.ndarray, np.ndarray, np.ndarray], ful
     a, b, full = (_probe(labels, k, estimator, options) for k in kernels)
     if a is None or b is None or full is None:
         return ConvergenceRound(samples, True, a, b, full, None, None, False, False)
-    halves, bias = abs(a - b), abs(full - 0.5 * (a + b))
-    agrees = halves <= tolerance and bias <= tolerance
-    return ConvergenceRound(samples, True, a, b, full, halves, bias, agrees,
-                            agrees and previous is not None and previous.agrees)
+    figures = {"samples": samples, "full_rank": True, "log10_volume_half_a": a,
+               "log10_volume_half_b": b, "log10_volume": full, "halves_difference": abs(a - b),
+               "half_vs_full": abs(full - 0.5 * (a + b))}
+    return _verdict(figures, tolerance, previous)
+
+
+def _verdict(figures: dict[str, Any], tolerance: float, previous: ConvergenceRound | None,
+             can_converge: bool = True) -> ConvergenceRound:
+    """A round from its figures, judged with `tolerance` (also a resumed round's, whose
+    `can_converge` is False when the sums have moved past it)."""
+    halves, bias = figures["halves_difference"], figures["half_vs_full"]
+    agrees = halves is not None and bias is not None and halves <= tolerance and bias <= tolerance
+    converged = agrees and can_converge and previous is not None and previous.agrees
+    fields = {k: figures[k] for k in ("samples", "full_rank", "log10_volume_half_a",
+                                      "log10_volume_half_b", "log10_volume",
+                                      "halves_difference", "half_vs_full")}
+    return ConvergenceRound(**fields, agrees=bool(agrees), converged=bool(converged))
+
+
+def round_status(check_round: ConvergenceRound, tolerance: float) -> str:
+    """One round's verdict in a few words, e.g. '512 draws: halves differ 2.31, all vs halves
+    0.40 (tolerance 1.0)'.
+
+    Args:
+        check_round: The round.
+        tolerance: The check's tolerance in log10 V.
+
+    Returns:
+        The text a progress line shows.
+    """
+    head = f"{check_round.samples} draws: "
+    if not check_round.full_rank:
+        return head + "halves rank-deficient"
+    if check_round.halves_difference is None or check_round.half_vs_full is None:
+        return head + "log10 V failed on a kernel"
+    return (head + f"halves differ {check_round.halves_difference:.2f}, all vs halves "
+            f"{check_round.half_vs_full:.2f} (tolerance {tolerance:g})")
 
 
 def check_mc_settings(tolerance: float, max_samples: int,
@@ -169,6 +204,8 @@ def converged_mc_kernel(
     progress: bool = True,
     n_batches: int = 0,
     draws_per_pass: int | None = None,
+    batchnorm: str = DEFAULT_BATCHNORM,
+    checkpoint: str | Path | None = None,
 ) -> tuple[MCKernel, MCConvergence]:
     """The Monte-Carlo NNGP kernel at the first doubling of draws that passes the check.
 
@@ -188,6 +225,10 @@ def converged_mc_kernel(
         n_batches: With 2 or more, keep the kernels of that many round-robin batches of draws
             for a jackknife error; 0 keeps none.
         draws_per_pass: Networks per vmapped forward pass (None: 8 on CUDA, 1 elsewhere).
+        batchnorm: How BatchNorm normalizes in the draws (flatvol.volume.mc_kernel
+            BATCHNORM_MODES).
+        checkpoint: A file keeping the draws' sums (flatvol.volume.mc_checkpoint): a killed
+            or refused check resumes from it, to the same kernel; None keeps nothing.
 
     Returns:
         The kernel of all draws of the passing round, and the check's figures.
@@ -199,7 +240,8 @@ def converged_mc_kernel(
     check_mc_settings(tolerance, max_samples)
     if n_batches == 1 or n_batches < 0:
         raise VolumeError(f"n_batches must be 0 or >= 2, got {n_batches}")
-    draws = FeatureDraws(model, x, seed=seed, device=device, draws_per_pass=draws_per_pass)
+    draws = FeatureDraws(model, x, seed=seed, device=device, draws_per_pass=draws_per_pass,
+                         batchnorm=batchnorm)
     n = draws.n
     labels = np.asarray(to_numpy(probe_labels), dtype=np.float64).reshape(-1)
     if labels.shape[0] != n:
@@ -207,27 +249,58 @@ def converged_mc_kernel(
     zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=draws.device)  # noqa: E731
     halves, total_sq = zeros(2, n, n), zeros(n, n)
     batch_totals = zeros(n_batches, n, n) if n_batches else None
+    count = min(start + start % 2, max_samples - max_samples % 2)
+    store = None if checkpoint is None else DrawCheckpoint(checkpoint, draws_fingerprint(
+        draws.net, draws.x, seed=seed, start=count, n_batches=n_batches, batchnorm=batchnorm))
+    resumed = None if store is None else store.load(draws.device)
+    drawn, known = 0, {}
+    if resumed is not None:
+        drawn, known = resumed.drawn, {r["samples"]: r for r in resumed.rounds}
+        halves, total_sq, batch_totals = resumed.halves, resumed.total_sq, resumed.batch_totals
+        draws.generator.set_state(resumed.generator_state)
     rounds: list[ConvergenceRound] = []
-    count, drawn = min(start + start % 2, max_samples - max_samples % 2), 0
-    while True:
-        grams = draws.grams(count - drawn)
-        for i in track(range(drawn, count), f"MC NNGP kernel ({count} draws)",
-                       enabled=progress, unit="samples"):
-            sample = next(grams)
-            halves[i % 2] += sample  # even draws make half A, odd ones half B
-            total_sq += sample * sample
-            if batch_totals is not None:
-                batch_totals[i % n_batches] += sample
-        drawn = count
-        total = halves[0] + halves[1]
-        kernels = (draws.kernel(halves[0], count // 2), draws.kernel(halves[1], count // 2),
-                   draws.kernel(total, count))
-        rounds.append(_judge(count, kernels, rank_bound(count // 2, draws.width) >= n, labels,
-                             estimator, dict(estimator_options or {}), tolerance,
-                             rounds[-1] if rounds else None))
-        if rounds[-1].converged or 2 * count > max_samples:
-            break
-        count *= 2
+
+    def sums() -> DrawSums:
+        return DrawSums(drawn, halves, total_sq, batch_totals, draws.generator.get_state(),
+                        [asdict(r) for r in rounds])
+
+    # One bar for the whole check; its status is the last round's verdict, so a check that runs
+    # for hours shows how far from agreement it is.
+    with ProgressBar("MC NNGP kernel check", count, enabled=progress, unit="draws",
+                     leave=False) as bar:
+        while True:
+            bar.update(min(drawn, count), total=count)
+            previous = rounds[-1] if rounds else None
+            if count in known:  # judged before a resume: its figures, this tolerance
+                rounds.append(_verdict(known[count], tolerance, previous,
+                                       can_converge=drawn == count))
+            else:
+                grams, first = draws.grams(count - drawn), drawn
+                while drawn < count:
+                    sample = next(grams)
+                    halves[drawn % 2] += sample  # even draws make half A, odd ones half B
+                    total_sq += sample * sample
+                    if batch_totals is not None:
+                        batch_totals[drawn % n_batches] += sample
+                    drawn += 1
+                    bar.advance()
+                    # between passes the generator stands exactly before the next draw
+                    if (store is not None and store.due()
+                            and (drawn - first) % draws.draws_per_pass == 0):
+                        store.save(sums())
+                total = halves[0] + halves[1]
+                kernels = (draws.kernel(halves[0], count // 2),
+                           draws.kernel(halves[1], count // 2), draws.kernel(total, count))
+                rounds.append(_judge(count, kernels, rank_bound(count // 2, draws.width) >= n,
+                                     labels, estimator, dict(estimator_options or {}),
+                                     tolerance, previous))
+                if store is not None:
+                    store.save(sums())
+            bar.update(status=round_status(rounds[-1], tolerance))
+            if rounds[-1].converged or 2 * count > max_samples:
+                break
+            count *= 2
+    total = halves[0] + halves[1]
     check = MCConvergence(float(tolerance), int(max_samples), estimator, draws.width, n,
                           tuple(rounds))
     if not check.converged:

@@ -9,10 +9,11 @@ flatvol.volume.mc_convergence chooses the number of draws.
 Draws are batched: `FeatureDraws` redraws the model's parameters with its own initializer
 `draws_per_pass` times, stacks them, and runs all those networks in one forward pass with
 torch.func (functional_call under vmap); the Gram matrices are streamed into float64 sums, so
-memory stays O(n^2) plus one pass of features. Networks run in eval mode: BatchNorm normalizes
-with the running statistics its reset sets (mean 0, variance 1), as in the authors' code (see
-docs/VOLUME.md), so features do not depend on how inputs are batched and no module state is
-written during the vmapped pass.
+memory stays O(n^2) plus one pass of features. Networks run in eval mode. How their BatchNorm
+normalizes is `batchnorm` (BATCHNORM_MODES, docs/VOLUME.md): 'eval' (the default) uses the
+running statistics its reset sets (mean 0, variance 1), as in the authors' code; 'batch' uses
+the statistics of all n inputs in one pass, as the network normalizes in training. Either way
+features do not depend on how inputs are split and no module state is written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -36,6 +37,30 @@ from flatvol.volume._numerics import to_numpy
 # draws run one at a time: vmap turns convolutions into slower grouped ones there (ResNet-50 of
 # width 8 on 700 CIFAR-size inputs, 1 thread: 2.7 s per draw alone, 4.8 s per draw in fours).
 DEFAULT_DRAWS_PER_PASS = 8
+
+# How BatchNorm normalizes in a random network of the prior, the one home of the choice:
+# 'eval': the running statistics as reset (mean 0, variance 1), i.e. h / sqrt(1 + eps): the
+#   authors' code. A deep ResNet is then an unnormalized residual net: its features grow by
+#   orders of magnitude at random from draw to draw and all inputs look alike (bench/RESULTS.md).
+# 'batch': the mean and variance over all the kernel's inputs (S u E) in one pass, as BatchNorm
+#   normalizes while the network trains.
+BatchNormMode = Literal["eval", "batch"]
+BATCHNORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
+DEFAULT_BATCHNORM: BatchNormMode = "eval"
+
+
+def check_batchnorm_mode(mode: str, name: str = "mc_batchnorm") -> None:
+    """Refuse an unknown BatchNorm convention in one line.
+
+    Args:
+        mode: The convention asked for.
+        name: What the caller calls the setting (a spec field or a CLI flag).
+
+    Raises:
+        VolumeError: naming the setting, expected vs got.
+    """
+    if mode not in BATCHNORM_MODES:
+        raise VolumeError(f"{name} must be one of {', '.join(BATCHNORM_MODES)}, got {mode!r}")
 
 
 def draws_per_pass_for(device: str | torch.device, draws_per_pass: int | None) -> int:
@@ -117,6 +142,8 @@ class FeatureDraws:
         device: Device the draws run on.
         draws_per_pass: Networks per vmapped forward pass; 1 runs them one at a time; None:
             `draws_per_pass_for(device)`.
+        batchnorm: How BatchNorm normalizes (BATCHNORM_MODES); with 'batch' all n inputs go
+            through in one pass whatever `batch_size` is.
 
     Raises:
         VolumeError: If the model, prior or inputs cannot give a kernel.
@@ -126,7 +153,7 @@ class FeatureDraws:
                  reinit: Callable[[nn.Module, torch.Generator], None] | None = None,
                  features: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
                  seed: int = 0, batch_size: int = 512, device: str | torch.device = "cpu",
-                 draws_per_pass: int | None = None):
+                 draws_per_pass: int | None = None, batchnorm: str = DEFAULT_BATCHNORM):
         prior = prior or getattr(model, "prior", None)
         if prior is None:
             raise VolumeError(f"{type(model).__name__} has no .prior; pass prior=Prior(...), or "
@@ -134,20 +161,27 @@ class FeatureDraws:
         draws_per_pass = draws_per_pass_for(device, draws_per_pass)
         if draws_per_pass < 1:
             raise VolumeError(f"draws_per_pass must be >= 1, got {draws_per_pass}")
+        check_batchnorm_mode(batchnorm, "batchnorm")
         self.prior = prior
         self.reinit = reinit or _default_reinit(prior)
         self.features = features or _default_features
         self.device = torch.device(device)
         self.x = torch.as_tensor(to_numpy(x), dtype=torch.float32)
         self.n = int(self.x.shape[0])
-        self.batch_size = int(batch_size)
+        self.batchnorm = batchnorm
+        # Batch statistics are those of all n inputs: one pass, or the split would change them.
+        self.batch_size = max(self.n, 1) if batchnorm == "batch" else int(batch_size)
         self.draws_per_pass = int(draws_per_pass)
         self.net = copy.deepcopy(model).to(self.device).eval()
+        if batchnorm == "batch":
+            # Without running statistics BatchNorm uses the batch's, even in eval mode, and
+            # writes no state (so the vmapped pass is allowed).
+            torch.func.replace_all_batch_norm_modules_(self.net)
         self.module = _FeatureModule(self.net, self.features)
         self.generator = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():  # the width, from the copy's current weights (no draw is used)
-            self.width = int(self.features(self.net, self.x[:1].to(self.device))
-                             .reshape(1, -1).shape[1])
+            probe = self.x[: min(2, self.n)].to(self.device)  # batch statistics need 2 points
+            self.width = int(self.features(self.net, probe).reshape(len(probe), -1).shape[1])
 
     def _one(self) -> torch.Tensor:
         self.reinit(self.net, self.generator)
@@ -221,13 +255,14 @@ def mc_nngp_kernel(
     progress: bool = True,
     n_batches: int = 0,
     draws_per_pass: int | None = None,
+    batchnorm: str = DEFAULT_BATCHNORM,
 ) -> MCKernel:
     """Monte-Carlo NNGP kernel: mean over inits of sigma_w2/width Phi Phi^T + sigma_b2.
 
     Phi = features(model, x) are the penultimate features (default `model.features`), and each
     init redraws the parameters with `reinit(model_copy, generator)` (default: init_from_prior_
-    with `prior`, default `model.prior`); see `FeatureDraws` (batched draws, eval-mode
-    BatchNorm). Sums are accumulated in float64 on `device` (memory O(n^2)); the same seed gives
+    with `prior`, default `model.prior`); see `FeatureDraws` (batched draws, the BatchNorm
+    convention). Sums are accumulated in float64 on `device` (memory O(n^2)); the same seed gives
     the same kernel. With `n_batches` >= 2 the kernel of each batch of consecutive draws is kept
     too (memory O(n_batches n^2)), for a jackknife error; the kernel itself is the same with or
     without them. The count is taken as given: flatvol.volume.mc_convergence chooses one.
@@ -248,6 +283,8 @@ def mc_nngp_kernel(
             consecutive draws (for a jackknife error); 0 keeps none.
         draws_per_pass: Networks per vmapped forward pass (1: one at a time; None: 8 on CUDA,
             1 elsewhere).
+        batchnorm: How BatchNorm normalizes: 'eval' (reset statistics) or 'batch' (those of
+            all of x), see BATCHNORM_MODES.
 
     Returns:
         The MCKernel: the kernel estimate with its elementwise standard error.
@@ -260,7 +297,8 @@ def mc_nngp_kernel(
     if n_batches == 1 or n_batches < 0 or n_batches > n_samples:
         raise VolumeError(f"n_batches must be 0 or in 2..n_samples={n_samples}, got {n_batches}")
     draws = FeatureDraws(model, x, prior=prior, reinit=reinit, features=features, seed=seed,
-                         batch_size=batch_size, device=device, draws_per_pass=draws_per_pass)
+                         batch_size=batch_size, device=device, draws_per_pass=draws_per_pass,
+                         batchnorm=batchnorm)
     n, device = draws.n, draws.device
     total = torch.zeros((n, n), dtype=torch.float64, device=device)
     total_sq = torch.zeros((n, n), dtype=torch.float64, device=device)

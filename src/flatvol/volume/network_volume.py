@@ -101,6 +101,7 @@ def volume_of_model(
     mc_samples: int | Literal["auto"] = 100,
     mc_tolerance: float | None = None,
     mc_max_samples: int | None = None,
+    mc_batchnorm: str | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -125,6 +126,8 @@ def volume_of_model(
             flatvol.volume.mc_convergence).
         mc_tolerance: with 'auto', the log10 V agreement required (default: the check's).
         mc_max_samples: with 'auto', the most draws tried (default: the check's).
+        mc_batchnorm: BatchNorm in the Monte-Carlo draws, 'eval' or 'batch' (default 'eval';
+            flatvol.volume.mc_kernel.BATCHNORM_MODES).
         seed: seed of the Monte-Carlo kernel and of sampling estimators.
         device: torch device for the network's predictions and the Monte-Carlo kernel.
         progress: show the Monte-Carlo kernel's progress.
@@ -153,7 +156,8 @@ def volume_of_model(
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
     else:
         limits = {k: v for k, v in (("mc_tolerance", mc_tolerance),
-                                     ("mc_max_samples", mc_max_samples)) if v is not None}
+                                     ("mc_max_samples", mc_max_samples),
+                                     ("mc_batchnorm", mc_batchnorm)) if v is not None}
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                              device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
                              probe_labels=task.y_SE(), probe_estimator=estimator,
