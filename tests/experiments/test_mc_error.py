@@ -121,6 +121,9 @@ def test_auto_sample_count_is_checked_cached_and_stored_with_each_run(tmp_path):
     check = meta["mc_convergence"]
     assert check["converged"] and check["tolerance"] == 3.0 and check["max_samples"] == 256
     assert meta["mc_samples"] == check["rounds"][-1]["samples"]
+    # the check's draws are kept for a resume (flatvol.volume.mc_checkpoint)
+    kept = torch.load(next((tmp_path / "cache").glob("mc-draws-*.pt")), weights_only=True)
+    assert kept["drawn"] == meta["mc_samples"] and kept["halves"].shape[-1] == 30
     with sqlite3.connect(store_path(tmp_path)) as conn:
         infos = [json.loads(text) for (text,) in conn.execute("SELECT info_json FROM runs")]
     for info in infos:
