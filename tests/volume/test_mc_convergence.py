@@ -99,6 +99,9 @@ def test_auto_needs_probe_labels_and_stores_its_figures(mnist_120):
 def test_batched_draws_equal_one_at_a_time(arch, shape):
     model = build_model(arch, shape, Prior(), seed=0)
     x = torch.randn(12, *shape, generator=torch.Generator().manual_seed(1))
+    # one at a time, images run channels-last on CPU (faster convolutions), batched they do not
+    assert FeatureDraws(model, x, draws_per_pass=1).channels_last == (len(shape) == 3)
+    assert not FeatureDraws(model, x, draws_per_pass=4).channels_last
     alone = mc_nngp_kernel(model, x, 9, seed=3, progress=False, draws_per_pass=1, n_batches=3)
     batched = mc_nngp_kernel(model, x, 9, seed=3, progress=False, draws_per_pass=4,
                              n_batches=3)  # 9 draws in passes of 4, 4 and 1
