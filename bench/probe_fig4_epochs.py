@@ -1,7 +1,7 @@
-"""Epoch cost of a Fig. 4(c,f) ensemble: the 18 networks of one optimizer of `fig4_cifar_fcn`
-(seeds 0-2 x attack sizes 0..5000 step 1000, CIFAR-10 car vs cat, |S| = 5000, FCN 3072-40-40-1,
-batch 32, no per-epoch history) trained together for a few epochs, as the staged sweep trains
-them. Prints each epoch's wall time and, at the end, every member's accuracy on S: to size the
+"""Epoch cost of a Fig. 4(c,f) ensemble: the networks of one optimizer of the shipped
+`fig4_cifar_fcn` spec (its data, model, seeds, attack sizes and training settings; 18 networks)
+trained together for a few epochs without per-epoch history, as the staged sweep trains them.
+Prints each epoch's wall time and, at the end, every member's accuracy on S: to size the
 sweep's budget before committing hours of the machine to it.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probe_fig4_epochs.py --optimizer adam --threads 1 \
@@ -13,29 +13,31 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
-from flatvol.data import load_task
-from flatvol.train import TrainConfig
+from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.spec import load_spec
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 
-LR = {"sgd": 0.01, "adam": 1e-3, "amsgrad": 1e-3}  # the spec's learning rates
+SPEC = "specs/fig4_cifar_fcn.toml"  # data, model, optimizers, seeds and attack sizes come from it
 
 
 def main() -> None:
+    spec = load_spec(SPEC)
+    optimizers = {opt.label or opt.name: opt for opt in spec.optimizers}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizer", choices=sorted(LR), default="adam")
+    parser.add_argument("--optimizer", choices=sorted(optimizers), default="adam")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--data-dir", default="../shared/data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    attack_sizes = list(range(0, 5001, 1000))
-    task = load_task("cifar10", 5000, max(attack_sizes), 2000, 0, args.data_dir, classes="1v3")
-    members = [(seed, attack) for seed in range(3) for attack in attack_sizes]
-    config = TrainConfig(optimizer=args.optimizer, lr=LR[args.optimizer], batch_size=32,
-                         max_epochs=args.epochs, fit="S")
+    attack_sizes = spec.sweep.attack_values()
+    task = load_run_task(spec, max(attack_sizes), args.data_dir)
+    members = [(seed, attack) for seed in spec.sweep.seed_values() for attack in attack_sizes]
+    config = replace(train_config(spec, optimizers[args.optimizer], 0), max_epochs=args.epochs)
     times: list[float] = []
     last = time.perf_counter()
 
@@ -47,9 +49,9 @@ def main() -> None:
         print(f"epoch {info.epoch}: {times[-1]:.2f} s, {info.active} active, "
               f"{info.fitted} fitted", flush=True)
 
-    result = train_ensemble("fcn:40,40", task, config, [s for s, _ in members],
-                            attack_sizes=[a for _, a in members], keep_history=False,
-                            callback=each_epoch)
+    result = train_ensemble(spec.model.arch, task, config, [s for s, _ in members],
+                            spec_prior(spec), attack_sizes=[a for _, a in members],
+                            keep_history=False, callback=each_epoch)
     print(f"{args.optimizer}, {args.threads} thread(s): median epoch "
           f"{statistics.median(times):.2f} s over {len(times)} epochs")
     for (seed, attack), acc in zip(members, result.train_acc_S, strict=True):
