@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from flatvol.experiments.store import runs_frame, series_frame
+from flatvol.experiments.store_frames import runs_frame, series_frame
 
 KEYS = ["optimizer", "attack_size", "seed"]
 IGNORED = {"seconds", "finished_at", "spec_hash", "config_hash", "spec_name"}

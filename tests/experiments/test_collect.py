@@ -11,7 +11,7 @@ import pytest
 from flatvol.data import load_task
 from flatvol.errors import SpecError
 from flatvol.experiments.collect import collect_runs, collect_settings
-from flatvol.experiments.store import runs_frame, specs_frame
+from flatvol.experiments.store_frames import runs_frame, specs_frame
 from flatvol.models import Prior
 from flatvol.train import TrainConfig
 from flatvol.train.run import RunSpec, train_run

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from flatvol.experiments import RunKey, RunRecord, Store, StoreError, runs_frame, series_frame
-from flatvol.experiments.store import INFO_COLUMNS, RUN_COLUMNS, SERIES_COLUMNS
+from flatvol.experiments.store_frames import INFO_COLUMNS, RUN_COLUMNS, SERIES_COLUMNS
 
 
 def _record(seed=0, status="done", **kw):

@@ -61,13 +61,14 @@ class Results:
 def load_results(out_dir: str | Path) -> Results:
     """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR` or `flatvol
     sgd-vs-bayes SPEC --out DIR`)."""
-    from flatvol.experiments import store
     from flatvol.experiments.function_store import load_experiments
+    from flatvol.experiments.store import store_path
+    from flatvol.experiments.store_frames import runs_frame, series_frame, specs_frame
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise DataError(f"{out_dir}: no such results directory")
-    path = store.store_path(out_dir)
+    path = store_path(out_dir)
     if not path.is_file():
         runs = sorted(p.parent.name for p in out_dir.glob("*/run.json"))
         if (out_dir / "run.json").is_file() or runs:
@@ -76,8 +77,8 @@ def load_results(out_dir: str | Path) -> Results:
                             "flatvol report DIR")
         raise DataError(f"{out_dir}: no results store {path.name} "
                         "(is this a directory written by `flatvol run SPEC --out DIR`?)")
-    return Results(store.runs_frame(path), store.series_frame(path), source=str(path),
-                   specs=store.specs_frame(path), function_experiments=load_experiments(path))
+    return Results(runs_frame(path), series_frame(path), source=str(path),
+                   specs=specs_frame(path), function_experiments=load_experiments(path))
 
 
 @dataclass(frozen=True)

@@ -21,16 +21,8 @@ from flatvol.experiments.spec import (
     resolve_spec_path,
     spec_from_dict,
 )
-from flatvol.experiments.store import (
-    RunKey,
-    RunRecord,
-    Store,
-    StoreError,
-    runs_frame,
-    series_frame,
-    specs_frame,
-    store_path,
-)
+from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError, store_path
+from flatvol.experiments.store_frames import runs_frame, series_frame, specs_frame
 
 __all__ = [
     "BACKENDS",

@@ -32,7 +32,8 @@ from flatvol.experiments.spec import (
     format_validation_error,
     spec_json,
 )
-from flatvol.experiments.store import RunKey, RunRecord, Store, recorded_runs, store_path
+from flatvol.experiments.store import RunKey, RunRecord, Store, store_path
+from flatvol.experiments.store_frames import recorded_runs
 from flatvol.measures import (
     MeasureContext,
     MeasuresSpec,

@@ -22,7 +22,8 @@ from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.spec import ExperimentSpec
-from flatvol.experiments.store import RunKey, recorded_runs
+from flatvol.experiments.store import RunKey
+from flatvol.experiments.store_frames import recorded_runs
 from flatvol.validate import check_device, check_output_dir, check_threads, check_workers
 
 DRY_RUN_POINTS = 4  # examples of S (and E) the measures are tried on before the sweep
