@@ -62,3 +62,27 @@ def test_ray_staged_sweep_writes_the_local_staged_rows_and_resumes(tmp_path):
     with sqlite3.connect(store_path(tmp_path / "ray")) as conn:
         infos = [json.loads(t) for (t,) in conn.execute("SELECT info_json FROM runs")]
     assert [i["ensemble"]["size"] for i in infos] == [4] * 4  # trained as one ensemble
+
+
+def test_ray_training_tasks_report_their_epochs_to_the_progress_lines(tmp_path, monkeypatch):
+    """An ensemble trains in a Ray task for hours on CIFAR: the driver's plain progress lines
+    say which group trains and at which epoch meanwhile, as on the local backend."""
+    import io
+
+    from rich.console import Console
+
+    import flatvol.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "PLAIN_EVERY_S", 0.0)
+    spec = spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
+                                    sweep__attack_sizes=[0, 10], sweep__seeds=2,
+                                    train__ensemble=True))
+    text = io.StringIO()
+    console = Console(file=text, force_terminal=False, width=300)
+    summary = run_sweep(spec, tmp_path / "ray", backend="ray", workers=2, threads=1,
+                        progress=True, console=console)
+    assert summary.done == 4 and summary.failed == 0, summary.failures
+    lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
+    training = [line for line in lines if "networks fitted 0/4" in line and "epoch " in line
+                and "ensemble of 4" in line]
+    assert training, lines[:5]

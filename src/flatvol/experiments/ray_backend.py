@@ -4,9 +4,11 @@ result into the same store as the local backend, as the results come back.
 With train.ensemble the sweep is planned by stage, as on the local backend: one task per
 ensemble group trains it (num_cpus = its torch threads: --threads, else --workers, at most the
 largest node's CPUs) and returns one TrainedNetwork per member into the object store; then one
-task per run (num_cpus=1) measures its network. A group that does not train together (one run,
-an optimizer the ensemble trainer lacks, a refused model) gets no training task: its runs train
-in their own tasks, as without train.ensemble.
+task per run (num_cpus=1) measures its network. A training task sends its epoch to the driver's
+progress display through a Ray queue (an actor holding no CPU), at most every PROGRESS_EVERY_S,
+so an ensemble that trains for hours is not shown as queued all that time. A group that does not
+train together (one run, an optimizer the ensemble trainer lacks, a refused model) gets no
+training task: its runs train in their own tasks, as without train.ensemble.
 
 `ray.init()` joins the cluster named by $RAY_ADDRESS, or starts a local instance with `workers`
 CPUs. The sweep context (spec, kernel of S u E) is put in the object store once and shared by
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +39,10 @@ from flatvol.experiments.execute import (
 from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunRecord
+
+# A training task reports its epoch at most this often (each report is a round trip to the
+# queue actor); the driver looks for reports as often while it waits for results.
+PROGRESS_EVERY_S = 1.0
 
 
 def _import_ray() -> Any:
@@ -92,14 +99,21 @@ class RayBackend:
         ctx_ref = ray.put(dataclasses.replace(ctx, threads=ctx.threads or 1))
         pending: dict[Any, PlannedRun] = {}
         training: dict[Any, list[PlannedRun]] = {}  # a group's first network -> runs to record
+        updates = None  # the training tasks' epochs, for `progress`
         if ctx.spec.train.ensemble:
             threads = _train_cpus(ray, ctx.train_threads or workers)
             train = ray.remote(num_cpus=threads, max_retries=1)(_train_members)
+            if progress is not None:
+                from ray.util.queue import Queue
+
+                # num_cpus=0: the queue must not wait for a CPU that the training tasks hold
+                updates = Queue(actor_options={"num_cpus": 0})
             for group, runs in staged_plan(ctx.spec, todo):
                 if not trains_together(ctx.spec, group):
                     pending.update((measure.remote(run, ctx_ref), run) for run in runs)
                     continue
-                networks = train.options(num_returns=len(group)).remote(group, ctx_ref, threads)
+                networks = train.options(num_returns=len(group)).remote(group, ctx_ref, threads,
+                                                                        updates)
                 training[networks[0]] = runs
                 row = {run.key: i for i, run in enumerate(group)}
                 # a run's task starts once its network is in the object store
@@ -111,38 +125,64 @@ class RayBackend:
         for run in todo:
             if progress is not None:
                 progress(run.key, "queued", 0, None)
-        while pending:
-            done, _ = ray.wait(list(pending) + list(training), num_returns=1)
-            ref = done[0]
-            if ref in training:  # a group trained: its networks are fitted
-                runs = training.pop(ref)
-                if stages is not None and _trained(ray, ref):
-                    for run in runs:
-                        stages(FITTED, run.key)
-                continue
-            run = pending.pop(ref)
-            try:
-                rec = ray.get(ref)
-            except ray.exceptions.RayTaskError as exc:  # the task raised: the run failed
-                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                reason = failure_reason(cause)
-                rec = RunRecord(run.key, run.config_hash, "failed", reason=reason,
-                                info={"error": reason},
-                                volume_estimator=volume_estimator_name(ctx.spec))
-            except ray.exceptions.RayError:  # worker or node died: retry on the next sweep
-                lost.append(str(run.key))
-                continue
-            record(rec)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending) + list(training), num_returns=1,
+                                   timeout=PROGRESS_EVERY_S if updates is not None else None)
+                if updates is not None and progress is not None:
+                    for update in updates.get_nowait_batch(updates.qsize()):
+                        progress(*update)
+                if done:
+                    RayBackend._collect(ray, done[0], pending, training, lost, ctx, record,
+                                        stages)
+        finally:
+            if updates is not None:
+                updates.shutdown()
         if lost:
             raise SweepError(f"{len(lost)} run(s) lost because Ray workers died, e.g. {lost[0]}; "
                              "finished runs are saved: re-run to resume")
 
+    @staticmethod
+    def _collect(ray: Any, ref: Any, pending: dict[Any, PlannedRun],
+                 training: dict[Any, list[PlannedRun]], lost: list[str], ctx: SweepContext,
+                 record: Callable[[RunRecord], None], stages: StageFn | None) -> None:
+        """Take in one finished object: a trained group (its stages) or a run's record."""
+        if ref in training:  # a group trained: its networks are fitted
+            runs = training.pop(ref)
+            if stages is not None and _trained(ray, ref):
+                for run in runs:
+                    stages(FITTED, run.key)
+            return
+        run = pending.pop(ref)
+        try:
+            rec = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:  # the task raised: the run failed
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            reason = failure_reason(cause)
+            rec = RunRecord(run.key, run.config_hash, "failed", reason=reason,
+                            info={"error": reason},
+                            volume_estimator=volume_estimator_name(ctx.spec))
+        except ray.exceptions.RayError:  # worker or node died: retry on the next sweep
+            lost.append(str(run.key))
+            return
+        record(rec)
 
-def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int
-                   ) -> list[TrainedNetwork | None]:
+
+def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int,
+                   updates: Any = None) -> list[TrainedNetwork | None]:
     """A Ray task: the group's networks (train_group), one object per member; all None when
-    the group cannot train together, so each run's task trains its own network."""
-    trained = train_group(members, ctx, threads=threads)
+    the group cannot train together, so each run's task trains its own network. Its epochs go
+    to the `updates` queue (if any), at most every PROGRESS_EVERY_S."""
+    last_sent = -float("inf")
+
+    def send(*update: Any) -> None:
+        nonlocal last_sent
+        if time.monotonic() - last_sent >= PROGRESS_EVERY_S:
+            last_sent = time.monotonic()
+            updates.put_nowait(update)
+
+    trained = train_group(members, ctx, progress=send if updates is not None else None,
+                          threads=threads)
     return ([network.on_cpu() for network in trained] if trained is not None
             else [None] * len(members))
 
