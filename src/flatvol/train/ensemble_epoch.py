@@ -88,6 +88,7 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
     else:
         for future in [pool.submit(run_group, *group_args) for group_args in groups]:
             future.result()
+    optimizer.flush_subnormal()  # once an epoch, as train_to_fit
     return total, missed
 
 

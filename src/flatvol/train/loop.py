@@ -15,7 +15,9 @@ from flatvol.errors import SpecError
 from flatvol.train.optimizers import (
     OptimizerSettings,
     OptionValue,
+    adam_second_moments,
     check_optimizer,
+    flush_subnormal_,
     make_optimizer,
 )
 from flatvol.train.protocol import StoppingRule, data_order_generator
@@ -205,6 +207,7 @@ def train_to_fit(
 
             loss = optimizer.step(closure)
             total += float(loss.detach() if torch.is_tensor(loss) else loss) * len(idx)
+        flush_subnormal_(adam_second_moments(optimizer))  # keeps Adam's sqrt fast; same updates
         epoch += 1
         model.eval()
         acc_S = accuracy(model, x_S, y_S)

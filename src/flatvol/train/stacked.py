@@ -31,7 +31,7 @@ from torch.optim.sgd import sgd
 
 from flatvol.errors import SpecError
 from flatvol.models import FCN
-from flatvol.train.optimizers import OptimizerSettings, make_optimizer
+from flatvol.train.optimizers import OptimizerSettings, flush_subnormal_, make_optimizer
 
 # The registered optimizers whose torch.optim class has a stacked form here (SGD, Adam).
 ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam", "amsgrad")
@@ -330,6 +330,12 @@ class StackedOptimizer:
         if step == 1 and self.hyper["momentum"] != 0:
             for buf, new in zip(buffers, first):
                 buf.copy_(new)
+
+    @torch.no_grad()
+    def flush_subnormal(self) -> None:
+        """Zero Adam's subnormal second moments (flush_subnormal_: keeps its sqrt off the slow
+        path and leaves every update as it was); nothing for SGD."""
+        flush_subnormal_(self.state.get("exp_avg_sq", {}).values())
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop the state of members that stopped (rows: indices of those that continue)."""
