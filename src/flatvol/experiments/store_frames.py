@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +25,12 @@ SERIES_COLUMNS = ("spec_hash", "optimizer", "attack_size", "seed", "epoch", "pha
                   "value")
 
 
-def _open_readonly(db: str | Path | Store) -> tuple[sqlite3.Connection, bool]:
+@contextmanager
+def _reading(db: str | Path | Store) -> Iterator[sqlite3.Connection]:
+    """A connection to read `db` from: an open Store's own, else a new one, closed after."""
     if isinstance(db, Store):
-        return db.conn, False
+        yield db.conn
+        return
     path = store_path(db)
     if not path.is_file():
         raise StoreError(f"{path}: no results store (run 'flatvol run SPEC --out DIR' first)")
@@ -34,7 +39,10 @@ def _open_readonly(db: str | Path | Store) -> tuple[sqlite3.Connection, bool]:
         conn.execute("SELECT 1 FROM runs LIMIT 1")
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path}: not a flatvol results store ({exc})") from None
-    return conn, True
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def recorded_runs(out: str | Path, spec_hash: str) -> dict[RunKey, tuple[str, str]]:
@@ -88,8 +96,7 @@ def runs_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataF
     Raises:
         StoreError: If db is not an existing flatvol results store.
     """
-    conn, close = _open_readonly(db)
-    try:
+    with _reading(db) as conn:
         where, args = ("WHERE r.spec_hash = ?", (spec_hash,)) if spec_hash else ("", ())
         runs = pd.read_sql_query(
             "SELECT r.spec_hash, s.name AS spec_name, r.optimizer, r.attack_size, r.seed, "
@@ -99,9 +106,6 @@ def runs_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.DataF
         results = pd.read_sql_query(
             f"SELECT spec_hash, optimizer, attack_size, seed, name, value FROM results "
             f"{where.replace('r.', '')}", conn, params=args)
-    finally:
-        if close:
-            conn.close()
     infos = [json.loads(text) for text in runs.pop("info_json")]
     for col in INFO_COLUMNS:
         runs[col] = [info.get(col) for info in infos]
@@ -130,16 +134,11 @@ def series_frame(db: str | Path | Store, spec_hash: str | None = None) -> pd.Dat
     Raises:
         StoreError: If db is not an existing flatvol results store.
     """
-    conn, close = _open_readonly(db)
-    try:
+    with _reading(db) as conn:
         where, args = ("WHERE spec_hash = ?", (spec_hash,)) if spec_hash else ("", ())
-        frame = pd.read_sql_query(
+        return pd.read_sql_query(
             f"SELECT {', '.join(SERIES_COLUMNS)} FROM series {where} "
             "ORDER BY spec_hash, optimizer, attack_size, seed, epoch, rowid", conn, params=args)
-    finally:
-        if close:
-            conn.close()
-    return frame
 
 
 def specs_frame(db: str | Path | Store) -> pd.DataFrame:
@@ -155,10 +154,6 @@ def specs_frame(db: str | Path | Store) -> pd.DataFrame:
     Raises:
         StoreError: If db is not an existing flatvol results store.
     """
-    conn, close = _open_readonly(db)
-    try:
+    with _reading(db) as conn:
         return pd.read_sql_query("SELECT * FROM specs ORDER BY created_at", conn)
-    finally:
-        if close:
-            conn.close()
 
