@@ -293,3 +293,8 @@ def test_a_check_refused_at_its_cap_resumes_with_a_higher_one(mnist_120, tmp_pat
     alone, _ = converged_mc_kernel(model, x, y, max_samples=256, progress=False, seed=1,
                                    tolerance=1e6)
     np.testing.assert_array_equal(other.kernel, alone.kernel)
+    # a file that is not a checkpoint (a pickle torch refuses to read) is ignored too
+    path.write_bytes(b"not a checkpoint")
+    junk, _ = converged_mc_kernel(model, x, y, max_samples=256, progress=False, seed=1,
+                                  tolerance=1e6, checkpoint=path)
+    np.testing.assert_array_equal(junk.kernel, alone.kernel)

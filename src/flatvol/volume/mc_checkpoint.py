@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,8 @@ class DrawCheckpoint:
             return DrawSums(int(saved["drawn"]), saved["halves"], saved["total_sq"],
                             batch_totals if batch_totals.numel() else None,
                             saved["generator_state"].cpu(), json.loads(saved["rounds"]))
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError):
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
+                pickle.UnpicklingError):
             return None
 
     def due(self) -> bool:
