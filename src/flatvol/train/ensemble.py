@@ -17,6 +17,10 @@ minibatch after minibatch, before the next group starts, so its weights stay in 
 ensemble size only bounds memory. With `workers` > 1 (FCN engine, CPU), groups train in
 parallel threads, one thread per op: bit-identical results for any number of workers.
 
+With a `checkpoint` file (flatvol.train.ensemble_checkpoint), the training's whole state is
+saved every few minutes at an epoch boundary, and a killed training resumes from it, ending
+bit for bit as it would have without the kill.
+
 Without `keep_history`, the per-epoch stopping check is exact but cheaper: a member whose
 training pass misclassified a point is first re-checked on (at most 16 of) those points, and
 only members with none of them still wrong are evaluated on the whole of S (and A).
@@ -26,9 +30,10 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +43,11 @@ from torch.func import stack_module_state
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
 from flatvol.models import Prior, build_model
+from flatvol.train.ensemble_checkpoint import (
+    EnsembleCheckpoint,
+    EnsembleProgress,
+    ensemble_fingerprint,
+)
 from flatvol.train.ensemble_epoch import (
     correct_count,
     correct_prefix,
@@ -47,102 +57,24 @@ from flatvol.train.ensemble_epoch import (
     run_epoch,
     stop_members,
 )
-from flatvol.train.loop import TrainConfig, TrainResult
+from flatvol.train.ensemble_result import (
+    EnsembleEpochInfo,
+    EnsembleResult,
+    StoppedMember,
+    member_model,
+    member_result,
+)
+from flatvol.train.loop import TrainConfig
 from flatvol.train.protocol import data_order_generator
 from flatvol.train.stacked import (
     ENSEMBLE_OPTIMIZERS,
     EngineName,
-    Params,
-    StackedEngine,
     StackedOptimizer,
     pick_engine,
 )
 
 __all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "StoppedMember",
            "train_ensemble", "train_models_together"]
-
-@dataclass(frozen=True)
-class EnsembleEpochInfo:
-    """Passed to the ensemble callback after every epoch."""
-
-    epoch: int
-    active: int  # members still training after this epoch
-    fitted: int  # members whose stopping rule has been met so far
-    finished: int  # members that have stopped (fitted or out of epochs)
-    total: int
-    stopped: tuple[int, ...] = ()  # the members (indices) that stopped after this epoch
-
-
-@dataclass
-class EnsembleResult:
-    """Per-member outcomes (as in TrainResult) and the final weights, stacked along dim 0."""
-
-    seeds: list[int]
-    attack_sizes: list[int]  # member k trained on S plus the first attack_sizes[k] points of A
-    status: list[str]
-    epochs: np.ndarray
-    fitted_at: list[int | None]
-    train_acc_S: np.ndarray
-    train_acc_A: np.ndarray
-    test_acc_E: np.ndarray
-    params: Params
-    buffers: Params
-    histories: list[list[dict]] | None
-    engine: str
-    flops: float  # matmul FLOPs performed in training and evaluation (FCN engine; else nan)
-    _template: nn.Module = field(repr=False)
-    _runner: StackedEngine = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def result(self, i: int) -> TrainResult:
-        """Member i's outcome in the form train_to_fit returns it."""
-        return _member_result(self.status[i], int(self.epochs[i]), self.fitted_at[i],
-                              (self.train_acc_S[i], self.train_acc_A[i], self.test_acc_E[i]),
-                              self.histories[i] if self.histories is not None else [])
-
-    @property
-    def results(self) -> list[TrainResult]:
-        return [self.result(i) for i in range(len(self))]
-
-    def model(self, i: int) -> nn.Module:
-        """Member i as a standalone nn.Module (a copy; same class, spec and prior as built)."""
-        return _member_model(self._template, self.params, self.buffers, i)
-
-    def models(self) -> list[nn.Module]:
-        return [self.model(i) for i in range(len(self))]
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member's logits on x: shape (K, n)."""
-        device = next(iter(self.params.values())).device
-        return self._runner.logits(self.params, self.buffers, x.to(device))
-
-    @torch.no_grad()
-    def predict_labels(self, x: torch.Tensor) -> torch.Tensor:
-        """The function each member expresses on x: labels in {0,1}, shape (K, n), on CPU."""
-        return (self.logits(x) > 0).float().cpu()
-
-
-def _member_result(status: str, epochs: int, fitted_at: int | None,
-                   accuracies: tuple[float, float, float], history: list[dict]) -> TrainResult:
-    """A member's outcome in the form train_to_fit returns it (accuracies: S, A, E)."""
-    return TrainResult(status=status, epochs=epochs, fitted_at=fitted_at,  # type: ignore[arg-type]
-                       train_acc_S=float(accuracies[0]), train_acc_A=float(accuracies[1]),
-                       test_acc_E=float(accuracies[2]), history=list(history))
-
-
-def _member_model(template: nn.Module, params: Params, buffers: Params, i: int) -> nn.Module:
-    """Member i of stacked params and buffers as a standalone copy of `template`."""
-    module = copy.deepcopy(template)
-    state = {k: v[i] for k, v in params.items()}
-    state.update({k: v[i] for k, v in buffers.items()})
-    module.load_state_dict(state)
-    return module.to(next(iter(params.values())).device).eval()
-
-
-# ----------------------------------------------------------------------------- training
 
 
 def _check_attack_sizes(attack_sizes: Sequence[int] | None, k_total: int, n_A: int
@@ -190,6 +122,8 @@ def train_models_together(
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
     on_stopped: Callable[[StoppedMember], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> EnsembleResult:
     """Train `models` (one architecture) together; member k's data order comes from `seeds[k]`.
 
@@ -219,6 +153,12 @@ def train_models_together(
         on_stopped: Called with each member as soon as it stops (its final model and outcome,
             equal to EnsembleResult.model(k) and .result(k)), while the others train on: a
             sweep measures it meanwhile.
+        checkpoint: File that keeps the training's progress (flatvol.train.ensemble_checkpoint):
+            saved every `checkpoint_every_s` seconds and when all members have stopped; if it
+            holds this very training's progress, training resumes from it (members that had
+            stopped are passed to `on_stopped` again first) and ends bit for bit as without
+            the interruption. None: no checkpoint.
+        checkpoint_every_s: Seconds between saves (default: ensemble_checkpoint's).
 
     Returns:
         The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
@@ -226,6 +166,7 @@ def train_models_together(
     Raises:
         SpecError: If the models, the seeds, the attack sizes or a size argument is invalid.
     """
+    started = time.perf_counter()
     config = config or TrainConfig()
     seeds = _check_members(models, seeds)
     attacks = _check_attack_sizes(attack_sizes, len(models), len(task.A))
@@ -263,6 +204,43 @@ def train_models_together(
     histories: list[list[dict]] | None = [[] for _ in range(k_total)] if keep_history else None
     active = order  # member ids of the rows of `params`
     generators = [data_order_generator(s) for s in seeds]
+    seconds_before = 0.0  # training time before a resume
+    epoch = 0
+    store = None if checkpoint is None else EnsembleCheckpoint(
+        checkpoint, ensemble_fingerprint(initial, x_train, y_train, seeds=seeds,
+                                         attack_sizes=attacks.tolist(), config=config,
+                                         engine=runner.name, group_size=group_size,
+                                         keep_history=keep_history), checkpoint_every_s)
+    saved = store.load(device) if store is not None else None
+    if saved is not None:  # where the interrupted training was, to the bit
+        epoch, active, seconds_before = saved.epoch, saved.active, saved.seconds
+        params, final, restored = saved.params, saved.final, saved.restored
+        optimizer.state = saved.optimizer_state
+        accuracies, epochs, fitted_at = saved.accuracies, saved.epochs, saved.fitted_at
+        histories = saved.histories
+        for generator, state in zip(generators, saved.generator_states):
+            generator.set_state(state)
+        runner.flops = saved.flops
+
+    def seconds() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def progress_now() -> EnsembleProgress:
+        return EnsembleProgress(epoch, active, params, optimizer.state, final, restored,
+                                accuracies, epochs, fitted_at, histories,
+                                [g.get_state() for g in generators], runner.flops, seconds())
+
+    def stopped_member(member: int) -> StoppedMember:
+        fa = int(fitted_at[member])
+        return StoppedMember(member, member_result(
+            "fitted" if fa >= 0 else "did_not_fit", int(epochs[member]),
+            fa if fa >= 0 else None, tuple(accuracies[:, member]),
+            histories[member] if histories is not None else []),
+            member_model(template, restored, buffers, member), runner.name, seconds())
+
+    if on_stopped is not None and saved is not None:  # stopped before the interruption
+        for member in np.setdiff1d(np.arange(k_total), active).tolist():
+            on_stopped(stopped_member(member))
     if workers is not None and workers < 1:
         raise SpecError(f"workers must be >= 1, got {workers}")
     if workers is None:
@@ -275,7 +253,6 @@ def train_models_together(
     if pool is not None:  # groups are the parallelism: one thread per op, no oversubscription
         torch.set_num_threads(1)
     try:
-        epoch = 0
         while len(active):
             a_rows = attacks[active]  # each row's attack-set size
             segments = [(r0, r1, n_S + int(a_rows[r0])) for r0, r1 in _equal_runs(a_rows)]
@@ -313,24 +290,21 @@ def train_models_together(
                                          v.index_select(0, leave))
                 epochs[active[done]] = epoch
                 ids = active[done]
-                rows = stop_members(runner, ids, final, initial, restored, buffers, task,
-                                     attacks, accuracies, device, dtype)
+                stop_members(runner, ids, final, initial, restored, buffers, task, attacks,
+                             accuracies, device, dtype)
                 params = {k: v.index_select(0, stay) for k, v in params.items()}
                 optimizer.keep(stay)
                 active = active[~done]
                 if on_stopped is not None:
-                    for j, member in enumerate(ids.tolist()):
-                        fa = int(fitted_at[member])
-                        on_stopped(StoppedMember(member, _member_result(
-                            "fitted" if fa >= 0 else "did_not_fit", int(epochs[member]),
-                            fa if fa >= 0 else None, tuple(accuracies[:, member]),
-                            histories[member] if histories is not None else []),
-                            _member_model(template, *rows, j), runner.name))
+                    for member in ids.tolist():
+                        on_stopped(stopped_member(member))
             if callback is not None:
                 callback(EnsembleEpochInfo(epoch=epoch, active=len(active),
                                            fitted=int((fitted_at >= 0).sum()),
                                            finished=k_total - len(active), total=k_total,
                                            stopped=stopped))
+            if store is not None and (store.due() or not len(active)):
+                store.save(progress_now())
     finally:
         if pool is not None:
             pool.shutdown()
@@ -355,16 +329,6 @@ def train_models_together(
     )
 
 
-@dataclass(frozen=True)
-class StoppedMember:
-    """A member that has stopped training, passed to train_models_together's `on_stopped`."""
-
-    index: int  # its position in `models` (and in the EnsembleResult)
-    result: TrainResult  # as EnsembleResult.result(index)
-    model: nn.Module  # as EnsembleResult.model(index)
-    engine: str  # the stacked-training engine, as EnsembleResult.engine
-
-
 def _equal_runs(values: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) of each run of equal consecutive values."""
     cuts = [0, *(np.flatnonzero(np.diff(values)) + 1).tolist(), len(values)]
@@ -385,6 +349,8 @@ def train_ensemble(
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
     on_stopped: Callable[[StoppedMember], None] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> EnsembleResult:
     """Build `build_model(model_spec, task.input_shape, prior, seed=s)` for each seed s and
     train them together; member k equals `train_to_fit(that model, T_k, config, seed=s)`,
@@ -406,6 +372,9 @@ def train_ensemble(
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
         on_stopped: Called with each member as soon as it stops (train_models_together).
+        checkpoint: File that keeps the training's progress, to resume a killed training
+            (train_models_together).
+        checkpoint_every_s: Seconds between saves of the checkpoint.
 
     Returns:
         The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
@@ -421,4 +390,5 @@ def train_ensemble(
     return train_models_together(models, task, config, seeds, device=device, callback=callback,
                                  keep_history=keep_history, engine=engine, group_size=group_size,
                                  workers=workers, attack_sizes=attack_sizes,
-                                 on_stopped=on_stopped)
+                                 on_stopped=on_stopped, checkpoint=checkpoint,
+                                 checkpoint_every_s=checkpoint_every_s)

@@ -133,11 +133,10 @@ def member_rows(params: Params, rows: torch.Tensor, rows_total: int) -> Params:
 @torch.no_grad()
 def stop_members(runner: StackedEngine, ids: np.ndarray, final: Params, initial: Params,
                   restored: Params, buffers: Params, task: TaskData, attacks: np.ndarray,
-                  accuracies: np.ndarray, device: torch.device, dtype: torch.dtype
-                  ) -> tuple[Params, Params]:
+                  accuracies: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
     """Members `ids` stopped (their training-layout weights are in `final`): write their
     full-layout weights into `restored` and, as train_to_fit does at its end, their accuracies
-    on S, A (their own prefix) and E into `accuracies`. Returns their (params, buffers) rows."""
+    on S, A (their own prefix) and E into `accuracies`."""
     idx = torch.from_numpy(ids).to(device)
     params = {k: runner.restore(k, final[k].index_select(0, idx), initial[k].index_select(0, idx))
               for k in final}
@@ -154,7 +153,6 @@ def stop_members(runner: StackedEngine, ids: np.ndarray, final: Params, initial:
     x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
     accuracies[1, ids] = fraction(correct_prefix(runner.logits(params, rows, x_A), y_A, sizes),
                                    sizes)
-    return params, rows
 
 
 def record_epoch(histories: list[list[dict]], members: np.ndarray, epoch: int,
