@@ -47,6 +47,8 @@ class SweepContext:
     # The true labels of S u E ({0, 1}): every run's ep-orthant V(f) starts from their
     # posterior (VolumeService reference_labels), the same start in every process.
     reference_labels: np.ndarray | None = None
+    # Where ensembles keep their training progress (DIR/cache; None: no checkpoints).
+    checkpoint_dir: str | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 
     def volume_cache(self) -> VolumeService | None:
@@ -167,7 +169,8 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
 
     Args:
         spec: The sweep's spec.
-        out: The output directory (the kernel is cached in out/cache).
+        out: The output directory (the kernel is cached in out/cache, and ensembles keep
+            their training progress there).
         data_dir: Data directory of the task (None: the embedded MNIST subset).
         device: Torch device of the kernel computation and of the runs.
         progress: Show progress of a Monte-Carlo kernel.
@@ -178,12 +181,13 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     Returns:
         The SweepContext shared by all runs.
     """
+    checkpoints = str((out / "cache").absolute())  # Ray workers run elsewhere
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
-                            train_threads=train_threads)
+                            train_threads=train_threads, checkpoint_dir=checkpoints)
     nngp = sweep_kernel(spec, out, data_dir, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
     labels = load_run_task(spec, 0, data_dir).y_SE().detach().cpu().numpy().astype(np.float64)
     return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
-                        train_threads, labels)
+                        train_threads, labels, checkpoints)

@@ -38,7 +38,12 @@ from flatvol.errors import SweepError
 from flatvol.experiments.backends import get_backend, resolve_workers
 from flatvol.experiments.build import train_config
 from flatvol.experiments.context import SweepContext, compute_kernel, prepare_context
-from flatvol.experiments.execute import FITTED, execute_group, execute_run
+from flatvol.experiments.execute import (
+    FITTED,
+    discard_ensemble_checkpoints,
+    execute_group,
+    execute_run,
+)
 from flatvol.experiments.plan import PlannedRun, plan_runs
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import ExperimentSpec, load_spec, resolve_spec_path, spec_json
@@ -277,5 +282,8 @@ def run_sweep(
                 live = "stages" in inspect.signature(executor.run).parameters
                 executor.run(todo, ctx, record, workers, bars.update_run,
                              **({"stages": bars.stage_done} if live else {}))
+                done = {k for k, (status, _) in store.finished(spec_hash).items()
+                        if status == "done"}  # a failed run's retry reuses its training
+                discard_ensemble_checkpoints(ctx, runs, done)
     summary.seconds = time.perf_counter() - start
     return summary
