@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatvol.io import atomic_write
+from flatvol.resumable import ProgressFile
 
 # Seconds between saves: a killed run loses at most this much training.
 CHECKPOINT_EVERY_S = 600.0
@@ -89,7 +87,22 @@ def ensemble_fingerprint(initial: Params, x_train: torch.Tensor, y_train: torch.
     return digest.hexdigest()
 
 
-class EnsembleCheckpoint:
+def _progress(saved: dict[str, Any]) -> EnsembleProgress:
+    return EnsembleProgress(
+        epoch=int(saved["epoch"]), active=saved["active"].cpu().numpy(),
+        params=saved["params"], optimizer_state=saved["optimizer_state"],
+        final=saved["final"], restored=saved["restored"],
+        accuracies=saved["accuracies"].cpu().numpy(), epochs=saved["epochs"].cpu().numpy(),
+        fitted_at=saved["fitted_at"].cpu().numpy(), histories=json.loads(saved["histories"]),
+        generator_states=[s.cpu() for s in saved["generator_states"]],
+        flops=float(saved["flops"]), seconds=float(saved["seconds"]))
+
+
+def _cpu(params: Params) -> Params:
+    return {k: v.detach().cpu() for k, v in params.items()}
+
+
+class EnsembleCheckpoint(ProgressFile):
     """Load and save an ensemble's EnsembleProgress at `path` for training with `fingerprint`.
 
     Args:
@@ -99,54 +112,24 @@ class EnsembleCheckpoint:
     """
 
     def __init__(self, path: str | Path, fingerprint: str, every_s: float | None = None) -> None:
-        self.path = Path(path)
-        self.fingerprint = fingerprint
-        self.every_s = float(CHECKPOINT_EVERY_S if every_s is None else every_s)
-        self._last = time.monotonic()
+        super().__init__(path, fingerprint, CHECKPOINT_EVERY_S if every_s is None else every_s)
 
     def load(self, device: torch.device) -> EnsembleProgress | None:
         """The saved progress, or None if there is none for this training (absent, unreadable
         or of another training: it then starts at epoch 0 and overwrites the file)."""
-        if not self.path.is_file():
-            return None
-        try:
-            saved = torch.load(self.path, map_location=device, weights_only=True)
-            if saved.get("fingerprint") != self.fingerprint:
-                return None
-            histories = json.loads(saved["histories"])
-            return EnsembleProgress(
-                epoch=int(saved["epoch"]), active=saved["active"].cpu().numpy(),
-                params=saved["params"], optimizer_state=saved["optimizer_state"],
-                final=saved["final"], restored=saved["restored"],
-                accuracies=saved["accuracies"].cpu().numpy(),
-                epochs=saved["epochs"].cpu().numpy(),
-                fitted_at=saved["fitted_at"].cpu().numpy(), histories=histories,
-                generator_states=[s.cpu() for s in saved["generator_states"]],
-                flops=float(saved["flops"]), seconds=float(saved["seconds"]))
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
-                pickle.UnpicklingError, TypeError):
-            return None
-
-    def due(self) -> bool:
-        """Whether `every_s` seconds have passed since the last save (or the start)."""
-        return time.monotonic() - self._last >= self.every_s
+        return self.read(device, _progress)
 
     def save(self, progress: EnsembleProgress) -> None:
         """Write `progress` atomically (tensors moved to CPU)."""
-        def cpu(params: Params) -> Params:
-            return {k: v.detach().cpu() for k, v in params.items()}
-
-        payload = {
-            "fingerprint": self.fingerprint, "format": _FORMAT, "epoch": int(progress.epoch),
+        self.write({
+            "format": _FORMAT, "epoch": int(progress.epoch),
             "active": torch.from_numpy(np.asarray(progress.active, dtype=np.int64)),
-            "params": cpu(progress.params),
-            "optimizer_state": {g: cpu(s) for g, s in progress.optimizer_state.items()},
-            "final": cpu(progress.final), "restored": cpu(progress.restored),
+            "params": _cpu(progress.params),
+            "optimizer_state": {g: _cpu(s) for g, s in progress.optimizer_state.items()},
+            "final": _cpu(progress.final), "restored": _cpu(progress.restored),
             "accuracies": torch.from_numpy(np.asarray(progress.accuracies, dtype=np.float64)),
             "epochs": torch.from_numpy(np.asarray(progress.epochs, dtype=np.int64)),
             "fitted_at": torch.from_numpy(np.asarray(progress.fitted_at, dtype=np.int64)),
             "histories": json.dumps(progress.histories),
             "generator_states": [s.cpu() for s in progress.generator_states],
-            "flops": float(progress.flops), "seconds": float(progress.seconds)}
-        atomic_write(self.path, lambda fh: torch.save(payload, fh))
-        self._last = time.monotonic()
+            "flops": float(progress.flops), "seconds": float(progress.seconds)})

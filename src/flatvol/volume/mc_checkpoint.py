@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flatvol.io import atomic_write
+from flatvol.resumable import ProgressFile
 
 # Seconds between checkpoints within a round (each round's end is always saved).
 CHECKPOINT_EVERY_S = 300.0
@@ -71,7 +69,14 @@ def draws_fingerprint(model: nn.Module, x: torch.Tensor, *, seed: int, start: in
     return digest.hexdigest()
 
 
-class DrawCheckpoint:
+def _draw_sums(saved: dict[str, Any]) -> DrawSums:
+    batch_totals = saved["batch_totals"]
+    return DrawSums(int(saved["drawn"]), saved["halves"], saved["total_sq"],
+                    batch_totals if batch_totals.numel() else None,
+                    saved["generator_state"].cpu(), json.loads(saved["rounds"]))
+
+
+class DrawCheckpoint(ProgressFile):
     """Load and save a check's DrawSums at `path` for draws with `fingerprint`.
 
     Args:
@@ -81,31 +86,12 @@ class DrawCheckpoint:
     """
 
     def __init__(self, path: str | Path, fingerprint: str, every_s: float | None = None) -> None:
-        self.path = Path(path)
-        self.fingerprint = fingerprint
-        self.every_s = float(CHECKPOINT_EVERY_S if every_s is None else every_s)
-        self._last = time.monotonic()
+        super().__init__(path, fingerprint, CHECKPOINT_EVERY_S if every_s is None else every_s)
 
     def load(self, device: torch.device) -> DrawSums | None:
         """The saved sums, or None if there are none for these draws (absent, unreadable or
         of other draws: the check then starts from zero and overwrites the file)."""
-        if not self.path.is_file():
-            return None
-        try:
-            saved = torch.load(self.path, map_location=device, weights_only=True)
-            if saved.get("fingerprint") != self.fingerprint:
-                return None
-            batch_totals = saved["batch_totals"]
-            return DrawSums(int(saved["drawn"]), saved["halves"], saved["total_sq"],
-                            batch_totals if batch_totals.numel() else None,
-                            saved["generator_state"].cpu(), json.loads(saved["rounds"]))
-        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, EOFError,
-                pickle.UnpicklingError):
-            return None
-
-    def due(self) -> bool:
-        """Whether `every_s` seconds have passed since the last save."""
-        return time.monotonic() - self._last >= self.every_s
+        return self.read(device, _draw_sums)
 
     def save(self, sums: DrawSums) -> bool:
         """Write `sums` atomically; False (nothing written) if they exceed
@@ -116,12 +102,10 @@ class DrawCheckpoint:
         if sum(t.numel() * t.element_size() for t in tensors) > MAX_CHECKPOINT_BYTES:
             return False
         empty = torch.zeros(0, dtype=torch.float64)
-        payload = {"fingerprint": self.fingerprint, "drawn": int(sums.drawn),
-                   "halves": sums.halves.cpu(), "total_sq": sums.total_sq.cpu(),
-                   "batch_totals": (empty if sums.batch_totals is None
-                                    else sums.batch_totals.cpu()),
-                   "generator_state": sums.generator_state.cpu(),
-                   "rounds": json.dumps(sums.rounds)}
-        atomic_write(self.path, lambda fh: torch.save(payload, fh))
-        self._last = time.monotonic()
+        self.write({"drawn": int(sums.drawn), "halves": sums.halves.cpu(),
+                    "total_sq": sums.total_sq.cpu(),
+                    "batch_totals": (empty if sums.batch_totals is None
+                                     else sums.batch_totals.cpu()),
+                    "generator_state": sums.generator_state.cpu(),
+                    "rounds": json.dumps(sums.rounds)})
         return True
