@@ -174,15 +174,21 @@ def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int,
     the group cannot train together, so each run's task trains its own network. Its epochs go
     to the `updates` queue (if any), at most every PROGRESS_EVERY_S."""
     last_sent = -float("inf")
+    sent: list[Any] = []  # the queue's receipts, waited for once training is over
 
     def send(*update: Any) -> None:
         nonlocal last_sent
         if time.monotonic() - last_sent >= PROGRESS_EVERY_S:
             last_sent = time.monotonic()
-            updates.put_nowait(update)
+            # Not Queue.put_nowait, which waits for the queue's reply with ray.get: a task
+            # blocked in ray.get lends its CPU out, and Ray started a third 1-CPU training
+            # task on 2 CPUs (--workers 2: three ensembles on two cores).
+            sent.append(updates.actor.put_nowait.remote(update))
 
     trained = train_group(members, ctx, progress=send if updates is not None else None,
                           threads=threads)
+    if sent:  # every epoch is in the queue before the networks are: none shown after its end
+        _import_ray().get(sent)
     return ([network.on_cpu() for network in trained] if trained is not None
             else [None] * len(members))
 
