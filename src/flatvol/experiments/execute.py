@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from flatvol.data.task import TaskData
 from flatvol.errors import FlatvolError
 from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.context import SweepContext
-from flatvol.experiments.plan import PlannedRun, ensemble_groups
+from flatvol.experiments.plan import PlannedRun
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
 from flatvol.experiments.store import RunKey, RunRecord
 from flatvol.measures import MeasureContext, compute_measures
@@ -357,45 +355,10 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
                            spec_prior(spec), ctx.device, callback=on_epoch,
                            keep_history=spec.train.history,
                            attack_sizes=[r.attack_size for r in members], on_stopped=on_stopped,
-                           checkpoint=ensemble_checkpoint_path(ctx, members))
+                           checkpoint=ctx.ensemble_checkpoint(members))
         except RUN_ERRORS:
             return None  # one at a time, where each run gets its own outcome
     return [networks[i] for i in range(len(members))]
-
-
-def ensemble_checkpoint_path(ctx: SweepContext, members: list[PlannedRun]) -> Path | None:
-    """Where the ensemble of `members` keeps its training progress, so that a killed sweep
-    resumes its training (flatvol.train.ensemble_checkpoint): DIR/cache/ensemble-<key>.pt, the
-    key a hash of the members' runs and settings (None: the context keeps no checkpoints).
-
-    Args:
-        ctx: What the runs of the sweep share.
-        members: One ensemble_groups group.
-
-    Returns:
-        The checkpoint file, or None.
-    """
-    if ctx.checkpoint_dir is None:
-        return None
-    described = json.dumps([[*r.key.as_tuple(), r.config_hash] for r in members])
-    key = hashlib.sha256(described.encode()).hexdigest()[:16]
-    return Path(ctx.checkpoint_dir) / f"ensemble-{key}.pt"
-
-
-def discard_ensemble_checkpoints(ctx: SweepContext, runs: list[PlannedRun],
-                                 recorded: Collection[RunKey]) -> None:
-    """Delete the checkpoints of the ensembles whose runs are all `recorded` (done): their
-    results are in the store, and a checkpoint of 18 CIFAR networks weighs ~50 MB.
-
-    Args:
-        ctx: What the runs of the sweep share.
-        runs: The sweep's planned runs.
-        recorded: The keys of the runs recorded as done.
-    """
-    for group in ensemble_groups(runs):
-        path = ensemble_checkpoint_path(ctx, group)
-        if path is not None and all(r.key in recorded for r in group):
-            path.unlink(missing_ok=True)
 
 
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,

@@ -37,10 +37,14 @@ import flatvol
 from flatvol.errors import SweepError
 from flatvol.experiments.backends import get_backend, resolve_workers
 from flatvol.experiments.build import train_config
-from flatvol.experiments.context import SweepContext, compute_kernel, prepare_context
+from flatvol.experiments.context import (
+    SweepContext,
+    compute_kernel,
+    discard_ensemble_checkpoints,
+    prepare_context,
+)
 from flatvol.experiments.execute import (
     FITTED,
-    discard_ensemble_checkpoints,
     execute_group,
     execute_run,
 )
