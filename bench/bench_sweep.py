@@ -38,7 +38,7 @@ from scipy.stats import kendalltau
 
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.experiments.backends import BACKENDS, LocalBackend
-from flatvol.experiments.spec import resolve_spec_path
+from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import store_path
 
 KEYS = ["attack_size", "seed"]

@@ -7,7 +7,8 @@ import pytest
 
 from flatvol.errors import SpecError
 from flatvol.experiments import load_spec, packaged_spec_names, packaged_spec_path, plan_runs
-from flatvol.experiments.spec import resolve_spec_path, spec_from_dict
+from flatvol.experiments.spec import spec_from_dict
+from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.volume import DEFAULT_ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[2]

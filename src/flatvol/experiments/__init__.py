@@ -13,13 +13,11 @@ from flatvol.experiments.context import SweepContext, compute_kernel, prepare_co
 from flatvol.experiments.execute import TrainedNetwork, execute_group, execute_run
 from flatvol.experiments.plan import PlannedRun, plan_runs
 from flatvol.experiments.runner import SweepSummary, run_sweep
-from flatvol.experiments.spec import (
-    ExperimentSpec,
-    load_spec,
+from flatvol.experiments.spec import ExperimentSpec, load_spec, spec_from_dict
+from flatvol.experiments.spec_files import (
     packaged_spec_names,
     packaged_spec_path,
     resolve_spec_path,
-    spec_from_dict,
 )
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError, store_path
 from flatvol.experiments.store_frames import runs_frame, series_frame, specs_frame

@@ -29,9 +29,9 @@ from flatvol.experiments.spec import (
     DataSpec,
     ExperimentSpec,
     ModelSpec,
-    format_validation_error,
     spec_json,
 )
+from flatvol.experiments.spec_files import format_validation_error
 from flatvol.experiments.store import RunKey, RunRecord, Store, store_path
 from flatvol.experiments.store_frames import recorded_runs
 from flatvol.measures import (

@@ -22,6 +22,7 @@ from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
 from flatvol.experiments.spec import ExperimentSpec
+from flatvol.experiments.spec_files import one_line
 from flatvol.experiments.store import RunKey
 from flatvol.experiments.store_frames import recorded_runs
 from flatvol.validate import check_device, check_output_dir, check_threads, check_workers
@@ -92,7 +93,7 @@ def _check_optimizers(spec: ExperimentSpec, source: str, model: torch.nn.Module)
             config = train_config(spec, opt, seed=0)
             make_optimizer(config.optimizer, model.parameters(), config.optimizer_settings())
         except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
-            raise SpecError(_one_line(f"{source}: optimizers[{i}] ({opt.key}): {exc}")) from None
+            raise SpecError(one_line(f"{source}: optimizers[{i}] ({opt.key}): {exc}")) from None
 
 
 def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
@@ -109,7 +110,7 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
             VolumeEstimator(np.eye(3)).log_volume(np.array([1.0, 0.0, 1.0]), m.volume.estimator,
                                                   **m.volume.options)
         except (FlatvolError, TypeError, ValueError) as exc:
-            raise SpecError(_one_line(f"{source}: measures.volume.options: {exc}")) from None
+            raise SpecError(one_line(f"{source}: measures.volume.options: {exc}")) from None
     tried = sorted(n for n in names if n in m.options
                    or (n == "sharpness" and m.sharpness.options))
     if not tried:
@@ -123,7 +124,7 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
         except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
             text = str(exc)
             prefix = "" if text.startswith("measures.") else f"{where}: "
-            raise SpecError(_one_line(f"{source}: {prefix}{text}")) from None
+            raise SpecError(one_line(f"{source}: {prefix}{text}")) from None
 
 
 def _check_mc_rank(spec: ExperimentSpec, source: str, model: torch.nn.Module,
@@ -140,7 +141,7 @@ def _check_mc_rank(spec: ExperimentSpec, source: str, model: torch.nn.Module,
     try:
         check_full_rank(samples, FeatureDraws(model, x[:1]).width, int(x.shape[0]))
     except FlatvolError as exc:
-        raise SpecError(_one_line(f"{source}: measures.volume.{exc}")) from None
+        raise SpecError(one_line(f"{source}: measures.volume.{exc}")) from None
 
 
 def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
@@ -157,18 +158,18 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
         task = load_run_task(spec, largest, data_dir)
     except FlatvolError as exc:
         field = "sweep.attack_sizes / data" if largest else "data"
-        raise SpecError(_one_line(f"{source}: {field}: {exc}")) from None
+        raise SpecError(one_line(f"{source}: {field}: {exc}")) from None
     from flatvol.models import build_model
 
     try:
         model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=0)
     except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
-        raise SpecError(_one_line(f"{source}: model.arch: {exc}")) from None
+        raise SpecError(one_line(f"{source}: model.arch: {exc}")) from None
     if "volume" in set(spec.measures.final) | set(spec.during.measures):
         try:
             kind = kernel_kind(spec, model)
         except FlatvolError as exc:
-            raise SpecError(_one_line(f"{source}: {exc}")) from None
+            raise SpecError(one_line(f"{source}: {exc}")) from None
         if kind == "mc":
             _check_mc_rank(spec, source, model, task)
     _check_optimizers(spec, source, model)
@@ -191,7 +192,3 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
     get_backend(options.backend).check_available()
     runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
     check_spec(spec, source, options.data_dir)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())

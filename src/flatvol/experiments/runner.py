@@ -50,7 +50,8 @@ from flatvol.experiments.execute import (
 )
 from flatvol.experiments.plan import PlannedRun, plan_runs
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
-from flatvol.experiments.spec import ExperimentSpec, load_spec, resolve_spec_path, spec_json
+from flatvol.experiments.spec import ExperimentSpec, load_spec, spec_json
+from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
 
 # The sweep API, importable from here as before the split into modules.

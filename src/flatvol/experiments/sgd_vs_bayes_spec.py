@@ -5,9 +5,7 @@ a sweep spec (docs/EXPERIMENTS.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,9 @@ from flatvol.experiments.spec import (
     OptimizerSpec,
     StrictSpec,
     TrainSpec,
+)
+from flatvol.experiments.spec_files import (
+    content_digest,
     read_spec_file,
     resolve_spec_path,
     validate_spec,
@@ -250,8 +251,7 @@ def fcn_depth(arch: str) -> int | None:
 
 
 def _digest(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return content_digest(payload, length=12)  # the length the grid stores were keyed with
 
 
 def sgd_vs_bayes_spec_from_dict(data: Mapping[str, Any], source: str = "<spec>"

@@ -3,34 +3,32 @@
 A spec names the task and data sizes, the model and prior, the optimizer(s), the sweep axes
 (attack sizes x seeds), the measures taken on each trained network, how often to measure during
 training, post-training epochs and alpha-scaling events. See docs/EXPERIMENTS.md for the format.
-Any problem is a SpecError of one line naming the file and the field, e.g.
+Any problem is a SpecError of one line naming the file and the field (reading and validating
+live in `spec_files`), e.g.
 
     specs/x.toml: sweep.seeds[1]: Input should be a valid integer (got 'a')
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from flatvol.errors import SpecError
+from flatvol.experiments.spec_files import (
+    content_digest,
+    read_spec_file,
+    validate_spec,
+)
 from flatvol.measures.catalogue import MeasuresSpec, OptionValue, StrictSpec, check_measure_names
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class DataSpec(StrictSpec):
@@ -239,71 +237,18 @@ class ExperimentSpec(StrictSpec):
         payload = self.model_dump(mode="json", exclude={
             "name": True, "description": True, "optimizers": True, "sweep": True,
             "train": set(TRAIN_EXECUTION_FIELDS)})
-        return _digest(payload)
+        return content_digest(payload)
 
     def config_hash(self, optimizer: OptimizerSpec) -> str:
         """Hash of everything that determines a run of `optimizer` (protocol + its settings)."""
-        return _digest({"spec": self.spec_hash(), "optimizer": optimizer.model_dump(mode="json")})
+        return content_digest({"spec": self.spec_hash(),
+                               "optimizer": optimizer.model_dump(mode="json")})
 
     def optimizer(self, label: str) -> OptimizerSpec:
         for o in self.optimizers:
             if o.key == label:
                 return o
         raise SpecError(f"spec {self.name!r}: no optimizer labelled {label!r}")
-
-
-def _digest(payload: Any) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("list[int]", "int", "RangeSpec") or "[" in str(part):
-            continue  # union-branch names pydantic adds to the location
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """`source: field.path: message (got value)` for the first error, plus a count of others."""
-    errors = exc.errors(include_url=False)
-    first = errors[0]
-    # A union (e.g. a list or a {start, stop, step} table) reports one error per branch: show
-    # the deepest one under the same field, which is the branch the input was meant for.
-    field = _loc(tuple(first["loc"]))
-    same = [e for e in errors if _loc(tuple(e["loc"])).startswith(field)]
-    first = max(same, key=lambda e: len(e["loc"]))
-    msg = first["msg"].removeprefix("Value error, ")
-    where = _loc(tuple(first["loc"]))
-    got = ""
-    if first["type"] not in ("missing",) and "input" in first and not isinstance(
-            first["input"], (dict, list)):
-        got = f" (got {first['input']!r})"
-    more = f" [+{len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
-    return _one_line(f"{source}: {where}: {msg}{got}{more}")
-
-
-def validate_spec(model: type[ModelT], data: Mapping[str, Any],
-                  source: str = "<spec>") -> ModelT:
-    """Validate parsed TOML/YAML `data` as `model`; any problem is one SpecError line."""
-    if not isinstance(data, Mapping):
-        raise SpecError(f"{source}: expected a table/mapping at top level, got "
-                        f"{type(data).__name__}")
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as exc:
-        raise SpecError(format_validation_error(exc, source)) from None
-    except SpecError as exc:  # raised by a registry lookup inside a validator
-        raise SpecError(_one_line(f"{source}: {exc}")) from None
 
 
 def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> ExperimentSpec:
@@ -320,30 +265,6 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "<spec>") -> Experimen
         SpecError: If the data fails validation (a one-line message starting with source).
     """
     return validate_spec(ExperimentSpec, data, source)
-
-
-def read_spec_file(path: str | Path) -> Any:
-    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: spec file not found")
-    suffix = path.suffix.lower()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(_one_line(f"{path}: cannot read spec ({exc})")) from None
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SpecError(_one_line(f"{path}: invalid TOML: {exc}")) from None
-    if suffix in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SpecError(_one_line(f"{path}: invalid YAML: {exc}")) from None
-        return {} if data is None else data
-    raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:
@@ -363,51 +284,3 @@ def load_spec(path: str | Path) -> ExperimentSpec:
 
 def spec_json(spec: ExperimentSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, indent=2)
-
-
-def packaged_spec_names() -> list[str]:
-    """Specs shipped inside the package (flatvol/specs/*.toml), without the suffix.
-
-    Returns:
-        The sorted names of the packaged specs (empty if none are shipped).
-    """
-    root = resources.files("flatvol") / "specs"
-    if not root.is_dir():
-        return []
-    return sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
-
-
-def packaged_spec_path(name: str) -> Path:
-    """Path of a shipped spec, e.g. packaged_spec_path('demo') (for `flatvol demo`).
-
-    Args:
-        name: Name of a packaged spec, with or without the .toml suffix.
-
-    Returns:
-        Path of the packaged spec file.
-
-    Raises:
-        SpecError: If no packaged spec has that name (the message lists the available ones).
-    """
-    path = Path(str(resources.files("flatvol") / "specs" / f"{name.removesuffix('.toml')}.toml"))
-    if not path.is_file():
-        raise SpecError(f"no packaged spec {name!r}; available: {', '.join(packaged_spec_names())}")
-    return path
-
-
-def resolve_spec_path(spec: str | Path) -> Path:
-    """A spec file path, or the name of a packaged spec ('demo', 'fig3_mnist_fcn', ...).
-
-    Args:
-        spec: A spec file path, or the name of a packaged spec.
-
-    Returns:
-        The path of the spec file (a path-like argument is returned as given).
-
-    Raises:
-        SpecError: If spec looks like a name and no packaged spec has it.
-    """
-    path = Path(spec)
-    if path.is_file() or path.suffix.lower() in (".toml", ".yaml", ".yml") or "/" in str(spec):
-        return path
-    return packaged_spec_path(str(spec))

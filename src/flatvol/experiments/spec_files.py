@@ -1,0 +1,163 @@
+"""Reading spec files, for every kind of spec (sweeps, sgd-vs-bayes grids).
+
+Where a spec name points (a path, or a spec packaged in flatvol/specs), parsing TOML or YAML,
+validating with pydantic into one-line SpecErrors, and the content digest that keys a spec's
+runs in the store. Each spec module (`spec`, `sgd_vs_bayes_spec`) defines only its schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from flatvol.errors import SpecError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+SPEC_SUFFIXES = (".toml", ".yaml", ".yml")
+
+
+def one_line(text: object) -> str:
+    """`text` with every run of whitespace (newlines included) made one space: the form of
+    every error a spec check reports."""
+    return " ".join(str(text).split())
+
+
+def content_digest(payload: Any, length: int = 16) -> str:
+    """The first `length` hex digits of the SHA-256 of `payload` as canonical JSON (sorted
+    keys, no spaces): equal payloads give equal keys on any machine.
+
+    Args:
+        payload: JSON-serializable data (e.g. a spec's `model_dump(mode="json")`).
+        length: How many hex digits to keep; a store keyed by one length keeps it.
+
+    Returns:
+        The digest, `length` lowercase hex digits.
+    """
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("list[int]", "int", "RangeSpec") or "[" in str(part):
+            continue  # union-branch names pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """`source: field.path: message (got value)` for the first error, plus a count of others."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    # A union (e.g. a list or a {start, stop, step} table) reports one error per branch: show
+    # the deepest one under the same field, which is the branch the input was meant for.
+    field = _loc(tuple(first["loc"]))
+    same = [e for e in errors if _loc(tuple(e["loc"])).startswith(field)]
+    first = max(same, key=lambda e: len(e["loc"]))
+    msg = first["msg"].removeprefix("Value error, ")
+    where = _loc(tuple(first["loc"]))
+    got = ""
+    if first["type"] not in ("missing",) and "input" in first and not isinstance(
+            first["input"], (dict, list)):
+        got = f" (got {first['input']!r})"
+    more = f" [+{len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
+    return one_line(f"{source}: {where}: {msg}{got}{more}")
+
+
+def validate_spec(model: type[ModelT], data: Mapping[str, Any],
+                  source: str = "<spec>") -> ModelT:
+    """Validate parsed TOML/YAML `data` as `model`; any problem is one SpecError line."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: expected a table/mapping at top level, got "
+                        f"{type(data).__name__}")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+    except SpecError as exc:  # raised by a registry lookup inside a validator
+        raise SpecError(one_line(f"{source}: {exc}")) from None
+
+
+def read_spec_file(path: str | Path) -> Any:
+    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(one_line(f"{path}: cannot read spec ({exc})")) from None
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(one_line(f"{path}: invalid TOML: {exc}")) from None
+    if suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(one_line(f"{path}: invalid YAML: {exc}")) from None
+        return {} if data is None else data
+    raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
+
+
+def packaged_spec_names() -> list[str]:
+    """Specs shipped inside the package (flatvol/specs/*.toml), without the suffix.
+
+    Returns:
+        The sorted names of the packaged specs (empty if none are shipped).
+    """
+    root = resources.files("flatvol") / "specs"
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".toml") for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def packaged_spec_path(name: str) -> Path:
+    """Path of a shipped spec, e.g. packaged_spec_path('demo') (for `flatvol demo`).
+
+    Args:
+        name: Name of a packaged spec, with or without the .toml suffix.
+
+    Returns:
+        Path of the packaged spec file.
+
+    Raises:
+        SpecError: If no packaged spec has that name (the message lists the available ones).
+    """
+    path = Path(str(resources.files("flatvol") / "specs" / f"{name.removesuffix('.toml')}.toml"))
+    if not path.is_file():
+        raise SpecError(f"no packaged spec {name!r}; available: {', '.join(packaged_spec_names())}")
+    return path
+
+
+def resolve_spec_path(spec: str | Path) -> Path:
+    """A spec file path, or the name of a packaged spec ('demo', 'fig3_mnist_fcn', ...).
+
+    Args:
+        spec: A spec file path, or the name of a packaged spec.
+
+    Returns:
+        The path of the spec file (a path-like argument is returned as given).
+
+    Raises:
+        SpecError: If spec looks like a name and no packaged spec has it.
+    """
+    path = Path(spec)
+    if path.is_file() or path.suffix.lower() in SPEC_SUFFIXES or "/" in str(spec):
+        return path
+    return packaged_spec_path(str(spec))
