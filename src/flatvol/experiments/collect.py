@@ -32,7 +32,7 @@ from flatvol.experiments.spec import (
     spec_json,
 )
 from flatvol.experiments.spec_files import format_validation_error
-from flatvol.experiments.store import RunKey, RunRecord, Store, store_path
+from flatvol.experiments.store import DID_NOT_FIT, RunKey, RunRecord, Store, store_path
 from flatvol.experiments.store_frames import recorded_runs
 from flatvol.measures import (
     MeasureContext,
@@ -285,7 +285,7 @@ def _measure_run(checked: _Checked, settings: MeasuresSpec, kernel: Any,
             "lr": train.get("lr"), "batch_size": train.get("batch_size"),
             "measured_model": "final", "collected": True}
     if run.info.get("status") != "fitted":
-        reason = f"did_not_fit: the run's status is {run.info.get('status')!r}"
+        reason = f"{DID_NOT_FIT}: the run's status is {run.info.get('status')!r}"
         return RunRecord(checked.key, checked.config_hash, "failed", reason=reason, info=info,
                          seconds=time.perf_counter() - start)
     context = MeasureContext(settings, seed=checked.key.seed, device=device, kernel=kernel,

@@ -88,18 +88,19 @@ class SweepContext:
 
 
 def discard_ensemble_checkpoints(ctx: SweepContext, runs: list[PlannedRun],
-                                 recorded: Collection[RunKey]) -> None:
-    """Delete the checkpoints of the ensembles whose runs are all `recorded` (done): their
-    results are in the store, and a checkpoint of 18 CIFAR networks weighs ~50 MB.
+                                 settled: Collection[RunKey]) -> None:
+    """Delete the checkpoints of the ensembles whose runs are all `settled` (Store.settled:
+    done, or did not fit): their results are in the store, and a checkpoint of 18 CIFAR
+    networks weighs 18-50 MB.
 
     Args:
         ctx: What the runs of the sweep share.
         runs: The sweep's planned runs.
-        recorded: The keys of the runs recorded as done.
+        settled: The keys of the runs whose training needs no second go.
     """
     for group in ensemble_groups(runs):
         path = ctx.ensemble_checkpoint(group)
-        if path is not None and all(r.key in recorded for r in group):
+        if path is not None and all(r.key in settled for r in group):
             path.unlink(missing_ok=True)
 
 

@@ -32,7 +32,7 @@ from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.plan import PlannedRun
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
-from flatvol.experiments.store import RunKey, RunRecord
+from flatvol.experiments.store import DID_NOT_FIT, RunKey, RunRecord
 from flatvol.measures import MeasureContext, compute_measures
 
 ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
@@ -248,7 +248,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
                       "test_acc_E": result.test_acc_E},
     )
     if result.status != "fitted":
-        reason = (f"did_not_fit: {'S' if config.fit == 'S' else 'S u A'} not fit after "
+        reason = (f"{DID_NOT_FIT}: {'S' if config.fit == 'S' else 'S u A'} not fit after "
                   f"{result.epochs} epochs (train_acc_S {result.train_acc_S:.4f})")
         info.update(seconds=round(time.perf_counter() - start, 3))
         return RunRecord(run.key, run.config_hash, "failed", reason=reason,

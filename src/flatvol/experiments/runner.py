@@ -287,8 +287,8 @@ def run_sweep(
                 live = "stages" in inspect.signature(executor.run).parameters
                 executor.run(todo, ctx, record, workers, bars.update_run,
                              **({"stages": bars.stage_done} if live else {}))
-                done = {k for k, (status, _) in store.finished(spec_hash).items()
-                        if status == "done"}  # a failed run's retry reuses its training
-                discard_ensemble_checkpoints(ctx, runs, done)
+                # A run failed otherwise (a measure's error) keeps its group's checkpoint:
+                # its retry reuses the training.
+                discard_ensemble_checkpoints(ctx, runs, store.settled(spec_hash))
     summary.seconds = time.perf_counter() - start
     return summary

@@ -32,6 +32,8 @@ from flatvol.io import dumps_json, finite_or_none
 STORE_FILE = "results.sqlite"
 SCHEMA_VERSION = "1"
 KEY_COLUMNS = ("spec_hash", "optimizer", "attack_size", "seed")
+# How the reason of a run that failed because its network did not fit begins.
+DID_NOT_FIT = "did_not_fit"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -207,6 +209,22 @@ class Store:
             "SELECT status, config_hash FROM runs WHERE spec_hash=? AND optimizer=? AND "
             "attack_size=? AND seed=?", key.as_tuple()).fetchone()
         return None if row is None else (row[0], row[1])
+
+    def settled(self, spec_hash: str) -> set[RunKey]:
+        """The runs whose training needs no second go: done, or failed because the network
+        did not fit within its budget (training it again gives the same network: the
+        outcome is a function of the run's key and config hash).
+
+        Args:
+            spec_hash: The spec whose runs to list.
+
+        Returns:
+            Their keys.
+        """
+        rows = self.conn.execute(
+            "SELECT optimizer, attack_size, seed FROM runs WHERE spec_hash=? AND "
+            "(status='done' OR reason LIKE ?)", (spec_hash, f"{DID_NOT_FIT}:%")).fetchall()
+        return {RunKey(spec_hash, o, a, s) for o, a, s in rows}
 
     def finished(self, spec_hash: str) -> dict[RunKey, tuple[str, str]]:
         rows = self.conn.execute(
