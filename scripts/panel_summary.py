@@ -1,9 +1,9 @@
 """Markdown summary of a sweep's results directory, as bench/RESULTS.md reports each panel.
 
 Prints: runs fitted per optimizer; Kendall tau of log10 V(f) and -log10 sharpness with test
-accuracy on E (bootstrap 95% CIs, flatvol.analysis.correlation_table) per optimizer; per
-attack size the mean epochs, test accuracy, log10 V(f) and log10 sharpness; and where the time
-went (the ensembles' training time, each measure's summed seconds, first and last record).
+accuracy on E (bootstrap 95% CIs, flatvol.analysis.correlation_table) per optimizer, and over
+all optimizers' networks pooled; per attack size the mean epochs, test accuracy, log10 V(f) and
+log10 sharpness; and where the time went (the ensembles' training time, each measure's summed seconds, first and last record).
 
     python scripts/panel_summary.py DIR [--seeds 0 1 2] [--attack-sizes 0 1000 ...]
         [--optimizers sgd adam] [--resamples 2000]
@@ -51,6 +51,9 @@ def main() -> None:
 
     table = correlation_table(runs, measures=MEASURES, by="optimizer",
                               n_resamples=args.resamples)
+    if runs.optimizer.nunique() > 1:  # the optimizers' networks pooled (Fig. 4's question)
+        pooled = correlation_table(runs, measures=MEASURES, n_resamples=args.resamples)
+        table = pd.concat([table, pooled.assign(optimizer="all, pooled")], ignore_index=True)
     print("\n| optimizer | measure vs test accuracy on E | Kendall tau [95% CI] | Spearman | n |")
     print("|---|---|---|---|---|")
     for _, r in table.iterrows():
