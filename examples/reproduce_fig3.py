@@ -15,7 +15,7 @@ from pathlib import Path
 from flatvol.analysis import correlation_table
 from flatvol.analysis.figures import fig3_scatter, save_figure
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
-from flatvol.experiments.spec import packaged_spec_path, read_spec_file
+from flatvol.experiments.spec_files import packaged_spec_path, read_spec_file
 
 
 def main(argv: list[str] | None = None) -> Path:
