@@ -223,7 +223,7 @@ class Store:
         """
         rows = self.conn.execute(
             "SELECT optimizer, attack_size, seed FROM runs WHERE spec_hash=? AND "
-            "(status='done' OR reason LIKE ?)", (spec_hash, f"{DID_NOT_FIT}:%")).fetchall()
+            "(status='done' OR reason GLOB ?)", (spec_hash, f"{DID_NOT_FIT}:*")).fetchall()
         return {RunKey(spec_hash, o, a, s) for o, a, s in rows}
 
     def finished(self, spec_hash: str) -> dict[RunKey, tuple[str, str]]:
