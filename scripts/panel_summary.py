@@ -3,13 +3,15 @@
 Prints: runs fitted per optimizer; Kendall tau of log10 V(f) and -log10 sharpness with test
 accuracy on E (bootstrap 95% CIs, flatvol.analysis.correlation_table) per optimizer, and over
 all optimizers' networks pooled; per attack size the mean epochs, test accuracy, log10 V(f) and
-log10 sharpness; and where the time went (the ensembles' training time, each measure's summed seconds, first and last record).
+log10 sharpness; and where the time went (the ensembles' training time, each measure's
+summed seconds, first and last record).
 
-    python scripts/panel_summary.py DIR [--seeds 0 1 2] [--attack-sizes 0 1000 ...]
+    python scripts/panel_summary.py DIR [DIR ...] [--seeds 0 1 2] [--attack-sizes 0 1000 ...]
         [--optimizers sgd adam] [--resamples 2000]
 
 `--seeds` / `--attack-sizes` / `--optimizers` restrict the runs (e.g. the Fig. 4 design
-inside a larger Fig. 3 panel).
+inside a larger Fig. 3 panel). With several DIRs the optimizers are named DIR/optimizer (the
+directory's name), so sweeps of the same optimizer at different settings stay apart.
 """
 
 from __future__ import annotations
@@ -30,14 +32,16 @@ MEASURES = ["log10_volume", "log10_sharpness"]  # the report's rows: log10 V(f),
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path)
+    parser.add_argument("out", type=Path, nargs="+")
     parser.add_argument("--seeds", type=int, nargs="*")
     parser.add_argument("--attack-sizes", type=int, nargs="*")
     parser.add_argument("--optimizers", nargs="*")
     parser.add_argument("--resamples", type=int, default=2000)
     args = parser.parse_args()
 
-    runs = runs_frame(args.out)
+    named = len(args.out) > 1  # several sweeps: optimizers are named DIR/optimizer
+    runs = pd.concat([_named(runs_frame(out), out, named) for out in args.out],
+                     ignore_index=True)
     for column, keep in (("seed", args.seeds), ("attack_size", args.attack_sizes),
                          ("optimizer", args.optimizers)):
         if keep:
@@ -70,10 +74,14 @@ def main() -> None:
         print(f"| {opt} | {size} | {r.epochs:.0f} | {r.test_acc:.3f} | {r.log10_V:.1f} | "
               f"{r.log10_sharpness:.2f} |")
 
-    with sqlite3.connect(store_path(args.out)) as conn:
-        rows = conn.execute("SELECT optimizer, info_json, finished_at FROM runs").fetchall()
-    infos = pd.DataFrame([(o, json.loads(i), f) for o, i, f in rows],
-                         columns=["optimizer", "info", "finished_at"])
+    rows = []
+    for out in args.out:
+        with sqlite3.connect(store_path(out)) as conn:
+            rows += [(f"{out.name}/{o}" if named else o, json.loads(i), f) for o, i, f in
+                     conn.execute("SELECT optimizer, info_json, finished_at FROM runs")]
+    infos = pd.DataFrame(rows, columns=["optimizer", "info", "finished_at"])
+    if args.optimizers:
+        infos = infos[infos.optimizer.isin(args.optimizers)]
     print()
     for opt, part in infos.groupby("optimizer"):
         train = [i["ensemble"]["train_seconds"] for i in part["info"] if "ensemble" in i]
@@ -83,6 +91,10 @@ def main() -> None:
         print(f"- {opt}: {trained}; measures (summed over runs): "
               + ", ".join(f"{m} {s:.0f} s" for m, s in spent.items())
               + f"; records from {part.finished_at.min()} to {part.finished_at.max()}")
+
+
+def _named(runs: pd.DataFrame, out: Path, named: bool) -> pd.DataFrame:
+    return runs.assign(optimizer=out.name + "/" + runs.optimizer) if named else runs
 
 
 if __name__ == "__main__":
