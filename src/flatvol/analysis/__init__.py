@@ -10,10 +10,12 @@ from flatvol.analysis.correlations import (
     Correlation,
     Estimate,
     GranulatedKendall,
+    KendallDifference,
     correlate,
     correlation_table,
     fitted_runs,
     granulated_kendall,
+    kendall_difference,
 )
 from flatvol.analysis.export import (
     MissingDependencyError,
@@ -34,9 +36,10 @@ from flatvol.analysis.vectorized import kendall_tau_b, pearson_r, spearman_rho
 
 __all__ = [
     "DEFAULT_AXES", "SHARPNESS", "VOLUME", "AlphaEvent", "Correlation",
-    "Estimate", "GranulatedKendall", "Measure", "MissingDependencyError", "RunSeries",
-    "TemporalSummary", "correlate", "correlation_table", "export_csv", "export_parquet",
-    "fitted_runs", "granulated_kendall", "kendall_tau_b", "known_measures", "pearson_r",
+    "Estimate", "GranulatedKendall", "KendallDifference", "Measure", "MissingDependencyError",
+    "RunSeries", "TemporalSummary", "correlate", "correlation_table", "export_csv",
+    "export_parquet", "fitted_runs", "granulated_kendall", "kendall_difference",
+    "kendall_tau_b", "known_measures", "pearson_r",
     "read_table", "resolve_measures", "spearman_rho", "split_runs", "temporal_runs",
     "temporal_summary",
 ]

@@ -69,8 +69,34 @@ def save_figure(fig: Figure, directory: str | Path, stem: str, dpi: int = 150) -
     return FigureFiles(png, pdf)
 
 
+def literal_text(text: object) -> str:
+    """`text` as matplotlib draws it literally: every `$` escaped as `\\$`.
+
+    Matplotlib parses any string with an even number of unescaped `$` as mathtext, so a
+    user-supplied optimizer label such as `sgd $\\eta_{0.02$` would either render as math or
+    make `savefig` raise. Every user-supplied string (optimizer labels, spec and column names,
+    titles, legend entries) goes through here before it reaches matplotlib; our own deliberate
+    math labels (`$\\log_{10} V(f)$`) do not. Only `$` needs escaping: outside math `\\`, `_`,
+    `{`, `%` are drawn as they are, and an escaped `$` stays literal even where the string is
+    joined to one of our math labels (mathtext turns `\\$` in its text parts back into `$`).
+
+    Args:
+        text: Any value; its str() is escaped.
+
+    Returns:
+        The escaped string.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def _generalization_label(column: str) -> str:
-    return GENERALIZATION_LABELS.get(column, column)
+    return GENERALIZATION_LABELS.get(column) or literal_text(column)
+
+
+def _measure_label(measure: Measure) -> str:
+    """The measure's deliberate mathtext label from the catalogue, else its plain label drawn
+    literally (a column name given by the user)."""
+    return measure.plot_label or literal_text(measure.label)
 
 
 def _attack_mappable(runs: pd.DataFrame, color_by: str | None) -> ScalarMappable | None:
@@ -107,17 +133,17 @@ def _scatter_panel(ax, runs: pd.DataFrame, measure: Measure, generalization: str
                  if mappable is not None else "tab:blue")
         ax.scatter(x[rows], y[rows], c=color, marker=MARKERS[i % len(MARKERS)], s=28,
                    edgecolors="0.2", linewidths=0.4, alpha=0.9,
-                   label=None if name is None else str(name))
+                   label=None if name is None else literal_text(name))
     ax.set_xlabel(_generalization_label(generalization))
-    ax.set_ylabel(measure.axis_label)
+    ax.set_ylabel(_measure_label(measure))
     ax.set_title(_kendall_text(x, y), fontsize=10)
     ax.grid(True, alpha=0.3)
     if len(groups) > 1:
         # Neutral legend markers: the points' colours encode attack size, not the group.
         handles = [Line2D([], [], marker=MARKERS[i % len(MARKERS)], linestyle="", color="0.55",
-                          markeredgecolor="0.2", label=str(name))
+                          markeredgecolor="0.2", label=literal_text(name))
                    for i, (name, _) in enumerate(groups)]
-        ax.legend(handles=handles, fontsize=8, title=marker_by, title_fontsize=8)
+        ax.legend(handles=handles, fontsize=8, title=literal_text(marker_by), title_fontsize=8)
 
 
 def scatter_figure(runs: pd.DataFrame, measures: Sequence[Measure | str] | None = None, *,
@@ -146,9 +172,9 @@ def scatter_figure(runs: pd.DataFrame, measures: Sequence[Measure | str] | None 
         ax.set_visible(False)
     if mappable is not None:
         fig.colorbar(mappable, ax=list(axes[:len(chosen)]), label=ATTACK_LABEL
-                     if color_by == "attack_size" else color_by, shrink=0.9)
+                     if color_by == "attack_size" else literal_text(color_by), shrink=0.9)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal_text(title))
     return fig
 
 
@@ -203,13 +229,14 @@ def fig4_optimizers(runs: pd.DataFrame, *, generalization: str = "test_acc_E",
         for i, m in enumerate(chosen):
             ax = axes[i, j]
             _scatter_panel(ax, part, m, generalization, mappable, color_by, None)
-            ax.set_title(f"{opt}\n{ax.get_title()}", fontsize=9)
+            ax.set_title(f"{literal_text(opt)}\n{ax.get_title()}", fontsize=9)
             if j:
                 ax.set_ylabel("")
     if mappable is not None:
-        fig.colorbar(mappable, ax=list(axes.ravel()), label=ATTACK_LABEL, shrink=0.9)
+        fig.colorbar(mappable, ax=list(axes.ravel()), label=ATTACK_LABEL
+                     if color_by == "attack_size" else literal_text(color_by), shrink=0.9)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(literal_text(title))
     return fig
 
 
@@ -298,7 +325,7 @@ def fig5_temporal(rs: RunSeries, *, title: str | None = None) -> Figure:
         ax = axes[-1]
         for metric, color in zip(accuracy, ("tab:green", "tab:purple"), strict=False):
             epochs, values = rs.curve(metric)
-            ax.plot(epochs, values, color=color, linewidth=1.2, label=metric)
+            ax.plot(epochs, values, color=color, linewidth=1.2, label=literal_text(metric))
         _mark_events(ax, rs)
         ax.set_ylabel("accuracy")
         ax.grid(True, alpha=0.3)
@@ -313,7 +340,8 @@ def fig5_temporal(rs: RunSeries, *, title: str | None = None) -> Figure:
         layer = f" of layer {event.layer}" if event.layer is not None else ""
         handles.append(Line2D([], [], **ALPHA_STYLE,
                               label=f"{alpha} scaling{layer} (epoch {event.epoch:g})"))
-    fig.suptitle(title or f"Training-time evolution (Fig. 5)\n{rs.label}", fontsize=11)
+    fig.suptitle(literal_text(title) if title
+                 else f"Training-time evolution (Fig. 5)\n{literal_text(rs.label)}", fontsize=11)
     if handles:
         fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=len(handles),
                    frameon=False)
@@ -376,5 +404,5 @@ def make_figures(runs: pd.DataFrame | None, series: pd.DataFrame | None,
 
 __all__ = [
     "FigureFiles", "MadeFigure", "fig3_scatter", "fig4_optimizers",
-    "fig5_temporal", "make_figures", "save_figure", "scatter_figure",
+    "fig5_temporal", "literal_text", "make_figures", "save_figure", "scatter_figure",
 ]

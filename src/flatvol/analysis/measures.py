@@ -32,11 +32,9 @@ class Measure:
     label: str
     sign: int = 1
     log10: bool = False
-    plot_label: str | None = None  # matplotlib mathtext; defaults to `label`
-
-    @property
-    def axis_label(self) -> str:
-        return self.plot_label or self.label
+    # Deliberate matplotlib mathtext from the catalogue; without it figures draw `label`
+    # literally (figures.literal_text), since a user's column name is no math.
+    plot_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.sign not in (1, -1):

@@ -9,16 +9,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from flatvol.analysis.correlations import DEFAULT_AXES, correlation_table, fitted_runs
+from flatvol.analysis.correlations import (
+    DEFAULT_AXES,
+    correlation_table,
+    fitted_runs,
+    kendall_difference,
+)
 from flatvol.analysis.figures import make_figures
 from flatvol.analysis.measures import (
     SHARPNESS,
     VOLUME,
     Measure,
     constant_measures,
+    numeric_column,
     resolve_measures,
 )
 from flatvol.analysis.report_html import (
@@ -34,6 +39,15 @@ from flatvol.analysis.report_html import (
 from flatvol.analysis.sgd_vs_bayes import sgd_vs_bayes_section
 from flatvol.analysis.sgd_vs_bayes_grid import grid_section
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
+from flatvol.analysis.verdicts import (
+    NO,
+    NOT_ESTABLISHED,
+    STRONG_TAU,
+    YES,
+    Verdict,
+    strong_correlation_verdict,
+    stronger_verdict,
+)
 from flatvol.errors import DataError
 from flatvol.experiments.function_store import FunctionExperiment
 from flatvol.io import atomic_write_text
@@ -171,7 +185,18 @@ def _kernel_error_html(runs: pd.DataFrame, mc_samples: int | str | None) -> str:
             "<code>log10_volume_conditional_stderr</code> of the runs table).</p>")
 
 
-def _headline(table: pd.DataFrame, generalization: str) -> str:
+VERDICT_CLASS = {YES: "good", NO: "bad", NOT_ESTABLISHED: "neutral"}
+
+
+def _verdict_html(verdict: Verdict) -> str:
+    return (f"<span class='{VERDICT_CLASS[verdict.outcome]}'>{verdict.outcome} "
+            f"(n = {verdict.n})</span> <small>({esc(verdict.reason)})</small>")
+
+
+def _headline(table: pd.DataFrame, fitted: pd.DataFrame, settings: ReportSettings) -> str:
+    """The volume and sharpness taus, and the verdicts on the paper's two claims (see
+    flatvol.analysis.verdicts: decided by the intervals, not by the point values)."""
+    generalization = settings.generalization
     rows = {r["measure"]: r for _, r in table.iterrows()}
     vol, sharp = rows.get(VOLUME.key), rows.get(SHARPNESS.key)
     items = []
@@ -180,15 +205,19 @@ def _headline(table: pd.DataFrame, generalization: str) -> str:
             items.append(f"<li>Kendall &tau;({esc(m.label)}, {esc(generalization)}) = "
                          f"{ci_text(r, 'kendall')} over {int(r['n'])} runs; granulated &Psi; = "
                          f"{fmt(r['granulated_kendall'])}</li>")
-    if vol is not None and sharp is not None and np.isfinite(vol["kendall"]) \
-            and np.isfinite(sharp["kendall"]):
-        strong = vol["kendall"] >= 0.6
-        stronger = vol["kendall"] > sharp["kendall"]
+    if vol is not None and sharp is not None:
+        strong = strong_correlation_verdict(
+            int(vol["n"]), vol["kendall"], vol["kendall_low"], vol["kendall_high"],
+            vol["kendall_p"], confidence_level=settings.confidence_level)
+        difference = kendall_difference(
+            VOLUME.values(fitted), SHARPNESS.values(fitted),
+            numeric_column(fitted, generalization, "generalization column"),
+            n_resamples=settings.n_resamples, confidence_level=settings.confidence_level,
+            seed=settings.seed)
         items.append(
-            f"<li>Volume correlation at least 0.6: <span class='{'good' if strong else 'bad'}'>"
-            f"{'yes' if strong else 'no'}</span>; stronger than the sharpness one: "
-            f"<span class='{'good' if stronger else 'bad'}'>{'yes' if stronger else 'no'}"
-            f"</span> (paper: yes and yes).</li>")
+            f"<li>Volume correlation at least {STRONG_TAU:g}: {_verdict_html(strong)}; "
+            f"stronger than the sharpness one: {_verdict_html(stronger_verdict(difference))} "
+            "(paper: yes and yes).</li>")
     return "<ul>" + "".join(items) + "</ul>" if items else ""
 
 
@@ -292,7 +321,7 @@ def spec_sections(runs: pd.DataFrame, series: pd.DataFrame | None, *, figures_di
                    "measure columns (log10_volume, log10_sharpness, ...).</p>")
     else:
         table = correlations if correlations is not None else settings.table(runs)
-        out.append(f"<{h}>Summary</{h}>" + _headline(table, settings.generalization))
+        out.append(f"<{h}>Summary</{h}>" + _headline(table, fitted, settings))
         pct = f"{settings.confidence_level:.0%}"
         constant = ("" if settings.measures is not None else "".join(
             f"<p class='meta'>Constant across these runs, so not ranked: {esc(m.label)} "

@@ -64,6 +64,7 @@ figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #dd
 figcaption{color:#444;font-size:.9em;margin-top:.3em}
 pre{background:#f6f6f6;border:1px solid #ddd;padding:.8em;overflow-x:auto;font-size:.85em}
 .good{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}
+.neutral{color:#555;font-weight:600}
 """
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from flatvol.analysis.figures import MadeFigure, new_figure, save_figure
+from flatvol.analysis.figures import MadeFigure, literal_text, new_figure, save_figure
 from flatvol.analysis.report_html import esc, figure_html, fmt, frame_html, slug
 from flatvol.experiments.function_store import (
     FunctionExperiment,
@@ -219,32 +219,37 @@ def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[Optimi
         ax = axes[0, i]
         selected = [s for s in summaries if name is None or s.optimizer == name]
         scatter = None
+        # Explicit legend handles: matplotlib's automatic legend drops every artist whose
+        # label starts with "_", which would hide an optimizer named so.
+        handles = []
         for k, s in enumerate(selected):
             pts = [r for r in finite if r["optimizer"] == s.optimizer]
             x = [10 ** r["log10_v_conditional"] for r in pts]
             y = [r["p_opt"] for r in pts]
             size = [8 + 4 * math.log10(r["count"]) ** 2 for r in pts]
-            label = (f"{s.optimizer}: N={s.fitted}, {s.distinct_functions} functions, "
-                     f"r={_fmt(s.pearson_log10)} ({s.resolved_functions} with count>="
-                     f"{min_count})")
+            label = literal_text(f"{s.optimizer}: N={s.fitted}, {s.distinct_functions} "
+                                 f"functions, r={_fmt(s.pearson_log10)} "
+                                 f"({s.resolved_functions} with count>={min_count})")
             if per_optimizer:
                 scatter = ax.scatter(x, y, c=[r["errors_E"] for r in pts], cmap="viridis",
                                      s=size, vmin=0, vmax=max(max_err, 1), alpha=0.8,
                                      edgecolors="none", label=label)
+                handles.append(scatter)
             else:
-                ax.scatter(x, y, s=size, alpha=0.6, edgecolors="none", label=label,
-                           color=f"C{k}")
-        ax.plot([10**lo, 1], [10**lo, 1], "k--", lw=1, label="P_opt = V")
-        ax.fill_between([10**lo, 1], [10 ** (lo - 1), 0.1], [10 ** (lo + 1), 10], color="grey",
-                        alpha=0.12, label="within 10x")
+                handles.append(ax.scatter(x, y, s=size, alpha=0.6, edgecolors="none",
+                                          label=label, color=f"C{k}"))
+        handles += ax.plot([10**lo, 1], [10**lo, 1], "k--", lw=1, label="P_opt = V")
+        handles.append(ax.fill_between([10**lo, 1], [10 ** (lo - 1), 0.1],
+                                       [10 ** (lo + 1), 10], color="grey", alpha=0.12,
+                                       label="within 10x"))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(10**lo, 1.5)
         ax.set_ylim(10**lo, 1.5)
-        ax.set_xlabel(f"V(f|S)  (NNGP prior, {estimator})")
+        ax.set_xlabel(f"V(f|S)  (NNGP prior, {literal_text(estimator)})")
         ax.set_ylabel("P_opt(f|S)  (frequency over trained networks)")
-        ax.set_title(name if name is not None else "P_opt(f|S) vs V(f|S)")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(literal_text(name) if name is not None else "P_opt(f|S) vs V(f|S)")
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
         if scatter is not None and finite:
             fig.colorbar(scatter, ax=ax, label="errors on E")
     return fig

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from flatvol.analysis.figures import MadeFigure, new_figure, save_figure
+from flatvol.analysis.figures import MadeFigure, literal_text, new_figure, save_figure
 from flatvol.analysis.report_html import esc, figure_html, frame_html, slug
 from flatvol.analysis.sgd_vs_bayes import analyse
 from flatvol.experiments.function_store import FunctionExperiment
@@ -83,7 +83,7 @@ def grid_figure(rows: Sequence[dict[str, Any]]) -> Figure:
             ax.plot(line["width"], line[key], color=f"C{sizes.index(size)}",
                     linestyle=styles[batches.index(batch) % len(styles)],
                     marker=markers[optimizers.index(opt) % len(markers)],
-                    label=f"|S|={size}, batch {batch}, {opt}")
+                    label=literal_text(f"|S|={size}, batch {batch}, {opt}"))
         ax.set_xscale("log")
         widths = sorted(frame["width"].dropna().unique())
         ax.set_xticks(widths, [str(int(w)) for w in widths])
