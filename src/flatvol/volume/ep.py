@@ -17,6 +17,7 @@ updates use log_ndtr and a continued fraction for the far tails, so sites with h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -28,16 +29,21 @@ from flatvol.volume._numerics import (
     as_kernel,
     as_signed_labels,
 )
-from flatvol.volume.ep_blocks import WarmPosterior, block_sequential_ep, kernel_key
+from flatvol.volume.ep_blocks import (
+    WarmPosterior,
+    block_sequential_ep,
+    kernel_key,
+    uses_float32,
+    value_rtol,
+)
 from flatvol.volume.ep_parts import (
     MIN_CAVITY_PRECISION,
-    Posterior,
     Workspace,
     cavity,
-    log_marginal,
     noise_for,
     posterior,
     site_update,
+    site_value,
 )
 
 Likelihood = Literal["probit", "step"]
@@ -49,6 +55,10 @@ Mode = Literal["auto", "parallel", "sequential", "blocks"]
 _SINGLE_UNTIL = 1e-2
 _SINGLE_MIN_N = 256
 _SINGLE_MAX_COND = 1e5
+# A warm start gets this many iterations (sweeps) at most before it counts as stalled and EP
+# restarts from zero: warm starts converge in 2-9 sweeps, cold ones in 5-20 (bench/RESULTS.md;
+# parallel probit EP 10-30), so by then a cold run is cheaper than the rest of max_iter.
+WARM_MAX_ITER = 40
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,14 @@ class EPResult:
     # mode 'blocks' with keep_posterior=True: the posterior covariance, a warm start for
     # another label vector on the same kernel (run_ep(..., warm_posterior=this))
     posterior: WarmPosterior | None = None
+    # The warm start (init_sites / warm_posterior) failed or could not be vouched for, and this
+    # is the result of EP from zero sites instead; retry_reason says why. retry_reason without
+    # retried_cold: a cold blocks run whose float32 corrections drifted, refit in float64.
+    retried_cold: bool = False
+    retry_reason: str = ""
+    # largest difference between the posterior mean the run matched its sites against and the
+    # float64 one of those sites, in posterior standard deviations (ep_parts.site_value)
+    mean_drift: float = 0.0
 
 
 def run_ep(
@@ -106,6 +124,13 @@ def run_ep(
     Convergence: the largest undamped site change, in posterior standard deviations, is < tol
     (log Z_EP is stationary at the fixed point: its error is second order in that change); for
     tol >= 1e-4 blocks mode may stop earlier on a Newton step (flatvol.volume.ep_blocks).
+    The value is computed once, at the end, in float64 from the final sites (one Cholesky,
+    ep_parts.site_value), whatever precision the run used. A warm start (init_sites outside
+    'auto' step EP, or warm_posterior) that does not converge within WARM_MAX_ITER, gives
+    non-finite numbers or drifted (`warm_start_failure`) is replaced by a run from zero sites
+    (EPResult.retried_cold, retry_reason; iterations then count both runs). A cold blocks run
+    whose float32 corrections drifted (`drift_failure`) is refit with float64 corrections
+    (retry_reason set, retried_cold not).
 
     Args:
         init_sites: optional warm start (site precisions tau >= 0, natural means nu; not used
@@ -154,10 +179,103 @@ def run_ep(
         mode = "blocks" if likelihood == "step" else "parallel"
         if mode == "blocks":
             init_sites = None  # cheaper from zero sites (see above)
+    if init_sites is None and warm_posterior is None:
+        return _run_cold(K, y, likelihood, noise, mode, damping, tol, max_iter, anderson,
+                         keep_posterior)
+    warm = _run_once(K, y, likelihood, noise, mode, damping, tol, min(max_iter, WARM_MAX_ITER),
+                     anderson, (tau, nu) if init_sites is not None else None, warm_posterior,
+                     keep_posterior)
+    reason = warm_start_failure(warm, tol)
+    if not reason:
+        return warm
+    cold = _run_cold(K, y, likelihood, noise, mode, damping, tol, max_iter, anderson,
+                     keep_posterior)
+    # the cost of both runs is reported
+    return dataclasses.replace(cold, iterations=warm.iterations + cold.iterations,
+                               retried_cold=True, retry_reason=reason + "; reran from zero "
+                               "sites" + (f"; {cold.retry_reason}" if cold.retry_reason else ""))
+
+
+def _run_cold(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, mode: str,
+              damping: float, tol: float, max_iter: int, anderson: int,
+              keep_posterior: bool) -> EPResult:
+    """EP from zero sites; a blocks run whose float32 corrections drifted (`drift_failure`)
+    is refit with float64 ones (about twice the cost of its updates)."""
+    fit = _run_once(K, y, likelihood, noise, mode, damping, tol, max_iter, anderson, None,
+                    None, keep_posterior)
+    if mode != "blocks" or not uses_float32(K.shape[0], tol):
+        return fit
+    reason = drift_failure(fit, tol)
+    if not reason:
+        return fit
+    refit = _run_blocks(K, y, likelihood, noise, tol, max_iter, None, None, keep_posterior,
+                        mixed_precision=False)
+    return dataclasses.replace(refit, iterations=fit.iterations + refit.iterations,
+                               retry_reason=reason + "; refit with float64 corrections")
+
+
+def drift_failure(result: EPResult, tol: float) -> str:
+    """Why a result's sites cannot be vouched for by the drift of its running posterior ("" if
+    they can).
+
+    The test is cheap (site_value computes the float64 mean anyway) and sound to second
+    order: the sites were moment-matched against a mean that was off by up to `mean_drift`
+    posterior standard deviations, so each site sits about that far (in the units of tol) from
+    the float64 fixed point; log Z_EP is stationary there with a curvature of order one per
+    site in these units, so its error is at most about n * mean_drift^2 (measured errors were
+    below 1e-2 of it). Past what the stop rule promises, value_rtol(tol) |log Z_EP|, the
+    result is refused. A full reference run as the check would cost more than EP itself.
+
+    Args:
+        result: a finished run.
+        tol: its convergence tolerance.
+
+    Returns:
+        The reason, or "".
+    """
+    value = result.log_marginal_likelihood
+    scale = max(abs(value), 1.0) if math.isfinite(value) else 1.0
+    bound = result.site_precision.size * result.mean_drift**2  # inf: no float64 factor
+    if bound > value_rtol(tol) * scale:
+        return (f"the running posterior drifted {result.mean_drift:.2g} posterior standard "
+                f"deviations from the float64 one (value error up to ~{bound:.2g})")
+    return ""
+
+
+def warm_start_failure(result: EPResult, tol: float) -> str:
+    """Why a warm-started EP result cannot be reported (empty if it can): not converged
+    within WARM_MAX_ITER (stalled), a non-finite value or sites, or a drifted posterior
+    (`drift_failure`: a warm run puts every change into one correction of a shared posterior,
+    float32 from ep_blocks.MIXED_MIN_N on, and on ill-conditioned Monte-Carlo kernels it drifts
+    most).
+
+    Args:
+        result: the warm-started run.
+        tol: its convergence tolerance.
+
+    Returns:
+        The reason for a cold retry, or "".
+    """
+    if not result.converged:
+        return f"warm start did not converge ({result.message or 'no reason given'})"
+    if not (math.isfinite(result.log_marginal_likelihood)
+            and np.all(np.isfinite(result.site_precision))
+            and np.all(np.isfinite(result.site_natural_mean))):
+        return "warm start gave a non-finite value or sites"
+    reason = drift_failure(result, tol)
+    return f"warm start: {reason}" if reason else ""
+
+
+def _run_once(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, mode: str,
+              damping: float, tol: float, max_iter: int, anderson: int,
+              init_sites: tuple[np.ndarray, np.ndarray] | None,
+              warm_posterior: WarmPosterior | None, keep_posterior: bool) -> EPResult:
+    """One EP run in a resolved mode (run_ep's arguments, validated), no retry."""
     if mode == "blocks":
-        return _run_blocks(K, y, likelihood, noise, tol, max_iter,
-                           None if init_sites is None else (tau, nu), warm_posterior,
+        return _run_blocks(K, y, likelihood, noise, tol, max_iter, init_sites, warm_posterior,
                            keep_posterior)
+    n = K.shape[0]
+    tau, nu = (np.zeros(n), np.zeros(n)) if init_sites is None else init_sites
     workspace = Workspace()
     # Early parallel iterations (site change > _SINGLE_UNTIL) factorize in float32, twice as
     # fast; the iterations that decide convergence and the final value are float64.
@@ -234,33 +352,36 @@ def run_ep(
             break
     else:
         message = f"no convergence after {max_iter} iterations (site change {change:.2e} > {tol:g})"
-    cav_mean, cav_var = cavity(post, tau, nu)
-    log_Z, _, _ = site_update(y, cav_mean, cav_var, noise)
-    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+    return _result(K, y, likelihood, noise, mode, damping, tau, nu, post.var, post.mean,
+                   converged=converged, iterations=iterations, max_change=change,
+                   message=message)
+
+
+def _result(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, mode: str,
+            damping: float, tau: np.ndarray, nu: np.ndarray, var: np.ndarray,
+            run_mean: np.ndarray, *, converged: bool, iterations: int, max_change: float,
+            message: str, value_correction: float = 0.0,
+            posterior: WarmPosterior | None = None) -> EPResult:
+    """The EPResult of a run's final sites: every path's value is computed here, in float64
+    from the sites (ep_parts.site_value), never accumulated along the run."""
+    value = site_value(K, y, tau, nu, var, run_mean, noise)
+    log_ml = value.log_marginal + value_correction
     if not math.isfinite(log_ml):
         converged = False
         message = message or "log marginal likelihood is not finite"
     return EPResult(
-        log_marginal_likelihood=log_ml,
-        converged=converged,
-        iterations=iterations,
-        likelihood=likelihood,
-        noise_var=noise,
-        mode=mode,
-        damping=damping,
-        max_change=change,
-        site_precision=tau,
-        site_natural_mean=nu,
-        posterior_mean=post.mean,
-        posterior_var=post.var,
-        message=message,
+        log_marginal_likelihood=log_ml, converged=converged, iterations=iterations,
+        likelihood=likelihood, noise_var=noise, mode=mode, damping=damping,
+        max_change=max_change, site_precision=tau, site_natural_mean=nu,
+        posterior_mean=value.mean, posterior_var=var, message=message, posterior=posterior,
+        mean_drift=value.mean_drift,
     )
 
 
 def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol: float,
                 max_iter: int, init_sites: tuple[np.ndarray, np.ndarray] | None,
                 warm_posterior: WarmPosterior | None = None,
-                keep_posterior: bool = False) -> EPResult:
+                keep_posterior: bool = False, mixed_precision: bool = True) -> EPResult:
     """EPResult of block-sequential EP (flatvol.volume.ep_blocks), max_iter sweeps at most."""
 
     def update_block(y_J: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
@@ -268,24 +389,14 @@ def _run_blocks(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, tol
 
     fit = block_sequential_ep(K, y, update_block, tol=tol, max_sweeps=max_iter,
                               init_sites=init_sites, init_posterior=warm_posterior,
-                              keep_posterior=keep_posterior)
-    tau, nu = fit.site_precision, fit.site_natural_mean
-    post = Posterior(fit.posterior_mean, fit.posterior_var, fit.logdet_B)
-    cav_mean, cav_var = cavity(post, tau, nu)
-    log_Z, _, _ = site_update(y, cav_mean, cav_var, noise)
+                              keep_posterior=keep_posterior,
+                              mixed_precision=mixed_precision)
     # plus the last Newton step's predicted change, when EP stopped on it (ep_blocks)
-    log_ml = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post) + fit.value_correction
-    converged, message = fit.converged, fit.message
-    if not math.isfinite(log_ml):
-        converged = False
-        message = message or "log marginal likelihood is not finite"
-    return EPResult(
-        log_marginal_likelihood=log_ml, converged=converged, iterations=fit.sweeps,
-        likelihood=likelihood, noise_var=noise, mode="blocks", damping=fit.damping,
-        max_change=fit.max_change, site_precision=tau, site_natural_mean=nu,
-        posterior_mean=post.mean, posterior_var=post.var, message=message,
-        posterior=fit.posterior,
-    )
+    return _result(K, y, likelihood, noise, "blocks", fit.damping, fit.site_precision,
+                   fit.site_natural_mean, fit.posterior_var, fit.posterior_mean,
+                   converged=fit.converged, iterations=fit.sweeps, max_change=fit.max_change,
+                   message=fit.message, value_correction=fit.value_correction,
+                   posterior=fit.posterior)
 
 
 def _initial_sites(init_sites: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, ...]:

@@ -25,7 +25,10 @@ The schedule (bench/RESULTS.md, "ep-orthant cost in Choleskys"):
   changes accumulate in a float32 correction C (Sigma = base - C): C is small next to the
   base, so its float32 rounding is small next to the posterior variances, and float32 syrk is
   twice as fast. A warm start from a WarmPosterior (the posterior of a nearby label vector,
-  shared read-only) puts every change in C and needs no copy of the base.
+  shared read-only) puts every change in C and needs no copy of the base. The running
+  covariance and log det B serve the iteration only: flatvol.volume.ep reports the value
+  recomputed in float64 from the final sites (ep_parts.site_value) and checks how far the
+  running mean drifted from the float64 one.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ SiteUpdate = Callable[[np.ndarray, np.ndarray, np.ndarray],
 def value_rtol(tol: float) -> float:
     """Relative accuracy of log Z_EP at which a Newton-phase run stops (see module doc)."""
     return VALUE_RTOL_PER_TOL * tol
+
+
+def uses_float32(n: int, tol: float) -> bool:
+    """Whether a run of n sites at tolerance tol accumulates its corrections in float32."""
+    return n >= MIXED_MIN_N and tol >= MIXED_MIN_TOL
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ def block_sequential_ep(
     init_posterior: WarmPosterior | None = None,
     newton: bool = True,
     keep_posterior: bool = False,
+    mixed_precision: bool = True,
 ) -> BlockSweepResult:
     """Run block-sequential EP on a validated float64 kernel K.
 
@@ -143,6 +152,8 @@ def block_sequential_ep(
         init_posterior: warm start from a posterior of the same kernel (its sites and
             covariance, not copied; K is then not read).
         newton: use Newton steps once the sites are close (False: sweeps only).
+        mixed_precision: float32 corrections where `uses_float32` allows them (False: float64
+            throughout, the refit when float32 drifted, flatvol.volume.ep).
         keep_posterior: return the final posterior as a WarmPosterior (one more n x n array
             when the covariance was shared).
 
@@ -158,7 +169,7 @@ def block_sequential_ep(
     else:
         cov = RunningCovariance(np.array(K, dtype=np.float64, order="F", copy=True), owned=True)
         tau, nu, logdet_B = np.zeros(n), np.zeros(n), 0.0
-    correction_dtype = np.float32 if (n >= MIXED_MIN_N and tol >= MIXED_MIN_TOL) else np.float64
+    correction_dtype = np.float32 if mixed_precision and uses_float32(n, tol) else np.float64
     if not cov.owned:
         cov.freeze(correction_dtype)
     updates = newton_steps = 0

@@ -1,5 +1,6 @@
 """EP's building blocks: the Gaussian posterior of z ~ N(0, K) under diagonal Gaussian sites,
-each site's moment matching against a probit or step factor, and the EP marginal likelihood.
+each site's moment matching against a probit or step factor, the EP marginal likelihood, and
+`site_value`: that likelihood of a run's final sites in float64, the value every EP path reports.
 
 `flatvol.volume.ep` iterates these (parallel or sequential updates); the numerics follow
 Rasmussen & Williams (2006) Alg. 3.5/3.6 (see that module's docstring).
@@ -7,9 +8,11 @@ Rasmussen & Williams (2006) Alg. 3.5/3.6 (see that module's docstring).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 from scipy.linalg import get_lapack_funcs
 
 from flatvol.volume._numerics import truncated_gaussian_terms
@@ -129,6 +132,71 @@ def log_marginal(
         + 0.5 * np.sum((tau * cav_mean**2 - 2.0 * cav_mean * nu - nu**2 * cav_var) / one_plus)
     )
     return float(total)
+
+
+@dataclass(frozen=True)
+class SiteValue:
+    """log Z_EP of a run's final sites, computed in float64 (what every EP path reports)."""
+
+    log_marginal: float  # nan where the float64 factorization fails or the value overflows
+    mean: np.ndarray  # float64 posterior mean Sigma nu of the sites
+    logdet_B: float  # float64 log det(I + S^1/2 K S^1/2)
+    # largest |mean the run matched its sites against - float64 mean|, in posterior standard
+    # deviations: how far the run's own (running, possibly float32-corrected) posterior drifted
+    mean_drift: float
+
+
+def site_value(K: np.ndarray, y: np.ndarray, tau: np.ndarray, nu: np.ndarray,
+               var: np.ndarray, run_mean: np.ndarray, noise_var: float) -> SiteValue:
+    """log Z_EP of the sites (tau, nu) from one float64 Cholesky of B = I + S^1/2 K S^1/2.
+
+    log Z_EP (R&W eq. 3.65, `log_marginal`) is the normalizer of q(z) ~ N(0, K) prod_i site_i,
+    a function of the sites alone (-1/2 log det B and nu^T Sigma nu: here in float64, where a
+    run may have accumulated them in float32), plus one term per site, log Z_i - log of the
+    cavity times the site's mass, whose derivatives in the cavity mean and variance are the
+    tilted moments minus the site-times-cavity moments: zero when the site is moment-matched.
+    So the marginal variances (whose exact diagonal would cost a triangular inverse, as much as
+    the Cholesky) are taken from the run: their error moves the value only to second order.
+    The mean is recomputed, as it costs two triangular solves.
+
+    Args:
+        K: (n, n) float64 kernel.
+        y: (n,) signs.
+        tau, nu: the final site precisions (>= 0) and natural means.
+        var: the run's posterior marginal variances of these sites.
+        run_mean: the posterior mean the run matched the sites against.
+        noise_var: the likelihood's noise variance (0 for the step).
+
+    Returns:
+        SiteValue; log_marginal nan (mean_drift inf) if B cannot be factorized in float64.
+    """
+    n = tau.size
+    failed = SiteValue(math.nan, np.asarray(run_mean, dtype=np.float64), math.nan, math.inf)
+    if not (np.all(np.isfinite(tau)) and np.all(np.isfinite(nu)) and np.all(tau >= 0)):
+        return failed
+    sq = np.sqrt(tau)
+    with np.errstate(over="ignore", invalid="ignore"):
+        B = K * sq[:, None]  # the one n x n temporary: B is factorized in place
+        B *= sq[None, :]
+    B.flat[:: n + 1] += 1.0
+    try:
+        L = scipy.linalg.cholesky(B, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return failed
+    logdet_B = 2.0 * float(np.sum(np.log(np.diag(L))))
+    if not math.isfinite(logdet_B):  # B overflowed (a site precision near the float limit)
+        return failed
+    Knu = K @ nu
+    mean = Knu - K @ (sq * scipy.linalg.cho_solve((L, True), sq * Knu, check_finite=False))
+    post = Posterior(mean, var, logdet_B)
+    cav_mean, cav_var = cavity(post, tau, nu)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        log_Z, _, _ = site_update(y, cav_mean, cav_var, noise_var)
+        value = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
+        drift = float(np.max(np.abs(mean - run_mean) / np.sqrt(var)))
+    if not (math.isfinite(value) and math.isfinite(drift)):
+        return SiteValue(math.nan, mean, logdet_B, math.inf)
+    return SiteValue(value, mean, logdet_B, drift)
 
 
 def noise_for(likelihood: str, noise_var: float | None) -> float:
