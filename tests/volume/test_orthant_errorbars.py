@@ -12,6 +12,7 @@ from flatvol.volume import orthant_importance_sampling
 from flatvol.volume.orthant import (
     PARETO_K_RELIABLE,
     OrthantEstimate,
+    gaussian_ratio_tail_index,
     pareto_tail_shape,
     summarize_log_weights,
 )
@@ -66,3 +67,26 @@ def test_error_bar_covers_exact_values_over_seeds():
         assert est.reliable
     assert covered >= 15, ratios
     assert np.median(ratios) < 1.2, ratios  # not so wide that coverage is vacuous
+
+
+@pytest.mark.parametrize("ratio", [0.36, 0.8])
+def test_gaussian_ratio_tail_index_matches_the_weights_tail(ratio):
+    # target N(0, 1), proposal N(0, ratio): w = N(z; 0, 1) / N(z; 0, ratio) has tail index
+    # 1 - ratio (0.64: no variance; 0.2: finite); k-hat of 200,000 weights (tail of 1342) agrees
+    # within its sampling spread, and the 2-d bound takes the narrowest direction.
+    z = np.random.default_rng(0).normal(0.0, math.sqrt(ratio), 200_000)
+    log_w = stats.norm.logpdf(z) - stats.norm.logpdf(z, scale=math.sqrt(ratio))
+    bound = gaussian_ratio_tail_index(np.eye(1), np.sqrt([[ratio]]))
+    assert bound == pytest.approx(1.0 - ratio, abs=1e-12)
+    assert abs(pareto_tail_shape(log_w) - bound) < 0.08
+    K = np.array([[2.0, 0.5], [0.5, 1.0]])
+    two_d = gaussian_ratio_tail_index(np.linalg.cholesky(K), np.linalg.cholesky(ratio * K))
+    assert two_d == pytest.approx(1.0 - ratio, abs=1e-12)
+
+
+def test_estimate_is_unreliable_when_the_proposal_has_no_variance():
+    light = OrthantEstimate(-3.0, 0.01, 4000, 2000.0, "ep", pareto_k=0.3, tail_index_bound=0.4)
+    heavy = OrthantEstimate(-3.0, 0.01, 4000, 2000.0, "ep", pareto_k=0.3, tail_index_bound=0.6)
+    assert light.reliable and not heavy.reliable
+    # bounded weights (the default: tilted and prior proposals) leave it to k-hat
+    assert OrthantEstimate(-3.0, 0.01, 4000, 2000.0, "minimax", pareto_k=0.3).reliable

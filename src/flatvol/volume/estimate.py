@@ -236,10 +236,13 @@ class VolumeEstimator:
             value, used = est.log_probability, est.proposal
             stderr, ess, samples = est.stderr_log10, est.effective_sample_size, est.n_samples
             converged = math.isfinite(value) and ess >= MIN_EFFECTIVE_SAMPLES and est.reliable
+            bound = "" if not math.isfinite(est.tail_index_bound) else (
+                f", proposal '{used}' tail index bound {est.tail_index_bound:.2f} (a variance"
+                " needs < 0.5)")
             message = "" if converged else (
                 f"importance weights degenerate (effective sample size {ess:.1f} of {samples},"
-                f" Pareto k-hat {est.pareto_k:.2f}); the estimate and its standard error are"
-                " unreliable")
+                f" Pareto k-hat {est.pareto_k:.2f}{bound}); the estimate and its standard"
+                " error are unreliable")
         if not math.isfinite(value):
             converged = False
             message = message or "estimate is not finite"
