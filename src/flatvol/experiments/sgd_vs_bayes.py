@@ -39,6 +39,7 @@ from flatvol.experiments.sgd_vs_bayes_spec import SgdVsBayesSpec, load_sgd_vs_ba
 from flatvol.experiments.spec import OptimizerSpec
 from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps_json
+from flatvol.limits import MAX_NETWORKS, MAX_SEED, bound_problem
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -180,8 +181,11 @@ def resolve_spec(spec: SgdVsBayesSpec | str | Path, networks: int | None = None
     if not isinstance(spec, SgdVsBayesSpec):
         spec = load_sgd_vs_bayes_spec(spec)
     if networks is not None:
-        if networks < 1:
-            raise SpecError(f"networks must be >= 1, got {networks}")
+        # first_seed + networks keys the stored samples in a signed 64-bit column
+        most = min(MAX_NETWORKS, MAX_SEED - spec.sampling.first_seed)
+        problem = bound_problem(networks, 1, most)
+        if problem is not None:
+            raise SpecError(f"networks: {problem}")
         grid = spec.grid
         if grid is not None:
             grid = grid.model_copy(update={"cells": [

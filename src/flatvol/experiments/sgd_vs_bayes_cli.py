@@ -34,6 +34,7 @@ def sgd_vs_bayes_command(
     from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
     from flatvol.experiments.sgd_vs_bayes_grid import run_sgd_vs_bayes_grid
     from flatvol.experiments.sgd_vs_bayes_spec import load_sgd_vs_bayes_spec
+    from flatvol.limits import MAX_NETWORKS
     from flatvol.progress import ProgressBar
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
@@ -41,7 +42,7 @@ def sgd_vs_bayes_command(
     check_output_dir(out)
     check_device(device)
     if networks is not None:
-        check_positive_int(networks, "--networks")
+        check_positive_int(networks, "--networks", at_most=MAX_NETWORKS)
     parsed = load_sgd_vs_bayes_spec(spec)
     if threads is not None:
         torch.set_num_threads(threads)

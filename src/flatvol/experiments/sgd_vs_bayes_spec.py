@@ -6,12 +6,13 @@ a sweep spec (docs/EXPERIMENTS.md)."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from flatvol.experiments.build import spec_prior, train_config
 from flatvol.experiments.spec import (
@@ -27,6 +28,14 @@ from flatvol.experiments.spec_files import (
     resolve_spec_path,
     validate_spec,
 )
+from flatvol.limits import (
+    MAX_CHUNK,
+    MAX_DATA_SIZE,
+    MAX_GRID_CELLS,
+    MAX_NETWORKS,
+    MAX_SEED,
+    MAX_WIDTH,
+)
 from flatvol.measures import VolumeSpec
 from flatvol.models import Prior
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
@@ -38,10 +47,10 @@ class SamplingSpec(StrictSpec):
     """How many networks per optimizer (seeds first_seed, first_seed+1, ...), trained in chunks
     of `chunk` networks at once (`group_size` per batched matmul; see flatvol.train.ensemble)."""
 
-    networks: int = Field(10_000, ge=1)
-    chunk: int = Field(500, ge=1)
-    first_seed: int = Field(0, ge=0)
-    group_size: int = Field(16, ge=1)
+    networks: int = Field(10_000, ge=1, le=MAX_NETWORKS)
+    chunk: int = Field(500, ge=1, le=MAX_CHUNK)
+    first_seed: int = Field(0, ge=0, le=MAX_SEED)
+    group_size: int = Field(16, ge=1, le=MAX_CHUNK)
     engine: Literal["auto", "fcn", "vmap"] = "auto"
 
 
@@ -67,10 +76,10 @@ class GridCellRule(StrictSpec):
     """Settings of the grid cells that match every axis value given here (None matches any):
     `networks` overrides sampling.networks, `skip` leaves the cells out. Later rules win."""
 
-    width: int | None = Field(None, ge=1)
-    train_size: int | None = Field(None, ge=1)
+    width: int | None = Field(None, ge=1, le=MAX_WIDTH)
+    train_size: int | None = Field(None, ge=1, le=MAX_DATA_SIZE)
     batch_size: int | Literal["full"] | None = None
-    networks: int | None = Field(None, ge=1)
+    networks: int | None = Field(None, ge=1, le=MAX_NETWORKS)
     skip: bool = False
 
     @field_validator("batch_size", mode="before")
@@ -100,12 +109,25 @@ class GridSpec(StrictSpec):
 
     @field_validator("width", "train_size", "batch_size")
     @classmethod
-    def _positive_unique(cls, values: list[Any]) -> list[Any]:
+    def _positive_unique(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
         if any(isinstance(v, int) and v < 1 for v in values):
             raise ValueError(f"expected values >= 1, got {values}")
+        high = MAX_WIDTH if info.field_name == "width" else MAX_DATA_SIZE
+        too_large = [v for v in values if isinstance(v, int) and v > high]
+        if too_large:
+            raise ValueError(f"expected values in 1..{high}, got {too_large[0]}")
         if len(set(values)) != len(values):
             raise ValueError(f"expected distinct values, got {values}")
         return values
+
+    @model_validator(mode="after")
+    def _cell_count(self) -> GridSpec:
+        # Counted before any cell is made: each cell is a whole experiment.
+        cells = math.prod(max(1, len(getattr(self, axis))) for axis in GRID_AXES)
+        if cells > MAX_GRID_CELLS:
+            raise ValueError(f"expected at most {MAX_GRID_CELLS} cells (width x train_size x "
+                             f"batch_size), got {cells}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,12 @@ class SgdVsBayesSpec(StrictSpec):
                              f"{self.model.arch!r}")
         if self.grid is not None and not self.grid_cells():
             raise ValueError("grid: every cell is skipped")
+        # Seeds first_seed .. first_seed + networks key the stored samples (signed 64-bit).
+        networks = max([self.sampling.networks, *(r.networks or 0 for r in
+                                                  (self.grid.cells if self.grid else []))])
+        if self.sampling.first_seed + networks > MAX_SEED:
+            raise ValueError(f"sampling: expected first_seed + networks <= {MAX_SEED}, got "
+                             f"{self.sampling.first_seed} + {networks}")
         return self
 
     def grid_cells(self) -> list[GridCell]:
@@ -238,6 +266,9 @@ def check_batch_size(value: Any) -> int | str:
     """A grid batch size: an integer >= 1 or 'full' (ValueError naming the value otherwise)."""
     if value == FULL_BATCH or (isinstance(value, int) and not isinstance(value, bool)
                                and value >= 1):
+        if value != FULL_BATCH and value > MAX_DATA_SIZE:
+            raise ValueError(f"expected a batch size <= {MAX_DATA_SIZE} or {FULL_BATCH!r}, "
+                             f"got {value}")
         return value
     raise ValueError(f"expected an integer >= 1 or {FULL_BATCH!r}, got {value!r}")
 

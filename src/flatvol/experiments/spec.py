@@ -28,7 +28,25 @@ from flatvol.experiments.spec_files import (
     read_spec_file,
     validate_spec,
 )
-from flatvol.measures.catalogue import MeasuresSpec, OptionValue, StrictSpec, check_measure_names
+from flatvol.limits import (
+    MAX_ATTACK_SIZES,
+    MAX_DATA_SIZE,
+    MAX_DEPTH,
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_SEEDS,
+    MAX_SWEEP_RUNS,
+    bound_problem,
+    range_length,
+)
+from flatvol.measures.catalogue import (
+    MeasuresSpec,
+    OptionValue,
+    StrictSpec,
+    bounded_options,
+    check_measure_names,
+)
+from flatvol.models.registry import parse_model_spec
 
 
 class DataSpec(StrictSpec):
@@ -36,9 +54,9 @@ class DataSpec(StrictSpec):
 
     task: str = "mnist"
     classes: str | None = None
-    train_size: int = Field(500, ge=1)
-    test_size: int = Field(1000, ge=1)
-    data_seed: int = Field(0, ge=0)
+    train_size: int = Field(500, ge=1, le=MAX_DATA_SIZE)
+    test_size: int = Field(1000, ge=1, le=MAX_DATA_SIZE)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 class ModelSpec(StrictSpec):
@@ -46,17 +64,27 @@ class ModelSpec(StrictSpec):
     sigma_w2: float = Field(2.0, gt=0)
     sigma_b2: float = Field(1.0, ge=0)
 
+    @field_validator("arch")
+    @classmethod
+    def _parsed(cls, arch: str) -> str:
+        # Widths and depth are bounded here, before the pre-flight builds the network.
+        try:
+            parse_model_spec(arch)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return arch
+
 
 class TrainSpec(StrictSpec):
     """Defaults of flatvol.train.TrainConfig (the paper's protocol)."""
 
     lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(32, ge=1)
-    max_epochs: int = Field(2000, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_DATA_SIZE)
+    max_epochs: int = Field(2000, ge=1, le=MAX_EPOCHS)
     fit: Literal["S", "all"] = "S"
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    post_train_epochs: int = Field(0, ge=0)
+    post_train_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
     # Plan the sweep by stage: every seed and attack size of an optimizer trains as one ensemble
     # (flatvol.train.ensemble), then each run is measured and recorded. An execution choice,
     # like the backend: each member equals one-at-a-time training up to float32 rounding (which
@@ -80,7 +108,7 @@ class SWASpec(StrictSpec):
     """Stochastic weight averaging over the fitted and post-fit epochs (flatvol.train.swa)."""
 
     lr: float | None = Field(None, gt=0)
-    anneal_epochs: int = Field(1, ge=1)
+    anneal_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     anneal_strategy: Literal["cos", "linear"] = "cos"
 
 
@@ -93,11 +121,11 @@ class OptimizerSpec(StrictSpec):
     label: str | None = None
     options: dict[str, OptionValue] = Field(default_factory=dict)
     lr: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1)
-    max_epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=MAX_DATA_SIZE)
+    max_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
     momentum: float | None = Field(None, ge=0)
     weight_decay: float | None = Field(None, ge=0)
-    post_train_epochs: int | None = Field(None, ge=0)
+    post_train_epochs: int | None = Field(None, ge=0, le=MAX_EPOCHS)
     swa: SWASpec | None = None
 
     @field_validator("name")
@@ -110,6 +138,11 @@ class OptimizerSpec(StrictSpec):
                              f"{', '.join(optimizer_names())}")
         return name
 
+    @field_validator("options")
+    @classmethod
+    def _bounded(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return bounded_options(options)  # e.g. Entropy-SGD's langevin_steps, its seed
+
     @property
     def key(self) -> str:
         return self.label or self.name
@@ -118,9 +151,13 @@ class OptimizerSpec(StrictSpec):
 class RangeSpec(StrictSpec):
     """Inclusive range: {start = 0, stop = 500, step = 50} is 0, 50, ..., 500."""
 
-    start: int = 0
-    stop: int
-    step: int = Field(1, ge=1)
+    start: int = Field(0, ge=0, le=MAX_DATA_SIZE)
+    stop: int = Field(ge=0, le=MAX_DATA_SIZE)
+    step: int = Field(1, ge=1, le=MAX_DATA_SIZE)
+
+    def count(self) -> int:
+        """How many values, without making them (a range may name 10**12)."""
+        return range_length(self.start, self.stop, self.step)
 
     def values(self) -> list[int]:
         return list(range(self.start, self.stop + 1, self.step))
@@ -133,11 +170,18 @@ class SweepSpec(StrictSpec):
     @field_validator("attack_sizes")
     @classmethod
     def _attack(cls, v: list[int] | RangeSpec) -> list[int] | RangeSpec:
+        # The count first, from a range's ends: expanding {stop = 10**12} is a MemoryError.
+        count = v.count() if isinstance(v, RangeSpec) else len(v)
+        if count > MAX_ATTACK_SIZES:
+            raise ValueError(f"expected at most {MAX_ATTACK_SIZES} attack sizes, got {count}")
         values = v.values() if isinstance(v, RangeSpec) else v
         if not values:
             raise ValueError("no attack sizes")
         if any(a < 0 for a in values):
             raise ValueError(f"attack sizes must be >= 0, got {values}")
+        too_large = [a for a in values if a > MAX_DATA_SIZE]
+        if too_large:
+            raise ValueError(f"expected attack sizes in 0..{MAX_DATA_SIZE}, got {too_large[0]}")
         if len(set(values)) != len(values):
             raise ValueError(f"attack sizes repeat: {values}")
         return v
@@ -148,9 +192,27 @@ class SweepSpec(StrictSpec):
         if isinstance(v, int):
             if v < 1:
                 raise ValueError(f"a seed count must be >= 1, got {v}")
-        elif not v or len(set(v)) != len(v) or any(s < 0 for s in v):
+            if v > MAX_SEEDS:
+                raise ValueError(f"expected a seed count in 1..{MAX_SEEDS}, got {v}")
+            return v
+        if len(v) > MAX_SEEDS:
+            raise ValueError(f"expected at most {MAX_SEEDS} seeds, got {len(v)}")
+        if not v or len(set(v)) != len(v) or any(s < 0 for s in v):
             raise ValueError(f"seeds must be distinct non-negative integers, got {v}")
+        # The store keys runs by seed in a signed 64-bit SQLite column.
+        for i, seed in enumerate(v):
+            if bound_problem(seed, 0, MAX_SEED) is not None:
+                raise ValueError(f"expected seeds in 0..{MAX_SEED}, got {seed} (seeds[{i}])")
         return v
+
+    def attack_count(self) -> int:
+        """How many attack sizes, without expanding a range."""
+        a = self.attack_sizes
+        return a.count() if isinstance(a, RangeSpec) else len(a)
+
+    def seed_count(self) -> int:
+        """How many seeds, without expanding a count."""
+        return self.seeds if isinstance(self.seeds, int) else len(self.seeds)
 
     def attack_values(self) -> list[int]:
         a = self.attack_sizes
@@ -165,7 +227,7 @@ class DuringSpec(StrictSpec):
     rule holds, 'post' the post-training epochs. Loss and train accuracy are recorded every epoch
     regardless."""
 
-    every: int = Field(0, ge=0)
+    every: int = Field(0, ge=0, le=MAX_EPOCHS)
     measures: list[str] = Field(default_factory=list)
     phases: list[Literal["fit", "post"]] = Field(default_factory=lambda: ["fit", "post"])
 
@@ -181,8 +243,8 @@ class AlphaEventSpec(StrictSpec):
     (1-based, affine layers in order) by 1/alpha and layer+1's weights by alpha
     (flatvol.reparam); the function is unchanged, training continues from the scaled weights."""
 
-    post_epoch: int = Field(ge=1)
-    layer: int = Field(1, ge=1)
+    post_epoch: int = Field(ge=1, le=MAX_EPOCHS)
+    layer: int = Field(1, ge=1, le=MAX_DEPTH)
     alpha: float = Field(gt=0)
 
 
@@ -207,6 +269,11 @@ class ExperimentSpec(StrictSpec):
         if dupes:
             raise ValueError(f"optimizers: labels must be unique, {', '.join(dupes)} repeats "
                              "(give each entry a distinct 'label')")
+        runs = len(labels) * self.sweep.attack_count() * self.sweep.seed_count()
+        if runs > MAX_SWEEP_RUNS:
+            raise ValueError(f"sweep: expected at most {MAX_SWEEP_RUNS} runs (optimizers x "
+                             f"attack sizes x seeds), got {len(labels)} x "
+                             f"{self.sweep.attack_count()} x {self.sweep.seed_count()} = {runs}")
         for o in self.optimizers:
             post = o.post_train_epochs if o.post_train_epochs is not None else \
                 self.train.post_train_epochs

@@ -70,8 +70,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     where = _loc(tuple(first["loc"]))
     got = ""
+    # A validator's own message that already says what it got is not repeated.
     if first["type"] not in ("missing",) and "input" in first and not isinstance(
-            first["input"], (dict, list)):
+            first["input"], (dict, list)) and "got " not in msg:
         got = f" (got {first['input']!r})"
     more = f" [+{len(errors) - 1} more error(s)]" if len(errors) > 1 else ""
     return one_line(f"{source}: {where}: {msg}{got}{more}")

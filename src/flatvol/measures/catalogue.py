@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flatvol.errors import SpecError, VolumeError
+from flatvol.limits import MAX_MC_SAMPLES, MAX_SEED, options_problem
 from flatvol.volume import DEFAULT_ESTIMATOR, VolumeService, check_estimator
 from flatvol.volume.kernels import KernelKind
 from flatvol.volume.mc_convergence import (
@@ -193,6 +194,22 @@ def check_measure_names(names: Iterable[str], what: str = "") -> None:
 
 
 # --------------------------------------------------------------------------- spec options
+def bounded_options(options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+    """`options` unchanged if every integer option is within flatvol.limits' bounds (counts
+    and iterations, seeds), for a pydantic validator (ValueError naming the option otherwise).
+
+    Args:
+        options: a measure's options.
+
+    Returns:
+        options.
+    """
+    problem = options_problem(options)
+    if problem is not None:
+        raise ValueError(problem)
+    return options
+
+
 class StrictSpec(BaseModel):
     """Base of every spec section (here and in flatvol.experiments.spec): unknown keys are
     errors, values are frozen."""
@@ -212,9 +229,9 @@ class VolumeSpec(StrictSpec):
     estimator: str = DEFAULT_ESTIMATOR  # a name in the registry, flatvol.volume.ESTIMATORS
     kernel: KernelKind = "auto"
     mc_samples: int | Literal["auto"] = 100
-    mc_seed: int = 0
+    mc_seed: int = Field(0, ge=0, le=MAX_SEED)
     mc_tolerance: float = Field(DEFAULT_MC_TOLERANCE, gt=0)  # in log10 V
-    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=MIN_MC_MAX_SAMPLES)
+    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=MIN_MC_MAX_SAMPLES, le=MAX_MC_SAMPLES)
     mc_batchnorm: BatchNormMode = DEFAULT_BATCHNORM  # BatchNorm in the draws: 'eval' or 'batch'
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
@@ -223,9 +240,15 @@ class VolumeSpec(StrictSpec):
     def _count_or_auto(cls, samples: Any) -> Any:
         if samples == "auto":
             return samples
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-            raise ValueError("expected an integer >= 2 or 'auto'")
+        if isinstance(samples, bool) or not isinstance(samples, int) or not (
+                2 <= samples <= MAX_MC_SAMPLES):
+            raise ValueError(f"expected an integer in 2..{MAX_MC_SAMPLES} or 'auto'")
         return samples
+
+    @field_validator("options")
+    @classmethod
+    def _bounded(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return bounded_options(options)
 
     @field_validator("estimator")
     @classmethod
@@ -243,6 +266,11 @@ class SharpnessSpec(StrictSpec):
     maximizer: MaximizerName = DEFAULT_MAXIMIZER
     options: dict[str, OptionValue] = Field(default_factory=dict)
 
+    @field_validator("options")
+    @classmethod
+    def _bounded(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return bounded_options(options)
+
 
 class MeasuresSpec(StrictSpec):
     """`final`: catalogue measure names (flatvol.measures.measure_names()) taken after training;
@@ -259,6 +287,16 @@ class MeasuresSpec(StrictSpec):
     def _names(cls, names: list[str]) -> list[str]:
         check_measure_names(names)
         return names
+
+    @field_validator("options")
+    @classmethod
+    def _bounded(cls, options: dict[str, dict[str, OptionValue]]
+                 ) -> dict[str, dict[str, OptionValue]]:
+        for name, values in options.items():
+            problem = options_problem(values)
+            if problem is not None:
+                raise ValueError(f"{name}.{problem}")
+        return options
 
     @model_validator(mode="after")
     def _option_names(self) -> MeasuresSpec:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from flatvol.errors import SpecError
 from flatvol.io import dumps_json
+from flatvol.limits import MAX_OPTION_COUNT, MAX_SEED, bound_problem
 from flatvol.measures import (
     DEFAULT_MAXIMIZER,
     DEFAULT_SHARPNESS_EPSILON,
@@ -110,10 +111,12 @@ def flatness_command(
 ) -> None:
     """Flatness measures of a trained network on its training set S."""
     names = parse_measures(measures)
-    settings = cli_settings(maximizer, epsilon, top_k, n_hvp)
     for option, value in (("--top-k", top_k), ("--n-hvp", n_hvp), ("--chunk-size", chunk_size)):
         if value is not None:
-            check_positive_int(value, option)
+            check_positive_int(value, option, at_most=MAX_OPTION_COUNT)
+    if (problem := bound_problem(seed, 0, MAX_SEED)) is not None:
+        raise SpecError(f"--seed: {problem}")
+    settings = cli_settings(maximizer, epsilon, top_k, n_hvp)
     check_device(device)
     run = load_run(run_dir, data_dir=data_dir, device=device)
     # --seed is the seed of every measure as given (a sweep derives one per measure instead).

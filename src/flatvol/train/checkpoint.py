@@ -8,6 +8,7 @@ marks a complete run. Weights load with torch.load(weights_only=True): no arbitr
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,21 @@ import torch
 from torch import nn
 
 from flatvol.data.task import TaskData
-from flatvol.errors import CheckpointError, FlatvolError
+from flatvol.errors import CheckpointError, FlatvolError, SpecError
 from flatvol.io import atomic_write, atomic_write_json
+from flatvol.limits import MAX_DATA_SIZE, MAX_SEED, bound_problem
 from flatvol.models import Prior, build_model
+from flatvol.models.registry import parse_model_spec
 
 RUN_JSON = "run.json"
 WEIGHTS = "model.pt"
 REQUIRED_FIELDS = ("task", "train_size", "attack_size", "test_size", "model", "prior", "seed")
+# The numbers of a run that size its data (and key it), with their bounds (flatvol.limits):
+# checked in run.json before a reload allocates anything, and in a run's options before it trains.
+BOUNDED_RUN_FIELDS = {
+    "train_size": (1, MAX_DATA_SIZE), "attack_size": (0, MAX_DATA_SIZE),
+    "test_size": (1, MAX_DATA_SIZE), "seed": (0, MAX_SEED), "data_seed": (0, MAX_SEED),
+}
 
 
 def save_checkpoint(path: str | Path, model: nn.Module) -> None:
@@ -118,7 +127,45 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_FIELDS if k not in info]
     if missing:
         raise CheckpointError(f"{path}: missing field(s) {', '.join(missing)}")
+    check_run_numbers(info, path)
     return info
+
+
+def run_number_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first of a run's sizes and seeds (BOUNDED_RUN_FIELDS) out of its bounds.
+
+    Args:
+        values: some of train_size, attack_size, test_size, seed, data_seed (others ignored;
+            an absent one is not checked).
+
+    Returns:
+        None when every one given is within bounds, else (field, 'expected ..., got ...').
+    """
+    for field, (low, high) in BOUNDED_RUN_FIELDS.items():
+        if field in values:
+            problem = bound_problem(values[field], low, high)
+            if problem is not None:
+                return field, problem
+    return None
+
+
+def check_run_numbers(info: dict[str, Any], path: Path) -> None:
+    """Refuse run.json sizes, seeds and model widths out of flatvol.limits' bounds.
+
+    Args:
+        info: the parsed run.json (its required fields present).
+        path: the run.json file, for the message.
+
+    Raises:
+        CheckpointError: naming the file and the field, expected vs got.
+    """
+    bad = run_number_problem(info)  # data_seed is optional (0 when absent)
+    if bad is not None:
+        raise CheckpointError(f"{path}: {bad[0]}: {bad[1]}")
+    try:
+        parse_model_spec(info["model"])
+    except SpecError as exc:
+        raise CheckpointError(f"{path}: model: {exc}") from None
 
 
 def _data_dir_for(info: dict[str, Any], override: str | Path | None) -> str | Path | None:
@@ -172,11 +219,14 @@ def load_run(
             data_dir=_data_dir_for(info, data_dir),
             classes=info.get("classes"),
         )
-        model = build_model(info["model"], task.input_shape, prior)
     except FlatvolError:
         raise
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{run_dir / RUN_JSON}: inconsistent run metadata ({exc})") from None
+    try:
+        model = build_model(info["model"], task.input_shape, prior)
+    except SpecError as exc:  # e.g. more parameters on these inputs than flatvol.limits allows
+        raise CheckpointError(f"{run_dir / RUN_JSON}: model: {exc}") from None
     load_checkpoint(run_dir / WEIGHTS, model)
     model.to(device).eval()
     return LoadedRun(model=model, task=task, info=info)

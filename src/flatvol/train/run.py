@@ -14,8 +14,11 @@ import torch
 import flatvol
 from flatvol.data.task import TaskData
 from flatvol.data.tasks import EMBEDDED, load_source, resolve_data_dir
+from flatvol.errors import SpecError
+from flatvol.limits import MAX_DATA_SIZE, MAX_EPOCHS, bound_problem
 from flatvol.models import Prior, build_model
-from flatvol.train.checkpoint import save_run
+from flatvol.models.registry import parse_model_spec
+from flatvol.train.checkpoint import run_number_problem, save_run
 from flatvol.train.loop import EpochInfo, TrainConfig, TrainResult, train_to_fit
 
 
@@ -33,6 +36,20 @@ class RunSpec:
     prior: Prior = Prior()
     train: TrainConfig = TrainConfig()
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Bounded before any work, so a seed the store or torch cannot hold, or a network no
+        # machine holds, is one line now rather than a crash after (or during) training.
+        bad = run_number_problem({f: getattr(self, f) for f in (
+            "train_size", "attack_size", "test_size", "seed", "data_seed")})
+        if bad is not None:
+            raise SpecError(f"{bad[0]}: {bad[1]}")
+        for field, low, high in (("batch_size", 1, MAX_DATA_SIZE), ("max_epochs", 1, MAX_EPOCHS),
+                                 ("post_train_epochs", 0, MAX_EPOCHS)):
+            problem = bound_problem(getattr(self.train, field), low, high)
+            if problem is not None:
+                raise SpecError(f"train.{field}: {problem}")
+        parse_model_spec(self.model)
 
 
 def run_info(spec: RunSpec, task: TaskData, result: TrainResult, data_dir: str | None,
