@@ -23,3 +23,9 @@ class CheckpointError(FlatvolError):
 
 class SweepError(FlatvolError):
     """The sweep could not finish (a worker process died); re-running resumes it."""
+
+
+class WriteError(FlatvolError, OSError):
+    """A file or folder flatvol must write cannot be written: a full disk, a quota, a read-only
+    file system, no permission, or a file where a folder must be. It is also an OSError, so code
+    that handles a failed write as an OSError still does."""

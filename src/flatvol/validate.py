@@ -31,10 +31,13 @@ def check_threads(threads: int | None, option: str = "--threads") -> int | None:
     return threads
 
 
-def check_positive_int(value: int, option: str) -> int:
-    """An integer option that must be >= 1 (workers, samples, networks)."""
+def check_positive_int(value: int, option: str, at_most: int | None = None) -> int:
+    """An integer option that must be >= 1 (workers, samples, networks), and <= `at_most`
+    when given (a bound of flatvol.limits)."""
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise SpecError(f"{option}: expected an integer >= 1, got {value!r}")
+    if at_most is not None and value > at_most:
+        raise SpecError(f"{option}: expected an integer in 1..{at_most}, got {value!r}")
     return value
 
 
@@ -113,13 +116,21 @@ def _read_only_mount(path: Path) -> bool:
         return False
 
 
-def check_output_dir(path: str | Path, option: str = "--out") -> Path:
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK | os.X_OK) and not _read_only_mount(path)
+
+
+def check_output_dir(path: str | Path, option: str = "--out",
+                     folders: tuple[str, ...] = ()) -> Path:
     """A directory the command may create or write into: not an existing file, and writable
-    (or creatable under a writable folder). Nothing is created here.
+    (or creatable under a writable folder), as are the `folders` inside it that exist.
+    Nothing is created here.
 
     Args:
         path: the output directory.
         option: the option's name, for the message.
+        folders: folders the command writes inside it (e.g. 'cache'): each that exists must be
+            a writable folder, so a file in their place is refused before anything is written.
 
     Returns:
         The path as a Path.
@@ -130,8 +141,16 @@ def check_output_dir(path: str | Path, option: str = "--out") -> Path:
     base = _nearest_existing(path)
     if not base.is_dir():
         raise SpecError(f"{option} {path}: expected a directory, but {base} is a file")
-    if not os.access(base, os.W_OK | os.X_OK) or _read_only_mount(base):
+    if not _writable(base):
         what = "directory" if base == path else f"parent folder {base}"
         raise SpecError(f"{option} {path}: expected a writable directory, but the {what} "
                         "is not writable")
+    for name in folders:
+        inside = path / name
+        if inside.exists() and not inside.is_dir():
+            raise SpecError(f"{option} {path}: expected {inside} to be a folder, got a file "
+                            "(move it away)")
+        if inside.is_dir() and not _writable(inside):
+            raise SpecError(f"{option} {path}: expected a writable folder {inside}, but it is "
+                            "not writable")
     return path

@@ -19,6 +19,9 @@ def report_command(
         "--resamples", min=0, help="Bootstrap resamples for the confidence intervals.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    to: Annotated[Path | None, typer.Option(
+        "--to", metavar="REPORT_DIR", help="Write report.html, figures/ and the tables here "
+        "instead of DIR (for a store in a read-only place).")] = None,
 ) -> None:
     """Write DIR/report.html: figures, correlation table, spec and environment in one page."""
     from rich.console import Console
@@ -30,8 +33,14 @@ def report_command(
         load_results,
         write_report,
     )
+    from flatvol.errors import WriteError
+    from flatvol.io import unwritable
+    from flatvol.validate import check_output_dir
 
     console = Console(stderr=True)
+    target = directory if to is None else to
+    if to is not None:
+        check_output_dir(to, "--to")  # refused before the store is read
     if parquet:
         require_pyarrow()  # fail before the work, not after
     settings = ReportSettings(n_resamples=n_resamples, seed=seed)
@@ -39,16 +48,24 @@ def report_command(
         results = load_results(directory)
     with console.status(f"correlations ({n_resamples} bootstrap resamples) and figures"):
         table = correlations_for(results, settings)
-        path = write_report(directory, results=results, title=title, settings=settings,
-                            correlations=table)
+        try:
+            path = write_report(target, results=results, title=title, settings=settings,
+                                correlations=table)
+        except OSError as exc:  # the store was read (read-only), but the target takes no report
+            failure = exc if isinstance(exc, WriteError) else unwritable(
+                exc.filename or target, exc)
+            if failure is None:
+                raise
+            hint = " (write the report elsewhere with --to REPORT_DIR)" if to is None else ""
+            raise WriteError(f"{failure}{hint}") from None
     written = [path]
     tables = {"runs": results.runs, "series": results.series, "correlations": table}
     for name, frame in tables.items():
         if frame is None or frame.empty:
             continue
         if csv:
-            written.append(export_csv(frame, directory / f"{name}.csv"))
+            written.append(export_csv(frame, target / f"{name}.csv"))
         if parquet:
-            written.append(export_parquet(frame, directory / f"{name}.parquet"))
+            written.append(export_parquet(frame, target / f"{name}.parquet"))
     for p in written:
         typer.echo(str(p))

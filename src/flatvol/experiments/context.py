@@ -25,11 +25,18 @@ from flatvol.experiments.build import load_run_task, spec_prior
 from flatvol.experiments.plan import PlannedRun, ensemble_groups
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey
-from flatvol.io import atomic_write, atomic_write_json
+from flatvol.io import (
+    CacheDamage,
+    atomic_write,
+    cache_notice,
+    read_cache_record,
+    write_cache_record,
+)
 from flatvol.volume import VolumeService, prior_kernel
 from flatvol.volume.kernels import DEFAULT_MC_BATCHES, NNGPKernel
 from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM
 
+CACHE_DIR = "cache"  # OUT/cache: the kernel, Monte-Carlo draws and ensemble checkpoints
 
 @dataclass
 class SweepContext:
@@ -165,37 +172,80 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
                         mc_checkpoint=mc_checkpoint)
 
 
+def _cached_kernel(path: Path, record: Path, batches_path: Path) -> NNGPKernel:
+    """The kernel cached at `path`, once its record verifies (flatvol.io.read_cache_record).
+
+    Raises:
+        CacheDamage: a file or the record fails verification, or holds arrays of the wrong
+            shape.
+    """
+    with_batches = batches_path.is_file()
+    info = read_cache_record(record, [path, batches_path] if with_batches else [path])
+    try:
+        kernel = np.load(path, allow_pickle=False)
+        batches: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if info.get("mc_batches"):
+            with np.load(batches_path, allow_pickle=False) as saved:
+                batches = (saved["kernels"], saved["counts"])
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise CacheDamage(f"unreadable ({exc.__class__.__name__}: {exc})") from None
+    n = kernel.shape[0] if kernel.ndim == 2 else -1
+    if kernel.shape != (n, n) or (batches[0] is not None and (
+            batches[0].ndim != 3 or batches[0].shape[1:] != (n, n)
+            or batches[1] is None or batches[1].shape != batches[0].shape[:1])):
+        raise CacheDamage(f"arrays of unexpected shapes (kernel {kernel.shape})")
+    return NNGPKernel(kernel, {**info, "cached": True}, *batches)
+
+
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
                  progress: bool) -> NNGPKernel:
     """The sweep's kernel, from DIR/cache/kernel-<key>.npy (and a Monte-Carlo kernel's batches
     from kernel-<key>-batches.npz) if a previous sweep computed it. A Monte-Carlo check's draws
     are kept in DIR/cache/mc-draws-<key>.pt as they are made, so a killed sweep's check
-    resumes."""
+    resumes.
+
+    The cached files are used only when their record, kernel-<key>.json, verifies (their sha256
+    and the cache schema, flatvol.io.read_cache_record): a damaged, truncated or unverified
+    cache is recomputed after a one-line notice, so it never reaches a run.
+
+    Args:
+        spec: The sweep's spec.
+        out: The output directory.
+        data_dir: Data directory of the task (None: the embedded MNIST subset).
+        device: Torch device of a Monte-Carlo kernel.
+        progress: Show the Monte-Carlo progress.
+
+    Returns:
+        The kernel, its info carrying its cache key.
+
+    Raises:
+        WriteError: the cache cannot be written (full disk, unwritable place).
+    """
     key = kernel_cache_key(spec)
-    path = out / "cache" / f"kernel-{key}.npy"
-    meta = path.with_suffix(".json")
+    path = out / CACHE_DIR / f"kernel-{key}.npy"
+    record = path.with_suffix(".json")
     batches_path = path.with_name(f"kernel-{key}-batches.npz")
-    if path.is_file() and meta.is_file():
+    if path.is_file() or record.is_file():
         try:
-            kernel = np.load(path, allow_pickle=False)
-            info = json.loads(meta.read_text())
-            batches: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
-            if info.get("mc_batches"):
-                with np.load(batches_path, allow_pickle=False) as saved:
-                    batches = (saved["kernels"], saved["counts"])
-            return NNGPKernel(kernel, {**info, "cached": True}, *batches)
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable cache: recompute
+            return _cached_kernel(path, record, batches_path)
+        except CacheDamage as exc:
+            # Runs that an earlier flatvol recorded as failed on this cache stay recorded so.
+            cache_notice(path, f"cached kernel not used: {exc} (runs recorded as failed on it "
+                         "run again with --retry-failed)")
     task = load_run_task(spec, 0, data_dir)
-    draws = out / "cache" / f"mc-draws-{mc_draws_key(spec)}.pt"
+    draws = out / CACHE_DIR / f"mc-draws-{mc_draws_key(spec)}.pt"
     nngp = compute_kernel(spec, task, device, progress, mc_checkpoint=draws)
+    info = {**nngp.info, "cache_key": key}
+    files = [path]
     if nngp.batch_kernels is not None:
         kernels, counts = nngp.batch_kernels, nngp.batch_counts
         atomic_write(batches_path, lambda fh: np.savez(fh, kernels=kernels, counts=counts))
+        files.append(batches_path)
+    else:  # a stale batches file of an earlier kernel must not be taken for this one's
+        batches_path.unlink(missing_ok=True)
     atomic_write(path, lambda fh: np.save(fh, nngp.matrix, allow_pickle=False))
-    atomic_write_json(meta, {**nngp.info, "cache_key": key})
-    return NNGPKernel(nngp.matrix, {**nngp.info, "cache_key": key}, nngp.batch_kernels,
-                      nngp.batch_counts)
+    write_cache_record(record, files, info)
+    return NNGPKernel(nngp.matrix, info, nngp.batch_kernels, nngp.batch_counts)
 
 
 def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,
@@ -218,7 +268,7 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     Returns:
         The SweepContext shared by all runs.
     """
-    checkpoints = str((out / "cache").absolute())  # Ray workers run elsewhere
+    checkpoints = str((out / CACHE_DIR).absolute())  # Ray workers run elsewhere
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
                             train_threads=train_threads, checkpoint_dir=checkpoints)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from flatvol.experiments.store import Store, store_path
+from flatvol.experiments.store import Store, read_connection
 from flatvol.io import dumps_json, finite_or_none, float_or_nan
 
 Database = Store | sqlite3.Connection  # readers take either
@@ -206,8 +206,7 @@ def load_experiments(db: str | Path | Store) -> list[FunctionExperiment]:
     Returns:
         The experiments with their samples and volumes.
     """
-    conn = db.conn if isinstance(db, Store) else \
-        sqlite3.connect(f"{store_path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+    conn = db.conn if isinstance(db, Store) else read_connection(db)
     try:
         try:
             rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "

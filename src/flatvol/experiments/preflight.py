@@ -21,6 +21,7 @@ from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
+from flatvol.experiments.context import CACHE_DIR
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.spec_files import one_line
 from flatvol.experiments.store import RunKey
@@ -188,7 +189,7 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
         options: the command's options.
     """
     check_options(options)
-    check_output_dir(out)
+    check_output_dir(out, folders=(CACHE_DIR,))  # OUT/cache: the kernel, checkpoints
     get_backend(options.backend).check_available()
     runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
     check_spec(spec, source, options.data_dir)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flatvol.experiments.store import KEY_COLUMNS, RunKey, Store, StoreError, store_path
+from flatvol.experiments.store import KEY_COLUMNS, RunKey, Store, read_connection, store_path
 
 # Columns of runs_frame taken from the run's info JSON (absent keys give NaN/None).
 INFO_COLUMNS = ("train_status", "epochs", "fitted_at", "task", "classes", "train_size",
@@ -27,18 +27,12 @@ SERIES_COLUMNS = ("spec_hash", "optimizer", "attack_size", "seed", "epoch", "pha
 
 @contextmanager
 def _reading(db: str | Path | Store) -> Iterator[sqlite3.Connection]:
-    """A connection to read `db` from: an open Store's own, else a new one, closed after."""
+    """A connection to read `db` from: an open Store's own, else a new read-only one to the
+    verified store (flatvol.experiments.store.read_connection), closed after."""
     if isinstance(db, Store):
         yield db.conn
         return
-    path = store_path(db)
-    if not path.is_file():
-        raise StoreError(f"{path}: no results store (run 'flatvol run SPEC --out DIR' first)")
-    try:
-        conn = sqlite3.connect(path, timeout=60.0)
-        conn.execute("SELECT 1 FROM runs LIMIT 1")
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a flatvol results store ({exc})") from None
+    conn = read_connection(db)  # verified, and read-only: a report writes nothing there
     try:
         yield conn
     finally:
@@ -56,28 +50,13 @@ def recorded_runs(out: str | Path, spec_hash: str) -> dict[RunKey, tuple[str, st
     Returns:
         {RunKey: (status, config_hash)}.
     """
-    path = store_path(out)
-    if not path.exists():
+    if not store_path(out).exists():
         return {}
-    if not path.is_file():
-        raise StoreError(f"{path}: expected a results store file, got a directory")
-    try:
-        # This look-up runs before a command may be refused, so it must not touch the folder:
-        # a cleanly closed store (no -wal file) is read as immutable, which creates no -wal or
-        # -shm file; after a killed sweep the runs may still sit in the -wal, which a read-only
-        # connection reads through the -wal/-shm files already there.
-        wal = path.with_name(path.name + "-wal").exists()
-        mode = "mode=ro" if wal else "mode=ro&immutable=1"
-        uri = f"{path.resolve().as_uri()}?{mode}"  # as_uri quotes '?', '#', ' '
-        conn = sqlite3.connect(uri, uri=True, timeout=60.0)
-        try:
-            rows = conn.execute(
-                "SELECT optimizer, attack_size, seed, status, config_hash FROM runs "
-                "WHERE spec_hash=?", (spec_hash,)).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a flatvol results store ({exc})") from None
+    # This look-up runs before a command may be refused, so it must not touch the folder.
+    with _reading(out) as conn:
+        rows = conn.execute(
+            "SELECT optimizer, attack_size, seed, status, config_hash FROM runs "
+            "WHERE spec_hash=?", (spec_hash,)).fetchall()
     return {RunKey(spec_hash, o, a, s): (st, ch) for o, a, s, st, ch in rows}
 
 

@@ -7,7 +7,9 @@ back with `weights_only=True`) at the end of every round and every `every_s` sec
 It is used only if its fingerprint matches (inputs, model and prior, seed, first round, batch
 count, BatchNorm convention): then the draws that follow are the ones an uninterrupted check
 would make, and the kernel is the same to the bit. Tolerance and cap are not in the
-fingerprint: a check refused at its cap resumes with a higher one, its rounds re-judged.
+fingerprint: a check refused at its cap resumes with a higher one, its rounds re-judged. Like
+every flatvol.resumable.ProgressFile, the file carries the sha256 of its content: a damaged or
+truncated file is not resumed from (one notice line), the check starts over.
 """
 
 from __future__ import annotations
