@@ -177,3 +177,6 @@ def test_models_without_one_output_or_with_too_few_samples_are_refused() -> None
         volume_of(nn.Linear(3, 1), x[:6], y, x[6:], n_samples=10)
     with pytest.raises(VolumeError, match="n_samples must be >= n_batches"):
         monte_carlo_kernel(nn.Linear(3, 1), x, n_samples=5)
+    for count in (500.0, True, "500", [20, 50.0]):  # one line, not a TypeError
+        with pytest.raises(VolumeError, match="n_samples: expected a count or an increasing"):
+            monte_carlo_kernel(nn.Linear(3, 1), x, n_samples=count)

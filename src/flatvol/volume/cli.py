@@ -6,6 +6,7 @@ turned into one line and exit code 2 by the main CLI.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,11 +15,13 @@ import typer
 
 from flatvol.errors import SpecError, VolumeError
 from flatvol.io import dumps_json
+from flatvol.limits import MAX_MC_SAMPLES, MAX_OPTION_COUNT, MAX_SEED, bound_problem
 from flatvol.validate import check_device
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, check_estimator
 from flatvol.volume.mc_convergence import (
     DEFAULT_MC_MAX_SAMPLES,
     DEFAULT_MC_TOLERANCE,
+    MonteCarloDrawsWarning,
     check_mc_settings,
 )
 from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, check_batchnorm_mode
@@ -82,22 +85,27 @@ def _volume_from_run(run_dir: Path, estimator: str, data_dir: Path | None,
     from flatvol.train.checkpoint import load_run
 
     run = load_run(run_dir, data_dir=data_dir, device=device)
-    result = volume_of_model(run.model, run.task, estimator, device=device, **mc, **options)
+    # Too few draws is said once, as one line (volume_command), not as a Python warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MonteCarloDrawsWarning)
+        result = volume_of_model(run.model, run.task, estimator, device=device, **mc,
+                                 **options)
     out = result.to_dict()
     out.update(run_dir=str(run_dir), model=run.info.get("model"))
     return out
 
 
 def _mc_samples(text: str) -> int | Literal["auto"]:
-    """--mc-samples: an integer >= 2, or 'auto'."""
+    """--mc-samples: an integer in 2..MAX_MC_SAMPLES (flatvol.limits), or 'auto'."""
     if text == "auto":
         return "auto"
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 2:
-        raise SpecError(f"--mc-samples: expected an integer >= 2 or 'auto', got {text}")
+    if not 2 <= value <= MAX_MC_SAMPLES:
+        raise SpecError(f"--mc-samples: expected an integer in 2..{MAX_MC_SAMPLES} or 'auto', "
+                        f"got {text}")
     return value
 
 
@@ -128,7 +136,7 @@ def volume_command(
     mc_samples: Annotated[
         str, typer.Option("--mc-samples", help="Inits for a Monte-Carlo kernel (non-FCN runs), "
                           "or 'auto': doubled until log10 V of the true labels converges.")
-    ] = "100",
+    ] = "auto",
     mc_tolerance: Annotated[
         float, typer.Option("--mc-tolerance", help="With --mc-samples auto: the log10 V "
                             "agreement between two halves of the draws that ends the check.")
@@ -151,8 +159,13 @@ def volume_command(
     """Estimate the volume V(f) (log10 prior probability of the function) with the NNGP kernel."""
     check_estimator(estimator)
     check_device(device)
-    if samples < 2:
-        raise SpecError(f"--samples: expected an integer >= 2, got {samples}")
+    if not 2 <= samples <= MAX_OPTION_COUNT:
+        raise SpecError(f"--samples: expected an integer in 2..{MAX_OPTION_COUNT}, got {samples}")
+    if mc_max_samples > MAX_MC_SAMPLES:
+        raise SpecError(f"--mc-max-samples: expected at most {MAX_MC_SAMPLES}, got "
+                        f"{mc_max_samples}")
+    if (problem := bound_problem(seed, 0, MAX_SEED)) is not None:
+        raise SpecError(f"--seed: {problem}")
     draws = _mc_samples(mc_samples)
     check_mc_settings(mc_tolerance, mc_max_samples, ("--mc-tolerance", "--mc-max-samples"))
     check_batchnorm_mode(mc_batchnorm, "--mc-batchnorm")
@@ -170,12 +183,15 @@ def volume_command(
             raise SpecError("give RUN_DIR, or both --kernel K.npy and --labels y.npy")
         out = _volume_from_files(kernel, labels, estimator, n_train, options)
     out["estimator_description"] = ESTIMATORS[estimator]
+    if out.get("warning"):  # too few Monte-Carlo draws: one line, also in the JSON
+        typer.echo(f"warning: {out['warning']}", err=True)
     if json_output:
         typer.echo(dumps_json(out))
         return
     keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
             "log10_volume_conditional", "log10_volume_S", "pac_bayes_bound",
             "log10_volume_stderr", "log10_volume_S_stderr", "log10_volume_conditional_stderr",
+            "log10_volume_bias", "log10_volume_S_bias", "log10_volume_conditional_bias",
             "stderr_log10",
             "effective_sample_size", "proposal", "converged",
             "iterations", "seconds", "jitter", "message")

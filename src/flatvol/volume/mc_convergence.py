@@ -1,4 +1,10 @@
-"""How many random networks a Monte-Carlo NNGP kernel needs: a convergence check on log10 V.
+"""How many random networks a Monte-Carlo kernel needs: a convergence check on log10 V.
+
+The check (`converge_draws`) runs on any stream of draws: a flatvol model's features
+(mc_kernel.FeatureDraws, `converged_mc_kernel`, for sweeps and `flatvol volume`) or any model's
+outputs (output_kernel.OutputDraws, `converged_output_kernel`, for `volume_of`). After it, the
+jackknife's bias estimate of each log10 V is compared with its standard error, and draws too
+few for the points are warned of (`MonteCarloDrawsWarning`, `too_few_draws`).
 
 A sample-covariance kernel of `s` draws of `w` features has rank <= s w + 1 (the bias adds one),
 so with s w + 1 < n it is singular and only the jitter decides the orthant probability. Even a
@@ -25,9 +31,11 @@ with its kernel and runs; a check that does not pass within `max_samples` is ref
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -47,6 +55,84 @@ MC_START_SAMPLES = 64
 DEFAULT_MC_MAX_SAMPLES = 4096
 MIN_MC_MAX_SAMPLES = 4  # two halves of at least two draws each
 PROBE = "true labels y on S u E"
+# A Monte-Carlo log10 V is reported with a warning when the jackknife's estimate of its bias is
+# more than this many of its standard errors. The error bar assumes no bias: a 95% interval
+# value +- 1.96 se of an estimate biased by b covers with probability
+# Phi(1.96 - b/se) - Phi(-1.96 - b/se), 95% at b = 0 but 92% at b = 0.5 se and 83% at b = se,
+# so past 0.5 se the interval no longer says what it claims. The rule is on the bias itself,
+# not on draws per point, because the draws a kernel needs depend on the model and the labels
+# (an FCN of 16 features converges at a few draws per point, an output kernel needs more
+# than one per point just to be full rank); it flags a few-draw kernel of any model.
+MAX_BIAS_IN_STDERRS = 0.5
+
+
+class MonteCarloDrawsWarning(UserWarning):
+    """Too few Monte-Carlo draws for the points: a log10 V's estimated bias is not small next
+    to its standard error (see `too_few_draws`)."""
+
+
+def check_mc_samples(samples: Any, name: str = "n_samples") -> int | Literal["auto"]:
+    """A Monte-Carlo draw count as a caller gave it: an integer >= 2, or 'auto'.
+
+    Args:
+        samples: the value given.
+        name: what the caller calls it (an argument, a CLI flag).
+
+    Returns:
+        The count as an int, or 'auto'.
+
+    Raises:
+        VolumeError: a float (500.0), a bool, a string other than 'auto', or a count < 2, in
+            one line naming the setting.
+    """
+    if isinstance(samples, str) and samples == "auto":
+        return "auto"
+    if isinstance(samples, (int, np.integer)) and not isinstance(samples, bool) and samples >= 2:
+        return int(samples)
+    raise VolumeError(f"{name}: expected an integer >= 2 or 'auto', got {samples!r}")
+
+
+def too_few_draws(values: dict[str, tuple[float, float | None, float | None]], samples: int,
+                  n: int) -> str | None:
+    """Why the draws are too few for `n` points, or None: the first value whose jackknife bias
+    estimate exceeds MAX_BIAS_IN_STDERRS of its standard error.
+
+    Args:
+        values: name -> (value, standard error, bias estimate); None or nan ones are skipped.
+        samples: draws of the kernel.
+        n: points of the kernel.
+
+    Returns:
+        One line saying which value, its bias and standard error, and what to do; or None.
+    """
+    for name, (value, stderr, bias) in values.items():
+        if stderr is None or bias is None or not (math.isfinite(stderr) and math.isfinite(bias)):
+            continue
+        if abs(bias) > MAX_BIAS_IN_STDERRS * stderr:
+            return (f"{samples} Monte-Carlo draws are too few for n={n} points: {name} = "
+                    f"{value:.3g} has a jackknife bias estimate of {bias:+.3g}, more than "
+                    f"{MAX_BIAS_IN_STDERRS:g} of its standard error {stderr:.3g}, so its error "
+                    "bar understates the error; use more draws (a larger count, or 'auto' with a "
+                    "smaller mc_tolerance)")
+    return None
+
+
+def warn_if_too_few_draws(values: dict[str, tuple[float, float | None, float | None]],
+                          samples: int, n: int) -> str | None:
+    """Issue a MonteCarloDrawsWarning when `too_few_draws` finds the draws too few.
+
+    Args:
+        values: name -> (value, standard error, bias estimate), as for `too_few_draws`.
+        samples: draws of the kernel.
+        n: points of the kernel.
+
+    Returns:
+        The warning's message, or None when none was issued.
+    """
+    message = too_few_draws(values, samples, n)
+    if message is not None:
+        warnings.warn(message, MonteCarloDrawsWarning, stacklevel=3)
+    return message
 
 
 def rank_bound(samples: int, width: int) -> int:
@@ -105,6 +191,7 @@ class MCConvergence:
     width: int
     n: int
     rounds: tuple[ConvergenceRound, ...]
+    probe: str = PROBE  # the labeling whose log10 V is checked
 
     @property
     def converged(self) -> bool:
@@ -113,7 +200,7 @@ class MCConvergence:
     def to_info(self) -> dict[str, Any]:
         """JSON-able figures: settings, probe, every round, and the verdict."""
         return {"tolerance": self.tolerance, "max_samples": self.max_samples,
-                "estimator": self.estimator, "probe": PROBE, "width": self.width, "n": self.n,
+                "estimator": self.estimator, "probe": self.probe, "width": self.width, "n": self.n,
                 "converged": self.converged, "rounds": [asdict(r) for r in self.rounds]}
 
 
@@ -189,6 +276,37 @@ def check_mc_settings(tolerance: float, max_samples: int,
                           f"{tolerance} and {max_samples}")
 
 
+class DrawStream(Protocol):
+    """What the check draws from: mc_kernel.FeatureDraws (a flatvol model's features) or
+    output_kernel.OutputDraws (any model's outputs)."""
+
+    n: int  # points of the (square) kernel
+    width: int  # features per draw (1 for outputs)
+    device: torch.device
+    generator: torch.Generator  # with a checkpoint: the draws' only randomness
+    draws_per_pass: int
+    net: nn.Module
+    x: torch.Tensor
+
+    def grams(self, count: int) -> Iterator[torch.Tensor]: ...
+
+    def kernel(self, total: torch.Tensor, count: int | torch.Tensor) -> np.ndarray: ...
+
+    def rank_bound(self, samples: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class ConvergedDraws:
+    """The sums of the draws of the check's passing round, and the check's figures."""
+
+    total: torch.Tensor  # (n, n) float64: sum of the draws' Grams
+    total_sq: torch.Tensor  # (n, n) float64: sum of their elementwise squares
+    count: int  # draws summed
+    batch_totals: torch.Tensor | None  # (n_batches, n, n) round-robin batch sums, or None
+    batch_counts: np.ndarray | None  # (n_batches,) draws per batch, or None
+    check: MCConvergence
+
+
 def converged_mc_kernel(
     model: nn.Module,
     x: Any,
@@ -238,10 +356,68 @@ def converged_mc_kernel(
             the last round's figures).
     """
     check_mc_settings(tolerance, max_samples)
-    if n_batches == 1 or n_batches < 0:
-        raise VolumeError(f"n_batches must be 0 or >= 2, got {n_batches}")
     draws = FeatureDraws(model, x, seed=seed, device=device, draws_per_pass=draws_per_pass,
                          batchnorm=batchnorm)
+    first = first_round(start, max_samples)
+    store = None if checkpoint is None else DrawCheckpoint(checkpoint, draws_fingerprint(
+        draws.net, draws.x, seed=seed, start=first, n_batches=n_batches, batchnorm=batchnorm))
+    done = converge_draws(draws, probe_labels, estimator=estimator,
+                          estimator_options=estimator_options, tolerance=tolerance,
+                          max_samples=max_samples, start=start, progress=progress,
+                          n_batches=n_batches, store=store, label="MC NNGP kernel check")
+    return summarize(draws, done.total, done.total_sq, done.count, int(seed), done.batch_totals,
+                     done.batch_counts), done.check
+
+
+def first_round(start: int, max_samples: int) -> int:
+    """The draws of the check's first round: `start` rounded up to even, capped by
+    `max_samples` rounded down to even (each half gets the same count)."""
+    return min(start + start % 2, max_samples - max_samples % 2)
+
+
+def converge_draws(
+    draws: DrawStream,
+    probe_labels: Any,
+    *,
+    estimator: str = DEFAULT_ESTIMATOR,
+    estimator_options: dict[str, Any] | None = None,
+    tolerance: float = DEFAULT_MC_TOLERANCE,
+    max_samples: int = DEFAULT_MC_MAX_SAMPLES,
+    start: int = MC_START_SAMPLES,
+    progress: bool = True,
+    n_batches: int = 0,
+    store: DrawCheckpoint | None = None,
+    label: str = "MC kernel check",
+    probe: str = PROBE,
+) -> ConvergedDraws:
+    """The check itself, on any stream of draws: rounds doubling the draws until two in a row
+    pass (see the module docstring).
+
+    Args:
+        draws: The stream (FeatureDraws, OutputDraws); its kernels are `draws.kernel` of sums.
+        probe_labels: n labels in {0, 1} or {-1, +1} whose log10 V is checked.
+        estimator: Volume estimator of the probe.
+        estimator_options: Its options.
+        tolerance: log10 V agreement required.
+        max_samples: Most draws before the check gives up.
+        start: Draws of the first round (see `first_round`).
+        progress: Whether to show progress.
+        n_batches: With 2 or more, also keep that many round-robin batch sums; 0 keeps none.
+        store: A checkpoint of the sums to resume from and write (only for a stream whose
+            `generator` is its only randomness, as FeatureDraws'); None keeps nothing.
+        label: The progress bar's title.
+        probe: What `probe_labels` are, for the check's figures.
+
+    Returns:
+        The sums of the passing round's draws and the check's figures.
+
+    Raises:
+        VolumeError: bad settings, probe labels not one per point, or no round passes within
+            max_samples (the message gives the last round's figures).
+    """
+    check_mc_settings(tolerance, max_samples)
+    if n_batches == 1 or n_batches < 0:
+        raise VolumeError(f"n_batches must be 0 or >= 2, got {n_batches}")
     n = draws.n
     labels = np.asarray(to_numpy(probe_labels), dtype=np.float64).reshape(-1)
     if labels.shape[0] != n:
@@ -249,9 +425,7 @@ def converged_mc_kernel(
     zeros = lambda *shape: torch.zeros(shape, dtype=torch.float64, device=draws.device)  # noqa: E731
     halves, total_sq = zeros(2, n, n), zeros(n, n)
     batch_totals = zeros(n_batches, n, n) if n_batches else None
-    count = min(start + start % 2, max_samples - max_samples % 2)
-    store = None if checkpoint is None else DrawCheckpoint(checkpoint, draws_fingerprint(
-        draws.net, draws.x, seed=seed, start=count, n_batches=n_batches, batchnorm=batchnorm))
+    count = first_round(start, max_samples)
     resumed = None if store is None else store.load(draws.device)
     drawn, known = 0, {}
     if resumed is not None:
@@ -266,8 +440,7 @@ def converged_mc_kernel(
 
     # One bar for the whole check; its status is the last round's verdict, so a check that runs
     # for hours shows how far from agreement it is.
-    with ProgressBar("MC NNGP kernel check", count, enabled=progress, unit="draws",
-                     leave=False) as bar:
+    with ProgressBar(label, count, enabled=progress, unit="draws", leave=False) as bar:
         while True:
             bar.update(min(drawn, count), total=count)
             previous = rounds[-1] if rounds else None
@@ -291,7 +464,7 @@ def converged_mc_kernel(
                 total = halves[0] + halves[1]
                 kernels = (draws.kernel(halves[0], count // 2),
                            draws.kernel(halves[1], count // 2), draws.kernel(total, count))
-                rounds.append(_judge(count, kernels, rank_bound(count // 2, draws.width) >= n,
+                rounds.append(_judge(count, kernels, draws.rank_bound(count // 2) >= n,
                                      labels, estimator, dict(estimator_options or {}),
                                      tolerance, previous))
                 if store is not None:
@@ -300,9 +473,8 @@ def converged_mc_kernel(
             if rounds[-1].converged or 2 * count > max_samples:
                 break
             count *= 2
-    total = halves[0] + halves[1]
     check = MCConvergence(float(tolerance), int(max_samples), estimator, draws.width, n,
-                          tuple(rounds))
+                          tuple(rounds), probe)
     if not check.converged:
         last = rounds[-1]
         why = (f"each half of {last.samples} draws of {draws.width} features has rank < n={n}"
@@ -316,4 +488,4 @@ def converged_mc_kernel(
     if batch_totals is not None:
         counts = np.array([count // n_batches + (b < count % n_batches)
                            for b in range(n_batches)])
-    return summarize(draws, total, total_sq, count, int(seed), batch_totals, counts), check
+    return ConvergedDraws(halves[0] + halves[1], total_sq, count, batch_totals, counts, check)

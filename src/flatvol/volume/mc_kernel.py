@@ -237,6 +237,11 @@ class FeatureDraws:
                 yield phi @ phi.T
             done += size
 
+    def rank_bound(self, samples: int) -> int:
+        """The most rank a kernel of `samples` draws can have: samples x width, +1 for the
+        readout bias's sigma_b2 (flatvol.volume.mc_convergence.rank_bound)."""
+        return int(samples) * self.width + 1
+
     def kernel(self, total: torch.Tensor, count: int | torch.Tensor) -> np.ndarray:
         """sigma_w2 / width * total / count + sigma_b2 as a symmetric float64 array.
 

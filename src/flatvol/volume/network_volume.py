@@ -8,7 +8,7 @@ V(f on S), V(f|S) and the PAC-Bayes bound, with the Monte-Carlo kernel's error c
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +19,14 @@ from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, VolumeEstimator, check_estimator
-from flatvol.volume.service import ConditionalVolume, VolumeService, VolumeStderr
+from flatvol.volume.mc_convergence import check_mc_samples, warn_if_too_few_draws
+from flatvol.volume.service import (
+    ConditionalVolume,
+    VolumeBias,
+    VolumeService,
+    VolumeStderr,
+    conditional_values,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,11 @@ class ModelVolume:
     # standard errors for a Monte-Carlo one (nan if its batches were too large to keep), None
     # for a given kernel (its error is unknown).
     stderr: VolumeStderr | None = None
+    # The same jackknife's bias estimates (flatvol.volume.service.jackknife_bias), reported, not
+    # subtracted: negative for log10 V of a noisy kernel, shrinking like 1 / draws; zeros for an
+    # analytic kernel, nan without batches, None for a given kernel.
+    bias: VolumeBias | None = None
+    warning: str | None = None  # the MonteCarloDrawsWarning issued, if any
 
     def to_dict(self) -> dict[str, Any]:
         out = self.volume.full.to_dict()
@@ -57,6 +69,11 @@ class ModelVolume:
         if self.stderr is not None:
             out.update({f"{name}_stderr": to_jsonable(value)
                         for name, value in asdict(self.stderr).items()})
+        if self.bias is not None:
+            out.update({f"{name}_bias": to_jsonable(value)
+                        for name, value in asdict(self.bias).items()})
+        if self.warning is not None:
+            out["warning"] = self.warning
         return out
 
 
@@ -98,7 +115,7 @@ def volume_of_model(
     *,
     kernel: Any = None,
     estimator_cache: VolumeEstimator | VolumeService | None = None,
-    mc_samples: int | Literal["auto"] = 100,
+    mc_samples: int | Literal["auto"] = "auto",
     mc_tolerance: float | None = None,
     mc_max_samples: int | None = None,
     mc_batchnorm: str | None = None,
@@ -121,9 +138,9 @@ def volume_of_model(
         estimator: a name from flatvol.volume.ESTIMATORS.
         kernel: an (n, n) kernel of S u E to use instead of the prior's.
         estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks.
-        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form, or 'auto'
-            (chosen by a convergence check on the true labels y on S u E, see
-            flatvol.volume.mc_convergence).
+        mc_samples: Monte-Carlo draws when the prior's kernel has no closed form (an integer
+            >= 2), or 'auto' (the default: chosen by a convergence check on the true labels y
+            on S u E, see flatvol.volume.mc_convergence).
         mc_tolerance: with 'auto', the log10 V agreement required (default: the check's).
         mc_max_samples: with 'auto', the most draws tried (default: the check's).
         mc_batchnorm: BatchNorm in the Monte-Carlo draws, 'eval' or 'batch' (default 'eval';
@@ -135,16 +152,22 @@ def volume_of_model(
 
     Returns:
         The ModelVolume: log10 V(f), V(f on S), V(f|S), the PAC-Bayes bound, their standard
-        errors from the kernel (0 for an analytic kernel, a jackknife over 10 batches of draws
-        for a Monte-Carlo one), the kernel kind and how well the network's labels agree with y
-        on S and E.
+        errors and bias estimates from the kernel (0 for an analytic kernel, a jackknife over
+        10 batches of draws for a Monte-Carlo one), the kernel kind and how well the network's
+        labels agree with y on S and E.
 
     Raises:
-        VolumeError: unknown estimator, or a kernel whose size is not |S u E|.
+        VolumeError: unknown estimator, mc_samples neither an integer >= 2 nor 'auto', or a
+            kernel whose size is not |S u E|.
+
+    Warns:
+        MonteCarloDrawsWarning: a Monte-Carlo kernel's draws are too few for |S u E| (a bias
+            estimate over half its standard error; flatvol.volume.mc_convergence).
     """
     from flatvol.volume.kernels import DEFAULT_MC_BATCHES, select_kernel
 
     check_estimator(estimator)
+    mc_samples = check_mc_samples(mc_samples, "mc_samples")
     x = task.x_SE()
     n_train, n_test = task.train_size, task.test_size
     f = predicted_labels(model, x, device=device)
@@ -165,12 +188,23 @@ def volume_of_model(
         service = VolumeService(nngp.matrix, replicates=nngp.replicates())
         kind, kernel_info = nngp.kind, dict(nngp.info)
     volume = service.conditional(f, n_train, estimator, seed=seed, **options)
-    stderr = service.conditional_stderr(f, n_train, estimator, seed=seed, **options)
-    if stderr is None and kind == "analytic":
-        stderr = VolumeStderr(0.0, 0.0, 0.0, 0.0)
-    elif stderr is None and kind == "monte-carlo":
+    jackknife = service.conditional_jackknife(f, n_train, estimator, seed=seed, **options)
+    stderr, bias = (None, None) if jackknife is None else jackknife
+    if jackknife is None and kind == "analytic":
+        stderr, bias = VolumeStderr(0.0, 0.0, 0.0, 0.0), VolumeBias(0.0, 0.0, 0.0, 0.0)
+    elif jackknife is None and kind == "monte-carlo":
         stderr = VolumeStderr(math.nan, math.nan, math.nan, math.nan)
+        bias = VolumeBias(math.nan, math.nan, math.nan, math.nan)
+    warning = None
+    if kind == "monte-carlo" and stderr is not None and bias is not None:
+        errors, biases = astuple(stderr), astuple(bias)
+        warning = warn_if_too_few_draws(
+            {name: (value, errors[i], biases[i]) for i, (name, value) in enumerate(zip(
+                ("log10_volume", "log10_volume_S", "log10_volume_conditional"),
+                conditional_values(volume)))},
+            int(kernel_info["mc_samples"]), int(x.shape[0]))
     y = to_numpy(task.y_SE()).astype(np.float64)
     train_acc = float(np.mean(f[:n_train] == y[:n_train]))
     test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
-    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info, stderr)
+    return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info, stderr,
+                       bias, warning)

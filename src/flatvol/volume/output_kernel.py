@@ -30,6 +30,15 @@ from flatvol.errors import VolumeError
 from flatvol.models import Prior, init_from_prior_
 from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
+from flatvol.volume.estimate import DEFAULT_ESTIMATOR
+from flatvol.volume.mc_convergence import (
+    DEFAULT_MC_MAX_SAMPLES,
+    DEFAULT_MC_TOLERANCE,
+    MC_START_SAMPLES,
+    MCConvergence,
+    check_mc_settings,
+    converge_draws,
+)
 
 # init(module) or init(module, generator): redraws every parameter of `module` in place.
 Initializer = Callable[..., Any]
@@ -74,7 +83,8 @@ def leave_one_batch_out(batch_means: np.ndarray, batch_counts: np.ndarray) -> It
 
 
 def describe_init(init: Initializer | None, model: nn.Module) -> str:
-    """How `init` is named in results: 'reset_parameters()', 'prior (...)' or the function's name.
+    """How `init` is named in results: 'reset_parameters()', 'Model.reset_parameters()' (a model
+    class's own), 'init_from_prior_ (...)' or the function's name.
 
     Args:
         init: the initializer given to `monte_carlo_kernel` (None: the model's own).
@@ -88,13 +98,45 @@ def describe_init(init: Initializer | None, model: nn.Module) -> str:
     prior = getattr(model, "prior", None)
     if isinstance(prior, Prior):
         return f"init_from_prior_ (sigma_w2={prior.sigma_w2}, sigma_b2={prior.sigma_b2})"
+    if callable(getattr(model, "reset_parameters", None)):
+        return f"{type(model).__name__}.reset_parameters()"
     return "reset_parameters()"
+
+
+def reset_with_own_initializers(module: nn.Module) -> None:
+    """Redraw `module` with PyTorch's `reset_parameters()`, each subtree by its own initializer.
+
+    A module that defines `reset_parameters()` is reset by it alone and its submodules are left
+    to it: a model class's own initializer (weights scaled, a layer zeroed) is the prior its
+    author meant, and resetting its layers after it (parent first, as walking `modules()` does)
+    would silently replace it by PyTorch's per-layer defaults. A module without one (Sequential,
+    a plain container class) is descended into, down to the layers (Linear, Conv, norms) that
+    have theirs, in `modules()` order, each shared module once.
+
+    Args:
+        module: the network to redraw in place (from the global RNG, as reset_parameters does).
+    """
+    seen: set[int] = set()
+
+    def reset(node: nn.Module) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        own = getattr(node, "reset_parameters", None)
+        if callable(own):
+            own()
+            return
+        for child in node.children():
+            reset(child)
+
+    reset(module)
 
 
 def default_init(model: nn.Module) -> Callable[[nn.Module, torch.Generator], None]:
     """The model's own initializer: its flatvol prior if it carries one, else PyTorch's
-    `reset_parameters()` on every submodule that has it (its default init, e.g. Kaiming-uniform
-    weights and fan-in-dependent uniform biases for Linear and Conv).
+    `reset_parameters()` (`reset_with_own_initializers`): the model's own if its class defines
+    one, else each layer's default (e.g. Kaiming-uniform weights and fan-in-dependent uniform
+    biases for Linear and Conv).
 
     Args:
         model: the network.
@@ -105,15 +147,8 @@ def default_init(model: nn.Module) -> Callable[[nn.Module, torch.Generator], Non
     prior = getattr(model, "prior", None)
     if isinstance(prior, Prior):
         return lambda module, generator: init_from_prior_(module, prior, generator)
-
-    def reset_all(module: nn.Module, generator: torch.Generator) -> None:
-        # reset_parameters() draws from the global RNG, which monte_carlo_kernel seeds and forks.
-        for layer in module.modules():
-            reset = getattr(layer, "reset_parameters", None)
-            if callable(reset):
-                reset()
-
-    return reset_all
+    # reset_parameters() draws from the global RNG, which OutputDraws seeds and keeps apart.
+    return lambda module, generator: reset_with_own_initializers(module)
 
 
 def as_two_argument_init(init: Initializer) -> Callable[[nn.Module, torch.Generator], None]:
@@ -195,6 +230,108 @@ def seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+class OutputDraws:
+    """A stream of the model's own random inits and the outer products of their outputs.
+
+    The draw stream of flatvol.volume.mc_convergence's check (as mc_kernel.FeatureDraws is for a
+    flatvol model's features): `grams(count)` yields f(x1) f(x2)^T (float64) for the next
+    `count` inits in order, `kernel(total, count)` is the mean of such a sum and
+    `rank_bound(samples)` the most rank a mean of `samples` of them can have. The model is
+    deep-copied (its weights are never changed) and evaluated in eval mode; every floating-point
+    parameter and buffer must be written by the initializer (`check_redrawn`, which makes the
+    first draw).
+
+    `reset_parameters()` draws from the global RNG, so the stream keeps its own global RNG
+    state: seeded with `seed`, swapped in around each draw and out again, so the caller's random
+    stream is untouched, and whatever runs between draws (the check's EP) cannot change them.
+
+    Args:
+        model: any torch module with one output per input ((n,) or (n, 1)).
+        x1: inputs (n1, ...), tensor or numpy array.
+        x2: inputs (n2, ...) for a cross-kernel; None for K(x1, x1).
+        init: `init(module)` or `init(module, generator)`; None for the model's own
+            (`default_init`).
+        seed: seed of the draws.
+        batch_size: inputs per forward pass.
+        device: torch device the copy runs on.
+
+    Raises:
+        VolumeError: a parameter or buffer the initializer does not redraw, or a model without
+            one finite output per input.
+    """
+
+    width = 1  # each draw's kernel f f^T has rank one
+    draws_per_pass = 1
+
+    def __init__(self, model: nn.Module, x1: Any, x2: Any = None, *,
+                 init: Initializer | None = None, seed: int = 0, batch_size: int = 1024,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()),
+                     torch.float32)
+        self.x = torch.as_tensor(to_numpy(x1), dtype=dtype).to(self.device)
+        self.x2 = None if x2 is None else torch.as_tensor(to_numpy(x2), dtype=dtype).to(
+            self.device)
+        self.n = int(self.x.shape[0])
+        self.batch_size = int(batch_size)
+        self.description = describe_init(init, model)
+        self._draw = as_two_argument_init(init) if init is not None else default_init(model)
+        self.net = copy.deepcopy(model).to(self.device).eval()
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with seeded_rng(int(seed), self.device):
+            check_redrawn(self.net, self._draw, self.generator)  # also the first draw
+            self._rng_states = self._global_states()
+        self._first_pending = True
+
+    def _global_states(self) -> list[torch.Tensor]:
+        return [torch.default_generator.get_state(),
+                *(torch.cuda.get_rng_state(index) for index in self._cuda)]
+
+    def _redraw(self) -> None:
+        with torch.random.fork_rng(devices=self._cuda):
+            torch.default_generator.set_state(self._rng_states[0])
+            for index, state in zip(self._cuda, self._rng_states[1:]):
+                torch.cuda.set_rng_state(state, index)
+            self._draw(self.net, self.generator)
+            self._rng_states = self._global_states()
+
+    @torch.no_grad()
+    def grams(self, count: int) -> Iterator[torch.Tensor]:
+        """f(x1) f(x2)^T of the next `count` inits, float64 (n1, n2), in draw order.
+
+        Args:
+            count: Number of draws.
+
+        Returns:
+            An iterator over `count` float64 tensors on the draws' device.
+        """
+        for _ in range(count):
+            if self._first_pending:  # check_redrawn drew it
+                self._first_pending = False
+            else:
+                self._redraw()
+            f1 = network_outputs(self.net, self.x, self.batch_size)
+            f2 = f1 if self.x2 is None else network_outputs(self.net, self.x2, self.batch_size)
+            yield torch.outer(f1, f2)
+
+    def kernel(self, total: torch.Tensor, count: int | torch.Tensor) -> np.ndarray:
+        """The mean kernel of a sum of `count` draws' outer products.
+
+        Args:
+            total: A sum of `count` outer products (or a stack of sums, with counts to match).
+            count: Draws in the sum.
+
+        Returns:
+            The kernel(s), float64 numpy.
+        """
+        return (total / count).cpu().numpy()
+
+    def rank_bound(self, samples: int) -> int:
+        """The most rank a mean of `samples` rank-one draws can have: `samples`."""
+        return int(samples)
+
+
 def monte_carlo_kernel(
     model: nn.Module,
     x1: Any,
@@ -213,15 +350,17 @@ def monte_carlo_kernel(
     The model is deep-copied (its weights are never changed) and evaluated in eval mode (no
     dropout; BatchNorm uses the running statistics its initializer resets, so outputs do not
     depend on batching). Every floating-point parameter and buffer must be written by the
-    initializer (see `check_redrawn`). The global RNG is seeded inside a fork, so the caller's
-    random stream is untouched and the same seed gives the same kernel.
+    initializer (see `check_redrawn`). The draws are `OutputDraws`': the global RNG they use is
+    their own, so the caller's random stream is untouched and the same seed gives the same
+    kernel. The count is taken as given; `converged_output_kernel` chooses one.
 
     Args:
         model: any torch module with one output per input ((n,) or (n, 1)).
         x1: inputs (n1, ...), tensor or numpy array.
         x2: inputs (n2, ...) for a cross-kernel; None for K(x1, x1).
         init: `init(module)` or `init(module, generator)` redrawing every parameter in place;
-            None for the model's own (its flatvol prior, else `reset_parameters()` everywhere).
+            None for the model's own (its flatvol prior, else its `reset_parameters()`: see
+            `default_init`).
         n_samples: number of inits, or an increasing list of counts to show convergence (the
             kernels then share their draws: each is a prefix of the next).
         seed: seed of the draws.
@@ -237,41 +376,98 @@ def monte_carlo_kernel(
         VolumeError: bad counts, a model without one output per input, non-finite outputs, or
             a parameter/buffer the initializer does not redraw.
     """
-    counts = [int(n_samples)] if isinstance(n_samples, (int, np.integer)) else \
-        [int(c) for c in n_samples]
+    single = isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, bool)
+    several = isinstance(n_samples, (list, tuple)) and all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in n_samples)
+    if not (single or several):
+        raise VolumeError(f"n_samples: expected a count or an increasing list of counts, got "
+                          f"{n_samples!r}")
+    counts = [int(n_samples)] if single else [int(c) for c in n_samples]
     if not counts or counts != sorted(set(counts)):
         raise VolumeError(f"n_samples: expected a count or an increasing list, got {n_samples}")
     if n_batches < 2 or counts[0] < n_batches:
         raise VolumeError(f"n_samples must be >= n_batches >= 2, got n_samples={counts[0]}, "
                           f"n_batches={n_batches}")
-    device = torch.device(device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    xs1 = torch.as_tensor(to_numpy(x1), dtype=dtype).to(device)
-    xs2 = None if x2 is None else torch.as_tensor(to_numpy(x2), dtype=dtype).to(device)
-    n1, n2 = xs1.shape[0], (xs1 if xs2 is None else xs2).shape[0]
-    description = describe_init(init, model)
-    draw = as_two_argument_init(init) if init is not None else default_init(model)
-    net = copy.deepcopy(model).to(device).eval()
-    generator = torch.Generator().manual_seed(int(seed))
-    sums = torch.zeros((n_batches, n1, n2), dtype=torch.float64, device=device)
-    total_sq = torch.zeros((n1, n2), dtype=torch.float64, device=device)
+    draws = OutputDraws(model, x1, x2, init=init, seed=seed, batch_size=batch_size,
+                        device=device)
+    n1 = draws.n
+    n2 = n1 if draws.x2 is None else int(draws.x2.shape[0])
+    sums = torch.zeros((n_batches, n1, n2), dtype=torch.float64, device=draws.device)
+    total_sq = torch.zeros((n1, n2), dtype=torch.float64, device=draws.device)
     results: list[MonteCarloKernel] = []
     start = time.perf_counter()
-    with seeded_rng(int(seed), device):
-        check_redrawn(net, draw, generator)
-        for i in track(range(counts[-1]), "Monte-Carlo kernel", enabled=progress,
-                       unit="inits"):
-            if i:  # the check above drew the first init
-                draw(net, generator)
-            f1 = network_outputs(net, xs1, batch_size)
-            f2 = f1 if xs2 is None else network_outputs(net, xs2, batch_size)
-            sample = torch.outer(f1, f2)
-            sums[i % n_batches] += sample
-            total_sq += sample * sample
-            if i + 1 in counts:
-                results.append(_snapshot(sums, total_sq, i + 1, int(seed),
-                                         time.perf_counter() - start, description))
-    return results[0] if isinstance(n_samples, (int, np.integer)) else results
+    grams = draws.grams(counts[-1])
+    for i in track(range(counts[-1]), "Monte-Carlo kernel", enabled=progress, unit="inits"):
+        sample = next(grams)
+        sums[i % n_batches] += sample
+        total_sq += sample * sample
+        if i + 1 in counts:
+            results.append(_snapshot(sums, total_sq, i + 1, int(seed),
+                                     time.perf_counter() - start, draws.description))
+    return results[0] if single else results
+
+
+def converged_output_kernel(
+    model: nn.Module,
+    x: Any,
+    probe_labels: Any,
+    *,
+    init: Initializer | None = None,
+    probe: str = "the labels probed",
+    estimator: str = DEFAULT_ESTIMATOR,
+    estimator_options: dict[str, Any] | None = None,
+    tolerance: float = DEFAULT_MC_TOLERANCE,
+    max_samples: int = DEFAULT_MC_MAX_SAMPLES,
+    seed: int = 0,
+    n_batches: int = 10,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[MonteCarloKernel, MCConvergence]:
+    """The Monte-Carlo output kernel K(x, x) at the draw count flatvol.volume.mc_convergence's
+    check chooses: draws doubled until log10 V of `probe_labels` agrees within `tolerance`
+    between two independent halves of the draws, two rounds in a row (the check a sweep's and
+    `flatvol volume`'s kernels pass, here on `OutputDraws`).
+
+    Args:
+        model: any torch module with one output per input (deep-copied, never modified).
+        x: inputs (n, ...).
+        probe_labels: n labels in {0, 1} or {-1, +1} whose log10 V is checked.
+        init: the initializer, as in `monte_carlo_kernel`.
+        probe: what the probe labels are, recorded in the check's figures.
+        estimator: volume estimator of the probe.
+        estimator_options: its options.
+        tolerance: log10 V agreement required.
+        max_samples: most draws before the kernel is refused (>= n_batches).
+        seed: seed of the draws.
+        n_batches: round-robin batches of draws for the jackknife (>= 2).
+        batch_size: inputs per forward pass.
+        device: torch device the copies run on.
+        progress: show the check's progress.
+
+    Returns:
+        The kernel of the passing round's draws (a prefix of `monte_carlo_kernel`'s draws with
+        the same seed) and the check's figures.
+
+    Raises:
+        VolumeError: bad settings, a model the draws refuse, or no round passing within
+            max_samples.
+    """
+    check_mc_settings(tolerance, max_samples)
+    if n_batches < 2 or max_samples < n_batches:
+        raise VolumeError(f"mc_max_samples must be >= n_batches >= 2, got mc_max_samples="
+                          f"{max_samples}, n_batches={n_batches}")
+    start = time.perf_counter()
+    draws = OutputDraws(model, x, init=init, seed=seed, batch_size=batch_size, device=device)
+    # Every batch must get draws: the first round has at least n_batches of them.
+    done = converge_draws(draws, probe_labels, estimator=estimator,
+                          estimator_options=estimator_options, tolerance=tolerance,
+                          max_samples=max_samples, start=max(MC_START_SAMPLES, n_batches),
+                          progress=progress, n_batches=n_batches,
+                          label="Monte-Carlo kernel check", probe=probe)
+    assert done.batch_totals is not None  # n_batches >= 2 keeps them
+    return _snapshot(done.batch_totals, done.total_sq, done.count, int(seed),
+                     time.perf_counter() - start, draws.description), done.check
 
 
 def _snapshot(sums: torch.Tensor, total_sq: torch.Tensor, n: int, seed: int, seconds: float,

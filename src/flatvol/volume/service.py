@@ -64,6 +64,18 @@ class VolumeStderr:
     pac_bayes_bound: float
 
 
+@dataclass(frozen=True)
+class VolumeBias:
+    """The jackknife estimate of the bias a Monte-Carlo kernel's noise puts into the volumes
+    (`jackknife_bias`; nan where an estimate is not finite): the estimate minus this is the
+    jackknife's bias-corrected value."""
+
+    log10_volume: float
+    log10_volume_S: float
+    log10_volume_conditional: float
+    pac_bayes_bound: float
+
+
 def conditional_values(volume: ConditionalVolume) -> tuple[float, float, float, float]:
     """(log10 V(f), log10 V(f on S), log10 V(f|S), the PAC-Bayes bound): the order of
     VolumeStderr's fields."""
@@ -86,6 +98,26 @@ def jackknife_stderr(full: float, replicates: Sequence[float]) -> float:
         return math.nan
     b = len(values)
     return float(math.sqrt((b - 1) / b * np.sum((values - values.mean()) ** 2)))
+
+
+def jackknife_bias(full: float, replicates: Sequence[float]) -> float:
+    """The jackknife estimate of a statistic's bias from its leave-one-batch-out replicates.
+
+    A bias that falls like 1/draws (what noise in a kernel does to a smooth function of it, such
+    as log V) is B / (B - 1) times larger in a replicate of B - 1 batches than in all B, so
+    the replicates' mean shift from the full value is 1 / (B - 1) of the full value's bias.
+
+    Args:
+        full: the statistic on all batches (nan or inf gives nan).
+        replicates: the statistic without each batch in turn.
+
+    Returns:
+        (B - 1) (mean r - full); nan if any value is not finite.
+    """
+    values = np.asarray(replicates, dtype=np.float64)
+    if not (math.isfinite(full) and np.all(np.isfinite(values))):
+        return math.nan
+    return float((len(values) - 1) * (values.mean() - full))
 
 
 def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.05) -> float:
@@ -235,6 +267,26 @@ class VolumeService:
             A VolumeStderr, or None when the service has no replicates (an exact kernel, or a
             Monte-Carlo kernel whose batches were not kept).
         """
+        jackknife = self.conditional_jackknife(labels, n_train, estimator, delta=delta,
+                                               **options)
+        return None if jackknife is None else jackknife[0]
+
+    def conditional_jackknife(self, labels: Any, n_train: int,
+                              estimator: str = DEFAULT_ESTIMATOR, *, delta: float = 0.05,
+                              **options: Any) -> tuple[VolumeStderr, VolumeBias] | None:
+        """`conditional`'s values recomputed on every leave-one-batch-out kernel: their
+        jackknife standard errors (`jackknife_stderr`) and bias estimates (`jackknife_bias`).
+
+        Args:
+            labels: labels of all n points (S first).
+            n_train: |S|.
+            estimator: volume estimator name, as in `log_volume`.
+            delta: the PAC-Bayes bound's confidence.
+            **options: estimator options, as in `log_volume`.
+
+        Returns:
+            (VolumeStderr, VolumeBias), or None when the service has no replicates.
+        """
         if self.replicates is None:
             return None
         if self._replicate_services is None:
@@ -249,8 +301,9 @@ class VolumeService:
         reps = [conditional_values(s.conditional(labels, n_train, estimator, delta=delta,
                                                  **options))
                 for s in self._replicate_services]
-        return VolumeStderr(*(jackknife_stderr(value, [r[i] for r in reps])
-                              for i, value in enumerate(full)))
+        columns = [[r[i] for r in reps] for i in range(len(full))]
+        return (VolumeStderr(*map(jackknife_stderr, full, columns)),
+                VolumeBias(*map(jackknife_bias, full, columns)))
 
     def point_marginals(self, train_labels: Any, estimator: str = DEFAULT_ESTIMATOR,
                         **options: Any) -> np.ndarray:
