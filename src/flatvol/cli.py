@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flatvol.errors import FlatvolError
+from flatvol.interrupts import raising_interrupted, received_signal
 from flatvol.progress import ProgressBar
 
 # Recent typer raises its own (vendored click) exceptions; older typer raises click's, and then
@@ -26,6 +30,44 @@ try:
     _ABORTS += (click.Abort,)
 except ImportError:
     pass
+
+
+class _CommandInterrupted(BaseException):
+    """A command's KeyboardInterrupt (or Interrupted: SIGINT, SIGTERM) on its way past typer,
+    which would turn it into a silent exit 130, before any line could say what was kept.
+
+    Args:
+        interrupt: The exception, with its notes.
+    """
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__()
+        self.interrupt = interrupt
+
+
+def _command(name: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """app.command(name), with the command's interruption carried past typer to main().
+
+    Args:
+        name: The command's name (None: the function's).
+
+    Returns:
+        A decorator registering the command.
+    """
+
+    def register(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)  # typer reads the signature and annotations through it
+        def run(*args: object, **kwargs: object) -> None:
+            try:
+                command(*args, **kwargs)
+            except KeyboardInterrupt as exc:
+                raise _CommandInterrupted(exc) from exc
+
+        app.command(name)(run)
+        return command
+
+    return register
+
 
 app = typer.Typer(
     add_completion=False,
@@ -42,7 +84,7 @@ DataDirOption = Annotated[
 ]
 
 
-@app.command()
+@_command()
 def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     task: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
@@ -71,8 +113,9 @@ def train(
     from flatvol.data import load_task
     from flatvol.errors import SpecError
     from flatvol.models import Prior
+    from flatvol.models.registry import parse_model_spec
     from flatvol.train import TrainConfig
-    from flatvol.train.checkpoint import RUN_JSON
+    from flatvol.train.checkpoint import RUN_JSON, run_number_problem
     from flatvol.train.run import RunSpec, train_run
     from flatvol.validate import check_device, check_output_dir
 
@@ -81,10 +124,11 @@ def train(
         raise SpecError(f"--out {out}: already holds a run ({RUN_JSON}); expected a new or empty "
                         "directory (a finished run is never overwritten)")
     check_device(device)
-    for option, value in (("--seed", seed), ("--data-seed", data_seed),
-                          ("--attack-size", attack_size)):
-        if value < 0:
-            raise SpecError(f"{option}: expected an integer >= 0, got {value}")
+    # flatvol.limits, before the data is read (which checks |S| and |E| against the pool)
+    bad = run_number_problem({"seed": seed, "data_seed": data_seed, "attack_size": attack_size})
+    if bad is not None:
+        raise SpecError(f"--{bad[0].replace('_', '-')}: {bad[1]}")
+    parse_model_spec(model)
     try:
         prior = Prior(sigma_w2, sigma_b2)
     except ValueError as exc:
@@ -113,7 +157,7 @@ def train(
     )
 
 
-@app.command()
+@_command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("demo_out"),
     data_dir: Annotated[
@@ -137,7 +181,7 @@ def demo(
     )
 
 
-@app.command()
+@_command()
 def version() -> None:
     """Print the flatvol version."""
     import flatvol
@@ -153,12 +197,12 @@ def _register_subcommands() -> None:
     from flatvol.measures.cli import flatness_command
     from flatvol.volume.cli import volume_command
 
-    app.command("volume")(volume_command)
-    app.command("flatness")(flatness_command)
-    app.command("run")(run_command)
-    app.command("collect")(collect_command)
-    app.command("report")(report_command)
-    app.command("sgd-vs-bayes")(sgd_vs_bayes_command)
+    _command("volume")(volume_command)
+    _command("flatness")(flatness_command)
+    _command("run")(run_command)
+    _command("collect")(collect_command)
+    _command("report")(report_command)
+    _command("sgd-vs-bayes")(sgd_vs_bayes_command)
 
 
 _register_subcommands()
@@ -166,9 +210,19 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: user errors, including malformed options, become one line on stderr and
-    exit code 2 (never a traceback)."""
+    exit code 2 (never a traceback); SIGINT and SIGTERM one line saying what was kept, and
+    exit code 130 / 143."""
     try:
-        code = app(standalone_mode=False)
+        # SIGINT and SIGTERM raise Interrupted, which each command carries past typer
+        # (_command): typer turns a KeyboardInterrupt into a silent exit 130, before any line
+        # could say what was recorded; and SIGTERM would end the process without unwinding
+        # (no worker stopped, no line).
+        with raising_interrupted():
+            code = app(standalone_mode=False)
+    except _CommandInterrupted as stop:
+        _interrupted(stop.interrupt)
+    except KeyboardInterrupt as exc:  # before or after a command ran
+        _interrupted(exc)
     except FlatvolError as exc:
         _fail(str(exc))
     except _USAGE_ERRORS as exc:
@@ -181,7 +235,21 @@ def main() -> None:
     except _ABORTS:
         console.print("aborted", highlight=False)
         sys.exit(130)
+    if received_signal() is not None:  # interrupted outside a command: typer said nothing
+        _interrupted(None)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _interrupted(exc: KeyboardInterrupt | None) -> None:
+    # One line: what the command kept (the notes added on the way up), then the exit code a
+    # shell expects of a process ended by that signal (Ray raises a KeyboardInterrupt of its
+    # own for SIGTERM too: the signal is the one the handler saw).
+    signum = received_signal() or signal.SIGINT
+    notes = "; ".join(getattr(exc, "__notes__", ()))
+    name = signal.Signals(signum).name
+    console.print(escape(f"interrupted ({name})" + (f": {notes}" if notes else "")),
+                  highlight=False, soft_wrap=True)
+    sys.exit(128 + signum)
 
 
 def _fail(message: str) -> None:

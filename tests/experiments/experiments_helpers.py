@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import sqlite3
+from pathlib import Path
 
 import pandas as pd
 
@@ -46,3 +48,23 @@ def subprocess_env() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "FLATVOL_DATA"}
     env["OMP_NUM_THREADS"] = "1"
     return env
+
+
+def done_runs(db) -> int:
+    """Runs recorded 'done' in the store file `db`, read-only (0 before it has its tables)."""
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'done'").fetchone()[0]
+    except sqlite3.OperationalError:  # tables not created yet
+        return 0
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs (Linux /proc; a zombie is not alive)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from experiments_helpers import comparable_runs, comparable_series, subprocess_env, tiny_spec
+from experiments_helpers import (
+    comparable_runs,
+    comparable_series,
+    done_runs,
+    process_alive,
+    subprocess_env,
+    tiny_spec,
+)
 
 from flatvol.experiments import run_sweep, runs_frame, series_frame, spec_from_dict
 from flatvol.experiments.store import store_path
@@ -26,16 +33,6 @@ SPEC = tiny_spec(sweep__attack_sizes=[0, 10, 20, 30], train__post_train_epochs=1
 def _command(spec_path, out, workers: int) -> list[str]:
     return [sys.executable, "-m", "flatvol", "run", str(spec_path), "--out", str(out),
             "--threads", "1", "--workers", str(workers), "--quiet"]
-
-
-def _done_runs(db) -> int:
-    if not db.is_file():
-        return 0
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            return conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'done'").fetchone()[0]
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0
 
 
 # Planned by stage (train.ensemble): all 8 networks train as one ensemble, then each run is
@@ -79,14 +76,6 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _kill_mid_sweep_then_rerun(tmp_path, spec: dict, workers: int = 1) -> None:
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
@@ -95,7 +84,7 @@ def _kill_mid_sweep_then_rerun(tmp_path, spec: dict, workers: int = 1) -> None:
     proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while _done_runs(out / "results.sqlite") < 2 and proc.poll() is None:
+    while done_runs(out / "results.sqlite") < 2 and proc.poll() is None:
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("the sweep recorded no run within 120 s")
@@ -107,9 +96,10 @@ def _kill_mid_sweep_then_rerun(tmp_path, spec: dict, workers: int = 1) -> None:
     if workers > 1 and Path("/proc").is_dir():  # the pool's processes leave with the driver
         assert children, "the sweep measured in no worker process"
         deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        while any(process_alive(pid) for pid in children) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in children), "worker processes outlived the driver"
+        assert not any(process_alive(pid) for pid in children), (
+            "worker processes outlived the driver")
     partial = runs_frame(out)
     assert 2 <= len(partial) < 8, "the kill must land mid-sweep"
 

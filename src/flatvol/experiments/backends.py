@@ -11,6 +11,11 @@ same runs (bitwise, at the same torch thread count).
   on all its threads, then its runs are measured (in the driver, or in the pool).
 - `ray`: one Ray task per run, or with train.ensemble one task per group's ensemble and then
   one per run measuring it (flatvol.experiments.ray_backend).
+
+Interrupted (a KeyboardInterrupt: Ctrl-C, or the CLI's SIGINT / SIGTERM), a backend stops at
+once: the pool's workers (deaf to Ctrl-C: flatvol.interrupts) are ended, a Ray instance started
+here is shut down (on a cluster, the sweep's tasks are cancelled). The runs in flight are lost,
+never recorded half; re-running resumes them.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Protocol
 
 from flatvol.errors import SpecError, SweepError
@@ -36,6 +42,7 @@ from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.ray_backend import RayBackend
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, RunRecord
+from flatvol.interrupts import holding_signals, ignore_sigint, starting_children
 from flatvol.validate import AUTO, check_workers
 
 RecordFn = Callable[[RunRecord], None]
@@ -122,15 +129,20 @@ PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def _init_worker(queue: Any, ctx: SweepContext, parent: int, nice: int) -> None:
+def _init_worker(queue: Any, contexts: Any, parent: int, nice: int) -> None:
     global _WORKER_QUEUE, _WORKER_CTX
-    _WORKER_QUEUE, _WORKER_CTX = queue, ctx
+    # A terminal's Ctrl-C reaches the workers too: only the driver acts on it, and stops them.
+    ignore_sigint()
+    # Progress is best effort: a worker never waits at its exit for the driver to read what it
+    # queued (an interrupted driver reads no more; waiting was a deadlock on Ctrl-C).
+    queue.cancel_join_thread()
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
     # A killed driver cannot stop its workers: each leaves when its parent is gone, so a
     # SIGKILLed sweep leaves no process behind measuring for nobody.
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _WORKER_QUEUE, _WORKER_CTX = queue, contexts.get()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -158,10 +170,54 @@ def _worker_execute(run: PlannedRun, trained: TrainedNetwork | None) -> RunRecor
     return execute_run(run, _WORKER_CTX, _queue_progress, trained=trained, stages=_queue_stage)
 
 
+# How long a worker may take to end after SIGTERM (its default action: at once) before it is
+# killed; only a process stuck in the kernel (swapping) would need it.
+STOP_GRACE_S = 5.0
+
+
+class _WorkerContext(SpawnContext):
+    """The spawn start method (no fork after torch threads started), remembering every process
+    it starts (an interrupted driver ends them: ProcessPoolExecutor has no terminate before
+    Python 3.14) and starting each deaf to Ctrl-C (starting_children).
+
+    Each process gets the sweep context through `contexts` (read by its initializer), not
+    through its arguments: those are written into the new process's pipe by the driver's main
+    thread, which then waits, unable to act on a signal, until the process has imported torch
+    and read them all (a kernel of S u E is far more than a pipe holds); the queue's feeder
+    thread waits instead.
+
+    Args:
+        sweep: What the runs of the sweep share (sent once per process).
+    """
+
+    def __init__(self, sweep: SweepContext) -> None:
+        super().__init__()
+        self.sweep = sweep
+        self.started: list[SpawnProcess] = []
+        self.contexts = self.Queue()
+        # An interrupted driver exits without waiting to hand contexts to workers it ended.
+        self.contexts.cancel_join_thread()
+
+    def Process(self, *args: Any, **kwargs: Any) -> SpawnProcess:  # noqa: N802 (its API name)
+        process = _WorkerProcess(*args, **kwargs)
+        self.started.append(process)
+        self.contexts.put(self.sweep)
+        return process
+
+
+class _WorkerProcess(SpawnProcess):
+    def start(self) -> None:
+        with starting_children():
+            super().start()
+
+
 class _ProcessPool:
     """`workers` spawned processes, each holding the sweep context (sent once, by the
     initializer); records come back to the driver as runs finish. Runs lost to a dead worker
-    are collected, and raise_lost reports them after the others are recorded."""
+    are collected, and raise_lost reports them after the others are recorded. Left by an
+    exception (Interrupted, KeyboardInterrupt, an error), the pool drops the queued runs and
+    ends its workers at once: the runs in flight are lost, never recorded half, and a re-run
+    resumes them."""
 
     def __init__(self, ctx: SweepContext, workers: int, nice: int = 0):
         self.ctx, self.workers, self.nice = ctx, workers, nice
@@ -169,7 +225,6 @@ class _ProcessPool:
         self.pending: dict[Any, PlannedRun] = {}
 
     def __enter__(self) -> _ProcessPool:
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         # The workers' BLAS (numpy/scipy: EP) gets their torch thread count: it reads these
@@ -177,23 +232,43 @@ class _ProcessPool:
         self.saved_env = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
         if self.ctx.threads:
             os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.ctx.threads)))
-        mpctx = mp.get_context("spawn")  # no fork after torch threads started
-        self.queue = mpctx.Queue()
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=mpctx,
+        self.mpctx = _WorkerContext(self.ctx)
+        self.queue = self.mpctx.Queue()
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=self.mpctx,
                                         initializer=_init_worker,
-                                        initargs=(self.queue, self.ctx, os.getpid(),
-                                                  self.nice))
+                                        initargs=(self.queue, self.mpctx.contexts,
+                                                  os.getpid(), self.nice))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.pool.shutdown(wait=exc[0] is None, cancel_futures=exc[0] is not None)
-        finally:
-            for name, value in self.saved_env.items():
-                if value is None:
-                    os.environ.pop(name, None)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # Signals wait until the workers are ended: a second Ctrl-C must not leave them behind.
+        with holding_signals():
+            try:
+                if exc_type is None:
+                    self.pool.shutdown(wait=True)
                 else:
-                    os.environ[name] = value
+                    self._stop_workers()
+            finally:
+                self.queue.close()
+                self.mpctx.contexts.close()
+                for name, value in self.saved_env.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+
+    def _stop_workers(self) -> None:
+        """Drop the queued runs and end every worker now (SIGTERM, then SIGKILL after
+        STOP_GRACE_S), whatever it is doing: waiting for the runs in flight could take hours."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        alive = [process for process in self.mpctx.started if process.is_alive()]
+        for process in alive:
+            process.terminate()
+        for process in alive:
+            process.join(STOP_GRACE_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
 
     def execute(self, jobs: list[tuple[PlannedRun, TrainedNetwork | None]], record: RecordFn,
                 update: ProgressFn, stages: StageFn | None) -> None:

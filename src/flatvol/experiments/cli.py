@@ -67,7 +67,9 @@ def collect_command(
     estimator: Annotated[str | None, typer.Option(
         help="Volume estimator [default: the specs' default].")] = None,
     kernel: Annotated[str, typer.Option(help="NNGP kernel: auto, analytic or mc.")] = "auto",
-    mc_samples: Annotated[int, typer.Option(help="Inits of a Monte-Carlo kernel.")] = 100,
+    mc_samples: Annotated[str, typer.Option(
+        help="Inits of a Monte-Carlo kernel, or 'auto': doubled until log10 V of the true "
+        "labels converges.")] = "auto",
     maximizer: Annotated[str | None, typer.Option(
         help="Keskar maximizer: paper | lbfgsb | fast [default: the specs' default].")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Keskar box size eps.")] = None,
@@ -84,11 +86,21 @@ def collect_command(
         parse_collect_measures,
     )
 
+    # a count as an int ('auto' as it is): the spec's check refuses any other text
+    draws = int(mc_samples) if mc_samples.isdecimal() else mc_samples
     settings = collect_settings(parse_collect_measures(measures), estimator=estimator,
-                                kernel=kernel, mc_samples=mc_samples, maximizer=maximizer,
+                                kernel=kernel, mc_samples=draws, maximizer=maximizer,
                                 epsilon=epsilon)
-    summary = collect_runs(run_dirs, out, settings, data_dir=data_dir, device=device,
-                           progress=not quiet)
+    try:
+        summary = collect_runs(run_dirs, out, settings, data_dir=data_dir, device=device,
+                               progress=not quiet)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: flatvol.cli prints one line
+        from flatvol.experiments.store import store_path
+
+        # each run is recorded whole as it is measured: those in flight are lost
+        exc.add_note(f"the runs collected so far are kept in {store_path(out)}; run the "
+                     "same command to resume")
+        raise
     console.print(
         f"[bold]{summary.given}[/] runs given: {summary.skipped} already in the store, "
         f"{summary.collected} collected, {summary.failed} recorded as failed (did not fit S) "

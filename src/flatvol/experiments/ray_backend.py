@@ -17,6 +17,7 @@ all tasks; data must be readable on the workers (the embedded MNIST subset alway
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -39,6 +40,7 @@ from flatvol.experiments.execute import (
 from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunRecord
+from flatvol.interrupts import reclaim_signals, starting_children
 
 # A training task reports its epoch at most this often (each report is a round trip to the
 # queue actor); the driver looks for reports as often while it waits for results.
@@ -79,13 +81,17 @@ class RayBackend:
             address = os.environ.get("RAY_ADDRESS")
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "configure_logging": False}
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=workers, **kwargs)
+            # Ray's processes (raylet, workers) start deaf to Ctrl-C: ray.shutdown ends them.
+            with starting_children():
+                if address:
+                    ray.init(address=address, **kwargs)
+                else:
+                    ray.init(num_cpus=workers, **kwargs)
+            reclaim_signals()  # SIGTERM then ends the sweep as SIGINT does, not in an abort
             started_here = True
         try:
-            self._run_tasks(ray, todo, ctx, record, progress, workers, stages)
+            self._run_tasks(ray, todo, ctx, record, progress, workers, stages,
+                            cancel_on_interrupt=not started_here)
         finally:
             if started_here:
                 ray.shutdown()
@@ -93,7 +99,7 @@ class RayBackend:
     @staticmethod
     def _run_tasks(ray: Any, todo: list[PlannedRun], ctx: SweepContext,
                    record: Callable[[RunRecord], None], progress: ProgressFn | None,
-                   workers: int, stages: StageFn | None) -> None:
+                   workers: int, stages: StageFn | None, cancel_on_interrupt: bool) -> None:
         measure = ray.remote(num_cpus=1, max_retries=1)(execute_run)
         # Without a thread count a task would use torch's default: all the node's cores.
         ctx_ref = ray.put(dataclasses.replace(ctx, threads=ctx.threads or 1))
@@ -135,6 +141,12 @@ class RayBackend:
                 if done:
                     RayBackend._collect(ray, done[0], pending, training, lost, ctx, record,
                                         stages)
+        except KeyboardInterrupt:  # Ctrl-C, or the CLI's Interrupted (SIGINT, SIGTERM)
+            if cancel_on_interrupt:  # a cluster outlives this driver: its tasks would run on
+                for ref in [*pending, *training]:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref, force=True)
+            raise
         finally:
             if updates is not None:
                 updates.shutdown()

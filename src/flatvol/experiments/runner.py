@@ -53,6 +53,7 @@ from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
 from flatvol.experiments.spec import ExperimentSpec, load_spec, spec_json
 from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
+from flatvol.interrupts import holding_signals
 
 # The sweep API, importable from here as before the split into modules.
 __all__ = ["PlannedRun", "SweepContext", "SweepError", "SweepProgress", "SweepSummary",
@@ -194,6 +195,16 @@ def _environment() -> dict[str, str]:
             "platform": platform.platform()}
 
 
+def _recorded_so_far(store: Store, spec_hash: str, planned: int) -> str:
+    """What an interrupted sweep kept: its runs recorded in the store (each row whole: the runs
+    in flight are lost), and how to resume."""
+    try:
+        recorded = f"{len(store.finished(spec_hash))} of {planned} runs recorded"
+    except Exception:  # noqa: BLE001 (the store unreadable now: say where it is, no number)
+        recorded = "the runs recorded so far are kept"
+    return f"{recorded} in {store.path}; run the same command to resume"
+
+
 def run_sweep(
     spec: str | Path | ExperimentSpec,
     out: str | Path,
@@ -231,6 +242,9 @@ def run_sweep(
             anything is written: an invalid spec or option, a store holding the runs with other
             settings.
         SweepError: when runs were lost (a worker died); the finished ones are recorded.
+        KeyboardInterrupt: on Ctrl-C (or the CLI's SIGINT / SIGTERM: flatvol.interrupts),
+            with a note (PEP 678) saying how many runs the store holds; the workers are
+            stopped, the runs in flight lost, and the same call resumes.
     """
     start = time.perf_counter()
     source_path, source_text = None, None
@@ -262,33 +276,43 @@ def run_sweep(
             # cores, whatever --threads gives the trainer (more threads than cores made the
             # CIFAR panel's measures ~10x slower, bench/RESULTS.md).
             threads = executor.default_threads(spec, workers) or threads
-        with SweepProgress(len(runs), skipped, progress, console,
-                           measures=tuple(spec.measures.final)) as bars:
-            if todo:
-                ctx = prepare_context(spec, out, data_dir, device, progress, threads,
-                                      train_threads)
+        try:
+            with SweepProgress(len(runs), skipped, progress, console,
+                               measures=tuple(spec.measures.final)) as bars:
+                if todo:
+                    ctx = prepare_context(spec, out, data_dir, device, progress, threads,
+                                          train_threads)
 
-                def record(rec: RunRecord) -> None:
-                    try:
-                        store.record(rec, replace_failed=retry_failed)
-                    except StoreError:  # another `flatvol run` on DIR recorded it first
-                        summary.skipped += 1
+                    def record(rec: RunRecord) -> None:
+                        # A signal waits for the run's row and the counts, so that both agree
+                        # (the store alone would stay consistent: one transaction per run).
+                        with holding_signals():
+                            _record(rec)
+
+                    def _record(rec: RunRecord) -> None:
+                        try:
+                            store.record(rec, replace_failed=retry_failed)
+                        except StoreError:  # another `flatvol run` on DIR recorded it first
+                            summary.skipped += 1
+                            bars.finish_run(rec)
+                            return
                         bars.finish_run(rec)
-                        return
-                    bars.finish_run(rec)
-                    if rec.status == "done":
-                        summary.done += 1
-                    else:
-                        summary.failed += 1
-                        summary.failures.append((str(rec.key), rec.reason or ""))
+                        if rec.status == "done":
+                            summary.done += 1
+                        else:
+                            summary.failed += 1
+                            summary.failures.append((str(rec.key), rec.reason or ""))
 
-                # A backend registered before stages existed takes no `stages`: its runs'
-                # stages are then counted as their records arrive.
-                live = "stages" in inspect.signature(executor.run).parameters
-                executor.run(todo, ctx, record, workers, bars.update_run,
-                             **({"stages": bars.stage_done} if live else {}))
-                # A run failed otherwise (a measure's error) keeps its group's checkpoint:
-                # its retry reuses the training.
-                discard_ensemble_checkpoints(ctx, runs, store.settled(spec_hash))
+                    # A backend registered before stages existed takes no `stages`: its runs'
+                    # stages are then counted as their records arrive.
+                    live = "stages" in inspect.signature(executor.run).parameters
+                    executor.run(todo, ctx, record, workers, bars.update_run,
+                                 **({"stages": bars.stage_done} if live else {}))
+                    # A run failed otherwise (a measure's error) keeps its group's checkpoint:
+                    # its retry reuses the training.
+                    discard_ensemble_checkpoints(ctx, runs, store.settled(spec_hash))
+        except KeyboardInterrupt as exc:  # Ctrl-C, or the CLI's Interrupted (SIGINT, SIGTERM)
+            exc.add_note(_recorded_so_far(store, spec_hash, len(runs)))
+            raise
     summary.seconds = time.perf_counter() - start
     return summary
