@@ -19,7 +19,7 @@ except PackageNotFoundError:  # running from a source tree without install
 # The public subpackages and modules, loaded lazily by __getattr__.
 SUBMODULES: tuple[str, ...] = (
     "analysis", "data", "experiments", "flatness", "io", "measures", "models", "reparam",
-    "train", "volume",
+    "sgd_vs_bayes", "train", "volume",
 )
 
 # Functions offered at the top level (`flatvol.volume_of`), loaded lazily from their home.

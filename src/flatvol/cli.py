@@ -190,11 +190,13 @@ def version() -> None:
 
 
 def _register_subcommands() -> None:
-    # Each measure family owns its command; the CLI only wires them up.
+    # Each measure family owns its command; the CLI only wires them up. Importing the
+    # sgd-vs-bayes slice also registers its report sections (flatvol.analysis.report_sections),
+    # so `flatvol report` and `flatvol demo` render its experiments.
     from flatvol.analysis.cli import report_command
     from flatvol.experiments.cli import collect_command, run_command
-    from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
     from flatvol.measures.cli import flatness_command
+    from flatvol.sgd_vs_bayes.cli import sgd_vs_bayes_command
     from flatvol.volume.cli import volume_command
 
     _command("volume")(volume_command)

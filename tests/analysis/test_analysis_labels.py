@@ -17,9 +17,9 @@ from matplotlib.text import Text
 
 from flatvol.analysis.figures import fig4_optimizers, fig5_temporal, scatter_figure
 from flatvol.analysis.report import ReportSettings, write_report
-from flatvol.analysis.sgd_vs_bayes import OptimizerSummary, p_opt_vs_v_figure
-from flatvol.analysis.sgd_vs_bayes_grid import GRID_COLUMNS, grid_figure
 from flatvol.analysis.temporal import temporal_runs
+from flatvol.sgd_vs_bayes.analysis import OptimizerSummary, p_opt_vs_v_figure
+from flatvol.sgd_vs_bayes.grid_analysis import GRID_COLUMNS, grid_figure
 
 TEX_TYPO = r"sgd $\eta_{0.02$"  # the label: an unbalanced brace inside $...$
 # Even dollars would silently become math; a lone backslash before `$` must not escape it.

@@ -17,12 +17,12 @@ from experiments_helpers import tiny_spec
 from flatvol.data import load_task
 from flatvol.errors import CheckpointError, SpecError
 from flatvol.experiments.runner import run_sweep
-from flatvol.experiments.sgd_vs_bayes import resolve_spec
-from flatvol.experiments.sgd_vs_bayes_spec import sgd_vs_bayes_spec_from_dict
 from flatvol.experiments.spec import RangeSpec, load_spec, spec_from_dict
 from flatvol.experiments.store_frames import runs_frame
 from flatvol.limits import MAX_ATTACK_SIZES, MAX_SEED, MAX_SEEDS, range_length
 from flatvol.models import Prior, build_model
+from flatvol.sgd_vs_bayes.run import resolve_spec
+from flatvol.sgd_vs_bayes.spec import sgd_vs_bayes_spec_from_dict
 from flatvol.train import TrainConfig
 from flatvol.train.checkpoint import load_run
 from flatvol.train.run import RunSpec, train_run

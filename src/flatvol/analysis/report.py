@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -36,8 +37,7 @@ from flatvol.analysis.report_html import (
     page_html,
     slug,
 )
-from flatvol.analysis.sgd_vs_bayes import sgd_vs_bayes_section
-from flatvol.analysis.sgd_vs_bayes_grid import grid_section
+from flatvol.analysis.report_sections import report_sections
 from flatvol.analysis.temporal import temporal_runs, temporal_summary
 from flatvol.analysis.verdicts import (
     NO,
@@ -49,7 +49,6 @@ from flatvol.analysis.verdicts import (
     stronger_verdict,
 )
 from flatvol.errors import DataError
-from flatvol.experiments.function_store import FunctionExperiment
 from flatvol.io import atomic_write_text
 
 REPORT_NAME = "report.html"
@@ -68,14 +67,14 @@ class Results:
     spec_text: str | None = None
     source: str | None = None
     specs: pd.DataFrame | None = None
-    # sgd-vs-bayes experiments in the store (flatvol.experiments.function_store)
-    function_experiments: list[FunctionExperiment] = field(default_factory=list)
+    # experiments of the other kinds in the store (e.g. 'sgd-vs-bayes'), by kind, each read by
+    # its registered section (flatvol.analysis.report_sections)
+    experiments: dict[str, Sequence[Any]] = field(default_factory=dict)
 
 
 def load_results(out_dir: str | Path) -> Results:
     """Read the SQLite store of DIR (written by `flatvol run SPEC --out DIR` or `flatvol
     sgd-vs-bayes SPEC --out DIR`)."""
-    from flatvol.experiments.function_store import load_experiments
     from flatvol.experiments.store import store_path
     from flatvol.experiments.store_frames import runs_frame, series_frame, specs_frame
 
@@ -91,8 +90,9 @@ def load_results(out_dir: str | Path) -> Results:
                             "flatvol report DIR")
         raise DataError(f"{out_dir}: no results store {path.name} "
                         "(is this a directory written by `flatvol run SPEC --out DIR`?)")
+    experiments = {section.kind: section.load(path) for section in report_sections()}
     return Results(runs_frame(path), series_frame(path), source=str(path),
-                   specs=specs_frame(path), function_experiments=load_experiments(path))
+                   specs=specs_frame(path), experiments=experiments)
 
 
 @dataclass(frozen=True)
@@ -367,19 +367,21 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
                  correlations: pd.DataFrame | None = None) -> Path:
     """Write OUT_DIR/report.html and OUT_DIR/figures/*.png|pdf for the results in OUT_DIR's
     store (or `results`, e.g. frames built in memory). Several specs in one store each get their
-    own section and figures/<spec name>-<hash>/; so does each sgd-vs-bayes experiment.
+    own section and figures/<spec name>-<hash>/; so does each experiment of a registered kind
+    (flatvol.analysis.report_sections: e.g. sgd-vs-bayes).
     `correlations`: correlations_for(results, settings), when the caller has it already."""
     out_dir = Path(out_dir)
     settings = settings or ReportSettings()
     if results is None:
         results = load_results(out_dir)
     has_runs = results.runs is not None and not results.runs.empty
-    experiments = results.function_experiments
-    if not has_runs and not experiments:
+    kinds = [(section, results.experiments.get(section.kind, ())) for section in report_sections()]
+    n_experiments = sum(len(experiments) for _, experiments in kinds)
+    if not has_runs and not n_experiments:
         raise DataError(f"{results.source or out_dir}: no finished runs to report")
     infos = _spec_infos(results) if has_runs else []
     sections: list[str] = []
-    several = len(infos) + len(experiments) > 1
+    several = len(infos) + n_experiments > 1
     for info in infos:
         runs, series = results.runs, results.series
         figures = out_dir / FIGURES_DIR
@@ -401,14 +403,11 @@ def write_report(out_dir: str | Path, *, results: Results | None = None,
                                   spec_text=info.text, alphas=info.alphas, page_dir=out_dir,
                                   level=3 if several else 2, correlations=table,
                                   mc_samples=info.mc_samples)
-    sections.append(grid_section(experiments, out_dir / FIGURES_DIR, out_dir))
-    for experiment in experiments:
-        figures = out_dir / FIGURES_DIR
-        if several:
-            figures = figures / slug(f"{experiment.info['name']}-{experiment.spec_hash[:8]}")
-        sections.append(sgd_vs_bayes_section(experiment, figures, out_dir, level=3 if several
-                                             else 2))
-    names = [info.name for info in infos] + [e.info["name"] for e in experiments]
+    for section, experiments in kinds:
+        if experiments:
+            sections += section.render(experiments, out_dir / FIGURES_DIR, out_dir, several)
+    names = [info.name for info in infos] + [section.name_of(e) for section, experiments in kinds
+                                             for e in experiments]
     default_title = f"flatvol report: {names[0]}" if len(names) == 1 else \
         f"flatvol report: {out_dir.name}"
     page = page_html(title or default_title, sections, results.source)

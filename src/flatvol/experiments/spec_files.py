@@ -2,7 +2,7 @@
 
 Where a spec name points (a path, or a spec packaged in flatvol/specs), parsing TOML or YAML,
 validating with pydantic into one-line SpecErrors, and the content digest that keys a spec's
-runs in the store. Each spec module (`spec`, `sgd_vs_bayes_spec`) defines only its schema.
+runs in the store. Each spec module (`spec`, `flatvol.sgd_vs_bayes.spec`) defines only its schema.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Tables (see docs/EXPERIMENTS.md):
 - results(spec_hash, optimizer, attack_size, seed, name, value)       one row per scalar
 - series(spec_hash, optimizer, attack_size, seed, epoch, phase, metric, value)   per epoch
 - function_experiments, function_samples, function_volumes, function_priors: sgd-vs-bayes, via
-  flatvol.experiments.function_store
+  flatvol.sgd_vs_bayes.function_store
 
 A run is written in a single transaction (runs row + its results + its series), so a process
 killed at any point leaves either the whole run or nothing, and the primary key makes a duplicate

@@ -30,20 +30,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flatvol.errors import SpecError, VolumeError
 from flatvol.limits import MAX_MC_SAMPLES, MAX_SEED, options_problem
-from flatvol.volume import DEFAULT_ESTIMATOR, VolumeService, check_estimator
-from flatvol.volume.kernels import KernelKind
-from flatvol.volume.mc_convergence import (
+
+# The volume settings' names and defaults, not flatvol.volume: the catalogue's metadata (names,
+# fields, predictors, option schemas) is read by the analysis and by spec parsing, which must
+# not load torch and the estimators; only a measure that runs needs them.
+from flatvol.volume_settings import (
+    DEFAULT_BATCHNORM,
+    DEFAULT_ESTIMATOR,
     DEFAULT_MC_MAX_SAMPLES,
     DEFAULT_MC_TOLERANCE,
     MIN_MC_MAX_SAMPLES,
+    BatchNormMode,
+    KernelKind,
+    check_estimator,
 )
-from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, BatchNormMode
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from flatvol.data.task import TaskData
+    from flatvol.volume import VolumeService
 
 OptionValue = bool | int | float | str
 MaximizerName = Literal["paper", "lbfgsb", "fast"]
@@ -338,6 +345,8 @@ class MeasureContext:
         if self.volume_cache is None:
             if self.kernel is None:
                 raise SpecError("measure 'volume' needs the sweep's NNGP kernel (context.kernel)")
+            from flatvol.volume import VolumeService  # on first use: the catalogue stays light
+
             self.volume_cache = VolumeService(self.kernel)
         return self.volume_cache
 

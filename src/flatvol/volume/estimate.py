@@ -4,10 +4,11 @@ Estimators (all return ln P in nats and log10 V):
 - 'ep-orthant' (default): EP with the noise-free step likelihood 1[y z > 0]; estimates the
   volume as the mission defines it, the orthant probability P(sign z = f), z ~ N(0, K).
 - 'orthant-is': importance sampling of that same orthant probability (unbiased, with a standard
-  error) from the better, by a pilot run, of the step-EP Gaussian (only where its weights have
-  a variance: tail index 1 - lambda_min(C, K) < 1/2) and Botev's minimax-tilted sampler. Reliable while the effective sample size is not tiny: hundreds of points on
-  correlated kernels (ESS ~100 of 4000 at n=300 on the MNIST NNGP kernel); flagged
-  converged=False below MIN_EFFECTIVE_SAMPLES (e.g. MNIST S u E, n=1500).
+  error) from the better, by a pilot run, of the step-EP Gaussian (only where its weights have a
+  variance: tail index 1 - lambda_min(C, K) < 1/2) and Botev's minimax-tilted sampler. Reliable
+  while the effective sample size is not tiny: hundreds of points on correlated kernels (ESS ~100
+  of 4000 at n=300 on the MNIST NNGP kernel); flagged converged=False below MIN_EFFECTIVE_SAMPLES
+  (e.g. MNIST S u E, n=1500).
 - 'ep-probit': EP with the probit likelihood Phi(y z), the paper's (GPy's Bernoulli) marginal
   likelihood. It is the orthant probability under K + I, not K: it adds independent unit noise
   to every point, which makes it far smaller than the network's P(f) for balanced functions.
@@ -37,13 +38,14 @@ from flatvol.volume.ep_blocks import WarmPosterior, kernel_key
 from flatvol.volume.laplace import run_laplace
 from flatvol.volume.orthant import PROPOSALS, estimate_orthant
 
-ESTIMATORS: dict[str, str] = {
-    "ep-orthant": "EP with the noise-free step likelihood: log P(sign z = f), z ~ N(0, K)",
-    "orthant-is": "importance sampling of P(sign z = f) (EP or minimax-tilted proposal), stderr",
-    "ep-probit": "EP with the probit likelihood Phi(y z) (the paper's GPy value; orthant of K+I)",
-    "laplace": "Laplace approximation of the probit marginal likelihood",
-}
-DEFAULT_ESTIMATOR = "ep-orthant"
+# The registry's names and descriptions live in the base layer, so that spec schemas check an
+# estimator's name without loading torch; the estimators themselves are here.
+from flatvol.volume_settings import (  # noqa: F401  ESTIMATORS: re-exported
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    check_estimator,
+)
+
 # Below this effective sample size the importance-sampling standard error is not trustworthy.
 MIN_EFFECTIVE_SAMPLES = 50.0
 
@@ -81,25 +83,6 @@ class VolumeResult:
 _IN_MEMORY_ONLY = ("ep_sites", "ep_posterior")
 
 
-
-
-def check_estimator(name: str) -> str:
-    """Return `name` if it is in the ESTIMATORS registry, else raise a one-line VolumeError.
-
-    Args:
-        name: Estimator name to check.
-
-    Returns:
-        `name`, unchanged.
-
-    Raises:
-        VolumeError: If `name` is not in the ESTIMATORS registry.
-    """
-    if name not in ESTIMATORS:
-        raise VolumeError(
-            f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}"
-        )
-    return name
 
 
 class VolumeEstimator:

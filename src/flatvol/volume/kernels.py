@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from flatvol.volume.mc_kernel import (
     mc_nngp_kernel,
 )
 from flatvol.volume.output_kernel import leave_one_batch_out
+from flatvol.volume_settings import KERNEL_KINDS, KernelKind
 
 
 def _flat_inputs(x: Any) -> np.ndarray:
@@ -132,12 +133,10 @@ def fcn_kernel(model: nn.Module, x: Any, *, chunk_size: int = 1024) -> np.ndarra
                          chunk_size=chunk_size)
 
 
-KernelKind = Literal["auto", "analytic", "mc"]
 # Batch kernels (B n^2 float64) are kept for an error bar only up to this size.
 MAX_BATCH_KERNEL_BYTES = 2 * 2**30
 # Batches of draws of a Monte-Carlo kernel whose error is carried to log10 V (jackknife).
 DEFAULT_MC_BATCHES = 10
-KERNEL_KINDS: tuple[str, ...] = get_args(KernelKind)
 # A Monte-Carlo draw count: a number, or 'auto' (chosen by flatvol.volume.mc_convergence).
 MCSamples = int | Literal["auto"]
 

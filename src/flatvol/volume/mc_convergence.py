@@ -47,13 +47,14 @@ from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, log_volume
 from flatvol.volume.mc_checkpoint import DrawCheckpoint, DrawSums, draws_fingerprint
 from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM, FeatureDraws, MCKernel, summarize
+from flatvol.volume_settings import (
+    DEFAULT_MC_MAX_SAMPLES,
+    DEFAULT_MC_TOLERANCE,
+    MIN_MC_MAX_SAMPLES,
+)
 
-# log10 V within which the two halves (and halves vs all draws) must agree.
-DEFAULT_MC_TOLERANCE = 0.5
-# The first round's draws, and the most draws before the check gives up.
+# The first round's draws (the tolerance and the most draws: flatvol.volume_settings).
 MC_START_SAMPLES = 64
-DEFAULT_MC_MAX_SAMPLES = 4096
-MIN_MC_MAX_SAMPLES = 4  # two halves of at least two draws each
 PROBE = "true labels y on S u E"
 # A Monte-Carlo log10 V is reported with a warning when the jackknife's estimate of its bias is
 # more than this many of its standard errors. The error bar assumes no bias: a 95% interval

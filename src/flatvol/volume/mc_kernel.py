@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,34 +33,23 @@ from flatvol.models import Prior, init_from_prior_
 from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
 
-# Networks per vmapped forward pass on CUDA (their stacked parameters are held at once). On CPU
-# draws run one at a time: vmap turns convolutions into slower grouped ones there (ResNet-50 of
-# width 8 on 700 CIFAR-size inputs, 1 thread: 2.7 s per draw alone, 4.8 s per draw in fours).
-DEFAULT_DRAWS_PER_PASS = 8
-
-# How BatchNorm normalizes in a random network of the prior, the one home of the choice:
+# How BatchNorm normalizes in a random network of the prior (the names: flatvol.volume_settings):
 # 'eval': the running statistics as reset (mean 0, variance 1), i.e. h / sqrt(1 + eps): the
 #   authors' code. A deep ResNet is then an unnormalized residual net: its features grow by
 #   orders of magnitude at random from draw to draw and all inputs look alike (bench/RESULTS.md).
 # 'batch': the mean and variance over all the kernel's inputs (S u E) in one pass, as BatchNorm
 #   normalizes while the network trains.
-BatchNormMode = Literal["eval", "batch"]
-BATCHNORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
-DEFAULT_BATCHNORM: BatchNormMode = "eval"
+from flatvol.volume_settings import (  # noqa: F401  BATCHNORM_MODES, BatchNormMode: re-exported
+    BATCHNORM_MODES,
+    DEFAULT_BATCHNORM,
+    BatchNormMode,
+    check_batchnorm_mode,
+)
 
-
-def check_batchnorm_mode(mode: str, name: str = "mc_batchnorm") -> None:
-    """Refuse an unknown BatchNorm convention in one line.
-
-    Args:
-        mode: The convention asked for.
-        name: What the caller calls the setting (a spec field or a CLI flag).
-
-    Raises:
-        VolumeError: naming the setting, expected vs got.
-    """
-    if mode not in BATCHNORM_MODES:
-        raise VolumeError(f"{name} must be one of {', '.join(BATCHNORM_MODES)}, got {mode!r}")
+# Networks per vmapped forward pass on CUDA (their stacked parameters are held at once). On CPU
+# draws run one at a time: vmap turns convolutions into slower grouped ones there (ResNet-50 of
+# width 8 on 700 CIFAR-size inputs, 1 thread: 2.7 s per draw alone, 4.8 s per draw in fours).
+DEFAULT_DRAWS_PER_PASS = 8
 
 
 def draws_per_pass_for(device: str | torch.device, draws_per_pass: int | None) -> int:

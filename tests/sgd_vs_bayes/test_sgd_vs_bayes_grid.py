@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import flatvol.experiments.sgd_vs_bayes as svb
-from flatvol.analysis.sgd_vs_bayes import function_rows, summarize
+import flatvol.sgd_vs_bayes.run as svb
 from flatvol.errors import SpecError
-from flatvol.experiments.function_store import FunctionSample, VolumeTable, bits_of
-from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
-from flatvol.experiments.sgd_vs_bayes_grid import run_sgd_vs_bayes_grid
-from flatvol.experiments.sgd_vs_bayes_spec import (
+from flatvol.sgd_vs_bayes.analysis import function_rows, summarize
+from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, bits_of
+from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
+from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
+from flatvol.sgd_vs_bayes.spec import (
     load_sgd_vs_bayes_spec,
     sgd_vs_bayes_spec_from_dict,
 )

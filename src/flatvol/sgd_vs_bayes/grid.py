@@ -8,7 +8,7 @@ resumes where it stopped (finished cells cost only a read).
 
 Outputs: OUT/cells/<cell>/ (each cell's spec.json, functions.csv, points.csv, summary.json and
 figures, as for a single experiment), OUT/grid.csv and OUT/grid.json (one row per cell and
-optimizer, flatvol.analysis.sgd_vs_bayes_grid.GRID_COLUMNS) and OUT/grid.png.
+optimizer, flatvol.sgd_vs_bayes.grid_analysis.GRID_COLUMNS) and OUT/grid.png.
 """
 
 from __future__ import annotations
@@ -20,21 +20,21 @@ from typing import Any
 
 import torch
 
-from flatvol.analysis.sgd_vs_bayes_grid import GRID_COLUMNS, grid_figure, grid_rows
 from flatvol.data.task import TaskData
 from flatvol.experiments.build import load_run_task
-from flatvol.experiments.function_store import FunctionExperiment
-from flatvol.experiments.sgd_vs_bayes import (
+from flatvol.experiments.store import Store
+from flatvol.io import atomic_write, atomic_write_json, dumps_json
+from flatvol.models import build_model
+from flatvol.sgd_vs_bayes.function_store import FunctionExperiment
+from flatvol.sgd_vs_bayes.grid_analysis import GRID_COLUMNS, grid_figure, grid_rows
+from flatvol.sgd_vs_bayes.run import (
     Progress,
     SgdVsBayesResult,
     resolve_spec,
     run_cell,
     write_csv,
 )
-from flatvol.experiments.sgd_vs_bayes_spec import GridCell, SgdVsBayesSpec
-from flatvol.experiments.store import Store
-from flatvol.io import atomic_write, atomic_write_json, dumps_json
-from flatvol.models import build_model
+from flatvol.sgd_vs_bayes.spec import GridCell, SgdVsBayesSpec
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from flatvol.measures import VolumeSpec
 from flatvol.models import Prior
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 from flatvol.train.loop import TrainConfig
-from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM
+from flatvol.volume_settings import DEFAULT_BATCHNORM
 
 
 class SamplingSpec(StrictSpec):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,17 +15,17 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import flatvol.experiments.sgd_vs_bayes as svb
+import flatvol.sgd_vs_bayes.run as svb
 from flatvol.data import load_task
 from flatvol.errors import SpecError
-from flatvol.experiments.function_store import bits_of, labels_of
-from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
-from flatvol.experiments.sgd_vs_bayes_cli import sgd_vs_bayes_command
-from flatvol.experiments.sgd_vs_bayes_spec import (
+from flatvol.models import build_model
+from flatvol.sgd_vs_bayes.cli import sgd_vs_bayes_command
+from flatvol.sgd_vs_bayes.function_store import bits_of, labels_of
+from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
+from flatvol.sgd_vs_bayes.spec import (
     load_sgd_vs_bayes_spec,
     sgd_vs_bayes_spec_from_dict,
 )
-from flatvol.models import build_model
 from flatvol.train import predict_labels, train_to_fit
 from flatvol.volume import VolumeEstimator, fcn_kernel
 
@@ -220,7 +222,7 @@ def test_store_holds_samples_and_volumes_and_the_report_renders_them(tiny_run):
     """The experiment is in the results store (the same numbers read back) and `flatvol report`
     renders it from there."""
     from flatvol.analysis.report import load_results, write_report
-    from flatvol.experiments.function_store import load_experiments
+    from flatvol.sgd_vs_bayes.function_store import load_experiments
 
     out, spec, result = tiny_run
     (experiment,) = [e for e in load_experiments(out) if e.spec_hash == spec.spec_hash()]
@@ -235,8 +237,36 @@ def test_store_holds_samples_and_volumes_and_the_report_renders_them(tiny_run):
     for bits, value in result.volumes.log10_v_full.items():
         assert experiment.volumes.log10_v_full[bits] == value
     results = load_results(out)
-    assert results.runs.empty and results.function_experiments
+    assert results.runs.empty and results.experiments["sgd-vs-bayes"]
     page = write_report(out).read_text()
     assert "sgd-vs-bayes: tiny" in page and "data:image/png;base64" in page
     assert result.rows[0]["function"] in page
     assert (out / "figures").is_dir() and any((out / "figures").rglob("mingard.png"))
+
+
+def test_flatvol_report_in_a_fresh_process_renders_the_experiment(tiny_run):
+    """The report sits below the slice and finds its sections through a hook: the CLI must
+    register them (a fresh interpreter, so nothing this test module imported helps)."""
+    out, _, result = tiny_run
+    report_dir = out.parent / f"{out.name}-report"
+    done = subprocess.run([sys.executable, "-m", "flatvol", "report", str(out), "--resamples",
+                           "0", "--to", str(report_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = (report_dir / "report.html").read_text()
+    assert "sgd-vs-bayes: tiny" in page and result.rows[0]["function"] in page
+
+
+def test_write_report_from_python_finds_the_experiment_without_importing_the_slice(tiny_run):
+    """A library caller of write_report who never imports flatvol.sgd_vs_bayes still gets its
+    sections: the slice is declared as a `flatvol.report_sections` entry point."""
+    out, _, result = tiny_run
+    report_dir = out.parent / f"{out.name}-library-report"
+    code = ("import sys\n"
+            "from flatvol.analysis.report import write_report\n"
+            "assert 'flatvol.sgd_vs_bayes' not in sys.modules\n"
+            f"write_report({str(report_dir)!r}, results=__import__('flatvol.analysis.report', "
+            f"fromlist=['load_results']).load_results({str(out)!r}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    page = (report_dir / "report.html").read_text()
+    assert "sgd-vs-bayes: tiny" in page and result.rows[0]["function"] in page

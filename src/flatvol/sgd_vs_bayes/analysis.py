@@ -1,7 +1,7 @@
 """sgd-vs-bayes statistics and figures: P_opt(f|S) (how often an optimizer finds f on E) against
 V(f|S) (the NNGP prior's conditional volume), per optimizer.
 
-Pure functions of the samples and the volume table (flatvol.experiments.function_store), shared
+Pure functions of the samples and the volume table (flatvol.sgd_vs_bayes.function_store), shared
 by `flatvol sgd-vs-bayes` (its CSV, summary and PNGs) and `flatvol report` (its section).
 Figures use matplotlib's object API on the Agg canvas (no pyplot state).
 """
@@ -21,7 +21,7 @@ from scipy import stats
 
 from flatvol.analysis.figures import MadeFigure, literal_text, new_figure, save_figure
 from flatvol.analysis.report_html import esc, figure_html, fmt, frame_html, slug
-from flatvol.experiments.function_store import (
+from flatvol.sgd_vs_bayes.function_store import (
     FunctionExperiment,
     FunctionSample,
     VolumeTable,
@@ -262,7 +262,7 @@ def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
     and the per-point label frequencies.
 
     Args:
-        experiment: read back by flatvol.experiments.function_store.load_experiments.
+        experiment: read back by flatvol.sgd_vs_bayes.function_store.load_experiments.
         figures_dir: where the figures are written.
         page_dir: figure paths in captions are relative to it.
         level: heading level of the section.

@@ -1,7 +1,7 @@
 """An sgd-vs-bayes grid in one table and one figure: how the gap between P_opt(f|S) and V(f|S)
 moves with width, |S|, batch size and optimizer.
 
-Pure functions of recorded experiments (flatvol.experiments.function_store): each grid cell is
+Pure functions of recorded experiments (flatvol.sgd_vs_bayes.function_store): each grid cell is
 one experiment whose info carries {'grid': {'name', 'cell', 'values'}}. Shared by
 `flatvol sgd-vs-bayes` (grid.csv, grid.json, grid.png) and `flatvol report` (its grid section).
 """
@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 
 from flatvol.analysis.figures import MadeFigure, literal_text, new_figure, save_figure
 from flatvol.analysis.report_html import esc, figure_html, frame_html, slug
-from flatvol.analysis.sgd_vs_bayes import analyse
-from flatvol.experiments.function_store import FunctionExperiment
+from flatvol.sgd_vs_bayes.analysis import analyse
+from flatvol.sgd_vs_bayes.function_store import FunctionExperiment
 
 GRID_COLUMNS = ("cell", "width", "train_size", "batch_size", "optimizer", "networks", "fitted",
                 "distinct_functions", "resolved_functions", "pearson_log10", "spearman",

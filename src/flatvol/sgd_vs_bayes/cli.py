@@ -31,11 +31,11 @@ def sgd_vs_bayes_command(
     [grid] runs every cell (width x |S| x batch size) into one store."""
     import torch
 
-    from flatvol.experiments.sgd_vs_bayes import run_sgd_vs_bayes
-    from flatvol.experiments.sgd_vs_bayes_grid import run_sgd_vs_bayes_grid
-    from flatvol.experiments.sgd_vs_bayes_spec import load_sgd_vs_bayes_spec
     from flatvol.limits import MAX_NETWORKS
     from flatvol.progress import ProgressBar
+    from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
+    from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
+    from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
 
     check_threads(threads)

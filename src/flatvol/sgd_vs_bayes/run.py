@@ -6,11 +6,11 @@ counterpart is the conditional volume V(f|S) = P(f on S u E) / P(y_S on S) under
 prior. This driver trains N networks per optimizer with the ensemble trainer (chunks of networks
 trained together, each recorded in the results store as it finishes, so a re-run resumes), asks
 the volume service for V(f|S) of every function seen (one kernel factorization) and hands the
-statistics and figures to flatvol.analysis.sgd_vs_bayes.
+statistics and figures to flatvol.sgd_vs_bayes.analysis.
 
 Outputs in the run directory (`flatvol report DIR` renders the store as HTML):
 - results.sqlite: the spec, every network (seed, epochs, fitted, labels on E) and every volume
-  (see flatvol.experiments.function_store and docs/EXPERIMENTS.md);
+  (see flatvol.sgd_vs_bayes.function_store and docs/EXPERIMENTS.md);
 - spec.json, functions.csv (one row per (optimizer, function); the function is its labels on E
   as a '0'/'1' string: read it as text), points.csv (per E point, the prior's P(label 1 | y_S)
   and each optimizer's label frequency), summary.json, p_opt_vs_v.png and mingard.png.
@@ -29,17 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from flatvol.analysis.sgd_vs_bayes import FUNCTION_COLUMNS, analyse, p_opt_vs_v_figure
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
-from flatvol.experiments import function_store as fs
 from flatvol.experiments.build import load_run_task
-from flatvol.experiments.function_store import FunctionSample, VolumeTable, labels_of
-from flatvol.experiments.sgd_vs_bayes_spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
 from flatvol.experiments.spec import OptimizerSpec
 from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps_json
 from flatvol.limits import MAX_NETWORKS, MAX_SEED, bound_problem
+from flatvol.sgd_vs_bayes import function_store as fs
+from flatvol.sgd_vs_bayes.analysis import FUNCTION_COLUMNS, analyse, p_opt_vs_v_figure
+from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, labels_of
+from flatvol.sgd_vs_bayes.spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -140,7 +140,7 @@ class SgdVsBayesResult:
     samples: dict[str, FunctionSample]
     volumes: VolumeTable
     rows: list[dict[str, Any]]
-    summaries: list[Any]  # flatvol.analysis.sgd_vs_bayes.OptimizerSummary
+    summaries: list[Any]  # flatvol.sgd_vs_bayes.analysis.OptimizerSummary
     points: list[dict[str, Any]]
     summary: dict[str, Any]
     info: dict[str, Any]  # what the store records for the experiment (FunctionExperiment.info)
@@ -153,7 +153,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
                      ) -> SgdVsBayesResult:
     """Train, count, measure V(f|S), record it all in OUT/results.sqlite and write the table,
     summary and plots into `out`. A spec with a [grid] runs with
-    flatvol.experiments.sgd_vs_bayes_grid.run_sgd_vs_bayes_grid instead.
+    flatvol.sgd_vs_bayes.grid.run_sgd_vs_bayes_grid instead.
 
     Args:
         spec: a spec, a spec file or a packaged spec name.
@@ -168,7 +168,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     spec = resolve_spec(spec, networks)
     if spec.grid is not None:
         raise SpecError(f"{spec.name}: the spec has a [grid]; run it with `flatvol sgd-vs-bayes` "
-                        "or flatvol.experiments.sgd_vs_bayes_grid.run_sgd_vs_bayes_grid")
+                        "or flatvol.sgd_vs_bayes.grid.run_sgd_vs_bayes_grid")
     task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
     with Store(out) as store:
         return run_cell(spec, task, store, Path(out), device, progress)
