@@ -69,3 +69,55 @@ def test_a_child_started_deaf_to_ctrl_c_survives_one():
                                  stderr=subprocess.PIPE, text=True)
     out, err = child.communicate(timeout=60)
     assert (child.returncode, out.strip()) == (0, "alive"), err
+
+
+def test_an_interrupted_pool_drops_only_the_resource_sharers_lost_connections(capfd):
+    """A worker ended mid-handshake makes the driver's fd-sharing thread report
+    ConnectionResetError through sys.excepthook (seen as a traceback under the interrupt's line
+    in CI): after the pool stops its workers that error is dropped, and any other error is
+    still printed."""
+    import sys
+    import threading
+    from multiprocessing import resource_sharer
+    from types import SimpleNamespace
+
+    from flatvol.experiments import backends
+
+    class Stop:  # the connection that tells the sharer to stop serving
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def recv(self):
+            return None
+
+    class LostWorkerThenStop:
+        calls = 0
+
+        def accept(self):
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            return Stop()
+
+    saved = sys.excepthook
+    try:
+        backends._silence_resource_sharer()
+        backends._silence_resource_sharer()  # a second stop installs nothing more
+        # The real serving loop, on a listener whose worker was just ended.
+        thread = threading.Thread(target=resource_sharer._ResourceSharer._serve,
+                                  args=(SimpleNamespace(_listener=LostWorkerThenStop()),))
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive()
+        try:
+            raise ConnectionResetError(104, "somebody else's connection")
+        except ConnectionResetError:
+            sys.excepthook(*sys.exc_info())
+    finally:
+        sys.excepthook = saved
+    err = capfd.readouterr().err
+    assert "Connection reset by peer" not in err
+    assert err.count("Traceback") == 1 and "somebody else's connection" in err

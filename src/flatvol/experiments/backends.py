@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any, Protocol
@@ -211,6 +213,31 @@ class _WorkerProcess(SpawnProcess):
             super().start()
 
 
+def _silence_resource_sharer() -> None:
+    """Let the driver's multiprocessing resource-sharer thread lose its workers quietly.
+
+    Tensors sent to a worker (a trained network) travel as file descriptors that a thread of
+    the driver hands out on request (multiprocessing.resource_sharer). A worker ended in the
+    middle of that handshake makes the thread's accept fail with ConnectionResetError, which
+    it reports through sys.excepthook (and goes on serving), so Python printed a traceback
+    under the interrupt's one line. Only those connection errors are dropped; every other
+    exception is reported as before.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "silences_resource_sharer", False):  # installed by an earlier stop
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        frames = traceback.extract_tb(tb) if tb is not None else []
+        if (issubclass(exc_type, (ConnectionError, EOFError))
+                and any(frame.filename.endswith("resource_sharer.py") for frame in frames)):
+            return
+        previous(exc_type, exc, tb)
+
+    hook.silences_resource_sharer = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
 class _ProcessPool:
     """`workers` spawned processes, each holding the sweep context (sent once, by the
     initializer); records come back to the driver as runs finish. Runs lost to a dead worker
@@ -260,6 +287,7 @@ class _ProcessPool:
     def _stop_workers(self) -> None:
         """Drop the queued runs and end every worker now (SIGTERM, then SIGKILL after
         STOP_GRACE_S), whatever it is doing: waiting for the runs in flight could take hours."""
+        _silence_resource_sharer()
         self.pool.shutdown(wait=False, cancel_futures=True)
         alive = [process for process in self.mpctx.started if process.is_alive()]
         for process in alive:
