@@ -39,6 +39,7 @@ from flatvol.volume.ep_blocks import (
 from flatvol.volume.ep_parts import (
     MIN_CAVITY_PRECISION,
     Workspace,
+    anderson_mix,
     cavity,
     noise_for,
     posterior,
@@ -331,7 +332,7 @@ def _run_once(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, mode:
             history_x.append(x)
             history_f.append(damping * step * scale)
             del history_x[: -(anderson + 1)], history_f[: -(anderson + 1)]
-            mixed = _anderson(history_x, history_f, scale)
+            mixed = anderson_mix(history_x, history_f, scale)
             if mixed is not None:
                 if np.all(mixed[:n] >= 0) and np.all(np.isfinite(mixed)):
                     candidate = mixed
@@ -410,23 +411,6 @@ def _initial_sites(init_sites: tuple[np.ndarray, np.ndarray], n: int) -> tuple[n
     if not (np.all(np.isfinite(tau)) and np.all(np.isfinite(nu)) and np.all(tau >= 0)):
         raise ValueError("init_sites must be finite with site precisions >= 0")
     return tau, nu
-
-
-def _anderson(
-    history_x: list[np.ndarray], history_f: list[np.ndarray], scale: np.ndarray
-) -> np.ndarray | None:
-    """Anderson-mixed next iterate from iterates x_k and scaled damped residuals f_k."""
-    if len(history_x) < 2:
-        return None
-    F = np.stack(history_f, axis=1)
-    G = np.stack(history_x, axis=1) + F / scale[:, None]  # damped images of the iterates
-    dF = np.diff(F, axis=1)
-    dG = np.diff(G, axis=1)
-    try:
-        gamma, *_ = np.linalg.lstsq(dF, F[:, -1], rcond=1e-10)
-    except np.linalg.LinAlgError:
-        return None
-    return G[:, -1] - dG @ gamma
 
 
 def _sequential_sweep(

@@ -208,3 +208,29 @@ def noise_for(likelihood: str, noise_var: float | None) -> float:
     if likelihood == "step":
         return 0.0
     raise ValueError(f"likelihood must be 'probit' or 'step', got {likelihood!r}")
+
+
+def anderson_mix(history_x: list[np.ndarray], history_f: list[np.ndarray],
+                 scale: np.ndarray) -> np.ndarray | None:
+    """Anderson-mixed next iterate from iterates x_k and their scaled damped steps f_k.
+
+    Type-II Anderson mixing, used by the parallel schedules of binary and multi-class EP: the
+    combination of the damped images x_k + f_k / scale whose scaled residuals are least in norm.
+
+    Args:
+        history_x: the last iterates (sites concatenated), oldest first.
+        history_f: their damped steps times `scale`.
+        scale: posterior variances and standard deviations, the units of the steps.
+
+    Returns:
+        The mixed iterate, or None with fewer than two iterates or a failed least squares.
+    """
+    if len(history_x) < 2:
+        return None
+    F = np.stack(history_f, axis=1)
+    G = np.stack(history_x, axis=1) + F / scale[:, None]
+    try:
+        gamma, *_ = np.linalg.lstsq(np.diff(F, axis=1), F[:, -1], rcond=1e-10)
+    except np.linalg.LinAlgError:
+        return None
+    return G[:, -1] - np.diff(G, axis=1) @ gamma
