@@ -39,7 +39,7 @@ from flatvol.volume.ep_blocks import (
 from flatvol.volume.ep_parts import (
     MIN_CAVITY_PRECISION,
     Workspace,
-    anderson_mix,
+    anderson_step,
     cavity,
     noise_for,
     posterior,
@@ -329,16 +329,8 @@ def _run_once(K: np.ndarray, y: np.ndarray, likelihood: str, noise: float, mode:
                 damping = max(0.5 * damping, 0.05)
                 candidate = x + damping * step
             best_change = min(best_change, change)
-            history_x.append(x)
-            history_f.append(damping * step * scale)
-            del history_x[: -(anderson + 1)], history_f[: -(anderson + 1)]
-            mixed = anderson_mix(history_x, history_f, scale)
-            if mixed is not None:
-                if np.all(mixed[:n] >= 0) and np.all(np.isfinite(mixed)):
-                    candidate = mixed
-                else:  # mixing left the valid region: take the damped step, restart mixing
-                    history_x.clear()
-                    history_f.clear()
+            candidate = anderson_step(history_x, history_f, x, damping * step, scale,
+                                      anderson, n)
         tau, nu = np.maximum(candidate[:n], 0.0), candidate[n:]
         try:
             if K_single is not None:

@@ -234,3 +234,37 @@ def anderson_mix(history_x: list[np.ndarray], history_f: list[np.ndarray],
     except np.linalg.LinAlgError:
         return None
     return G[:, -1] - np.diff(G, axis=1) @ gamma
+
+
+def anderson_step(history_x: list[np.ndarray], history_f: list[np.ndarray], x: np.ndarray,
+                  damped_step: np.ndarray, scale: np.ndarray, depth: int,
+                  n_precisions: int) -> np.ndarray:
+    """The next sites of a damped, Anderson-mixed EP iteration (binary and multi-class).
+
+    Records (x, damped_step * scale) in the histories, keeping the last depth + 1, and mixes
+    them (`anderson_mix`). A mixed iterate with a negative site precision or a non-finite entry
+    left the valid region: the damped step is taken instead and the mixing restarts.
+
+    Args:
+        history_x: the last iterates, oldest first (updated in place).
+        history_f: their scaled damped steps (updated in place).
+        x: the current sites, precisions (the first `n_precisions`) then natural means.
+        damped_step: the damped step from x.
+        scale: posterior variances and standard deviations, the units of the steps.
+        depth: how many earlier iterates the mixing uses.
+        n_precisions: how many leading entries of x are site precisions (kept >= 0).
+
+    Returns:
+        The next sites.
+    """
+    history_x.append(x)
+    history_f.append(damped_step * scale)
+    del history_x[: -(depth + 1)], history_f[: -(depth + 1)]
+    mixed = anderson_mix(history_x, history_f, scale)
+    if mixed is None:
+        return x + damped_step
+    if np.all(mixed[:n_precisions] >= 0) and np.all(np.isfinite(mixed)):
+        return mixed
+    history_x.clear()
+    history_f.clear()
+    return x + damped_step

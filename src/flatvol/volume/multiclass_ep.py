@@ -42,7 +42,7 @@ import scipy.linalg
 
 from flatvol.volume.ep_parts import (
     Posterior,
-    anderson_mix,
+    anderson_step,
     cavity,
     log_marginal,
     site_update,
@@ -222,17 +222,8 @@ def run_multiclass_ep(K: np.ndarray, labels: np.ndarray, n_classes: int, *, tol:
             history_f.clear()
             damping = max(0.5 * damping, MIN_DAMPING)
         best = min(best, change)
-        history_x.append(x)
-        history_f.append(damping * step * scale)
-        del history_x[: -(ANDERSON_DEPTH + 1)], history_f[: -(ANDERSON_DEPTH + 1)]
-        candidate = x + damping * step
-        mixed = anderson_mix(history_x, history_f, scale)
-        if mixed is not None:
-            if np.all(mixed[:m] >= 0) and np.all(np.isfinite(mixed)):
-                candidate = mixed
-            else:  # mixing left the valid region: take the damped step, restart mixing
-                history_x.clear()
-                history_f.clear()
+        candidate = anderson_step(history_x, history_f, x, damping * step, scale,
+                                  ANDERSON_DEPTH, m)
         # the step's size relative to the undamped one, for the movement per unit of step
         last_step = max(float(np.max(np.abs(candidate - x) * scale)) / change, MIN_DAMPING)
         tau[rival], nu[rival] = np.maximum(candidate[:m], 0.0), candidate[m:]
