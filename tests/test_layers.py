@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "flatvol"
 # subpackage of flatvol; `reparam` sits with flatness.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "io", "validate", "limits", "progress", "interrupts", "resumable",
-     "volume_settings"),
+     "volume_settings", "digest"),
     ("data",),
     ("models",),
     ("train",),

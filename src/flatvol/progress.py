@@ -5,10 +5,16 @@
   end, with no carriage returns and no ANSI escape codes, so a redirected log stays readable.
 - Disabled: nothing at all.
 
-Bars opened while another is live (a CLI bar over a library one) share one rich display, since
-rich allows only one live display at a time.
+Bars opened while another is live (a CLI bar over a library one, a sweep's rows) share one
+rich display, since rich allows only one live display at a time. A display of several bars
+(a sweep: runs, stages, runs in flight) is several `ProgressBar`s, one of which writes the plain
+lines, its text given by its owner (`line`).
 
 The interval is `FLATVOL_PROGRESS_INTERVAL` seconds (default 10), read when a bar opens.
+
+A library reports progress through one callback signature, `ProgressFn`: it is called with a
+`ProgressEvent` (what progresses, its steps, what it does now, a stage it passed), and whoever
+called the library shows it (the CLI, a sweep's display) or ignores it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import IO, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar
 
 from rich.console import Console
 from rich.errors import LiveError
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-__all__ = ["INTERVAL_ENV", "ProgressBar", "track"]
+__all__ = ["INTERVAL_ENV", "ProgressBar", "ProgressEvent", "ProgressFn", "progress_interval",
+           "track"]
 
 INTERVAL_ENV = "FLATVOL_PROGRESS_INTERVAL"
 DEFAULT_INTERVAL_S = 10.0
@@ -35,7 +50,37 @@ _shared_live: Progress | None = None
 _shared_users = 0
 
 
-def _interval_from_env() -> float:
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One report of a long task's progress, from the library to whoever shows it.
+
+    Attributes:
+        key: What progresses (a sweep's RunKey, ...).
+        text: What it does now, e.g. "fit  acc_S 0.930".
+        completed: Steps done so far (epochs, ...).
+        total: Steps in all, or None when unknown.
+        stage: A stage it has just passed (a sweep run's 'fitted', or a measure's name), or
+            None for a report of steps.
+    """
+
+    key: Any
+    text: str = ""
+    completed: int = 0
+    total: int | None = None
+    stage: str | None = None
+
+
+# The one progress callback signature of the library.
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def progress_interval() -> float:
+    """Seconds between plain progress lines: `FLATVOL_PROGRESS_INTERVAL`, else 10 (a value
+    that is not a number counts as unset; a negative one as 0).
+
+    Returns:
+        The interval in seconds (>= 0).
+    """
     raw = os.environ.get(INTERVAL_ENV)
     if not raw:
         return DEFAULT_INTERVAL_S
@@ -47,12 +92,13 @@ def _interval_from_env() -> float:
 
 def _open_live(stream: IO[str]) -> Progress | None:
     """The shared live display, started on `stream` if none is; None if rich refuses one
-    (another live display, e.g. a sweep's, is already running)."""
+    (a live display not made here, e.g. a caller's own rich Live, is running)."""
     global _shared_live, _shared_users
     if _shared_live is None:
         live = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
                         TextColumn("{task.fields[count]}"), TextColumn("{task.fields[status]}"),
-                        TimeElapsedColumn(), console=Console(file=stream), transient=True)
+                        TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=Console(file=stream), transient=True)
         try:
             live.start()
         except LiveError:
@@ -84,16 +130,21 @@ class ProgressBar:
             before its first periodic line (library bars pass False to keep logs short).
         stream: Where to write; default `sys.stderr` as it is when the bar opens.
         interval: Seconds between plain lines; default `FLATVOL_PROGRESS_INTERVAL` or 10.
+        completed: Steps already done when the bar opens (a resumed task).
+        line: The text of each plain line (its elapsed time is appended), for a bar that
+            speaks for a display of several (a sweep's); default: label, count and status.
     """
 
     def __init__(self, label: str, total: int | None = None, *, enabled: bool = True,
                  unit: str = "", leave: bool = True, stream: IO[str] | None = None,
-                 interval: float | None = None) -> None:
+                 interval: float | None = None, completed: int = 0,
+                 line: Callable[[], str] | None = None) -> None:
         self.label, self.total, self.unit, self.leave = label, total, unit, leave
-        self.completed = 0
+        self.completed = completed
         self.status = ""
+        self.line = line
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = _interval_from_env() if interval is None else interval
+        self.interval = progress_interval() if interval is None else interval
         self._start = self._last_line = time.monotonic()
         self._lines_written = 0
         self._closed = False
@@ -106,8 +157,8 @@ class ProgressBar:
             if self._live is None:
                 self.mode = "off"
             else:
-                self._task = self._live.add_task(label, total=total, count=self._count(),
-                                                 status="")
+                self._task = self._live.add_task(label, total=total, completed=completed,
+                                                 count=self._count(), status="")
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -137,6 +188,13 @@ class ProgressBar:
         """Add `steps` to the count (tqdm's `update(n)`)."""
         self.completed += steps
         self._show()
+
+    def milestone(self) -> None:
+        """Write a plain line now, whatever the interval (a stage of the task completed);
+        a live bar shows it anyway."""
+        if self.mode == "lines" and not self._closed:
+            self._last_line = time.monotonic()
+            self._write_line(done=False)
 
     def close(self, final_line: bool = True) -> None:
         """End the task: remove the live bar, or write a final plain line (see `leave`).
@@ -169,9 +227,12 @@ class ProgressBar:
 
     def _write_line(self, *, done: bool) -> None:
         elapsed = time.monotonic() - self._start
-        parts = [f"{self.label}: {self._count()}"]
-        if self.status:
-            parts.append(self.status)
+        if self.line is not None:
+            parts = [self.line()]
+        else:
+            parts = [f"{self.label}: {self._count()}"]
+            if self.status:
+                parts.append(self.status)
         parts.append(f"{elapsed:.0f} s" + (", done" if done else ""))
         self.stream.write(", ".join(parts) + "\n")
         self.stream.flush()

@@ -71,9 +71,7 @@ def test_ray_training_tasks_report_their_epochs_to_the_progress_lines(tmp_path, 
 
     from rich.console import Console
 
-    import flatvol.experiments.runner as runner
-
-    monkeypatch.setattr(runner, "PLAIN_EVERY_S", 0.0)
+    monkeypatch.setenv("FLATVOL_PROGRESS_INTERVAL", "0")
     spec = spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
                                     sweep__attack_sizes=[0, 10], sweep__seeds=2,
                                     train__ensemble=True))

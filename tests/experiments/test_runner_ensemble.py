@@ -168,9 +168,7 @@ def test_progress_by_stage_on_a_console_that_is_not_a_terminal(tmp_path, ensembl
 def test_plain_progress_reports_a_long_training_while_no_stage_passes(tmp_path, monkeypatch):
     """An ensemble trains for minutes before its first network stops: the plain lines say which
     run is training and at which epoch meanwhile."""
-    import flatvol.experiments.runner as runner
-
-    monkeypatch.setattr(runner, "PLAIN_EVERY_S", 0.0)
+    monkeypatch.setenv("FLATVOL_PROGRESS_INTERVAL", "0")
     text = io.StringIO()
     console = Console(file=text, force_terminal=False, width=300)
     run_sweep(_spec(True), tmp_path / "out", progress=True, console=console)

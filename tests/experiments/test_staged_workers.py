@@ -29,9 +29,10 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
         return submit(self, run, trained)
 
     def spy_train_group(members, ctx, progress, *args, **kwargs):
-        def seen(key, text, completed, total):
-            epoch[0] = completed
-            progress(key, text, completed, total)
+        def seen(event):
+            if event.stage is None:  # an epoch (not a member's stage)
+                epoch[0] = event.completed
+            progress(event)
         return train_group(members, ctx, seen, *args, **kwargs)
 
     monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)

@@ -1,18 +1,20 @@
-"""The binary task a network is trained and measured on: S (train), A (attack), E (test)."""
+"""The task a network is trained and measured on: S (train), A (attack), E (test)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from flatvol.digest import digest
+
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs x (float32, shape (n, *input_shape)), labels y (float32 in {0, 1}, shape (n,)),
-    and the indices of these examples in their source array (train pool or test set)."""
+    """Inputs x (float32, shape (n, *input_shape)), labels y (shape (n,): float32 in {0, 1} for
+    a binary task, int64 in 0..K-1 for K >= 3 classes), and the indices of these examples in
+    their source array (train pool or test set)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -24,9 +26,10 @@ class Split:
 
 @dataclass(frozen=True)
 class TaskData:
-    """S: genuine training set; A: attack set (pool images disjoint from S, labels flipped);
+    """S: genuine training set; A: attack set (pool images disjoint from S, wrong labels);
     E: held-out test subset. S and E depend only on `data_seed`, so every network of a sweep
-    shares the inputs S u E (and hence one NNGP kernel)."""
+    shares the inputs S u E (and hence one NNGP kernel). `n_classes` is K: 2 for a binary task
+    (float32 {0, 1} labels, one logit), K >= 3 for int64 labels 0..K-1 (K outputs)."""
 
     task: str
     classes: str
@@ -34,6 +37,12 @@ class TaskData:
     S: Split
     A: Split
     E: Split
+    n_classes: int = 2
+
+    @property
+    def outputs(self) -> int:
+        """The outputs a network of this task has: one logit for two classes, else K."""
+        return 1 if self.n_classes == 2 else self.n_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -54,12 +63,10 @@ class TaskData:
     def fingerprint(self) -> str:
         """A hash of the examples and labels of S, A and E: caches keyed by it are never reused
         for other data (another data directory, seed or class split)."""
-        digest = hashlib.sha256(f"{self.task}|{self.classes}".encode())
-        for split in (self.S, self.A, self.E):
-            for tensor in (split.x, split.y):
-                digest.update(str(tuple(tensor.shape)).encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return digest("data", [f"{self.task}|{self.classes}".encode(), *(
+            part for split in (self.S, self.A, self.E) for tensor in (split.x, split.y)
+            for part in (str(tuple(tensor.shape)).encode(),
+                         tensor.detach().cpu().contiguous().numpy().tobytes()))])
 
     def x_SE(self) -> torch.Tensor:
         """Inputs of S then E, the points on which V(f) is measured."""

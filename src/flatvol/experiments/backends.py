@@ -33,8 +33,6 @@ from typing import Any, Protocol
 from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
-    ProgressFn,
-    StageFn,
     TrainedNetwork,
     execute_group,
     execute_run,
@@ -45,6 +43,7 @@ from flatvol.experiments.ray_backend import RayBackend
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey, RunRecord
 from flatvol.interrupts import holding_signals, ignore_sigint, starting_children
+from flatvol.progress import ProgressEvent, ProgressFn
 from flatvol.validate import AUTO, check_workers
 
 RecordFn = Callable[[RunRecord], None]
@@ -63,12 +62,12 @@ class Backend(Protocol):
         """Torch threads per run when the user gives none (None: leave torch's setting)."""
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
-            progress: ProgressFn, stages: StageFn | None = None) -> None:
+            progress: ProgressFn) -> None:
         """Execute `todo` on `workers` workers, calling `record` in this process with each
-        run's record as it finishes, and `stages` (where the backend can) as each run's network
-        is trained and each of its measures computed. Raise SweepError after the others finish
-        if runs were lost (a worker died): they are not recorded, so re-running resumes
-        them."""
+        run's record as it finishes, and `progress` (flatvol.progress.ProgressEvent) with the
+        runs' epochs and (where the backend can) as each run's network is trained and each of
+        its measures computed. Raise SweepError after the others finish if runs were lost (a
+        worker died): they are not recorded, so re-running resumes them."""
 
 
 def resolve_workers(workers: int | str, runs: int) -> int:
@@ -103,22 +102,22 @@ class LocalBackend:
         return None
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext, record: RecordFn, workers: int,
-            progress: ProgressFn, stages: StageFn | None = None) -> None:
+            progress: ProgressFn) -> None:
         if ctx.spec.train.ensemble and workers == 1:
             # Planned by stage, in this process: each optimizer's whole group trains as one
             # ensemble (the same one on a resume, so the numbers repeat), then its missing runs
             # are measured and recorded one by one.
             for group, runs in staged_plan(ctx.spec, todo):
-                for rec in execute_group(runs, ctx, progress, trains_with=group, stages=stages):
+                for rec in execute_group(runs, ctx, progress, trains_with=group):
                     record(rec)
         elif ctx.spec.train.ensemble:
-            _run_staged_processes(todo, ctx, record, workers, progress, stages)
+            _run_staged_processes(todo, ctx, record, workers, progress)
         elif workers == 1:
             for run in todo:
-                record(execute_run(run, ctx, progress, stages=stages))
+                record(execute_run(run, ctx, progress))
         else:
             with _ProcessPool(ctx, workers) as pool:
-                pool.execute([(run, None) for run in todo], record, progress, stages)
+                pool.execute([(run, None) for run in todo], record, progress)
             pool.raise_lost()
 
 
@@ -153,23 +152,16 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _queue_put(item: tuple[Any, ...]) -> None:
+def _queue_progress(event: ProgressEvent) -> None:
+    """A worker's progress callback: the event goes to the driver's display."""
     if _WORKER_QUEUE is not None:
         with contextlib.suppress(Exception):  # progress is best effort
-            _WORKER_QUEUE.put_nowait(item)
-
-
-def _queue_progress(key: RunKey, text: str, completed: int, total: int | None) -> None:
-    _queue_put(("progress", key, text, completed, total))
-
-
-def _queue_stage(stage: str, key: RunKey) -> None:
-    _queue_put(("stage", stage, key))
+            _WORKER_QUEUE.put_nowait(event)
 
 
 def _worker_execute(run: PlannedRun, trained: TrainedNetwork | None) -> RunRecord:
     assert _WORKER_CTX is not None
-    return execute_run(run, _WORKER_CTX, _queue_progress, trained=trained, stages=_queue_stage)
+    return execute_run(run, _WORKER_CTX, _queue_progress, trained=trained)
 
 
 # How long a worker may take to end after SIGTERM (its default action: at once) before it is
@@ -299,12 +291,12 @@ class _ProcessPool:
                 process.join()
 
     def execute(self, jobs: list[tuple[PlannedRun, TrainedNetwork | None]], record: RecordFn,
-                update: ProgressFn, stages: StageFn | None) -> None:
+                progress: ProgressFn) -> None:
         """Run execute_run(run, ctx, trained=trained) for each job in the pool; `record` each
-        record in this process as it arrives (any order), forwarding progress and stages."""
+        record in this process as it arrives (any order), forwarding the progress."""
         for run, trained in jobs:
             self.submit(run, trained)
-        self.collect(record, update, stages, wait=True)
+        self.collect(record, progress, wait=True)
 
     def submit(self, run: PlannedRun, trained: TrainedNetwork | None) -> None:
         """Queue execute_run(run, ctx, trained=trained) in the pool (collect records it)."""
@@ -315,10 +307,9 @@ class _ProcessPool:
         except BrokenProcessPool:  # a worker died earlier: nothing more runs here
             self.lost.append(str(run.key))
 
-    def collect(self, record: RecordFn, update: ProgressFn, stages: StageFn | None,
-                wait: bool) -> None:
-        """`record` the records that came back, forwarding progress and stages; with `wait`,
-        until none is pending, else only those already there."""
+    def collect(self, record: RecordFn, progress: ProgressFn, wait: bool) -> None:
+        """`record` the records that came back, forwarding the progress; with `wait`, until
+        none is pending, else only those already there."""
         import queue as queue_mod
         from concurrent.futures import FIRST_COMPLETED
         from concurrent.futures import wait as wait_for
@@ -331,11 +322,7 @@ class _ProcessPool:
                                    return_when=FIRST_COMPLETED)
             with contextlib.suppress(queue_mod.Empty):
                 while True:
-                    kind, *event = self.queue.get_nowait()
-                    if kind == "progress":
-                        update(*event)
-                    elif stages is not None:
-                        stages(*event)
+                    progress(self.queue.get_nowait())
             for future in done:
                 run = self.pending.pop(future)
                 exc = future.exception()
@@ -379,7 +366,7 @@ MEASURE_NICE = 10
 
 
 def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: RecordFn,
-                          workers: int, progress: ProgressFn, stages: StageFn | None) -> None:
+                          workers: int, progress: ProgressFn) -> None:
     """Planned by stage on all cores: each group's ensemble trains in this process
     (staged_train_threads); each missing run is sent to the pool of `workers` measuring
     processes (ctx.threads each, at MEASURE_NICE) as soon as its network stops training, and
@@ -398,18 +385,18 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
                     pool.submit(run, network.on_cpu())
                     sent.add(run.key)
 
-            def each_epoch(*event: Any) -> None:  # record what came back, epoch by epoch
-                progress(*event)
-                pool.collect(record, progress, stages, wait=False)
+            def each_epoch(event: ProgressEvent) -> None:  # record what came back meanwhile
+                progress(event)
+                pool.collect(record, progress, wait=False)
 
-            trained = train_group(group, ctx, each_epoch, stages, recording=runs,
+            trained = train_group(group, ctx, each_epoch, recording=runs,
                                   threads=staged_train_threads(ctx), on_trained=measure_now)
             row = {run.key: i for i, run in enumerate(group)}
             for run in runs:
                 if run.key not in sent:  # one at a time if the group did not train together
                     pool.submit(run, trained[row[run.key]].on_cpu() if trained is not None
                                 else None)
-            pool.collect(record, progress, stages, wait=True)
+            pool.collect(record, progress, wait=True)
     pool.raise_lost()
 
 

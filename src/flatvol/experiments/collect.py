@@ -14,7 +14,6 @@ re-running skips the runs already collected, so the command resumes like `flatvo
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from flatvol.digest import digest
 from flatvol.errors import SpecError
 from flatvol.experiments.context import compute_kernel
 from flatvol.experiments.spec import (
@@ -158,7 +158,7 @@ def run_key(spec_hash: str, info: dict[str, Any]) -> RunKey:
 
 def run_config_hash(run_dir: Path) -> str:
     """Hash of a run's run.json: the same run collected again has the same hash."""
-    return hashlib.sha256((run_dir / "run.json").read_bytes()).hexdigest()[:16]
+    return digest("collected-run", [(run_dir / "run.json").read_bytes()])
 
 
 @dataclass(frozen=True)
@@ -255,7 +255,7 @@ def _measure_and_record(spec: ExperimentSpec, runs: list[_Checked], out: Path,
         task = load_run(runs[0].run_dir, data_dir=data_dir, device=device).task
         nngp = compute_kernel(spec, task, device, progress)
         kernel, kernel_info = nngp.matrix, nngp.info
-        service = VolumeService(kernel, replicates=nngp.replicates(),
+        service = VolumeService(kernel, n_classes=task.n_classes, replicates=nngp.replicates(),
                                 reference_labels=task.y_SE().detach().cpu().numpy())
     failed = 0
     with Store(out) as store, ProgressBar("collect", total=len(runs), enabled=progress,

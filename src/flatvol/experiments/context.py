@@ -11,8 +11,6 @@ The context is picklable: the local process pool and Ray ship it once to each wo
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from flatvol.data.task import TaskData
-from flatvol.experiments.build import load_run_task, spec_prior
+from flatvol.digest import digest
+from flatvol.experiments.build import load_run_task, spec_classes, spec_prior
 from flatvol.experiments.plan import PlannedRun, ensemble_groups
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey
@@ -34,7 +33,6 @@ from flatvol.io import (
 )
 from flatvol.volume import VolumeService, prior_kernel
 from flatvol.volume.kernels import DEFAULT_MC_BATCHES, NNGPKernel
-from flatvol.volume.mc_kernel import DEFAULT_BATCHNORM
 
 CACHE_DIR = "cache"  # OUT/cache: the kernel, Monte-Carlo draws and ensemble checkpoints
 
@@ -69,7 +67,8 @@ class SweepContext:
         if self._volume_cache is None:
             nngp = NNGPKernel(self.kernel, self.kernel_info,
                               *(self.kernel_batches or (None, None)))
-            self._volume_cache = VolumeService(self.kernel, replicates=nngp.replicates(),
+            self._volume_cache = VolumeService(self.kernel, n_classes=spec_classes(self.spec),
+                                               replicates=nngp.replicates(),
                                                reference_labels=self.reference_labels)
         return self._volume_cache
 
@@ -86,8 +85,8 @@ class SweepContext:
         """
         if self.checkpoint_dir is None:
             return None
-        described = json.dumps([[*r.key.as_tuple(), r.config_hash] for r in members])
-        key = hashlib.sha256(described.encode()).hexdigest()[:16]
+        key = digest("ensemble-checkpoint",
+                     [[*r.key.as_tuple(), r.config_hash] for r in members])
         return Path(self.checkpoint_dir) / f"ensemble-{key}.pt"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -116,6 +115,9 @@ def needs_kernel(spec: ExperimentSpec) -> bool:
 
 
 def kernel_cache_key(spec: ExperimentSpec) -> str:
+    """The key of a sweep's kernel in OUT/cache: what fixes the kernel (data, model, kind;
+    a Monte-Carlo kernel's draws, seed, batches and BatchNorm mode; with mc_samples 'auto',
+    what judged the draw count)."""
     v = spec.measures.volume
     payload = {"data": spec.data.model_dump(mode="json"),
                "model": spec.model.model_dump(mode="json"), "kernel": v.kernel,
@@ -125,11 +127,8 @@ def kernel_cache_key(spec: ExperimentSpec) -> str:
         payload.update(mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
                        estimator=v.estimator)
     if v.kernel != "analytic":  # a kernel cached before batches were kept is not reused
-        payload["mc_batches"] = DEFAULT_MC_BATCHES
-        if v.mc_batchnorm != DEFAULT_BATCHNORM:  # keeps the keys of kernels cached before it
-            payload["mc_batchnorm"] = v.mc_batchnorm
-    text = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        payload.update(mc_batches=DEFAULT_MC_BATCHES, mc_batchnorm=v.mc_batchnorm)
+    return digest("kernel", payload)
 
 
 def mc_draws_key(spec: ExperimentSpec) -> str:
@@ -140,8 +139,7 @@ def mc_draws_key(spec: ExperimentSpec) -> str:
     payload = {"data": spec.data.model_dump(mode="json"),
                "model": spec.model.model_dump(mode="json"), "mc_seed": v.mc_seed,
                "mc_batches": DEFAULT_MC_BATCHES, "mc_batchnorm": v.mc_batchnorm}
-    text = json.dumps(payload, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest("mc-draws", payload)
 
 
 def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",

@@ -32,13 +32,14 @@ from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.plan import PlannedRun
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
-from flatvol.experiments.store import DID_NOT_FIT, RunKey, RunRecord
+from flatvol.experiments.store import DID_NOT_FIT, RunRecord
 from flatvol.measures import MeasureContext, compute_measures
+from flatvol.progress import ProgressEvent, ProgressFn
 
-ProgressFn = Callable[[RunKey, str, int, int | None], None]  # key, text, completed, total
-# (stage, key): run `key` passed `stage`: 'fitted' (its network trained) or a final measure's
-# name (that measure computed)
-StageFn = Callable[[str, RunKey], None]
+# A run's progress reaches the sweep's display as flatvol.progress.ProgressEvents (the one
+# callback signature, ProgressFn): its epochs (key, text, epoch, total epochs), and each stage
+# it passes (stage): FITTED (its network trained) or a final measure's name (that measure
+# computed).
 FITTED = "fitted"
 
 # Errors that are a problem of the run itself (an unfit option, a diverging loss): the run is
@@ -131,7 +132,7 @@ class _Recorder:
             else:
                 total = info.fitted_at + self.post_epochs
                 text = f"post acc_S {info.train_acc_S:.3f}"
-            self.progress(self.run.key, text, epoch, total)
+            self.progress(ProgressEvent(self.run.key, text, epoch, total))
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -166,18 +167,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None = None,
-                trained: TrainedNetwork | None = None, stages: StageFn | None = None
-                ) -> RunRecord:
+                trained: TrainedNetwork | None = None) -> RunRecord:
     """Train and measure one run.
 
     Args:
         run: The run to execute.
         ctx: What the runs of the sweep share (spec, kernel, device, threads).
-        progress: Called with (key, text, epoch, total epochs) after each epoch.
+        progress: Told (key, text, epoch, total epochs) after each epoch, and each stage:
+            the network trained (FITTED, unless train_group trained it), each final measure
+            computed (its name).
         trained: The run's network if train_group trained it already: its history is
             replayed and the network measured.
-        stages: Told when the network is trained (FITTED, unless train_group trained it)
-            and as each final measure is computed (its name).
 
     Returns:
         The run's record. Never raises for a problem of the run itself (an unfit training set,
@@ -190,7 +190,7 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
     series = _Series()
     with torch_threads(ctx.threads):
         try:
-            return _train_and_measure(run, ctx, progress, info, start, series, trained, stages)
+            return _train_and_measure(run, ctx, progress, info, start, series, trained)
         except RUN_ERRORS as exc:
             reason = failure_reason(exc)
             info.update(error=reason, seconds=round(time.perf_counter() - start, 3))
@@ -201,7 +201,7 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
 
 def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None,
                        info: dict[str, Any], start: float, series: _Series,
-                       trained: TrainedNetwork | None, stages: StageFn | None) -> RunRecord:
+                       trained: TrainedNetwork | None) -> RunRecord:
     from flatvol.models import build_model
     from flatvol.train import train_to_fit
     from flatvol.train.loop import EpochInfo
@@ -214,7 +214,8 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     config = train_config(spec, run.optimizer, run.seed)
     model = optimizer = swa = None
     if trained is None:
-        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed)
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=run.seed,
+                            outputs=task.outputs)
         optimizer = make_optimizer(config.optimizer, model.parameters(),
                                    config.optimizer_settings())
     if run.optimizer.swa is not None:
@@ -228,8 +229,8 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     if trained is None:
         result = train_to_fit(model, task, config, seed=run.seed, device=ctx.device,
                               callback=recorder, optimizer=optimizer)
-        if stages is not None:
-            stages(FITTED, run.key)
+        if progress is not None:
+            progress(ProgressEvent(run.key, stage=FITTED))
     else:  # replay the ensemble member's history: the same series rows train_to_fit gives
         model, result = trained.model.to(ctx.device), trained.result
         for row in result.history:
@@ -268,8 +269,8 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     results: dict[str, float] = {}
     for name in names:  # one at a time, so progress can follow each measure
         results.update(compute_measures([name], measured, task, mctx))
-        if stages is not None:
-            stages(name, run.key)
+        if progress is not None:
+            progress(ProgressEvent(run.key, stage=name))
     info["measures"] = mctx.details
     info["seconds"] = round(time.perf_counter() - start, 3)
     return RunRecord(run.key, run.config_hash, "done", results=results, info=info,
@@ -294,7 +295,7 @@ def trains_together(spec: ExperimentSpec, members: list[PlannedRun]) -> bool:
 
 
 def train_group(members: list[PlannedRun], ctx: SweepContext,
-                progress: ProgressFn | None = None, stages: StageFn | None = None,
+                progress: ProgressFn | None = None,
                 recording: list[PlannedRun] | None = None, threads: int | None = None,
                 on_trained: Callable[[PlannedRun, TrainedNetwork], None] | None = None
                 ) -> list[TrainedNetwork] | None:
@@ -304,8 +305,8 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
     Args:
         members: The whole group (every seed and attack size of one optimizer).
         ctx: What the runs of the sweep share.
-        progress: Called with (key of the first member, text, epoch, total) after each epoch.
-        stages: Told (FITTED, key) as each member of `recording` stops training.
+        progress: Told (key of the first member, text, epoch, total) after each epoch, and
+            (key, FITTED) as each member of `recording` stops training.
         recording: The members whose stages are reported (default: all).
         threads: Torch threads of the trainer (default: ctx.threads; None: torch's setting).
         on_trained: Called with each member and its TrainedNetwork as soon as it stops
@@ -330,8 +331,8 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
 
     def on_epoch(e: Any) -> None:
         if progress is not None:
-            progress(first.key, f"ensemble of {e.total}: {e.finished} stopped", e.epoch,
-                     config.max_epochs)
+            progress(ProgressEvent(first.key, f"ensemble of {e.total}: {e.finished} stopped",
+                                   e.epoch, config.max_epochs))
 
     def on_stopped(member: StoppedMember) -> None:
         # the ensemble's training time until this member stopped (over resumes of a
@@ -342,8 +343,8 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
         network = networks[member.index] = TrainedNetwork(
             None, member.model, member.result, seconds / len(members), about)
         run = members[member.index]
-        if stages is not None and run.key in reported:
-            stages(FITTED, run.key)
+        if progress is not None and run.key in reported:
+            progress(ProgressEvent(run.key, stage=FITTED))
         if on_trained is not None:
             on_trained(run, network)
 
@@ -363,8 +364,7 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
 
 def execute_group(runs: list[PlannedRun], ctx: SweepContext,
                   progress: ProgressFn | None = None,
-                  trains_with: list[PlannedRun] | None = None,
-                  stages: StageFn | None = None) -> Iterator[RunRecord]:
+                  trains_with: list[PlannedRun] | None = None) -> Iterator[RunRecord]:
     """Records of `runs` (of one ensemble_groups group), yielded one at a time as each is
     measured: the sweep is planned by stage, first training every network (train_group), then
     measuring (execute_run), all in this process.
@@ -372,11 +372,11 @@ def execute_group(runs: list[PlannedRun], ctx: SweepContext,
     Args:
         runs: Runs of one optimizer (any seeds and attack sizes) to record.
         ctx: What the runs of the sweep share.
-        progress: Called with (key of the first run, text, epoch, total) during training.
+        progress: Told (key of the first run, text, epoch, total) during training, and each
+            stage as each network is trained (FITTED) and each measure computed.
         trains_with: The whole group `runs` belong to (default: `runs`). All of it trains as
             one ensemble, so a resumed sweep (which records only the runs still missing) trains
             exactly the ensemble an uninterrupted one trains, and gives the same numbers.
-        stages: Told as each network is trained (FITTED) and each measure computed.
 
     Yields:
         One RunRecord per run, in order. If the group can use the ensemble trainer, all its
@@ -385,8 +385,8 @@ def execute_group(runs: list[PlannedRun], ctx: SweepContext,
         the model, e.g. BatchNorm, or fails) each run trains on its own with execute_run.
     """
     members = trains_with if trains_with is not None else runs
-    trained = train_group(members, ctx, progress, stages, recording=runs)
+    trained = train_group(members, ctx, progress, recording=runs)
     row = {run.key: i for i, run in enumerate(members)}
     for run in runs:
-        yield execute_run(run, ctx, progress, stages=stages,
+        yield execute_run(run, ctx, progress,
                           trained=trained[row[run.key]] if trained is not None else None)

@@ -28,8 +28,6 @@ from flatvol.errors import SpecError, SweepError
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.execute import (
     FITTED,
-    ProgressFn,
-    StageFn,
     TrainedNetwork,
     execute_run,
     failure_reason,
@@ -41,6 +39,7 @@ from flatvol.experiments.plan import PlannedRun, staged_plan
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunRecord
 from flatvol.interrupts import reclaim_signals, starting_children
+from flatvol.progress import ProgressEvent, ProgressFn
 
 # A training task reports its epoch at most this often (each report is a round trip to the
 # queue actor); the driver looks for reports as often while it waits for results.
@@ -71,10 +70,10 @@ class RayBackend:
 
     def run(self, todo: list[PlannedRun], ctx: SweepContext,
             record: Callable[[RunRecord], None], workers: int,
-            progress: ProgressFn | None = None, stages: StageFn | None = None) -> None:
-        """Run `todo` as Ray tasks; `record` each RunRecord in the driver. `stages` is told
-        when a group's networks are trained (FITTED); the driver counts a run's measures when
-        its record arrives."""
+            progress: ProgressFn | None = None) -> None:
+        """Run `todo` as Ray tasks; `record` each RunRecord in the driver. `progress` is told
+        the training tasks' epochs and when a group's networks are trained (FITTED); the driver
+        counts a run's measures when its record arrives."""
         ray = _import_ray()
         started_here = False
         if not ray.is_initialized():
@@ -90,7 +89,7 @@ class RayBackend:
             reclaim_signals()  # SIGTERM then ends the sweep as SIGINT does, not in an abort
             started_here = True
         try:
-            self._run_tasks(ray, todo, ctx, record, progress, workers, stages,
+            self._run_tasks(ray, todo, ctx, record, progress, workers,
                             cancel_on_interrupt=not started_here)
         finally:
             if started_here:
@@ -99,7 +98,7 @@ class RayBackend:
     @staticmethod
     def _run_tasks(ray: Any, todo: list[PlannedRun], ctx: SweepContext,
                    record: Callable[[RunRecord], None], progress: ProgressFn | None,
-                   workers: int, stages: StageFn | None, cancel_on_interrupt: bool) -> None:
+                   workers: int, cancel_on_interrupt: bool) -> None:
         measure = ray.remote(num_cpus=1, max_retries=1)(execute_run)
         # Without a thread count a task would use torch's default: all the node's cores.
         ctx_ref = ray.put(dataclasses.replace(ctx, threads=ctx.threads or 1))
@@ -130,17 +129,17 @@ class RayBackend:
         lost: list[str] = []
         for run in todo:
             if progress is not None:
-                progress(run.key, "queued", 0, None)
+                progress(ProgressEvent(run.key, "queued"))
         try:
             while pending:
                 done, _ = ray.wait(list(pending) + list(training), num_returns=1,
                                    timeout=PROGRESS_EVERY_S if updates is not None else None)
                 if updates is not None and progress is not None:
-                    for update in updates.get_nowait_batch(updates.qsize()):
-                        progress(*update)
+                    for event in updates.get_nowait_batch(updates.qsize()):
+                        progress(event)
                 if done:
                     RayBackend._collect(ray, done[0], pending, training, lost, ctx, record,
-                                        stages)
+                                        progress)
         except KeyboardInterrupt:  # Ctrl-C, or the CLI's Interrupted (SIGINT, SIGTERM)
             if cancel_on_interrupt:  # a cluster outlives this driver: its tasks would run on
                 for ref in [*pending, *training]:
@@ -157,13 +156,13 @@ class RayBackend:
     @staticmethod
     def _collect(ray: Any, ref: Any, pending: dict[Any, PlannedRun],
                  training: dict[Any, list[PlannedRun]], lost: list[str], ctx: SweepContext,
-                 record: Callable[[RunRecord], None], stages: StageFn | None) -> None:
+                 record: Callable[[RunRecord], None], progress: ProgressFn | None) -> None:
         """Take in one finished object: a trained group (its stages) or a run's record."""
         if ref in training:  # a group trained: its networks are fitted
             runs = training.pop(ref)
-            if stages is not None and _trained(ray, ref):
+            if progress is not None and _trained(ray, ref):
                 for run in runs:
-                    stages(FITTED, run.key)
+                    progress(ProgressEvent(run.key, stage=FITTED))
             return
         run = pending.pop(ref)
         try:
@@ -188,14 +187,15 @@ def _train_members(members: list[PlannedRun], ctx: SweepContext, threads: int,
     last_sent = -float("inf")
     sent: list[Any] = []  # the queue's receipts, waited for once training is over
 
-    def send(*update: Any) -> None:
+    def send(event: ProgressEvent) -> None:
         nonlocal last_sent
-        if time.monotonic() - last_sent >= PROGRESS_EVERY_S:
+        # Epochs only: the driver reports the group's stage (FITTED) when its networks arrive.
+        if event.stage is None and time.monotonic() - last_sent >= PROGRESS_EVERY_S:
             last_sent = time.monotonic()
             # Not Queue.put_nowait, which waits for the queue's reply with ray.get: a task
             # blocked in ray.get lends its CPU out, and Ray started a third 1-CPU training
             # task on 2 CPUs (--workers 2: three ensembles on two cores).
-            sent.append(updates.actor.put_nowait.remote(update))
+            sent.append(updates.actor.put_nowait.remote(event))
 
     trained = train_group(members, ctx, progress=send if updates is not None else None,
                           threads=threads)

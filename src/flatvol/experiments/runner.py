@@ -12,26 +12,16 @@ the same command resumes.
 
 from __future__ import annotations
 
-import inspect
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 import flatvol
 from flatvol.errors import SweepError
@@ -54,6 +44,7 @@ from flatvol.experiments.spec import ExperimentSpec, load_spec, spec_json
 from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
 from flatvol.interrupts import holding_signals
+from flatvol.progress import ProgressBar, ProgressEvent
 
 # The sweep API, importable from here as before the split into modules.
 __all__ = ["PlannedRun", "SweepContext", "SweepError", "SweepProgress", "SweepSummary",
@@ -77,54 +68,66 @@ class SweepSummary:
 
 STAGE_LABELS = {FITTED: "networks fitted", "volume": "volumes computed",
                 "sharpness": "sharpness done"}
-PLAIN_EVERY_S = 10.0  # plain progress lines on a non-terminal console, at most this often
 
 
 class SweepProgress:
-    """Rich bars: the sweep (runs done / planned), one bar per stage (networks fitted, then
-    one per final measure: volumes computed, sharpness done, ...) with its ETA, and one bar per
-    run in flight. On a console that is not a terminal (where rich draws nothing live), a plain
-    line every PLAIN_EVERY_S seconds and whenever a stage completes."""
+    """The sweep's display, made of flatvol.progress bars: the sweep (runs recorded / planned),
+    one per stage (networks fitted, then one per final measure: volumes computed, sharpness
+    done, ...), and one per run in flight, live on a terminal. Elsewhere (a file, a pipe) the
+    sweep's bar alone writes plain lines: the runs, each stage's count and ETA and the runs in
+    flight, every FLATVOL_PROGRESS_INTERVAL seconds and whenever a stage completes.
+
+    `report` is the library's progress callback (flatvol.progress.ProgressFn) that the
+    backends call; `finish_run` takes each record as the driver writes it.
+    """
 
     def __init__(self, total: int, done: int, enabled: bool, console: Console | None = None,
                  measures: tuple[str, ...] = ()):
-        self.enabled = enabled
-        self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                                 TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self.console, transient=False, disable=not enabled)
-        self.sweep = self.progress.add_task("[bold]sweep[/]", total=total, completed=done,
-                                            status="")
-        self.runs: dict[RunKey, Any] = {}
+        self.stream = (console or Console(stderr=True)).file
+        self.sweep = ProgressBar("sweep", total, enabled=enabled, unit="runs",
+                                 stream=self.stream, completed=done, line=self.plain_text)
+        # Rows beside the sweep's: only on a live display (the plain line speaks for them).
+        self.live = self.sweep.mode == "live"
         todo = total - done
         names = [FITTED, *(m for m in measures if m != "accuracy")]
-        self.stages = {name: self.progress.add_task(
-            f"  {STAGE_LABELS.get(name, name + ' done')}", total=todo, status="")
-            for name in names}
+        self.stages = {name: ProgressBar(f"  {_stage_label(name)}", todo, enabled=self.live,
+                                         stream=self.stream) for name in names}
+        self.runs: dict[RunKey, ProgressBar] = {}
         self.seen: dict[str, set[RunKey]] = {name: set() for name in names}
-        self.totals = dict.fromkeys(names, todo)
         self.started: dict[str, float] = {}
-        self.plain = enabled and not self.console.is_terminal
-        self.last_line = time.monotonic()
         self.in_flight: dict[RunKey, str] = {}  # what each running run reported last
 
     def __enter__(self) -> SweepProgress:
-        self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        for bar in [*self.runs.values(), *self.stages.values()]:
+            bar.close(final_line=False)
+        self.runs.clear()
+        # An interrupted or failed sweep ends without a final line: its one line is the last.
+        self.sweep.close(final_line=exc_type is None)
+
+    def report(self, event: ProgressEvent) -> None:
+        """The progress callback of the backends (flatvol.progress.ProgressFn).
+
+        Args:
+            event: A run's epochs (its key, text, epoch and total), or a stage it passed.
+        """
+        if event.stage is not None:
+            self.stage_done(event.stage, event.key)
+        else:
+            self.update_run(event.key, event.text, event.completed, event.total)
 
     def update_run(self, key: RunKey, text: str, completed: int, total: int | None) -> None:
         if key not in self.runs:
-            self.runs[key] = self.progress.add_task(f"  {key}", total=total, status="")
-        self.progress.update(self.runs[key], completed=completed, total=total, status=text)
+            self.runs[key] = ProgressBar(f"  {key}", total, enabled=self.live,
+                                         stream=self.stream)
+        self.runs[key].update(completed, total=total, status=text)
         # a long training (an ensemble's hundreds of epochs) passes no stage for minutes: the
         # plain line reports it meanwhile
         self.in_flight[key] = f"{key}: {text}, epoch {completed}" + (
             f"/{total}" if total else "")
-        self._plain_line(force=False)
+        self.sweep.update()
 
     def stage_done(self, stage: str, key: RunKey) -> None:
         """Run `key` passed `stage` (FITTED or a measure name); counted once per run."""
@@ -132,41 +135,41 @@ class SweepProgress:
             return
         self.started.setdefault(stage, time.monotonic())
         self.seen[stage].add(key)
-        self.progress.advance(self.stages[stage])
-        complete = len(self.seen[stage]) >= self.totals[stage]
-        self._plain_line(force=complete)
+        bar = self.stages[stage]
+        bar.advance()
+        if len(self.seen[stage]) >= (bar.total or 0):
+            self.sweep.milestone()
+        else:
+            self.sweep.update()
 
     def finish_run(self, record: RunRecord) -> None:
         self.in_flight.pop(record.key, None)
-        task = self.runs.pop(record.key, None)
-        if task is not None:
-            self.progress.remove_task(task)
+        bar = self.runs.pop(record.key, None)
+        if bar is not None:
+            bar.close(final_line=False)
         # Backends that cannot report stages live (processes, Ray): a record means its stages
         # are done. A failed run is never measured: the measure bars expect one run fewer.
-        for stage in self.stages:
+        for stage, stage_bar in self.stages.items():
             if record.key in self.seen[stage]:
                 continue
             if record.status == "done" or stage == FITTED:
                 self.stage_done(stage, record.key)
             else:
-                self.totals[stage] -= 1
-                self.progress.update(self.stages[stage], total=self.totals[stage])
-        self.progress.advance(self.sweep)
+                stage_bar.update(total=(stage_bar.total or 0) - 1)
         reason = escape(record.reason or "")
         mark = "done" if record.status == "done" else f"[red]failed[/] ({reason})"
         acc = record.results.get("test_acc_E")
         acc_text = f" test_acc_E {acc:.3f}" if acc is not None and record.status == "done" else ""
-        self.progress.update(self.sweep, status=f"last: {record.key} {mark}{acc_text}")
-        self._plain_line(force=False)
+        self.sweep.status = f"last: {record.key} {mark}{acc_text}"
+        self.sweep.advance()
 
     def plain_text(self) -> str:
-        """One line: runs recorded, then each stage's count and ETA."""
-        sweep = self.progress.tasks[self.sweep]
-        parts = [f"progress: sweep {int(sweep.completed)}/{int(sweep.total or 0)} runs"]
+        """One line: runs recorded, then each stage's count and ETA, then the runs in flight."""
+        parts = [f"progress: sweep {self.sweep.completed}/{self.sweep.total or 0} runs"]
         now = time.monotonic()
-        for stage in self.stages:
-            done, total = len(self.seen[stage]), self.totals[stage]
-            text = f"{STAGE_LABELS.get(stage, stage + ' done')} {done}/{total}"
+        for stage, bar in self.stages.items():
+            done, total = len(self.seen[stage]), bar.total or 0
+            text = f"{_stage_label(stage)} {done}/{total}"
             if 0 < done < total:
                 rate = (now - self.started[stage]) / done
                 text += f" (ETA {_duration(rate * (total - done))})"
@@ -177,11 +180,9 @@ class SweepProgress:
                             else ""))
         return "; ".join(parts)
 
-    def _plain_line(self, force: bool) -> None:
-        if not self.plain or not (force or time.monotonic() - self.last_line >= PLAIN_EVERY_S):
-            return
-        self.last_line = time.monotonic()
-        self.console.print(self.plain_text(), markup=False, highlight=False, soft_wrap=True)
+
+def _stage_label(stage: str) -> str:
+    return STAGE_LABELS.get(stage, stage + " done")
 
 
 def _duration(seconds: float) -> str:
@@ -303,11 +304,9 @@ def run_sweep(
                             summary.failed += 1
                             summary.failures.append((str(rec.key), rec.reason or ""))
 
-                    # A backend registered before stages existed takes no `stages`: its runs'
-                    # stages are then counted as their records arrive.
-                    live = "stages" in inspect.signature(executor.run).parameters
-                    executor.run(todo, ctx, record, workers, bars.update_run,
-                                 **({"stages": bars.stage_done} if live else {}))
+                    # A backend that reports no stages: its runs' stages are counted as
+                    # their records arrive (finish_run).
+                    executor.run(todo, ctx, record, workers, bars.report)
                     # A run failed otherwise (a measure's error) keeps its group's checkpoint:
                     # its retry reuses the training.
                     discard_ensemble_checkpoints(ctx, runs, store.settled(spec_hash))

@@ -1,14 +1,12 @@
 """Reading spec files, for every kind of spec (sweeps, sgd-vs-bayes grids).
 
 Where a spec name points (a path, or a spec packaged in flatvol/specs), parsing TOML or YAML,
-validating with pydantic into one-line SpecErrors, and the content digest that keys a spec's
-runs in the store. Each spec module (`spec`, `flatvol.sgd_vs_bayes.spec`) defines only its schema.
+validating with pydantic into one-line SpecErrors (a spec's runs are keyed by
+flatvol.digest). Each spec module (`spec`, `flatvol.sgd_vs_bayes.spec`) defines only its schema.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from collections.abc import Mapping
 from importlib import resources
@@ -29,21 +27,6 @@ def one_line(text: object) -> str:
     """`text` with every run of whitespace (newlines included) made one space: the form of
     every error a spec check reports."""
     return " ".join(str(text).split())
-
-
-def content_digest(payload: Any, length: int = 16) -> str:
-    """The first `length` hex digits of the SHA-256 of `payload` as canonical JSON (sorted
-    keys, no spaces): equal payloads give equal keys on any machine.
-
-    Args:
-        payload: JSON-serializable data (e.g. a spec's `model_dump(mode="json")`).
-        length: How many hex digits to keep; a store keyed by one length keeps it.
-
-    Returns:
-        The digest, `length` lowercase hex digits.
-    """
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _loc(loc: tuple) -> str:

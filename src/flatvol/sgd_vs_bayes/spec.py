@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from flatvol.digest import digest
 from flatvol.experiments.build import spec_prior, train_config
 from flatvol.experiments.spec import (
     DataSpec,
@@ -23,7 +24,6 @@ from flatvol.experiments.spec import (
     TrainSpec,
 )
 from flatvol.experiments.spec_files import (
-    content_digest,
     read_spec_file,
     resolve_spec_path,
     validate_spec,
@@ -40,7 +40,6 @@ from flatvol.measures import VolumeSpec
 from flatvol.models import Prior
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 from flatvol.train.loop import TrainConfig
-from flatvol.volume_settings import DEFAULT_BATCHNORM
 
 
 class SamplingSpec(StrictSpec):
@@ -242,24 +241,21 @@ class SgdVsBayesSpec(StrictSpec):
 
     def spec_hash(self) -> str:
         """Hash of the whole spec: the key of its experiment in the results store."""
-        return _digest(self.model_dump(mode="json"))
+        return digest("sgd-vs-bayes-spec", self.model_dump(mode="json"))
 
     def sample_key(self, optimizer: OptimizerSpec, data_fingerprint: str) -> str:
         """What determines a trained network: data, model, prior, training config."""
-        return _digest({"data": self.data.model_dump(mode="json"),
-                        "data_fingerprint": data_fingerprint,
-                        "model": self.model.model_dump(mode="json"),
-                        "train": self.train_config(optimizer).to_dict()})
+        return digest("sgd-vs-bayes-sample", {
+            "data": self.data.model_dump(mode="json"), "data_fingerprint": data_fingerprint,
+            "model": self.model.model_dump(mode="json"),
+            "train": self.train_config(optimizer).to_dict()})
 
     def volume_key(self, data_fingerprint: str) -> str:
         """What determines V(f|S): data, model, kernel and estimator settings."""
-        # a default-valued field added later is left out, so stores keep their keys
-        later = {"mc_batchnorm"} if self.volume.mc_batchnorm == DEFAULT_BATCHNORM else set()
-        return _digest({"volume": self.volume.model_dump(mode="json",
-                                                         exclude={"min_count", *later}),
-                        "data": self.data.model_dump(mode="json"),
-                        "data_fingerprint": data_fingerprint,
-                        "model": self.model.model_dump(mode="json")})
+        return digest("sgd-vs-bayes-volume", {
+            "volume": self.volume.model_dump(mode="json", exclude={"min_count"}),
+            "data": self.data.model_dump(mode="json"), "data_fingerprint": data_fingerprint,
+            "model": self.model.model_dump(mode="json")})
 
 
 def check_batch_size(value: Any) -> int | str:
@@ -279,10 +275,6 @@ def fcn_depth(arch: str) -> int | None:
     if kind.strip() != "fcn" or not widths.strip():
         return None
     return len(widths.split(","))
-
-
-def _digest(payload: Any) -> str:
-    return content_digest(payload, length=12)  # the length the grid stores were keyed with
 
 
 def sgd_vs_bayes_spec_from_dict(data: Mapping[str, Any], source: str = "<spec>"

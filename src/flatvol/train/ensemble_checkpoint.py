@@ -17,7 +17,6 @@ ignored (training starts at epoch 0 and overwrites it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flatvol.digest import digest
 from flatvol.resumable import ProgressFile
 
 # Seconds between saves: a killed run loses at most this much training.
@@ -75,16 +75,14 @@ def ensemble_fingerprint(initial: Params, x_train: torch.Tensor, y_train: torch.
     Returns:
         A hex digest.
     """
-    digest = hashlib.sha256()
-    for tensor in (x_train, y_train, *(initial[k] for k in sorted(initial))):
-        digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
     described = {"format": _FORMAT, "seeds": [int(s) for s in seeds],
                  "attack_sizes": [int(a) for a in attack_sizes], "config": repr(config),
                  "engine": engine, "group_size": int(group_size),
                  "keep_history": bool(keep_history), "dtype": str(x_train.dtype),
                  "shapes": {k: list(v.shape) for k, v in sorted(initial.items())}}
-    digest.update(json.dumps(described, sort_keys=True).encode())
-    return digest.hexdigest()
+    return digest("ensemble-training", [
+        *(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes()
+          for tensor in (x_train, y_train, *(initial[k] for k in sorted(initial)))), described])
 
 
 def _progress(saved: dict[str, Any]) -> EnsembleProgress:

@@ -14,7 +14,6 @@ truncated file is not resumed from (one notice line), the check starts over.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flatvol.digest import digest
 from flatvol.resumable import ProgressFile
 
 # Seconds between checkpoints within a round (each round's end is always saved).
@@ -60,15 +60,14 @@ def draws_fingerprint(model: nn.Module, x: torch.Tensor, *, seed: int, start: in
     Returns:
         A hex digest.
     """
-    digest = hashlib.sha256(np.ascontiguousarray(x.detach().cpu().numpy()).tobytes())
     prior = getattr(model, "prior", None)
     described = {"format": _FORMAT, "model": type(model).__name__,
                  "shapes": [[name, list(p.shape)] for name, p in model.named_parameters()],
                  "prior": repr(prior), "seed": int(seed), "start": int(start),
                  "n_batches": int(n_batches), "batchnorm": batchnorm,
                  "x_shape": list(x.shape)}
-    digest.update(json.dumps(described, sort_keys=True).encode())
-    return digest.hexdigest()
+    return digest("mc-draws-sequence",
+                  [np.ascontiguousarray(x.detach().cpu().numpy()).tobytes(), described])
 
 
 def _draw_sums(saved: dict[str, Any]) -> DrawSums:
