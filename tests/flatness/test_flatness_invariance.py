@@ -25,9 +25,9 @@ from flatvol.flatness import (
     pac_bayes_flatness,
     pac_bayes_magnitude_flatness,
 )
-from flatvol.models import build_model
+from flatvol.models import build_model, labels_of
 from flatvol.reparam import alpha_scale, max_output_difference, neuron_scale, random_neuron_scales
-from flatvol.volume import predicted_labels, volume_of_model
+from flatvol.volume import volume_of_model
 
 ALPHA = 5.9
 
@@ -65,7 +65,7 @@ def test_volume_is_unchanged(trained):
     model, scaled, _, _, task = trained
     # volume_of_model feeds the task's float32 inputs as they are: use float32 copies
     nets = [copy.deepcopy(m).float() for m in (model, scaled)]
-    labels = [predicted_labels(m, task.x_SE()) for m in nets]
+    labels = [labels_of(m, task.x_SE()) for m in nets]
     assert (labels[0] == labels[1]).all()
     volumes = [volume_of_model(m, task, progress=False) for m in nets]
     assert volumes[0].kernel_kind == "analytic"

@@ -1,12 +1,20 @@
-"""Any nn.Module + loss + data as a pure function of one flat parameter vector.
+"""The loss operator of a model, its data and its loss: built once, shared by every measure.
 
-Every flatness measure works on `FunctionalLoss`: the trainable parameters are copied into a
-flat vector `w0`, and the loss, its gradient and Hessian-vector products are evaluated at any
-vector `w` with `torch.func.functional_call`, summed over chunks of the data so memory stays
-bounded. The module's own tensors are never written to; on exit the module's parameters,
-buffers and train/eval flags are restored anyway (also on exceptions), so a measure can never
-leave a model changed.
+`FunctionalLoss` is PyHessian's "build the operator once and call its methods": the trainable
+parameters are copied once into a flat vector `w0`, the data is checked and split into chunks
+once, and the loss, its gradient and Hessian-vector products are evaluated at any vector `w`
+with `torch.func.functional_call`, summed over the chunks so memory stays bounded. On top of
+the HVPs it offers the Hessian's spectral methods (`top_eigenvalues`, `trace`,
+`frobenius_norm`, `density`, from flatvol.flatness.hessian), and every flatness measure accepts
+it in place of (model, x, y) (`loss_operator` is the one place a measure builds one), so a run
+builds one operator for all its flatness measures.
 
+The default loss follows the model's output count: one logit -> sigmoid cross-entropy on
+{0, 1} labels; K >= 2 outputs -> cross-entropy on class labels 0..K-1 (flatness._inputs).
+
+The module's own tensors are never written to; while the operator is in use (a `with` block,
+re-entrant, which every measure opens) the module's parameters, buffers and train/eval flags
+are restored on exit anyway (also on exceptions), so a measure can never leave a model changed.
 The model is evaluated in eval mode (BatchNorm uses its running statistics, dropout is off):
 the training loss is then a deterministic function of the weights that does not depend on
 how the data is chunked.
@@ -16,8 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Literal
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +34,18 @@ from torch.func import functional_call, grad, jvp
 from torch.nn import functional as F
 
 from flatvol.errors import SpecError
-from flatvol.flatness._inputs import LabelConvention, check_output_shape, check_training_data
+from flatvol.flatness._inputs import (
+    LabelConvention,
+    check_examples,
+    check_labels_convention,
+    default_loss_targets,
+    output_layout,
+)
+from flatvol.models.labels import labels_from_outputs
+
+if TYPE_CHECKING:
+    from flatvol.flatness.hessian import HessianEigenvalues, HessianFrobenius, HessianTrace
+    from flatvol.flatness.hessian_density import HessianDensity
 
 HvpMethod = Literal["double-backward", "forward-over-reverse"]
 HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")
@@ -34,9 +53,13 @@ HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(model output, targets) -> scalar loss that is a *mean* over the examples."""
 
+Chunk = tuple[torch.Tensor, torch.Tensor, float]
+"""(inputs, targets, weight): a slice of the data and its share n_chunk / n of the mean."""
+
 
 def bce_with_logits_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Default loss: sigmoid cross-entropy on labels in {0, 1}, mean over examples.
+    """Default loss of a one-logit model: sigmoid cross-entropy on labels in {0, 1}, mean over
+    examples.
 
     Args:
         logits: Network outputs, shape (n,).
@@ -46,6 +69,19 @@ def bce_with_logits_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         The mean sigmoid cross-entropy, a scalar tensor.
     """
     return F.binary_cross_entropy_with_logits(logits, y)
+
+
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Default loss of a K-output model (K >= 2): softmax cross-entropy, mean over examples.
+
+    Args:
+        logits: Network outputs, shape (n, K).
+        y: Class labels 0..K-1, int64, shape (n,).
+
+    Returns:
+        The mean cross-entropy, a scalar tensor.
+    """
+    return F.cross_entropy(logits, y)
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -71,13 +107,38 @@ def preserved_state(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-class FunctionalLoss:
-    """L(w) = loss_fn(model_w(x), y) for flat parameter vectors w, chunked over the data.
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode for the block; the train/eval flags restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
 
-    Use as a context manager: `with FunctionalLoss(model, x, y) as fl: fl.loss(fl.w0)`.
-    Vectors live on `device` with the model's floating dtype; `x` is cast to it. x and y are
-    checked by flatvol.flatness._inputs (tensors or arrays; with the default loss, labels in
-    {0, 1}, or {-1, +1} with `labels="pm1"`, and one logit per example, checked on entry).
+
+class FunctionalLoss:
+    """The loss operator L(w) = loss_fn(model_w(x), y) for flat parameter vectors w, built once
+    per (model, data, loss) and shared by the flatness measures.
+
+    Build it once and call its methods (PyHessian-style) or pass it to any flatness measure in
+    place of (model, x, y):
+
+        op = FunctionalLoss(model, x, y)
+        op.top_eigenvalues(k=3).eigenvalues, op.trace().trace, keskar_sharpness(op).sharpness
+
+    The flat vector `w0` (the weights when it was built), the checked data and its chunks are
+    made once. Vectors live on `device` with the model's floating dtype; `x` is cast to it. The
+    default loss is chosen by the model's output count (see the module doc and
+    flatvol.flatness._inputs: with one logit, labels in {0, 1}, or {-1, +1} with
+    `labels="pm1"`; with K outputs, int64 class labels 0..K-1); a custom `loss_fn` gets y as
+    given. Every input is checked here, before any work.
+
+    `with op:` (re-entrant; every measure opens it) puts the model in eval mode and restores
+    its parameters, buffers and flags on exit; an evaluation outside such a block runs in eval
+    mode too.
     """
 
     def __init__(
@@ -103,15 +164,12 @@ class FunctionalLoss:
         if not named:
             raise SpecError("model has no trainable parameters")
         self.dtype = named[0][1].dtype
-        x, y = check_training_data(x, y, self.dtype, labels=labels, default_loss=loss_fn is None)
+        self._given = (x, y)  # the caller's objects, for `matches`
+        check_labels_convention(labels, default_loss=loss_fn is None)
+        x, y = check_examples(x, y, self.dtype)
         if chunk_size is not None and chunk_size < 1:
             raise SpecError(f"chunk_size must be >= 1, got {chunk_size}")
         self.model = model
-        self.loss_fn: LossFn = loss_fn or bce_with_logits_loss
-        # The default loss takes one logit per example; (n, 1) outputs are flattened to (n,)
-        # (decided on entry, from one example, see _check_outputs).
-        self._check_output_shape = loss_fn is None
-        self._flatten_outputs = False
         self.device = resolve_device(model, device)
         self.names = [n for n, _ in named]
         self.shapes = [p.shape for _, p in named]
@@ -125,37 +183,74 @@ class FunctionalLoss:
             if n not in trainable
         }
         self.x = x.to(self.device)
-        self.y = y.to(self.device)
         self.n = int(x.shape[0])
+        # outputs per example (1: one logit), decided once from the first example; (n, 1)
+        # logits are flattened to (n,) for the binary loss. A custom loss gets outputs as given.
+        self.n_outputs: int | None = None
+        self._flatten_outputs = False
+        if loss_fn is None:
+            self.n_outputs, self._flatten_outputs = self._default_loss_layout()
+            y = default_loss_targets(y, self.n, self.n_outputs, self.dtype, labels)
+            loss_fn = bce_with_logits_loss if self.n_outputs == 1 else cross_entropy_loss
+        self.loss_fn: LossFn = loss_fn
+        self.y = y.to(self.device)
         self.chunk_size = min(chunk_size or self.n, self.n)
+        self._all_chunks = self._split(self.x, self.y)
+        self._depth = 0
         self._state: AbstractContextManager[None] | None = None
         self._grad_graph: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    # -- context: eval mode for the duration, everything restored afterwards -------------
-    def __enter__(self) -> FunctionalLoss:
-        self._state = preserved_state(self.model)
-        self._state.__enter__()
-        self.model.eval()
-        try:
-            self._check_outputs()
-        except BaseException as exc:
-            self.__exit__(type(exc), exc, exc.__traceback__)
-            raise
-        return self
-
-    def _check_outputs(self) -> None:
-        if not self._check_output_shape:
-            return
-        with torch.no_grad():
+    def _default_loss_layout(self) -> tuple[int, bool]:
+        with torch.no_grad(), eval_mode(self.model):
             out = functional_call(self.model, {**self.unflatten(self.w0), **self.fixed},
                                   (self.x[:1],))
-        self._flatten_outputs = check_output_shape(out.shape, 1)
+        return output_layout(out.shape, 1)
+
+    # -- context: eval mode for the duration, everything restored afterwards -------------
+    def __enter__(self) -> FunctionalLoss:
+        if self._depth == 0:
+            self._state = preserved_state(self.model)
+            self._state.__enter__()
+            self.model.eval()
+        self._depth += 1
+        return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         assert self._state is not None
+        # the graph of grad L(w0) holds every activation of the data: freed with the session
         self._grad_graph = None
         self._state.__exit__(*exc)
         self._state = None
+
+    def matches(self, model: nn.Module, x: object, y: object) -> bool:
+        """Whether this operator still describes `model` on (x, y): the same module with the
+        trainable weights copied into `w0` when the operator was built (a network measured
+        again after more training needs a new operator), the same buffers and frozen
+        parameters (shared with the model on its own device, compared where they were copied
+        to another), and the very data objects it was built from.
+
+        Args:
+            model: the network the operator would be used for.
+            x: the inputs it would be used with.
+            y: the labels it would be used with.
+
+        Returns:
+            True when all three are this operator's and the module's tensors are unchanged.
+        """
+        if model is not self.model or x is not self._given[0] or y is not self._given[1]:
+            return False
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if [n for n, _ in named] != self.names:
+            return False
+        current = torch.cat([p.detach().reshape(-1) for _, p in named]).to(self.device, self.dtype)
+        if not torch.equal(current, self.w0):
+            return False
+        live = dict([*model.named_parameters(), *model.named_buffers()])
+        return all(name in live and torch.equal(live[name].detach().to(self.device), tensor)
+                   for name, tensor in self.fixed.items())
 
     # -- parameter vectors -------------------------------------------------------------
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -175,18 +270,24 @@ class FunctionalLoss:
         return out
 
     # -- evaluation ----------------------------------------------------------------------
-    def _chunks(
-        self, index: torch.Tensor | None = None
-    ) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
-        x, y = (self.x, self.y) if index is None else (self.x[index], self.y[index])
+    def _split(self, x: torch.Tensor, y: torch.Tensor) -> list[Chunk]:
         n = int(x.shape[0])
         step = min(self.chunk_size, n)
         return [
             (x[i : i + step], y[i : i + step], min(step, n - i) / n) for i in range(0, n, step)
         ]
 
+    def chunks(self, index: torch.Tensor | None = None) -> list[Chunk]:
+        """The data (or the examples `index`) in chunks of at most `chunk_size` examples, each
+        with its share of the mean; the full data's chunks are made once."""
+        if index is None:
+            return self._all_chunks
+        return self._split(self.x[index], self.y[index])
+
     def forward(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = functional_call(self.model, {**self.unflatten(w), **self.fixed}, (x,))
+        # inside `with self:` the model is already in eval mode; outside, for this call only
+        with nullcontext() if self._depth else eval_mode(self.model):
+            out = functional_call(self.model, {**self.unflatten(w), **self.fixed}, (x,))
         return out.reshape(-1) if self._flatten_outputs else out
 
     def _chunk_loss(
@@ -196,7 +297,7 @@ class FunctionalLoss:
 
     def loss(self, w: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Mean loss over all examples (or over `index`), as a differentiable scalar."""
-        return sum(self._chunk_loss(w, xc, yc, wt) for xc, yc, wt in self._chunks(index))
+        return sum(self._chunk_loss(w, xc, yc, wt) for xc, yc, wt in self.chunks(index))
 
     def loss_value(
         self, w: torch.Tensor, index: torch.Tensor | None = None, *, require_finite: bool = True
@@ -212,13 +313,17 @@ class FunctionalLoss:
     ) -> tuple[float, torch.Tensor]:
         """Mean loss and its gradient at w (reverse mode through functional_call)."""
         total, value = torch.zeros_like(w), 0.0
-        for xc, yc, wt in self._chunks(index):
+        for xc, yc, wt in self.chunks(index):
             u = w.detach().requires_grad_(True)
             loss = self._chunk_loss(u, xc, yc, wt)
             (g,) = torch.autograd.grad(loss, u)
             total += g
             value += float(loss.detach())
         return value, total
+
+    def grad(self, w: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The gradient of the mean loss at w (over all examples, or over `index`)."""
+        return self.value_and_grad(w, index)[1]
 
     def hvp(self, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """H(w) v on the full data, summed over chunks.
@@ -227,10 +332,12 @@ class FunctionalLoss:
         with torch.autograd through functional_call; 'forward-over-reverse':
         torch.func.jvp of torch.func.grad. Both are exact; the first has less per-call
         overhead on small CPU problems (see bench/bench_hessian_vs_pyhessian.py) and, when the
-        data fits in one chunk, reuses the graph of grad L(w0) across calls at w0.
+        data fits in one chunk, reuses the graph of grad L(w0) across calls at w0 within one
+        `with` block.
         """
-        chunks = self._chunks()
-        if self.hvp_method == "double-backward" and w is self.w0 and len(chunks) == 1:
+        chunks = self.chunks()
+        if self.hvp_method == "double-backward" and w is self.w0 and len(chunks) == 1 \
+                and self._depth:
             # all data in one chunk: keep the graph of grad L(w0) and reuse it for every v
             if self._grad_graph is None:
                 u = w.detach().requires_grad_(True)
@@ -252,10 +359,114 @@ class FunctionalLoss:
 
     def outputs(self, w: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([self.forward(w, xc) for xc, _, _ in self._chunks()])
+            return torch.cat([self.forward(w, xc) for xc, _, _ in self.chunks()])
 
     def error_rate(self, w: torch.Tensor) -> float:
-        """0-1 training error: logit > 0 means class 1 (or argmax for several outputs)."""
-        out = self.outputs(w)
-        pred = (out > 0).to(self.y.dtype) if out.dim() == 1 else out.argmax(-1).to(self.y.dtype)
+        """0-1 training error of the labels the outputs give (flatvol.models.labels: logit > 0
+        is class 1, or the argmax of K outputs)."""
+        pred = labels_from_outputs(self.outputs(w))
         return float((pred != self.y).double().mean())
+
+    # -- the Hessian's spectrum (PyHessian-style; the algorithms live in .hessian) ---------
+    # Imported on call: flatvol.flatness.hessian builds on this module, so these methods
+    # are the operator's face onto it rather than a second implementation.
+    def top_eigenvalues(self, k: int = 1, **options: Any) -> HessianEigenvalues:
+        """The top-k Hessian eigenvalues at w0 by Lanczos: hessian_top_eigenvalues(self, ...).
+
+        Args:
+            k: number of eigenvalues.
+            **options: the other options of flatvol.flatness.hessian_top_eigenvalues.
+
+        Returns:
+            The HessianEigenvalues.
+        """
+        from flatvol.flatness.hessian import hessian_top_eigenvalues
+
+        return hessian_top_eigenvalues(self, k=k, **options)
+
+    def trace(self, **options: Any) -> HessianTrace:
+        """tr(H) at w0 by Hutch++ or Hutchinson: hessian_trace(self, ...).
+
+        Args:
+            **options: the options of flatvol.flatness.hessian_trace (method, n_hvp, seed, ...).
+
+        Returns:
+            The HessianTrace.
+        """
+        from flatvol.flatness.hessian import hessian_trace
+
+        return hessian_trace(self, **options)
+
+    def frobenius_norm(self, **options: Any) -> HessianFrobenius:
+        """||H||_F at w0: hessian_frobenius_norm(self, ...).
+
+        Args:
+            **options: the options of flatvol.flatness.hessian_frobenius_norm.
+
+        Returns:
+            The HessianFrobenius.
+        """
+        from flatvol.flatness.hessian import hessian_frobenius_norm
+
+        return hessian_frobenius_norm(self, **options)
+
+    def density(self, **options: Any) -> HessianDensity:
+        """The Hessian's eigenvalue density at w0 by stochastic Lanczos quadrature:
+        hessian_density(self, ...).
+
+        Args:
+            **options: the options of flatvol.flatness.hessian_density.
+
+        Returns:
+            The HessianDensity.
+        """
+        from flatvol.flatness.hessian_density import hessian_density
+
+        return hessian_density(self, **options)
+
+
+ModelOrOperator = nn.Module | FunctionalLoss
+"""What a flatness measure takes first: a network (with x, y) or an operator built once."""
+
+
+def loss_operator(
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None,
+    y: torch.Tensor | np.ndarray | None,
+    loss_fn: LossFn | None = None,
+    *,
+    device: str | torch.device | None = None,
+    chunk_size: int | None = None,
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
+) -> FunctionalLoss:
+    """The operator a flatness measure works on: the one place a measure builds it.
+
+    Args:
+        model: a network, or a FunctionalLoss already built (then returned as is, and every
+            other argument must be left unset: they are the operator's).
+        x: inputs of the training set (with a network).
+        y: labels of the training set (with a network).
+        loss_fn: loss(outputs, y), a mean over examples (default: by the output count).
+        device: torch device (default: the model's).
+        chunk_size: examples per forward pass (default: all at once).
+        labels: '01' (default) or 'pm1', the convention of one-logit labels.
+        hvp_method: 'double-backward' (default) or 'forward-over-reverse'.
+
+    Returns:
+        The FunctionalLoss; use it in a `with` block.
+    """
+    if isinstance(model, FunctionalLoss):
+        given = [name for name, value in (("x", x), ("y", y), ("loss_fn", loss_fn),
+                                          ("device", device), ("chunk_size", chunk_size),
+                                          ("labels", labels), ("hvp_method", hvp_method))
+                 if value is not None]
+        if given:
+            raise SpecError(f"{given[0]}: set by the FunctionalLoss given in place of the model; "
+                            f"build the operator with it, or pass (model, x, y)")
+        return model
+    if x is None or y is None:
+        raise SpecError(f"{'x' if x is None else 'y'}: a flatness measure of a network needs its "
+                        f"training data (model, x, y), or a FunctionalLoss in place of all three")
+    return FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
+                          hvp_method or "double-backward", labels=labels or "01")

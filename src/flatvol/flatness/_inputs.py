@@ -1,11 +1,13 @@
 """The one input check of every flatness measure: (x, y) and the model's outputs.
 
 x and y may be torch tensors or NumPy arrays; floating x takes the dtype of the model's
-parameters. With the default loss (sigmoid cross-entropy on one logit) y holds binary labels:
-integers, booleans or floats in {0, 1}, of shape (n,) or (n, 1); labels in {-1, +1} are refused
-unless `labels="pm1"` says so (they are then mapped to {0, 1}), because the loss would silently
-give a negative number for them. The model must give one logit per example, (n,) or (n, 1).
-A wrong input is a one-line SpecError naming it, never a silent number or a raw torch error.
+parameters. The default loss follows the model's output count: one logit per example, (n,) or
+(n, 1), takes the sigmoid cross-entropy on binary labels (integers, booleans or floats in
+{0, 1}, of shape (n,) or (n, 1); labels in {-1, +1} are refused unless `labels="pm1"` says so,
+because the loss would silently give a negative number for them); K >= 2 outputs, (n, K), take
+the cross-entropy on integer class labels 0..K-1 (a float label is refused: it would be a
+probability target or a rounding accident, not a class). A wrong input is a one-line SpecError
+naming it, never a silent number or a raw torch error.
 """
 
 from __future__ import annotations
@@ -87,19 +89,31 @@ def binary_labels(y: torch.Tensor, n: int, labels: LabelConvention) -> torch.Ten
                     f"({n} examples)")
 
 
-def check_training_data(x: Any, y: Any, dtype: torch.dtype, *, labels: LabelConvention,
-                        default_loss: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """x and y of a flatness measure, checked and converted.
+def check_labels_convention(labels: str, *, default_loss: bool) -> None:
+    """Refuse an unknown label convention, or 'pm1' with a custom loss (which gets y as given).
+
+    Args:
+        labels: the label convention, '01' or 'pm1'.
+        default_loss: whether the default loss is used.
+    """
+    if labels not in LABEL_CONVENTIONS:
+        raise SpecError(f"labels must be one of {', '.join(LABEL_CONVENTIONS)}, got {labels!r}")
+    if labels != "01" and not default_loss:
+        raise SpecError("labels='pm1' applies to the default loss only; a custom loss_fn gets "
+                        "y as given")
+
+
+def check_examples(x: Any, y: Any, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and y of a flatness measure as tensors with one entry per example each.
 
     Args:
         x: inputs (tensor or array), (n, *input_shape).
-        y: labels (tensor or array); for the default loss binary labels of shape (n,) or (n, 1).
-        dtype: the model's floating dtype (floating x, and y of the default loss, take it).
-        labels: the label convention of the default loss, '01' or 'pm1'.
-        default_loss: whether the default loss is used (a custom loss gets y unchecked).
+        y: labels or targets (tensor or array), (n, ...).
+        dtype: the model's floating dtype (floating x takes it).
 
     Returns:
-        (x, y) as tensors on their original device.
+        (x, y) as tensors on their original device; y is not checked further here (see
+        default_loss_targets).
     """
     x, y = as_tensor(x, "x"), as_tensor(y, "y")
     if x.dim() == 0 or y.dim() == 0:
@@ -113,32 +127,82 @@ def check_training_data(x: Any, y: Any, dtype: torch.dtype, *, labels: LabelConv
         raise SpecError("x is empty: a flatness measure needs at least one example")
     if x.is_floating_point():
         x = x.to(dtype)
-    if default_loss:
-        y = binary_labels(y, int(x.shape[0]), labels).to(dtype)
-    elif labels != "01":
-        raise SpecError("labels='pm1' applies to the default loss only; a custom loss_fn gets "
-                        "y as given")
-    elif y.is_floating_point():
+    if y.is_floating_point():
         y = y.to(dtype)
     return x, y
 
 
-def check_output_shape(shape: torch.Size, n: int) -> bool:
-    """Whether the model's outputs for n examples fit the default loss; True when they are
-    (n, 1) and must be flattened to (n,).
+def class_labels(y: torch.Tensor, n: int, classes: int, labels: LabelConvention) -> torch.Tensor:
+    """Labels for the K-class default loss (cross-entropy) as int64 of shape (n,).
+
+    Args:
+        y: the labels (a tensor): integers (or booleans) in 0..classes-1, (n,) or (n, 1).
+        n: the number of examples.
+        classes: the model's output count K >= 2.
+        labels: the label convention; only '01' (plain class indices) applies to K outputs.
+
+    Returns:
+        The labels as a 1-D int64 tensor.
+    """
+    if labels != "01":
+        raise SpecError(f"labels={labels!r} applies to one-logit models only; a model with "
+                        f"{classes} outputs takes class labels 0..{classes - 1}")
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() != 1:
+        raise SpecError(f"y: expected class labels of shape (n,) or (n, 1) for a model with "
+                        f"{classes} outputs, got shape {tuple(y.shape)}")
+    if y.is_floating_point() or y.is_complex():
+        # also names the outputs: a float y usually means a one-logit (binary) set-up given to
+        # a K-output model
+        raise SpecError(f"y: float labels ({_values(y)}) for a model with {classes} outputs; "
+                        f"its loss (cross-entropy) takes integer class labels 0..{classes - 1} "
+                        f"(model outputs: one logit per example, (n,) or (n, 1), takes binary "
+                        f"labels, got (n, {classes}))")
+    y = y.to(torch.int64)
+    if not bool(((y >= 0) & (y < classes)).all()):
+        raise SpecError(f"y: expected class labels in 0..{classes - 1} for a model with "
+                        f"{classes} outputs, got values {_values(y)} ({n} examples)")
+    return y
+
+
+def default_loss_targets(y: torch.Tensor, n: int, outputs: int, dtype: torch.dtype,
+                         labels: LabelConvention) -> torch.Tensor:
+    """y checked for the default loss of a model with `outputs` outputs per example.
+
+    Args:
+        y: the labels (a tensor).
+        n: the number of examples.
+        outputs: 1 (one logit: binary labels) or K >= 2 (class labels 0..K-1).
+        dtype: the model's floating dtype (binary labels take it, as the sigmoid loss needs).
+        labels: the label convention of binary labels, '01' or 'pm1'.
+
+    Returns:
+        Binary labels as 0/1 floats of `dtype`, or class labels as int64; shape (n,).
+    """
+    if outputs == 1:
+        return binary_labels(y, n, labels).to(dtype)
+    return class_labels(y, n, outputs, labels)
+
+
+def output_layout(shape: torch.Size, n: int) -> tuple[int, bool]:
+    """What the model's outputs for n examples mean to the default loss.
 
     Args:
         shape: the outputs' shape.
         n: the number of examples given.
 
     Returns:
-        True for (n, 1), False for (n,); any other shape is a SpecError naming it.
+        (outputs per example, flatten): (1, False) for (n,), (1, True) for (n, 1) (flattened to
+        (n,) for the binary loss), (K, False) for (n, K) with K >= 2; any other shape is a
+        SpecError naming it.
     """
     if tuple(shape) == (n,):
-        return False
-    if tuple(shape) == (n, 1):
-        return True
+        return 1, False
+    if len(shape) == 2 and shape[0] == n and shape[1] >= 1:
+        return int(shape[1]), shape[1] == 1
     got = ("(n, " + ", ".join(str(d) for d in shape[1:]) + ")") if len(shape) and shape[0] == n \
         else str(tuple(shape))
-    raise SpecError(f"model outputs: the default loss needs one logit per example, shape (n,) "
-                    f"or (n, 1), got {got}; pass a loss_fn for other outputs")
+    raise SpecError(f"model outputs: the default loss needs one logit per example, (n,) or "
+                    f"(n, 1), or K >= 2 class scores, (n, K); got {got}; pass a loss_fn for "
+                    f"other outputs")

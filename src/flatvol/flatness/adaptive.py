@@ -9,14 +9,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
-from torch import nn
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._functional import FunctionalLoss, LossFn, ModelOrOperator, loss_operator
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
 from flatvol.flatness.sharpness import BoxProblem, fast_ascent
+from flatvol.progress import track
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class AdaptiveSharpness(ResultMixin):
 
 
 def _l2_ball_ascent(fl: FunctionalLoss, scale: torch.Tensor, rho: float, n_steps: int,
-                    n_restarts: int, generator: torch.Generator) -> tuple[float, torch.Tensor, int]:
+                    n_restarts: int, generator: torch.Generator,
+                    progress: bool = False) -> tuple[float, torch.Tensor, int]:
     """Normalized-gradient PGD on the l2 ball ||delta|| <= rho in the rescaled coordinates."""
     best_value, best_delta, n_grad = -math.inf, torch.zeros_like(scale), 0
 
@@ -57,7 +59,7 @@ def _l2_ball_ascent(fl: FunctionalLoss, scale: torch.Tensor, rho: float, n_steps
     for _ in range(n_restarts):
         direction = torch.randn(scale.shape, generator=generator, dtype=torch.float64).to(scale)
         starts.append(direction * (rho / float(torch.linalg.vector_norm(direction))))
-    for delta in starts:
+    for delta in track(starts, "adaptive l2 ascent", enabled=progress):
         value, g = evaluate(delta)
         t = 1.0
         for _ in range(n_steps):
@@ -78,9 +80,9 @@ def _l2_ball_ascent(fl: FunctionalLoss, scale: torch.Tensor, rho: float, n_steps
 
 
 def adaptive_sharpness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     rho: float = 1e-3,
@@ -91,7 +93,8 @@ def adaptive_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
+    progress: bool = False,
 ) -> AdaptiveSharpness:
     """Adaptive sharpness of Kwon, Kim, Park & Choi, "ASAM: Adaptive sharpness-aware
     minimization for scale-invariant learning of deep neural networks", ICML 2021:
@@ -107,10 +110,14 @@ def adaptive_sharpness(
     `n_restarts` random starts.
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         rho: Radius of the perturbation ball.
         p: Norm of the ball: 'inf', '2' or a float p.
         eta: Offset added to |w_i| in T_w.
@@ -119,7 +126,8 @@ def adaptive_sharpness(
         seed: Seed of the random starts.
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        progress: Whether to show a progress bar over the starts.
 
     Returns:
         The AdaptiveSharpness (the sharpness found, with its details).
@@ -137,18 +145,20 @@ def adaptive_sharpness(
         raise SpecError(f"need n_steps >= 1 and n_restarts >= 0, got {n_steps}, {n_restarts}")
     clock = Stopwatch()
     generator = torch.Generator().manual_seed(seed)
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
         scale = fl.w0.abs() + eta
         loss = fl.loss_value(fl.w0)
         if p_name == "inf":
             problem = BoxProblem(fl, rho * scale)
             problem.record(loss, torch.zeros_like(scale))
-            fast_ascent(problem, n_steps=n_steps, n_restarts=n_restarts, generator=generator)
+            fast_ascent(problem, n_steps=n_steps, n_restarts=n_restarts, generator=generator,
+                        progress=progress)
             max_loss, perturbation = problem.best_value, problem.best_z
             n_loss, n_grad = problem.n_loss_evals + 1, problem.n_grad_evals
         else:
             max_loss, delta, n_grad = _l2_ball_ascent(fl, scale, rho, n_steps, n_restarts,
-                                                      generator)
+                                                      generator, progress)
             if loss >= max_loss:
                 max_loss, delta = loss, torch.zeros_like(scale)
             perturbation, n_loss = scale * delta, n_grad + 1

@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch import nn
 from torch.func import jvp
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._functional import LossFn, ModelOrOperator, loss_operator
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
+from flatvol.progress import track
 
 
 @dataclass(frozen=True)
@@ -29,15 +30,17 @@ class FisherRaoNorm(ResultMixin):
 
 
 def fisher_rao_norm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     depth: int | None = None,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
+    seed: int = 0,
+    progress: bool = False,
 ) -> FisherRaoNorm:
     """Fisher-Rao norm of Liang, Poggio, Rakhlin & Stokes, "Fisher-Rao metric, geometry, and
     complexity of neural networks", AISTATS 2019. Definition used (empirical, true labels):
@@ -59,14 +62,21 @@ def fisher_rao_norm(
     The loss must be a mean of per-example terms (as the default is).
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         depth: Number of affine layers L+1 (default: len(model.linears) when the model has it).
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        seed: Unused: the norm draws nothing; taken so that every flatness measure of the
+            catalogue is called the same way.
+        progress: Whether to show a progress bar over the chunks of the data.
 
     Returns:
         The FisherRaoNorm (the norm and its squared forms).
@@ -75,14 +85,15 @@ def fisher_rao_norm(
         SpecError: If an argument is invalid (e.g. a non-positive size, or labels outside the
             chosen convention).
     """
-    if depth is None and hasattr(model, "linears"):
-        depth = len(model.linears)  # type: ignore[arg-type]
     if depth is not None and depth < 1:
         raise SpecError(f"depth must be >= 1, got {depth}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
+        if depth is None and hasattr(fl.model, "linears"):
+            depth = len(fl.model.linears)  # type: ignore[arg-type]
         inner_sq, homogeneous_sq = 0.0, 0.0
-        for xc, yc, _ in fl._chunks():
+        for xc, yc, _ in track(fl.chunks(), "fisher-rao", enabled=progress, unit="chunks"):
             outputs, directional = jvp(lambda w, xc=xc: fl.forward(w, xc), (fl.w0,), (fl.w0,))
             outputs = outputs.detach().requires_grad_(True)
             chunk_loss = fl.loss_fn(outputs, yc) * xc.shape[0]  # sum of per-example losses

@@ -25,10 +25,15 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
+from flatvol.flatness._functional import (
+    FunctionalLoss,
+    HvpMethod,
+    LossFn,
+    ModelOrOperator,
+    loss_operator,
+)
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.flatness.estimators import Lanczos, MatVec, TraceEstimate, hutchinson, hutchpp
@@ -48,30 +53,34 @@ def counting_hvp(fl: FunctionalLoss) -> tuple[MatVec, list[int]]:
 
 
 def hessian_vector_product(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    v: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
+    v: torch.Tensor | None = None,
     loss_fn: LossFn | None = None,
     *,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
 ) -> torch.Tensor:
     """H v for a flat vector v ordered like `model.named_parameters()` (trainable ones).
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
         v: Flat vector of length p, ordered like model.named_parameters() (trainable ones).
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
-        hvp_method: How Hessian-vector products are computed: 'double-backward' or
-            'forward-over-reverse'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' (None: the
+            default) or 'forward-over-reverse'.
 
     Returns:
         The product H v, a flat vector of length p.
@@ -79,8 +88,11 @@ def hessian_vector_product(
     Raises:
         SpecError: If v has the wrong length, or another argument is invalid.
     """
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
+    if v is None:
+        raise SpecError("v: hessian_vector_product needs the vector v (a flat vector of the "
+                        "trainable parameters)")
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels, hvp_method=hvp_method) as fl:
         if v.shape != fl.w0.shape:
             raise SpecError(f"v must be a flat vector of {fl.n_params} entries, got shape "
                             f"{tuple(v.shape)}")
@@ -88,26 +100,30 @@ def hessian_vector_product(
 
 
 def hessian_matrix(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
     max_params: int = 10_000,
 ) -> torch.Tensor:
     """The exact dense Hessian (torch.func.hessian), for small models only (<= max_params).
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
         max_params: Largest number of trainable parameters accepted.
 
     Returns:
@@ -117,7 +133,8 @@ def hessian_matrix(
         SpecError: If the model has more than max_params trainable parameters, or an argument is
             invalid.
     """
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
         if fl.n_params > max_params:
             raise SpecError(f"exact Hessian of {fl.n_params} parameters is too large "
                             f"(max_params={max_params}); use the iterative estimates")
@@ -140,9 +157,9 @@ class HessianEigenvalues(ResultMixin):
 
 
 def hessian_top_eigenvalues(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     k: int = 1,
@@ -152,8 +169,8 @@ def hessian_top_eigenvalues(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
     progress: bool = False,
 ) -> HessianEigenvalues:
     """Top-k Hessian eigenvalues by Lanczos with full reorthogonalization.
@@ -163,12 +180,14 @@ def hessian_top_eigenvalues(
     (`converged` says which).
 
     Args:
-        model: the trained network; never modified.
+        model: the trained network, never modified; or a FunctionalLoss built once for
+            several measures (then x, y, loss_fn, device, chunk_size, labels and hvp_method
+            are its own and stay unset).
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
-            labels='pm1'.
+        y: labels of S (tensor or array): 0/1 for a one-logit model (or -1/+1 with
+            labels='pm1'), class labels 0..K-1 for K outputs.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
-            one logit (see flatvol.flatness.LossFn).
+            one logit, cross-entropy on K outputs (see flatvol.flatness.FunctionalLoss).
         k: number of eigenvalues.
         which: 'largest' (algebraically largest, the sharpness measure) or 'smallest'.
         max_iter: most Lanczos steps (one Hessian-vector product each).
@@ -195,8 +214,8 @@ def hessian_top_eigenvalues(
     if max_iter < k:
         raise SpecError(f"max_iter ({max_iter}) must be >= k ({k})")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels, hvp_method=hvp_method) as fl:
         if k > fl.n_params:
             raise SpecError(f"k={k} exceeds the number of parameters ({fl.n_params})")
         matvec, count = counting_hvp(fl)
@@ -280,9 +299,9 @@ def _estimate_trace(fl: FunctionalLoss, method: str, n_hvp: int, seed: int,
 
 
 def hessian_trace(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     method: TraceMethod = "hutchpp",
@@ -290,19 +309,21 @@ def hessian_trace(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
     progress: bool = False,
 ) -> HessianTrace:
     """tr(H) by Hutch++ (default; Meyer et al. 2021) or Hutchinson (1989), n_hvp HVPs.
 
     Args:
-        model: the trained network; never modified.
+        model: the trained network, never modified; or a FunctionalLoss built once for
+            several measures (then x, y, loss_fn, device, chunk_size, labels and hvp_method
+            are its own and stay unset).
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
-            labels='pm1'.
+        y: labels of S (tensor or array): 0/1 for a one-logit model (or -1/+1 with
+            labels='pm1'), class labels 0..K-1 for K outputs.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
-            one logit (see flatvol.flatness.LossFn).
+            one logit, cross-entropy on K outputs (see flatvol.flatness.FunctionalLoss).
         method: 'hutchpp' or 'hutchinson'.
         n_hvp: Hessian-vector products to spend (Hutch++ needs at least 3).
         seed: seed of every random probe or restart (same seed, same result).
@@ -320,17 +341,17 @@ def hessian_trace(
         SpecError: an unknown method or too few HVPs.
     """
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels, hvp_method=hvp_method) as fl:
         est = _estimate_trace(fl, method, n_hvp, seed, progress)
         return HessianTrace(est.trace, est.trace_std_error, method, est.n_matvec, fl.n_params,
                             clock.seconds)
 
 
 def hessian_frobenius_norm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     method: TraceMethod = "hutchinson",
@@ -338,33 +359,37 @@ def hessian_frobenius_norm(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
     progress: bool = False,
 ) -> HessianFrobenius:
     """||H||_F via tr(H^2) = E||Hv||^2: Hutchinson on H^2 (default) or Hutch++ on H^2.
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         method: Trace estimator: 'hutchinson' or 'hutchpp'.
         n_hvp: Budget of Hessian-vector products.
         seed: Seed of the probe vectors.
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
-        hvp_method: How Hessian-vector products are computed: 'double-backward' or
-            'forward-over-reverse'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' (None: the
+            default) or 'forward-over-reverse'.
         progress: Whether to show a progress bar.
 
     Returns:
         The HessianFrobenius (the norm, its square and the standard error of the square).
     """
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels, hvp_method=hvp_method) as fl:
         est = _estimate_trace(fl, method, n_hvp, seed, progress)
         square = max(est.frobenius_sq, 0.0)
         return HessianFrobenius(math.sqrt(square), square, est.frobenius_sq_std_error, method,

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, HvpMethod, LossFn
+from flatvol.flatness._functional import (
+    HvpMethod,
+    LossFn,
+    ModelOrOperator,
+    loss_operator,
+)
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.flatness.estimators import Lanczos
@@ -59,9 +63,9 @@ class HessianDensity(ResultMixin):
 
 
 def hessian_density(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     n_probes: int = 10,
@@ -71,8 +75,8 @@ def hessian_density(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
-    hvp_method: HvpMethod = "double-backward",
+    labels: LabelConvention | None = None,
+    hvp_method: HvpMethod | None = None,
     progress: bool = False,
 ) -> HessianDensity:
     """Eigenvalue density by stochastic Lanczos quadrature (Ghorbani et al. 2019).
@@ -82,10 +86,14 @@ def hessian_density(
     grid spans the Ritz values +- 5 sigma.
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         n_probes: Number of Gaussian probe vectors.
         n_iter: Lanczos steps per probe.
         sigma: Gaussian broadening of each node (default: 1% of the Ritz-value range).
@@ -93,9 +101,9 @@ def hessian_density(
         seed: Seed of the probes.
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
-        hvp_method: How Hessian-vector products are computed: 'double-backward' or
-            'forward-over-reverse'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        hvp_method: How Hessian-vector products are computed: 'double-backward' (None: the
+            default) or 'forward-over-reverse'.
         progress: Whether to show a progress bar.
 
     Returns:
@@ -111,8 +119,8 @@ def hessian_density(
     if sigma is not None and not sigma > 0:
         raise SpecError(f"sigma must be positive, got {sigma}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size,
-                        hvp_method, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels, hvp_method=hvp_method) as fl:
         matvec, count = counting_hvp(fl)
         generator = torch.Generator().manual_seed(seed)
         m = min(n_iter, fl.n_params)

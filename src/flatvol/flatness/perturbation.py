@@ -13,13 +13,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._functional import FunctionalLoss, LossFn, ModelOrOperator, loss_operator
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch, require_positive
-from flatvol.progress import ProgressBar
+from flatvol.progress import ProgressBar, track
 
 
 def _noise_scale(w0: torch.Tensor, sigma: float, magnitude_aware: bool,
@@ -39,10 +38,11 @@ class _GaussianPerturbations:
     def __init__(self, fl: FunctionalLoss, n_samples: int, seed: int):
         self.fl, self.n_samples, self.seed = fl, n_samples, seed
 
-    def mean_metric(self, scale: torch.Tensor, metric: str) -> tuple[float, float]:
+    def mean_metric(self, scale: torch.Tensor, metric: str,
+                    progress: bool = False) -> tuple[float, float]:
         generator = torch.Generator().manual_seed(self.seed)
         values = []
-        for _ in range(self.n_samples):
+        for _ in track(range(self.n_samples), "noise samples", enabled=progress, unit="samples"):
             xi = torch.randn(self.fl.n_params, generator=generator, dtype=torch.float64)
             w = self.fl.w0 + scale * xi.to(self.fl.device, self.fl.dtype)
             if metric == "loss":  # huge noise may overflow: that is an infinite rise, not an error
@@ -74,9 +74,9 @@ class AverageSharpness(ResultMixin):
 
 
 def average_sharpness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     sigma: float = 0.01,
@@ -86,7 +86,8 @@ def average_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
+    progress: bool = False,
 ) -> AverageSharpness:
     """Average-case (expected) sharpness E_{u ~ N(0, diag s^2)} L(w + u) - L(w).
 
@@ -96,10 +97,14 @@ def average_sharpness(
     s_i = sigma, or with magnitude_aware s_i = sqrt(sigma^2 w_i^2 + epsilon_floor^2).
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         sigma: Standard deviation of the Gaussian perturbation.
         n_samples: Number of perturbations averaged.
         magnitude_aware: Whether to scale the noise by the weight magnitudes.
@@ -107,7 +112,8 @@ def average_sharpness(
         seed: Seed of the perturbations.
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
+        progress: Whether to show a progress bar over the samples.
 
     Returns:
         The AverageSharpness (the expected loss rise and its Monte Carlo standard error).
@@ -121,10 +127,12 @@ def average_sharpness(
     if n_samples < 1:
         raise SpecError(f"n_samples must be >= 1, got {n_samples}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
         loss = fl.loss_value(fl.w0)
         scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
-        mean, std_error = _GaussianPerturbations(fl, n_samples, seed).mean_metric(scale, "loss")
+        perturbations = _GaussianPerturbations(fl, n_samples, seed)
+        mean, std_error = perturbations.mean_metric(scale, "loss", progress)
         return AverageSharpness(mean - loss, std_error, loss, mean, sigma, magnitude_aware,
                                 epsilon_floor, n_samples, clock.seconds)
 
@@ -153,9 +161,9 @@ class PacBayesFlatness(ResultMixin):
 
 
 def pac_bayes_flatness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     delta: float = 0.1,
@@ -171,7 +179,7 @@ def pac_bayes_flatness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
     progress: bool = False,
 ) -> PacBayesFlatness:
     """PAC-Bayes flatness sigma* of Jiang et al., "Fantastic generalization measures and where
@@ -185,10 +193,14 @@ def pac_bayes_flatness(
     bisected geometrically until hi/lo - 1 < rel_tol.
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         delta: Largest allowed rise of the metric.
         metric: Quantity whose rise is bounded: 'loss' or 'error' (0-1 training error).
         magnitude_aware: Whether the noise variance is alpha^2 w_i^2 + epsilon_floor^2.
@@ -202,7 +214,7 @@ def pac_bayes_flatness(
         seed: Seed of the perturbations.
         device: Device to compute on (default: the model's).
         chunk_size: Examples per forward/backward pass (default: all at once).
-        labels: Label convention of y with the default loss: '01' or 'pm1'.
+        labels: Label convention of one-logit labels: '01' (None: the default) or 'pm1'.
         progress: Whether to show a progress bar.
 
     Returns:
@@ -223,7 +235,8 @@ def pac_bayes_flatness(
     if n_samples < 1:
         raise SpecError(f"n_samples must be >= 1, got {n_samples}")
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
         base = fl.loss_value(fl.w0) if metric == "loss" else fl.error_rate(fl.w0)
         perturb = _GaussianPerturbations(fl, n_samples, seed)
         cache: dict[float, float] = {}
@@ -286,9 +299,9 @@ def pac_bayes_flatness(
 
 
 def pac_bayes_magnitude_flatness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     **kwargs: object,
 ) -> PacBayesFlatness:
@@ -297,10 +310,14 @@ def pac_bayes_magnitude_flatness(
     multiplicative, w_i (1 + alpha xi_i), and sigma* is invariant under alpha-scaling.
 
     Args:
-        model: The network (its trainable parameters are w; it is not modified).
+        model: The network (its trainable parameters are w; it is not modified),
+            or a FunctionalLoss built once for several measures (then x, y, loss_fn,
+            device, chunk_size, labels and hvp_method are its own and stay unset).
         x: Training inputs, shape (n, ...).
-        y: Training labels, shape (n,), in {0, 1} (or {-1, +1} with labels='pm1').
-        loss_fn: Loss of (logits, y), mean over examples (default: bce_with_logits_loss).
+        y: Training labels, shape (n,): in {0, 1} (or {-1, +1} with labels='pm1') for one
+            logit, class labels 0..K-1 for K outputs.
+        loss_fn: Loss of (logits, y), mean over examples (default: binary or K-class
+            cross-entropy by the output count, see FunctionalLoss).
         **kwargs: Further keyword arguments of pac_bayes_flatness (magnitude_aware is set).
 
     Returns:

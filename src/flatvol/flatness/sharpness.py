@@ -32,10 +32,9 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy import optimize
-from torch import nn
 
 from flatvol.errors import SpecError
-from flatvol.flatness._functional import FunctionalLoss, LossFn
+from flatvol.flatness._functional import FunctionalLoss, LossFn, ModelOrOperator, loss_operator
 from flatvol.flatness._inputs import LabelConvention
 from flatvol.flatness._results import ResultMixin, Stopwatch
 from flatvol.progress import track
@@ -237,9 +236,9 @@ class KeskarSharpness(ResultMixin):
 
 
 def keskar_sharpness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: ModelOrOperator,
+    x: torch.Tensor | np.ndarray | None = None,
+    y: torch.Tensor | np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     *,
     epsilon: float = 1e-4,
@@ -248,7 +247,7 @@ def keskar_sharpness(
     seed: int = 0,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
-    labels: LabelConvention = "01",
+    labels: LabelConvention | None = None,
     progress: bool = False,
     lr: float = 1e-3,
     batch_size: int = 32,
@@ -265,12 +264,14 @@ def keskar_sharpness(
     The model is left exactly as it was (it is never written to; restored even on errors).
 
     Args:
-        model: the trained network; never modified.
+        model: the trained network, never modified; or a FunctionalLoss built once for
+            several measures (then x, y, loss_fn, device, chunk_size, labels and hvp_method
+            are its own and stay unset).
         x: inputs of the training set S, (n, *input_shape).
-        y: labels of S (tensor or array): 0/1 for the default loss, or -1/+1 with
-            labels='pm1'.
+        y: labels of S (tensor or array): 0/1 for a one-logit model (or -1/+1 with
+            labels='pm1'), class labels 0..K-1 for K outputs.
         loss_fn: loss(logits, y) averaged over examples; default binary cross-entropy on
-            one logit (see flatvol.flatness.LossFn).
+            one logit, cross-entropy on K outputs (see flatvol.flatness.FunctionalLoss).
         epsilon: box size: each weight w may move by epsilon * (|w| + 1).
         maximizer: 'fast' (projected gradient ascent with restarts), 'lbfgsb' or 'paper'.
         subspace_dim: maximize over a random subspace of this dimension (None: all weights).
@@ -298,7 +299,8 @@ def keskar_sharpness(
         raise SpecError(f"epsilon must be a positive number, got {epsilon}")
     check_maximizer_options(maximizer, lr, batch_size, epochs, lbfgsb_maxiter, n_steps, n_restarts)
     clock = Stopwatch()
-    with FunctionalLoss(model, x, y, loss_fn, device, chunk_size, labels=labels) as fl:
+    with loss_operator(model, x, y, loss_fn, device=device, chunk_size=chunk_size,
+                       labels=labels) as fl:
         basis = None
         if subspace_dim is not None:
             if not 1 <= subspace_dim <= fl.n_params:

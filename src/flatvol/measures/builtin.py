@@ -8,7 +8,6 @@ numbers of a run depend only on (run seed, epoch, measure).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from flatvol.data.task import TaskData
+    from flatvol.flatness import FunctionalLoss
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -65,24 +65,56 @@ def volume_measure(model: nn.Module, task: TaskData, context: MeasureContext) ->
 
 
 # --------------------------------------------------------------------------- flatness
+# Settings of the loss operator that every flatness measure of a network shares (S, the default
+# loss, the run's device and chunk size): no one measure's options may set them.
+OPERATOR_SETTINGS = ("loss_fn", "device", "chunk_size", "labels", "hvp_method")
+
+
+def flatness_operator(model: nn.Module, task: TaskData, context: MeasureContext) -> FunctionalLoss:
+    """The loss operator of `model` on S that all the flatness measures of a run share: built by
+    the first one, kept on the context, and built again when the network, S or the context's
+    device or chunk size is no longer the one it describes (a network measured again after
+    more training).
+
+    Args:
+        model: the network measured.
+        task: its task; the operator is on the genuine training set S.
+        context: the run's measure context (device, chunk size; keeps the operator).
+
+    Returns:
+        The FunctionalLoss.
+    """
+    import torch
+
+    from flatvol.flatness import FunctionalLoss
+
+    operator = context.flatness_operator
+    if (operator is None or not operator.matches(model, task.S.x, task.S.y)
+            or operator.device != torch.device(context.device)
+            or operator.chunk_size != min(context.chunk_size or operator.n, operator.n)):
+        operator = FunctionalLoss(model, task.S.x, task.S.y, device=context.device,
+                                  chunk_size=context.chunk_size)
+        context.flatness_operator = operator
+    return operator
+
+
 def _run_flatness(fn: Callable[..., Any], name: str, model: nn.Module, task: TaskData,
                   context: MeasureContext, salt: int, kwargs: Mapping[str, Any]) -> Any:
-    """Call flatness function `fn` on S with the context's seed, device, chunk size and
-    progress (where `fn` takes them) under `kwargs`; record its result in context.details."""
-    params = inspect.signature(fn).parameters
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    common: dict[str, Any] = {"device": context.device}
-    if takes_all or "seed" in params:
-        common["seed"] = context.measure_seed(salt)
-    if context.chunk_size is not None and (takes_all or "chunk_size" in params):
-        common["chunk_size"] = context.chunk_size
-    if context.progress and (takes_all or "progress" in params):
-        common["progress"] = True
+    """Call flatness function `fn` on the network's shared loss operator, the one way every
+    flatness measure of the catalogue is called: fn(operator, seed=..., progress=..., **kwargs),
+    its seed derived with `salt`; record its result in context.details."""
+    where = (f"measures.{name}.options" if measure_entry(name).options_in == "own_table"
+             else f"measures.options.{name}")
+    clash = [key for key in OPERATOR_SETTINGS if key in kwargs]
+    if clash:
+        raise SpecError(f"{where}.{clash[0]}: a setting of the loss operator that every "
+                        f"flatness measure shares (S, the default loss, the run's device and "
+                        f"chunk size), not an option of one measure")
+    operator = flatness_operator(model, task, context)
+    options = {"seed": context.measure_seed(salt), "progress": context.progress, **kwargs}
     try:
-        result = fn(model, task.S.x, task.S.y, **{**common, **kwargs})
+        result = fn(operator, **options)
     except TypeError as exc:
-        where = (f"measures.{name}.options" if measure_entry(name).options_in == "own_table"
-                 else f"measures.options.{name}")
         raise SpecError(f"{where}: {exc}") from None
     context.details[name] = result.to_dict()
     return result

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from flatvol.errors import SpecError, VolumeError
 from flatvol.limits import MAX_MC_SAMPLES, MAX_SEED, options_problem
@@ -43,6 +43,7 @@ from flatvol.volume_settings import (
     BatchNormMode,
     KernelKind,
     check_estimator,
+    estimator_info,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from flatvol.data.task import TaskData
+    from flatvol.flatness import FunctionalLoss
     from flatvol.volume import VolumeService
 
 OptionValue = bool | int | float | str
@@ -265,6 +267,20 @@ class VolumeSpec(StrictSpec):
         except VolumeError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("options")
+    @classmethod
+    def _estimator_takes(cls, options: dict[str, OptionValue],
+                         info: ValidationInfo) -> dict[str, OptionValue]:
+        # each option must be one the estimator's registry entry takes, of its type (the
+        # estimator field is validated first: it is declared first)
+        name = info.data.get("estimator")
+        if name is not None:
+            try:
+                estimator_info(name).check_options(options)
+            except VolumeError as exc:
+                raise ValueError(str(exc)) from None
+        return options
+
 
 class SharpnessSpec(StrictSpec):
     """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
@@ -325,8 +341,8 @@ class MeasureContext:
     `settings` is the spec's [measures] table; `kernel` the NNGP kernel of S u E in that order
     (float64, n_S + n_E square), needed by 'volume'. A sweep derives each randomized measure's
     seed from (seed, epoch, measure); `derive_seeds=False` (the CLI's --seed) gives every
-    measure `seed` itself. `chunk_size` and `progress` are passed to the flatness functions
-    that take them."""
+    measure `seed` itself. `chunk_size` sizes the flatness measures' shared loss operator and
+    `progress` is passed to every flatness function."""
 
     settings: MeasuresSpec = field(default_factory=MeasuresSpec)
     seed: int = 0
@@ -339,6 +355,9 @@ class MeasureContext:
     derive_seeds: bool = True
     chunk_size: int | None = None
     progress: bool = False
+    # The loss operator of the network measured (flatvol.flatness.FunctionalLoss on S), built
+    # by the first flatness measure and shared by the others (measures.builtin).
+    flatness_operator: FunctionalLoss | None = field(default=None, repr=False, compare=False)
 
     def volume(self) -> VolumeService:
         """The volume service on the sweep's kernel (made on first use)."""
