@@ -272,7 +272,9 @@ VOLUME_CASES = {
     "kernel_nan": (["--kernel", "{w}/K_nan.npy", "--labels", "{w}/y.npy"], "non-finite"),
     "kernel_pickled": (["--kernel", "{w}/K_obj.npy", "--labels", "{w}/y.npy"], "K_obj.npy"),
     "labels_short": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_short.npy"], "expected 3"),
-    "labels_two": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_two.npy"], "y_two.npy"),
+    # [1, 0, 2] alone is a valid 3-class labelling; as two classes it is refused
+    "labels_two": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_two.npy", "--classes", "2"],
+                   "y_two.npy"),
     "labels_half": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_half.npy"], "y_half.npy"),
     "labels_nan": (["--kernel", "{w}/K.npy", "--labels", "{w}/y_nan.npy"], "y_nan.npy"),
     "labels_missing": (["--kernel", "{w}/K.npy"], "--labels"),

@@ -1,5 +1,9 @@
 """`flatvol volume`: the volume of a trained run, or of labels under a user-supplied kernel.
 
+Labels under a kernel are binary ({0,1} or {-1,+1}: two classes, as always) or integer classes
+0..K-1 (K inferred as the largest label + 1, or given by --classes); the estimator must support
+K classes (its entry in the registry, flatvol.volume_settings.ESTIMATORS).
+
 The lead registers `volume_command` with `app.command("volume")`; FlatvolErrors raised here are
 turned into one line and exit code 2 by the main CLI.
 """
@@ -17,7 +21,12 @@ from flatvol.errors import SpecError, VolumeError
 from flatvol.io import dumps_json
 from flatvol.limits import MAX_MC_SAMPLES, MAX_OPTION_COUNT, MAX_SEED, bound_problem
 from flatvol.validate import check_device
-from flatvol.volume.estimate import DEFAULT_ESTIMATOR, ESTIMATORS, check_estimator
+from flatvol.volume.estimate import (
+    DEFAULT_ESTIMATOR,
+    ESTIMATORS,
+    check_estimator,
+    estimator_info,
+)
 from flatvol.volume.mc_convergence import (
     DEFAULT_MC_MAX_SAMPLES,
     DEFAULT_MC_TOLERANCE,
@@ -54,15 +63,61 @@ def load_npy(path: Path, what: str) -> np.ndarray:
         raise VolumeError(f"{path}: not a readable .npy {what} ({first})") from None
 
 
+def label_classes(raw: np.ndarray, classes: int | None, path: Path) -> int:
+    """The class count K of a labels file: binary for {0,1} or {-1,+1} labels (as always),
+    else the largest label + 1; or `--classes`, checked to cover every label.
+
+    Args:
+        raw: the labels array as loaded.
+        classes: --classes (None: infer).
+        path: the labels file, for messages.
+
+    Returns:
+        K >= 2.
+
+    Raises:
+        SpecError: --classes below 2 or below the largest label + 1.
+        VolumeError: labels that are neither binary nor integer classes 0..K-1.
+    """
+    from flatvol.volume.multiclass import check_multiclass_labels
+
+    if classes is not None and classes < 2:
+        raise SpecError(f"--classes: expected an integer >= 2, got {classes}")
+    if classes == 2:
+        return 2  # {0,1} or {-1,+1}, checked by the service
+    values = np.asarray(raw, dtype=np.float64) if raw.dtype.kind in "biuf" else None
+    if classes is None and values is not None and values.size and np.all(np.isfinite(values)):
+        distinct = set(np.unique(values).tolist())
+        if distinct <= {0.0, 1.0} or distinct <= {-1.0, 1.0}:
+            return 2  # binary labels keep their meaning, constant ones included
+    try:
+        f = check_multiclass_labels(raw)  # integer classes >= 0, K inferred as max + 1
+    except VolumeError as exc:
+        raise VolumeError(f"{path}: {exc} (labels are {{0,1}} or {{-1,+1}}, or classes "
+                          "0..K-1)") from None
+    largest = int(f.max())
+    if classes is not None and classes <= largest:
+        i = int(np.argmax(f))
+        raise SpecError(f"--classes: {classes} classes are 0..{classes - 1}, but {path} has "
+                        f"labels[{i}]={largest}; expected --classes >= {largest + 1}")
+    return largest + 1 if classes is None else classes
+
+
 def _volume_from_files(kernel: Path, labels: Path, estimator: str, n_train: int | None,
-                       options: dict[str, Any]) -> dict[str, Any]:
-    from flatvol.volume._numerics import as_kernel, as_signed_labels
+                       classes: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    from flatvol.volume._numerics import as_kernel
 
     K = as_kernel(load_npy(kernel, "kernel"), name=str(kernel))
-    y = as_signed_labels(load_npy(labels, "labels"), K.shape[0], name=str(labels))
+    raw = load_npy(labels, "labels")
+    n_classes = label_classes(raw, classes, labels)
+    check_estimator(estimator, n_classes)
+    service = VolumeService(K, n_classes=n_classes, name=str(kernel))
+    try:
+        y = service.labels(raw, K.shape[0])
+    except VolumeError as exc:
+        raise VolumeError(f"{labels}: {exc}") from None
     if n_train is not None and not 1 <= n_train <= K.shape[0]:
         raise SpecError(f"--n-train: expected 1..{K.shape[0]} (rows of {kernel}), got {n_train}")
-    service = VolumeService(K, name=str(kernel))
     if n_train is None:
         out = service.log_volume(y, estimator, **options).to_dict()
     else:
@@ -119,15 +174,24 @@ def volume_command(
         Path | None, typer.Option("--kernel", help="Kernel matrix K.npy (n x n, float).")
     ] = None,
     labels: Annotated[
-        Path | None, typer.Option("--labels", help="Labels y.npy (n,), in {0,1} or {-1,+1}.")
+        Path | None, typer.Option("--labels", help="Labels y.npy (n,): {0,1} or {-1,+1}, or "
+                                  "integer classes 0..K-1.")
     ] = None,
     estimator: Annotated[
-        str, typer.Option("--estimator", help=f"One of: {', '.join(ESTIMATORS)}.")
+        str, typer.Option("--estimator", help="One of: " + ", ".join(
+            e.name + ("" if e.multiclass else " (binary only)")
+            for e in ESTIMATORS.values()) + ".")
     ] = DEFAULT_ESTIMATOR,
     n_train: Annotated[
         int | None,
         typer.Option("--n-train", help="With --kernel: the first N rows are S; adds "
                      "log10_volume_conditional and the PAC-Bayes bound."),
+    ] = None,
+    classes: Annotated[
+        int | None,
+        typer.Option("--classes", help="With --labels: the number of classes K (labels "
+                     "0..K-1); default: 2 for {0,1} or {-1,+1} labels, else the largest "
+                     "label + 1.", show_default=False),
     ] = None,
     samples: Annotated[int, typer.Option("--samples", help="Samples for orthant-is.")] = 4000,
     proposal: Annotated[
@@ -173,22 +237,27 @@ def volume_command(
           "mc_batchnorm": mc_batchnorm}
     if proposal not in PROPOSALS:
         raise SpecError(f"--proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
-    options = {"n_samples": samples, "seed": seed, "proposal": proposal}
+    # --samples, --proposal and --seed are orthant-is options: given only to an estimator whose
+    # schema has them (the registry refuses options an estimator does not take)
+    options = {k: v for k, v in {"n_samples": samples, "seed": seed, "proposal": proposal}.items()
+               if estimator_info(estimator).takes(k)}
     if run_dir is not None:
-        if kernel is not None or labels is not None or n_train is not None:
-            raise SpecError("give either RUN_DIR or --kernel/--labels (with --n-train), not both")
+        if kernel is not None or labels is not None or n_train is not None \
+                or classes is not None:
+            raise SpecError("give either RUN_DIR or --kernel/--labels (with --n-train, "
+                            "--classes), not both")
         out = _volume_from_run(run_dir, estimator, data_dir, mc, device, options)
     else:
         if kernel is None or labels is None:
             raise SpecError("give RUN_DIR, or both --kernel K.npy and --labels y.npy")
-        out = _volume_from_files(kernel, labels, estimator, n_train, options)
-    out["estimator_description"] = ESTIMATORS[estimator]
+        out = _volume_from_files(kernel, labels, estimator, n_train, classes, options)
+    out["estimator_description"] = ESTIMATORS[estimator].description
     if out.get("warning"):  # too few Monte-Carlo draws: one line, also in the JSON
         typer.echo(f"warning: {out['warning']}", err=True)
     if json_output:
         typer.echo(dumps_json(out))
         return
-    keys = ("estimator", "log10_volume", "log_marginal_likelihood_nats",
+    keys = ("estimator", "n_classes", "log10_volume", "log_marginal_likelihood_nats",
             "log10_volume_conditional", "log10_volume_S", "pac_bayes_bound",
             "log10_volume_stderr", "log10_volume_S_stderr", "log10_volume_conditional_stderr",
             "log10_volume_bias", "log10_volume_S_bias", "log10_volume_conditional_bias",

@@ -13,12 +13,20 @@ Estimators (all return ln P in nats and log10 V):
   likelihood. It is the orthant probability under K + I, not K: it adds independent unit noise
   to every point, which makes it far smaller than the network's P(f) for balanced functions.
 - 'laplace': Laplace approximation of the same probit marginal likelihood (cheaper, biased low).
+
+Each is one entry of the registry (flatvol.volume_settings.ESTIMATORS: options schema, class
+counts, standard error, warm start) that names its implementations: the binary ones here
+(`ep_orthant_volume`, `orthant_is_volume`, `ep_probit_volume`, `laplace_volume`), the K-class
+ones in flatvol.volume.multiclass, all with one signature (`EstimatorFunction`).
+`VolumeEstimator.log_volume` checks the name, the class count and the options against the
+registry and calls the implementation; a new estimator is one `register_estimator` call.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -36,14 +44,17 @@ from flatvol.volume._numerics import (
 from flatvol.volume.ep import Mode, run_ep
 from flatvol.volume.ep_blocks import WarmPosterior, kernel_key
 from flatvol.volume.laplace import run_laplace
-from flatvol.volume.orthant import PROPOSALS, estimate_orthant
+from flatvol.volume.orthant import estimate_orthant
 
-# The registry's names and descriptions live in the base layer, so that spec schemas check an
-# estimator's name without loading torch; the estimators themselves are here.
+# The registry (names, options schemas, which function implements each estimator for two and
+# for K classes) lives in the base layer, so that spec schemas check an estimator and its
+# options without loading torch; the binary implementations are here, the K-class ones in
+# flatvol.volume.multiclass.
 from flatvol.volume_settings import (  # noqa: F401  ESTIMATORS: re-exported
     DEFAULT_ESTIMATOR,
     ESTIMATORS,
     check_estimator,
+    estimator_info,
 )
 
 # Below this effective sample size the importance-sampling standard error is not trustworthy.
@@ -62,7 +73,8 @@ class VolumeResult:
     seconds: float
     n: int
     jitter: float  # absolute diagonal jitter added to the kernel (0.0 if none was needed)
-    stderr_log10: float | None = None  # orthant-is only
+    n_classes: int = 2  # K: the number of classes of the labelling
+    stderr_log10: float | None = None  # estimators with an error bar (orthant-is) only
     effective_sample_size: float | None = None  # orthant-is only
     n_samples: int | None = None  # orthant-is only
     proposal: str | None = None  # orthant-is only: 'ep', 'minimax' or 'prior'
@@ -83,6 +95,39 @@ class VolumeResult:
 _IN_MEMORY_ONLY = ("ep_sites", "ep_posterior")
 
 
+@dataclass(frozen=True)
+class EstimatorOutput:
+    """What one estimator implementation computes; `VolumeEstimator.log_volume` reports it as
+    a VolumeResult (with the estimator's name, the size, the kernel's jitter and the time).
+
+    Attributes:
+        log_probability: ln P(f) in nats.
+        converged: Whether the estimate can be trusted (its own criterion).
+        iterations: EP sweeps or Newton steps (0 where none).
+        message: Why it did not converge ('' if it did).
+        stderr_log10: The standard error of log10 P(f), estimators with an error bar only.
+        effective_sample_size, n_samples, proposal: importance sampling's diagnostics.
+        extra_jitter: Diagonal jitter the implementation added to the system it ran on (e.g.
+            a K-class difference covariance), on top of the kernel's.
+        ep_sites, ep_posterior: EP's final sites and posterior (warm starts; in memory only).
+    """
+
+    log_probability: float
+    converged: bool
+    iterations: int = 0
+    message: str = ""
+    stderr_log10: float | None = None
+    effective_sample_size: float | None = None
+    n_samples: int | None = None
+    proposal: str | None = None
+    extra_jitter: float = 0.0
+    ep_sites: tuple[np.ndarray, np.ndarray] | None = None
+    ep_posterior: WarmPosterior | None = None
+
+
+# The one signature of every registered implementation (flatvol.volume_settings
+# .EstimatorInfo): (factor: VolumeEstimator, labels, n_classes, **options) -> EstimatorOutput.
+EstimatorFunction = Callable[..., EstimatorOutput]
 
 
 class VolumeEstimator:
@@ -149,83 +194,59 @@ class VolumeEstimator:
         labels: Any,
         estimator: str = DEFAULT_ESTIMATOR,
         *,
-        tol: float = 1e-3,
-        max_iter: int = 300,
-        mode: Mode = "auto",
-        n_samples: int = 4000,
-        seed: int = 0,
-        proposal: str = "auto",
+        n_classes: int = 2,
         warm_start: VolumeResult | None = None,
         keep_posterior: bool = False,
+        **options: Any,
     ) -> VolumeResult:
-        """Estimate ln P(labels) with `estimator` (see ESTIMATORS).
+        """Estimate ln P(labels) with `estimator`, a name in the ESTIMATORS registry.
 
-        tol/max_iter/mode apply to EP; n_samples/seed/proposal to orthant-is (see
-        flatvol.volume.orthant.estimate_orthant). warm_start: an earlier EP-based result on this
-        kernel (e.g. for labels that differ in a few points); its sites start EP (run_ep
-        init_sites), which leaves the value unchanged up to the EP tolerance. It saves
-        iterations for 'ep-probit' and mode='parallel'; with the default mode, step EP
-        ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not use them.
-        A warm start that kept its posterior (keep_posterior=True, ep-orthant) starts
-        'ep-orthant' from that posterior under the default mode: 2.6-3.8 Choleskys of the
-        kernel instead of 5.6-6.3 from zero (bench/RESULTS.md), the same value to 1e-6 relative.
-        keep_posterior: 'ep-orthant' only: keep the posterior covariance in the result
-            (ep_posterior, one n x n float64 array) to warm-start other label vectors.
+        Args:
+            labels: n labels: {0, 1} or {-1, +1} for n_classes = 2, else integer classes
+                0..n_classes-1.
+            estimator: The registry name; it must support n_classes.
+            n_classes: K, the number of classes (2: the binary volume, today's code exactly).
+            warm_start: An earlier result on this kernel from an estimator that can be
+                warm-started (EstimatorInfo.warm_start; binary only), e.g. for labels that
+                differ in a few points. Its EP sites start EP (run_ep init_sites), which
+                leaves the value unchanged up to the EP tolerance; they save iterations for
+                'ep-probit' and mode='parallel', while with the default mode step EP
+                ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not
+                use them. A warm start that kept its posterior (keep_posterior=True,
+                ep-orthant) starts 'ep-orthant' from that posterior under the default mode:
+                2.6-3.8 Choleskys of the kernel instead of 5.6-6.3 from zero
+                (bench/RESULTS.md), the same value to 1e-6 relative.
+            keep_posterior: 'ep-orthant' only: keep the posterior covariance in the result
+                (ep_posterior, one n x n float64 array) to warm-start other label vectors.
+            **options: The estimator's options (its EstimatorInfo.options: e.g. tol,
+                max_iter, mode for EP; n_samples, seed, proposal for orthant-is, see
+                flatvol.volume.orthant.estimate_orthant); unknown or mistyped ones are refused.
+
+        Returns:
+            The VolumeResult.
+
+        Raises:
+            VolumeError: an unknown estimator, one that does not support n_classes, a bad
+                option, bad labels, or a warm start the estimator cannot use.
         """
-        check_estimator(estimator)
-        init_sites = warm_posterior = None
-        if warm_start is not None:
-            init_sites = warm_start.ep_sites
-            if init_sites is None or init_sites[0].shape != (self.n,) or estimator == "laplace":
-                raise VolumeError("warm_start needs an EP-based result on the same kernel "
-                                  f"({self.n} points) and an EP-based estimator")
-            if (estimator == "ep-orthant" and mode in ("auto", "blocks")
-                    and warm_start.ep_posterior is not None):
-                init_sites, warm_posterior = None, warm_start.ep_posterior
-                if warm_posterior.kernel_key != kernel_key(self.kernel):
-                    raise VolumeError("warm_start's posterior belongs to another kernel "
-                                      f"(kernel_key {warm_posterior.kernel_key}, this one "
-                                      f"{kernel_key(self.kernel)})")
-        if keep_posterior and (estimator != "ep-orthant" or mode not in ("auto", "blocks")):
-            raise VolumeError("keep_posterior needs estimator 'ep-orthant' with mode 'auto' or "
-                              f"'blocks', got {estimator!r} with mode {mode!r}")
-        if proposal not in PROPOSALS:
-            raise VolumeError(f"proposal must be one of {', '.join(PROPOSALS)}, got {proposal!r}")
-        y = as_signed_labels(labels, self.n)
+        info = estimator_info(estimator, n_classes)
+        options = info.check_options(options)
+        if warm_start is not None or keep_posterior:
+            if not info.warm_start or n_classes != 2:
+                what = "warm_start" if warm_start is not None else "keep_posterior"
+                raise VolumeError(f"{what} needs an EP-based estimator on binary labels, got "
+                                  f"{estimator!r} with {n_classes} classes")
+            options.update(warm_start=warm_start, keep_posterior=keep_posterior)
+        if n_classes == 2:
+            y = as_signed_labels(labels, self.n)
+        else:
+            # lazily: flatvol.volume.multiclass builds on this module
+            from flatvol.volume.multiclass import check_multiclass_labels
+
+            y = check_multiclass_labels(labels, self.n, n_classes)
         start = time.perf_counter()
-        stderr = ess = samples = used = sites = posterior = None
-        if estimator in ("ep-orthant", "ep-probit"):
-            fit = run_ep(self.kernel, y, likelihood="step" if estimator == "ep-orthant"
-                         else "probit", mode=mode, tol=tol, max_iter=max_iter,
-                         init_sites=init_sites, warm_posterior=warm_posterior,
-                         keep_posterior=keep_posterior)
-            value, converged, iterations, message = (
-                fit.log_marginal_likelihood, fit.converged, fit.iterations, fit.message)
-            sites = (fit.site_precision, fit.site_natural_mean)
-            posterior = fit.posterior
-        elif estimator == "laplace":
-            lap = run_laplace(self.kernel, y, max_iter=max_iter)
-            value, converged, iterations, message = (
-                lap.log_marginal_likelihood, lap.converged, lap.iterations, lap.message)
-        else:  # orthant-is
-            ep_fit, iterations = None, 0
-            if proposal in ("auto", "ep"):
-                fit = run_ep(self.kernel, y, likelihood="step", mode=mode, tol=tol,
-                             max_iter=max_iter, init_sites=init_sites)
-                ep_fit, iterations = (fit.site_precision, fit.posterior_mean), fit.iterations
-                sites = (fit.site_precision, fit.site_natural_mean)
-            est = estimate_orthant(self.kernel, y, self.chol, ep_fit=ep_fit,
-                                   n_samples=n_samples, seed=seed, proposal=proposal)
-            value, used = est.log_probability, est.proposal
-            stderr, ess, samples = est.stderr_log10, est.effective_sample_size, est.n_samples
-            converged = math.isfinite(value) and ess >= MIN_EFFECTIVE_SAMPLES and est.reliable
-            bound = "" if not math.isfinite(est.tail_index_bound) else (
-                f", proposal '{used}' tail index bound {est.tail_index_bound:.2f} (a variance"
-                " needs < 0.5)")
-            message = "" if converged else (
-                f"importance weights degenerate (effective sample size {ess:.1f} of {samples},"
-                f" Pareto k-hat {est.pareto_k:.2f}{bound}); the estimate and its standard"
-                " error are unreliable")
+        out: EstimatorOutput = info.implementation(n_classes)(self, y, n_classes, **options)
+        value, converged, message = out.log_probability, out.converged, out.message
         if not math.isfinite(value):
             converged = False
             message = message or "estimate is not finite"
@@ -234,18 +255,163 @@ class VolumeEstimator:
             log_marginal_likelihood_nats=float(value),
             log10_volume=float(value) / LN10,
             converged=bool(converged),
-            iterations=int(iterations),
+            iterations=int(out.iterations),
             seconds=time.perf_counter() - start,
             n=self.n,
-            jitter=self.jitter,
-            stderr_log10=stderr,
-            effective_sample_size=ess,
-            n_samples=samples,
-            proposal=used,
+            jitter=self.jitter + out.extra_jitter,
+            n_classes=int(n_classes),
+            stderr_log10=out.stderr_log10,
+            effective_sample_size=out.effective_sample_size,
+            n_samples=out.n_samples,
+            proposal=out.proposal,
             message=message,
-            ep_sites=sites,
-            ep_posterior=posterior,
+            ep_sites=out.ep_sites,
+            ep_posterior=out.ep_posterior,
         )
+
+
+def _warm_sites(factor: VolumeEstimator, warm_start: VolumeResult | None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The EP sites of a warm start, checked to belong to a kernel of this size."""
+    if warm_start is None:
+        return None
+    if warm_start.ep_sites is None or warm_start.ep_sites[0].shape != (factor.n,):
+        raise VolumeError("warm_start needs an EP-based result on the same kernel "
+                          f"({factor.n} points) and an EP-based estimator")
+    return warm_start.ep_sites
+
+
+def _refuse_keep_posterior(estimator: str, mode: str, keep_posterior: bool) -> None:
+    """Only ep-orthant's block schedules return the posterior covariance a warm start uses."""
+    if keep_posterior and (estimator != "ep-orthant" or mode not in ("auto", "blocks")):
+        raise VolumeError("keep_posterior needs estimator 'ep-orthant' with mode 'auto' or "
+                          f"'blocks', got {estimator!r} with mode {mode!r}")
+
+
+def _ep_output(fit: Any) -> EstimatorOutput:
+    """An EP fit (flatvol.volume.ep.EPResult) as an EstimatorOutput, sites and posterior kept."""
+    return EstimatorOutput(
+        fit.log_marginal_likelihood, fit.converged, fit.iterations, fit.message,
+        ep_sites=(fit.site_precision, fit.site_natural_mean), ep_posterior=fit.posterior)
+
+
+def ep_orthant_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                      seed: int, tol: float, max_iter: int, mode: Mode,
+                      warm_start: VolumeResult | None = None,
+                      keep_posterior: bool = False) -> EstimatorOutput:
+    """'ep-orthant' on two classes: step-likelihood EP for P(sign z = y) (flatvol.volume.ep).
+
+    Args:
+        factor: The validated, factorized kernel.
+        labels: Signs in {-1, +1}.
+        n_classes: 2.
+        seed: Unused (deterministic).
+        tol, max_iter, mode: EP's options (run_ep).
+        warm_start: An earlier EP-based result on this kernel: its posterior (if it kept
+            one, under mode 'auto' or 'blocks'), else its sites, start EP.
+        keep_posterior: Keep the posterior covariance for later warm starts.
+
+    Returns:
+        The EstimatorOutput with EP's sites and (if kept) posterior.
+    """
+    _refuse_keep_posterior("ep-orthant", mode, keep_posterior)
+    init_sites, warm_posterior = _warm_sites(factor, warm_start), None
+    if mode in ("auto", "blocks") and warm_start is not None \
+            and warm_start.ep_posterior is not None:
+        init_sites, warm_posterior = None, warm_start.ep_posterior
+        if warm_posterior.kernel_key != kernel_key(factor.kernel):
+            raise VolumeError("warm_start's posterior belongs to another kernel "
+                              f"(kernel_key {warm_posterior.kernel_key}, this one "
+                              f"{kernel_key(factor.kernel)})")
+    return _ep_output(run_ep(factor.kernel, labels, likelihood="step", mode=mode, tol=tol,
+                             max_iter=max_iter, init_sites=init_sites,
+                             warm_posterior=warm_posterior, keep_posterior=keep_posterior))
+
+
+def ep_probit_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                     seed: int, tol: float, max_iter: int, mode: Mode,
+                     warm_start: VolumeResult | None = None,
+                     keep_posterior: bool = False) -> EstimatorOutput:
+    """'ep-probit': EP with the probit likelihood Phi(y z), the paper's marginal likelihood.
+
+    Args:
+        factor: The validated, factorized kernel.
+        labels: Signs in {-1, +1}.
+        n_classes: 2.
+        seed: Unused (deterministic).
+        tol, max_iter, mode: EP's options (run_ep).
+        warm_start: An earlier EP-based result on this kernel, whose sites start EP.
+        keep_posterior: Refused (only ep-orthant keeps a posterior).
+
+    Returns:
+        The EstimatorOutput with EP's sites.
+    """
+    _refuse_keep_posterior("ep-probit", mode, keep_posterior)
+    return _ep_output(run_ep(factor.kernel, labels, likelihood="probit", mode=mode, tol=tol,
+                             max_iter=max_iter, init_sites=_warm_sites(factor, warm_start)))
+
+
+def orthant_is_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                      tol: float, max_iter: int, mode: Mode, n_samples: int, seed: int,
+                      proposal: str, warm_start: VolumeResult | None = None,
+                      keep_posterior: bool = False) -> EstimatorOutput:
+    """'orthant-is': importance sampling of P(sign z = y) with a standard error.
+
+    Args:
+        factor: The validated, factorized kernel.
+        labels: Signs in {-1, +1}.
+        n_classes: 2.
+        tol, max_iter, mode: The step-EP pilot's options (its Gaussian is the 'ep' proposal).
+        n_samples, seed, proposal: The sampler's (flatvol.volume.orthant.estimate_orthant).
+        warm_start: An earlier EP-based result on this kernel, whose sites start the pilot.
+        keep_posterior: Refused (only ep-orthant keeps a posterior).
+
+    Returns:
+        The EstimatorOutput with the standard error and the sampler's diagnostics;
+        converged False when the effective sample size is below MIN_EFFECTIVE_SAMPLES or
+        the Pareto-k check fails.
+    """
+    _refuse_keep_posterior("orthant-is", mode, keep_posterior)
+    init_sites = _warm_sites(factor, warm_start)
+    ep_fit, iterations, sites = None, 0, None
+    if proposal in ("auto", "ep"):
+        fit = run_ep(factor.kernel, labels, likelihood="step", mode=mode, tol=tol,
+                     max_iter=max_iter, init_sites=init_sites)
+        ep_fit, iterations = (fit.site_precision, fit.posterior_mean), fit.iterations
+        sites = (fit.site_precision, fit.site_natural_mean)
+    est = estimate_orthant(factor.kernel, labels, factor.chol, ep_fit=ep_fit,
+                           n_samples=n_samples, seed=seed, proposal=proposal)
+    value, ess, samples = est.log_probability, est.effective_sample_size, est.n_samples
+    converged = math.isfinite(value) and ess >= MIN_EFFECTIVE_SAMPLES and est.reliable
+    bound = "" if not math.isfinite(est.tail_index_bound) else (
+        f", proposal '{est.proposal}' tail index bound {est.tail_index_bound:.2f} (a variance"
+        " needs < 0.5)")
+    message = "" if converged else (
+        f"importance weights degenerate (effective sample size {ess:.1f} of {samples},"
+        f" Pareto k-hat {est.pareto_k:.2f}{bound}); the estimate and its standard"
+        " error are unreliable")
+    return EstimatorOutput(value, converged, iterations, message,
+                           stderr_log10=est.stderr_log10, effective_sample_size=ess,
+                           n_samples=samples, proposal=est.proposal, ep_sites=sites)
+
+
+def laplace_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                   seed: int, max_iter: int) -> EstimatorOutput:
+    """'laplace': the Laplace approximation of the probit marginal likelihood.
+
+    Args:
+        factor: The validated, factorized kernel.
+        labels: Signs in {-1, +1}.
+        n_classes: 2.
+        seed: Unused (deterministic).
+        max_iter: Newton steps at most.
+
+    Returns:
+        The EstimatorOutput.
+    """
+    lap = run_laplace(factor.kernel, labels, max_iter=max_iter)
+    return EstimatorOutput(lap.log_marginal_likelihood, lap.converged, lap.iterations,
+                           lap.message)
 
 
 def log_volume(labels: Any, kernel: Any, estimator: str = DEFAULT_ESTIMATOR,
@@ -255,16 +421,17 @@ def log_volume(labels: Any, kernel: Any, estimator: str = DEFAULT_ESTIMATOR,
     For many label vectors on one kernel use `VolumeService`, which factorizes it once.
 
     Args:
-        labels: n labels in {0, 1} or {-1, +1}.
+        labels: n labels in {0, 1} or {-1, +1} (n_classes = 2), else classes 0..K-1.
         kernel: the (n, n) prior covariance of the latent function (e.g. an NNGP kernel).
         estimator: a name from flatvol.volume.ESTIMATORS (default: EP on the orthant).
-        **options: estimator options (tol, max_iter, mode, n_samples, seed, proposal).
+        **options: n_classes (K, default 2) and the estimator's options (its schema in the
+            registry: tol, max_iter, mode; n_samples, seed, proposal for orthant-is).
 
     Returns:
         The VolumeResult: `log10_volume` = log10 P(f) and how it was estimated.
 
     Raises:
         VolumeError: a kernel that is not a symmetric PSD (n, n) matrix, labels of another
-            length, or an unknown estimator.
+            length, an unknown estimator, or an unknown option.
     """
     return VolumeEstimator(kernel).log_volume(labels, estimator, **options)

@@ -19,7 +19,10 @@ those signs, so the value is the binary one.
 
 `log10_volume_structured` runs EP with exactly that factorization (one step site per class
 difference, so the expanded ep-orthant's fixed point and value) at O(K n^3) a sweep, using the
-structure of the latent prior I_K (x) K (flatvol.volume.multiclass_ep). `sample_labelling_counts`
+structure of the latent prior I_K (x) K (flatvol.volume.multiclass_ep). The registry's K-class
+implementations (flatvol.volume_settings.ESTIMATORS, K > 2) are `structured_ep_volume`
+('ep-orthant') and `difference_is_volume` ('orthant-is': binary importance sampling on the
+expanded system, with its standard error). `sample_labelling_counts`
 is the direct-sampling truth for small n: the frequency of every labelling among argmaxes of K
 sampled outputs.
 """
@@ -35,7 +38,13 @@ import numpy as np
 
 from flatvol.errors import VolumeError
 from flatvol.volume._numerics import LN10, as_kernel, jittered_cholesky, to_numpy
-from flatvol.volume.estimate import DEFAULT_ESTIMATOR, VolumeEstimator, check_estimator
+from flatvol.volume.estimate import (
+    DEFAULT_ESTIMATOR,
+    EstimatorOutput,
+    VolumeEstimator,
+    VolumeResult,
+    check_estimator,
+)
 from flatvol.volume.multiclass_ep import run_multiclass_ep
 
 EXPANDED_METHOD = "expanded"
@@ -66,24 +75,29 @@ class MulticlassVolume:
     message: str = ""
 
 
-def check_multiclass_inputs(
-    kernel: Any, labels: Any, n_classes: int | None = None
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validate a kernel and K-class labels; one-line VolumeError naming the problem.
+def check_multiclass_labels(labels: Any, n: int | None = None,
+                            n_classes: int | None = None) -> np.ndarray:
+    """Validate K-class labels; one-line VolumeError naming the problem.
 
     Args:
-        kernel: the (n, n) prior covariance shared by the K outputs (symmetric, finite).
-        labels: n integer class labels in 0..n_classes-1 (any integer-valued numeric dtype).
+        labels: integer class labels in 0..n_classes-1 (any integer-valued numeric dtype).
+        n: the number of labels expected (the kernel's rows); None: any.
         n_classes: K >= 2; None infers it as max(labels) + 1 (refused below 2). V(f)
             depends on K, so give it whenever the labels may miss the top classes.
 
     Returns:
-        (K as symmetric float64, labels as int64, n_classes).
+        The labels as int64, shape (n,).
 
     Raises:
-        VolumeError: a bad kernel, labels that are not integers in 0..K-1, fewer than 2
-            classes, or a kernel whose size disagrees with the number of labels.
+        VolumeError: labels that are not integers in 0..K-1, fewer than 2 classes, or a
+            count other than n.
     """
+    return _checked_labels(labels, n, n_classes)[0]
+
+
+def _checked_labels(labels: Any, n: int | None,
+                    n_classes: int | None) -> tuple[np.ndarray, int]:
+    """`check_multiclass_labels` that also returns K (inferred where None was given)."""
     f = to_numpy(labels)
     if f.dtype == object or not (np.issubdtype(f.dtype, np.number) or f.dtype == bool):
         raise VolumeError(f"labels: expected integer class labels, got dtype {f.dtype}")
@@ -113,6 +127,30 @@ def check_multiclass_inputs(
         i = int(np.argmax(outside))
         raise VolumeError(f"labels: expected classes in 0..{n_classes - 1}, got "
                           f"labels[{i}]={f[i]}")
+    if n is not None and f.size != n:
+        raise VolumeError(f"labels: expected {n} labels (one per kernel row), got {f.size}")
+    return f, n_classes
+
+
+def check_multiclass_inputs(
+    kernel: Any, labels: Any, n_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate a kernel and K-class labels; one-line VolumeError naming the problem.
+
+    Args:
+        kernel: the (n, n) prior covariance shared by the K outputs (symmetric, finite).
+        labels: n integer class labels in 0..n_classes-1 (any integer-valued numeric dtype).
+        n_classes: K >= 2; None infers it as max(labels) + 1 (refused below 2). V(f)
+            depends on K, so give it whenever the labels may miss the top classes.
+
+    Returns:
+        (K as symmetric float64, labels as int64, n_classes).
+
+    Raises:
+        VolumeError: a bad kernel, labels that are not integers in 0..K-1, fewer than 2
+            classes, or a kernel whose size disagrees with the number of labels.
+    """
+    f, n_classes = _checked_labels(labels, None, n_classes)
     K = as_kernel(kernel)
     if K.shape[0] != f.size:
         raise VolumeError(f"kernel: expected ({f.size}, {f.size}) for {f.size} labels, got "
@@ -197,9 +235,7 @@ def log10_volume_expanded(
     check_estimator(estimator)
     K, f, n_classes = check_multiclass_inputs(kernel, labels, n_classes)
     start = time.perf_counter()
-    C = difference_covariance(K, f, n_classes)
-    result = VolumeEstimator(C, name="difference covariance").log_volume(
-        np.ones(C.shape[0]), estimator, **options)
+    result = _difference_estimate(K, f, n_classes, estimator, options)
     value = result.log10_volume
     return MulticlassVolume(
         log10_volume=value,
@@ -214,6 +250,15 @@ def log10_volume_expanded(
         iterations=result.iterations,
         message=result.message,
     )
+
+
+def _difference_estimate(K: np.ndarray, labels: np.ndarray, n_classes: int, estimator: str,
+                         options: dict[str, Any]) -> VolumeResult:
+    """A binary estimator on the difference system of validated K-class labels: V(f) is its
+    positive orthant, all signs +1."""
+    C = difference_covariance(K, labels, n_classes)
+    return VolumeEstimator(C, name="difference covariance").log_volume(
+        np.ones(C.shape[0]), estimator, **options)
 
 
 def log10_volume_structured(
@@ -245,17 +290,14 @@ def log10_volume_structured(
         VolumeError: bad inputs, or a kernel that is not positive definite even with the
             largest jitter.
     """
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
-        raise VolumeError(f"tol: expected a positive number, got {tol!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise VolumeError(f"max_iter: expected a positive integer, got {max_iter!r}")
     K, f, n_classes = check_multiclass_inputs(kernel, labels, n_classes)
     start = time.perf_counter()
-    _, jitter = jittered_cholesky(K)
-    if jitter:
-        K[np.diag_indices(K.shape[0])] += jitter
-    fit = run_multiclass_ep(K, f, n_classes, tol=float(tol), max_iter=max_iter)
-    value = fit.log_marginal_likelihood / LN10
+    # called directly, not through the registry, so that K = 2 runs structured EP too (the
+    # registry sends K = 2 to the binary estimator)
+    factor = VolumeEstimator(K)
+    fit = structured_ep_volume(factor, f, n_classes, seed=0, tol=tol, max_iter=max_iter,
+                               mode="auto")
+    value = fit.log_probability / LN10
     return MulticlassVolume(
         log10_volume=value,
         converged=bool(fit.converged and math.isfinite(value)),
@@ -264,10 +306,72 @@ def log10_volume_structured(
         estimator=DEFAULT_ESTIMATOR,
         method=STRUCTURED_METHOD,
         seconds=time.perf_counter() - start,
-        jitter=float(jitter),
+        jitter=factor.jitter,
         iterations=fit.iterations,
         message=fit.message,
     )
+
+
+def structured_ep_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                         seed: int, tol: float, max_iter: int, mode: str) -> EstimatorOutput:
+    """'ep-orthant' for K > 2 classes (the registry's K-class implementation): structured
+    step EP (flatvol.volume.multiclass_ep), the expanded ep-orthant's value at O(K n^3).
+
+    Args:
+        factor: The validated, jittered, factorized kernel of each output.
+        labels: int64 classes in 0..n_classes-1, one per kernel row.
+        n_classes: K > 2.
+        seed: Unused (deterministic).
+        tol: EP's convergence tolerance (largest site change in posterior standard deviations).
+        max_iter: Parallel EP sweeps at most.
+        mode: 'auto' only: structured EP has one schedule (damped, Anderson-mixed parallel).
+
+    Returns:
+        The EstimatorOutput; converged False with a message when EP did not converge.
+
+    Raises:
+        VolumeError: a non-positive tol or max_iter, or a mode other than 'auto'.
+    """
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and math.isfinite(tol)
+                                     and tol > 0):
+        raise VolumeError(f"tol: expected a positive number, got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise VolumeError(f"max_iter: expected a positive integer, got {max_iter!r}")
+    if mode != "auto":
+        raise VolumeError(f"mode: {n_classes}-class EP has one schedule; expected 'auto', got "
+                          f"{mode!r}")
+    fit = run_multiclass_ep(factor.kernel, labels, n_classes, tol=float(tol), max_iter=max_iter)
+    return EstimatorOutput(fit.log_marginal_likelihood, bool(fit.converged), fit.iterations,
+                           fit.message)
+
+
+def difference_is_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+                         tol: float, max_iter: int, mode: str, n_samples: int, seed: int,
+                         proposal: str) -> EstimatorOutput:
+    """'orthant-is' for K > 2 classes (the registry's K-class implementation): binary
+    importance sampling, with its standard error, on the (K-1)n difference system.
+
+    Exact by construction as the binary sampler is; its cost is that of a (K-1)n-point binary
+    estimate (one ((K-1)n)^3 Cholesky), so for n up to a few hundred.
+
+    Args:
+        factor: The validated, jittered kernel of each output.
+        labels: int64 classes in 0..n_classes-1, one per kernel row.
+        n_classes: K > 2.
+        tol, max_iter, mode: The step-EP pilot's options on the difference system.
+        n_samples, seed, proposal: The sampler's (flatvol.volume.orthant.estimate_orthant).
+
+    Returns:
+        The EstimatorOutput with the standard error and the sampler's diagnostics; its
+        extra_jitter is the jitter the difference covariance needed.
+    """
+    r = _difference_estimate(factor.kernel, labels, n_classes, "orthant-is",
+                             dict(tol=tol, max_iter=max_iter, mode=mode, n_samples=n_samples,
+                                  seed=seed, proposal=proposal))
+    return EstimatorOutput(r.log_marginal_likelihood_nats, r.converged, r.iterations,
+                           r.message, stderr_log10=r.stderr_log10,
+                           effective_sample_size=r.effective_sample_size,
+                           n_samples=r.n_samples, proposal=r.proposal, extra_jitter=r.jitter)
 
 
 def labelling_code(labels: np.ndarray, n_classes: int) -> int:

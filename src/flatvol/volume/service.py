@@ -5,7 +5,10 @@ volume` and sgd-vs-bayes. From one validated, jittered Cholesky factor it gives 
 points, V(f on S) (the leading block shares the factor), V(f|S) and the PAC-Bayes bound, and the
 per-point marginals P(label 1 on e | y_S) (each S u {e} block's factor is read off the full one).
 Estimates are cached by (block, estimator, options, labels): every network that fits S has the
-same labels there, so V(y_S) is computed once.
+same labels there, so V(y_S) is computed once. A service is for functions of K classes
+(`n_classes`, default 2): binary labels are {0,1} or {-1,+1}, K-class ones integers 0..K-1,
+and each estimate goes to the registry's implementation for K (flatvol.volume_settings
+.ESTIMATORS; K = 2 is the binary code exactly).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
     VolumeEstimator,
     VolumeResult,
-    check_estimator,
+    estimator_info,
 )
+from flatvol.volume.multiclass import check_multiclass_labels
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,8 @@ def jackknife_bias(full: float, replicates: Sequence[float]) -> float:
 
 def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.05) -> float:
     """The PAC-Bayes bound (flatvol.volume.bounds) from V(y_S); nan if the estimate is not
-    finite or n_train < 2 (the bound divides by m - 1)."""
+    finite or n_train < 2 (the bound divides by m - 1). It holds for K classes in the same
+    form: it needs only the prior probability of the functions that fit S."""
     nats = train.log_marginal_likelihood_nats
     if not math.isfinite(nats) or n_train < 2:
         return math.nan
@@ -144,7 +149,11 @@ class VolumeService:
         ```
 
     Args:
-        kernel: an (n, n) kernel (rows S then E), or a VolumeEstimator already built on it.
+        kernel: an (n, n) kernel (rows S then E), or a VolumeEstimator already built on it;
+            for K classes, the kernel of each of the K iid outputs.
+        n_classes: K, the number of classes of the functions (2: binary labels {0,1} or
+            {-1,+1}; K > 2: integer labels 0..K-1, and only the estimators whose registry
+            entry supports K classes).
         max_relative_jitter: the jitter limit (see VolumeEstimator).
         name: how errors about the kernel name it (e.g. its file).
         max_cached: estimates kept before the cache is cleared.
@@ -156,12 +165,21 @@ class VolumeService:
             for a function with 10% test error, the same value to 1e-6 relative:
             bench/RESULTS.md). The start is the same whatever
             the order of the calls, so the numbers are too. None: every estimate from zero.
+            For K > 2 they are checked but start nothing (K-class EP has no warm start yet).
+
+    Raises:
+        VolumeError: a bad kernel, n_classes below 2, or bad reference labels.
     """
 
-    def __init__(self, kernel: Any, *, max_relative_jitter: float = DEFAULT_MAX_JITTER,
+    def __init__(self, kernel: Any, *, n_classes: int = 2,
+                 max_relative_jitter: float = DEFAULT_MAX_JITTER,
                  name: str = "kernel", max_cached: int = 4096,
                  replicates: Sequence[np.ndarray] | None = None,
                  reference_labels: Any = None):
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
+                or n_classes < 2:
+            raise VolumeError(f"n_classes: expected an integer >= 2, got {n_classes!r}")
+        self.n_classes = int(n_classes)
         self.factor = kernel if isinstance(kernel, VolumeEstimator) else \
             VolumeEstimator(kernel, max_relative_jitter=max_relative_jitter, name=name)
         self.max_cached = max_cached
@@ -171,7 +189,7 @@ class VolumeService:
         self.replicates = None if replicates is None else list(replicates)
         self._replicate_services: list[VolumeService] | None = None
         self.reference_labels = (None if reference_labels is None
-                                 else as_signed_labels(reference_labels, self.n))
+                                 else self.labels(reference_labels, self.n))
         self._references: dict[tuple, VolumeResult] = {}
 
     @property
@@ -183,22 +201,47 @@ class VolumeService:
         """The validated kernel (with its jitter on the diagonal)."""
         return self.factor.kernel
 
+    def labels(self, labels: Any, n: int | None = None) -> np.ndarray:
+        """Labels checked for this service's class count: {-1, +1} floats for K = 2 (from
+        {0,1} or {-1,+1}), int64 classes 0..K-1 for K > 2.
+
+        Args:
+            labels: the labels.
+            n: how many are expected (None: any number).
+
+        Returns:
+            The checked labels.
+
+        Raises:
+            VolumeError: one line naming the problem.
+        """
+        if self.n_classes == 2:
+            return as_signed_labels(labels, n)
+        return check_multiclass_labels(labels, n, self.n_classes)
+
     def log_volume(self, labels: Any, estimator: str = DEFAULT_ESTIMATOR, *,
                    n: int | None = None, **options: Any) -> VolumeResult:
         """ln P(labels) on the first `n` points (default all), cached.
 
         Args:
-            labels: n labels in {0,1} or {-1,+1}.
-            estimator: a name from flatvol.volume.ESTIMATORS.
+            labels: n labels in {0,1} or {-1,+1} (K = 2), or classes 0..K-1.
+            estimator: a name from flatvol.volume.ESTIMATORS that supports K classes.
             n: size of the leading block (e.g. |S|); None for every point.
-            options: estimator options (tol, max_iter, mode, n_samples, seed, proposal).
+            options: the estimator's options (its registry schema: tol, max_iter, mode;
+                n_samples, seed, proposal for orthant-is).
 
         Returns:
             The VolumeResult (the same object for a repeated call).
+
+        Raises:
+            VolumeError: an estimator that does not support K classes, an unknown or
+                mistyped option, or bad labels.
         """
-        check_estimator(estimator)
+        # Checked and completed with the defaults, so that an option given at its default
+        # value and one left out share a cache entry.
+        options = estimator_info(estimator, self.n_classes).check_options(options)
         block = self.factor if n is None else self.factor.leading(n)
-        y = as_signed_labels(labels, block.n)
+        y = self.labels(labels, block.n)
         key = (block.n, estimator, tuple(sorted(options.items())), y.tobytes())
         cached = self._cache.get(key)
         if cached is None:
@@ -207,7 +250,7 @@ class VolumeService:
                 cached = (reference if np.array_equal(y, self.reference_labels)
                           else block.log_volume(y, estimator, warm_start=reference, **options))
             else:
-                cached = block.log_volume(y, estimator, **options)
+                cached = block.log_volume(y, estimator, n_classes=self.n_classes, **options)
             if len(self._cache) >= self.max_cached:
                 self._cache.clear()
             self._cache[key] = cached
@@ -216,8 +259,9 @@ class VolumeService:
     def _reference(self, estimator: str, n: int | None,
                    options: dict[str, Any]) -> VolumeResult | None:
         """The reference labels' estimate with its posterior (the warm start), or None where
-        none applies: no reference labels, a leading block, another estimator or mode."""
-        if (self.reference_labels is None or n not in (None, self.n)
+        none applies: no reference labels, K > 2 classes, a leading block, another estimator
+        or mode."""
+        if (self.reference_labels is None or self.n_classes != 2 or n not in (None, self.n)
                 or estimator != "ep-orthant" or "warm_start" in options
                 or options.get("mode", "auto") not in ("auto", "blocks")):
             return None
@@ -232,7 +276,7 @@ class VolumeService:
         """V(f) on all points, V(f on S) on the first n_train, V(f|S) and the bound.
 
         Args:
-            labels: labels of all n points (S first).
+            labels: labels of all n points (S first), as in `log_volume`.
             n_train: |S|.
             estimator: volume estimator name, as in `log_volume`.
             delta: the PAC-Bayes bound's confidence (the bound holds with prob. 1 - delta).
@@ -241,7 +285,7 @@ class VolumeService:
         Returns:
             A ConditionalVolume.
         """
-        y = as_signed_labels(labels, self.n)
+        y = self.labels(labels, self.n)
         if not 1 <= n_train <= self.n:
             raise VolumeError(f"n_train must be in 1..{self.n}, got {n_train}")
         full = self.log_volume(y, estimator, **options)
@@ -292,7 +336,8 @@ class VolumeService:
         if self._replicate_services is None:
             # Each replicate is factorized once, like the kernel, and reused across label vectors.
             self._replicate_services = [
-                VolumeService(k, max_relative_jitter=self.max_relative_jitter, name=self.name,
+                VolumeService(k, n_classes=self.n_classes,
+                              max_relative_jitter=self.max_relative_jitter, name=self.name,
                               max_cached=self.max_cached,
                               reference_labels=self.reference_labels)
                 for k in self.replicates]
@@ -316,7 +361,13 @@ class VolumeService:
 
         Returns:
             One probability per point after S (clipped to [0, 1]).
+
+        Raises:
+            VolumeError: a K-class service (K > 2): there is no single "label 1" to ask for.
         """
+        if self.n_classes != 2:
+            raise VolumeError(f"point_marginals: binary only, got a service for "
+                              f"{self.n_classes} classes")
         y_S = as_signed_labels(train_labels)
         n_S = len(y_S)
         train = self.log_volume(y_S, estimator, n=n_S, **options)
