@@ -123,8 +123,7 @@ def test_fig4_optimizers_run_and_swa_measures_the_average(tmp_path):
 
 
 def test_measures_registry_on_a_loaded_task(tmp_path):
-    from flatvol.models import build_model
-    from flatvol.train import predict_labels
+    from flatvol.models import build_model, labels_of
     from flatvol.volume import fcn_kernel, log_volume
 
     spec = spec_from_dict(tiny_spec(sweep__attack_sizes=[0], sweep__seeds=[0]))
@@ -141,7 +140,7 @@ def test_measures_registry_on_a_loaded_task(tmp_path):
     x = task.x_SE()
     kernel = fcn_kernel(model, x)
     np.testing.assert_allclose(ctx.kernel, kernel, rtol=1e-12)
-    labels = predict_labels(model, x).numpy()
+    labels = labels_of(model, x)
     n_S = task.train_size
     full = log_volume(labels, kernel, "ep-orthant").log10_volume
     train = log_volume(labels[:n_S], kernel[:n_S, :n_S], "ep-orthant").log10_volume

@@ -19,6 +19,7 @@ import flatvol.sgd_vs_bayes.run as svb
 from flatvol.data import load_task
 from flatvol.errors import SpecError
 from flatvol.models import build_model
+from flatvol.models import labels_of as labels_of_model
 from flatvol.sgd_vs_bayes.cli import sgd_vs_bayes_command
 from flatvol.sgd_vs_bayes.function_store import bits_of, labels_of
 from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
@@ -26,7 +27,7 @@ from flatvol.sgd_vs_bayes.spec import (
     load_sgd_vs_bayes_spec,
     sgd_vs_bayes_spec_from_dict,
 )
-from flatvol.train import predict_labels, train_to_fit
+from flatvol.train import train_to_fit
 from flatvol.volume import VolumeEstimator, fcn_kernel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def test_counts_are_the_functions_of_networks_trained_alone(tiny_run):
         alone = train_to_fit(model, task, spec.train_config(spec.optimizers[0]), seed=seed)
         assert bool(sgd.fitted[seed]) == (alone.status == "fitted")
         assert sgd.epochs[seed] == alone.epochs
-        assert bits_of(predict_labels(model, task.E.x).numpy()) == bits_of(
+        assert bits_of(labels_of_model(model, task.E.x)) == bits_of(
             sgd.labels_E[seed])
     rows = [r for r in result.rows if r["optimizer"] == "sgd"]
     assert sum(r["count"] for r in rows) == sgd.n_fitted

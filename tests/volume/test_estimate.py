@@ -10,7 +10,7 @@ import torch
 
 from flatvol.data.task import Split, TaskData
 from flatvol.errors import VolumeError
-from flatvol.models import build_model
+from flatvol.models import build_model, labels_of
 from flatvol.volume import (
     ESTIMATORS,
     VolumeEstimator,
@@ -20,7 +20,6 @@ from flatvol.volume import (
     laplace_approximation,
     log_volume,
     pac_bayes_bound,
-    predicted_labels,
     volume_of_model,
 )
 
@@ -107,7 +106,7 @@ def test_volume_of_a_model_uses_its_own_predictions():
     task = make_task(20, 30, (5,))
     model = build_model("fcn:16,16", task.input_shape, seed=3)
     res = volume_of_model(model, task, "ep-orthant")
-    f = predicted_labels(model, task.x_SE())
+    f = labels_of(model, task.x_SE())
     K = arccos_kernel(task.x_SE(), 2)
     direct = VolumeService(K).conditional(f, 20, "ep-orthant")
     assert res.kernel_kind == "analytic"

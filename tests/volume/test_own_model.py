@@ -11,7 +11,7 @@ from torch import nn
 
 import flatvol
 from flatvol.errors import VolumeError
-from flatvol.models import FCN, Prior, init_from_prior_
+from flatvol.models import FCN, OutputError, Prior, init_from_prior_
 from flatvol.volume import fcn_kernel, monte_carlo_kernel, volume_of
 
 
@@ -171,8 +171,9 @@ def test_bad_labels_are_refused_in_one_line(labels: list, kwargs: dict, match: s
 def test_models_without_one_output_or_with_too_few_samples_are_refused() -> None:
     x = torch.randn(10, 3)
     y = np.zeros(6)
-    with pytest.raises(VolumeError, match="expected one output per input"):
-        volume_of(nn.Linear(3, 2), x[:6], y, x[6:], n_samples=50)
+    with pytest.raises(OutputError, match="expected .* one logit or K outputs per input"):
+        volume_of(nn.Sequential(nn.Linear(3, 4), nn.Unflatten(1, (2, 2))), x[:6], y, x[6:],
+                  n_samples=50)
     with pytest.raises(VolumeError, match="rank-deficient"):
         volume_of(nn.Linear(3, 1), x[:6], y, x[6:], n_samples=10)
     with pytest.raises(VolumeError, match="n_samples must be >= n_batches"):

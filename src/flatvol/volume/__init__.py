@@ -32,7 +32,7 @@ from flatvol.volume.kernels import (
 )
 from flatvol.volume.laplace import LaplaceResult, laplace_approximation
 from flatvol.volume.mc_kernel import MCKernel, mc_nngp_kernel
-from flatvol.volume.network_volume import ModelVolume, predicted_labels, volume_of_model
+from flatvol.volume.network_volume import ModelVolume, volume_of_model
 from flatvol.volume.orthant import (
     OrthantEstimate,
     orthant_importance_sampling,
@@ -70,7 +70,6 @@ __all__ = [
     "orthant_importance_sampling",
     "orthant_probability_closed_form",
     "pac_bayes_bound",
-    "predicted_labels",
     "prior_kernel",
     "select_kernel",
     "volume_of",

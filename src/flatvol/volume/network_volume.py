@@ -1,8 +1,11 @@
 """V(f) of a trained network: its labels on S u E and their volume on the prior's kernel.
 
-`volume_of_model` evaluates the network on S u E (`predicted_labels`), takes the kernel of its
-prior (flatvol.volume.kernels.select_kernel) or a given one, and asks a VolumeService for V(f),
-V(f on S), V(f|S) and the PAC-Bayes bound, with the Monte-Carlo kernel's error carried to them.
+`volume_of_model` evaluates the network on S u E (its labels, flatvol.models.labels_of: the sign
+of one logit, the argmax of K outputs), takes the kernel of its prior
+(flatvol.volume.kernels.select_kernel; the readout's outputs are independent with that one
+kernel) or a given one, and asks a VolumeService for V(f), V(f on S), V(f|S) and the PAC-Bayes
+bound (K-class for K outputs, flatvol.volume.multiclass), with the Monte-Carlo kernel's error
+carried to them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from torch import nn
 
 from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
+from flatvol.models import labels_from_outputs, model_outputs, output_count
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, VolumeEstimator, check_estimator
 from flatvol.volume.mc_convergence import check_mc_samples, warn_if_too_few_draws
+from flatvol.volume.own_model import estimator_seed
 from flatvol.volume.service import (
     ConditionalVolume,
     VolumeBias,
@@ -51,6 +56,7 @@ class ModelVolume:
     # analytic kernel, nan without batches, None for a given kernel.
     bias: VolumeBias | None = None
     warning: str | None = None  # the MonteCarloDrawsWarning issued, if any
+    n_classes: int = 2  # K: 2 for one logit, else the network's output count
 
     def to_dict(self) -> dict[str, Any]:
         out = self.volume.full.to_dict()
@@ -59,6 +65,7 @@ class ModelVolume:
             log10_volume_S=to_jsonable(self.volume.log10_volume_S),
             pac_bayes_bound=to_jsonable(self.volume.pac_bayes_bound),
             kernel=self.kernel_kind,
+            n_classes=self.n_classes,
             n_train=self.n_train,
             n_test=self.n_test,
             train_accuracy=self.predicted_train_accuracy,
@@ -75,37 +82,6 @@ class ModelVolume:
         if self.warning is not None:
             out["warning"] = self.warning
         return out
-
-
-@torch.no_grad()
-def predicted_labels(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000,
-                     device: str | torch.device = "cpu") -> np.ndarray:
-    """The network's labels (logit > 0) as {0, 1} float64.
-
-    Args:
-        model: The network to evaluate.
-        x: Inputs, shape (n, ...).
-        batch_size: Inputs per forward pass.
-        device: Device the forward passes run on.
-
-    Returns:
-        The predicted labels in {0, 1}, float64 of shape (n,).
-
-    Raises:
-        VolumeError: If the model's output is not one logit per input.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        logits = torch.cat([model(x[i : i + batch_size].to(device)).reshape(-1).cpu()
-                            for i in range(0, x.shape[0], batch_size)])
-    finally:
-        model.train(was_training)
-    bad = int((~torch.isfinite(logits)).sum())
-    if bad:  # such a network computes no function: its "labels" would be arbitrary
-        raise VolumeError(f"the network's outputs are not finite on {bad} of {logits.numel()} "
-                          "points; expected finite outputs (are its weights finite?)")
-    return (logits > 0).to(torch.float64).numpy()
 
 
 def volume_of_model(
@@ -126,18 +102,20 @@ def volume_of_model(
 ) -> ModelVolume:
     """V(f) of the function a trained network computes on S u E (a flatvol TaskData).
 
-    f is the network's own labels on S then E (sign of the logits). The kernel comes from the
+    f is the network's own labels on S then E (the sign of one logit, the argmax of K outputs:
+    then V(f) is the K-class volume, flatvol.volume.multiclass). The kernel comes from the
     model's prior (flatvol.volume.kernels.select_kernel with kind 'auto'); pass `kernel` or
     `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
 
     Args:
-        model: the trained network (one logit), carrying its `.prior` unless `kernel` or
-            `estimator_cache` is given.
+        model: the trained network (one logit or K outputs), carrying its `.prior` unless
+            `kernel` or `estimator_cache` is given.
         task: the data (flatvol.data.TaskData, or anything with `x_SE()`, `y_SE()`,
-            `train_size` and `test_size`), S first.
-        estimator: a name from flatvol.volume.ESTIMATORS.
+            `train_size` and `test_size`), S first; its labels y are classes 0..K-1.
+        estimator: a name from flatvol.volume.ESTIMATORS that supports K classes.
         kernel: an (n, n) kernel of S u E to use instead of the prior's.
-        estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks.
+        estimator_cache: a VolumeService or VolumeEstimator on S u E, shared across networks
+            (a service must be for the network's K classes).
         mc_samples: Monte-Carlo draws when the prior's kernel has no closed form (an integer
             >= 2), or 'auto' (the default: chosen by a convergence check on the true labels y
             on S u E, see flatvol.volume.mc_convergence).
@@ -157,8 +135,10 @@ def volume_of_model(
         labels agree with y on S and E.
 
     Raises:
-        VolumeError: unknown estimator, mc_samples neither an integer >= 2 nor 'auto', or a
-            kernel whose size is not |S u E|.
+        VolumeError: unknown estimator or one without K classes, mc_samples neither an
+            integer >= 2 nor 'auto', a kernel whose size is not |S u E|, a service for another
+            number of classes, or task labels outside the network's classes.
+        OutputError: a network without one logit or K finite outputs per input.
 
     Warns:
         MonteCarloDrawsWarning: a Monte-Carlo kernel's draws are too few for |S u E| (a bias
@@ -166,17 +146,35 @@ def volume_of_model(
     """
     from flatvol.volume.kernels import DEFAULT_MC_BATCHES, select_kernel
 
-    check_estimator(estimator)
+    check_estimator(estimator)  # the name; with K classes known, that it supports them
     mc_samples = check_mc_samples(mc_samples, "mc_samples")
     x = task.x_SE()
     n_train, n_test = task.train_size, task.test_size
-    f = predicted_labels(model, x, device=device)
+    outputs = model_outputs(model, x, device=device)
+    f, n_classes = labels_from_outputs(outputs).cpu().numpy(), output_count(outputs)
+    check_estimator(estimator, n_classes)
+    task_classes = getattr(task, "n_classes", None)  # a TaskData says its K; a duck may not
+    if task_classes is not None and task_classes != n_classes:
+        raise VolumeError(f"the task has {task_classes} classes but the network's outputs give "
+                          f"{n_classes} (one logit: 2; K outputs: K)")
+    y = to_numpy(task.y_SE())
+    outside = (y < 0) | (y >= n_classes) | (y != np.round(y))
+    if np.any(outside):
+        i = int(np.argmax(outside))
+        raise VolumeError(f"task labels: expected classes 0..{n_classes - 1} (the classes of the "
+                          f"network's outputs), got y[{i}]={y[i]}")
+    # K classes reach the kernel's convergence probe as an option; binary calls as they were
+    classes = {"n_classes": n_classes} if n_classes > 2 else {}
     if estimator_cache is not None or kernel is not None:
         given = estimator_cache if estimator_cache is not None else kernel
-        service = given if isinstance(given, VolumeService) else VolumeService(given)
+        service = (given if isinstance(given, VolumeService)
+                   else VolumeService(given, n_classes=n_classes))
         kind, kernel_info = "given", {}
         if service.n != x.shape[0]:
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
+        if service.n_classes != n_classes:
+            raise VolumeError(f"estimator_cache: a service for {service.n_classes} classes, but "
+                              f"the network's outputs give {n_classes}")
     else:
         limits = {k: v for k, v in (("mc_tolerance", mc_tolerance),
                                      ("mc_max_samples", mc_max_samples),
@@ -184,11 +182,12 @@ def volume_of_model(
         nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
                              device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
                              probe_labels=task.y_SE(), probe_estimator=estimator,
-                             probe_options=options, **limits)
-        service = VolumeService(nngp.matrix, replicates=nngp.replicates())
+                             probe_options={**options, **classes}, **limits)
+        service = VolumeService(nngp.matrix, replicates=nngp.replicates(), n_classes=n_classes)
         kind, kernel_info = nngp.kind, dict(nngp.info)
-    volume = service.conditional(f, n_train, estimator, seed=seed, **options)
-    jackknife = service.conditional_jackknife(f, n_train, estimator, seed=seed, **options)
+    seeded = estimator_seed(estimator, n_classes, seed)
+    volume = service.conditional(f, n_train, estimator, **seeded, **options)
+    jackknife = service.conditional_jackknife(f, n_train, estimator, **seeded, **options)
     stderr, bias = (None, None) if jackknife is None else jackknife
     if jackknife is None and kind == "analytic":
         stderr, bias = VolumeStderr(0.0, 0.0, 0.0, 0.0), VolumeBias(0.0, 0.0, 0.0, 0.0)
@@ -203,8 +202,7 @@ def volume_of_model(
                 ("log10_volume", "log10_volume_S", "log10_volume_conditional"),
                 conditional_values(volume)))},
             int(kernel_info["mc_samples"]), int(x.shape[0]))
-    y = to_numpy(task.y_SE()).astype(np.float64)
     train_acc = float(np.mean(f[:n_train] == y[:n_train]))
     test_acc = float(np.mean(f[n_train:] == y[n_train:])) if n_test else math.nan
     return ModelVolume(volume, kind, n_train, n_test, train_acc, test_acc, kernel_info, stderr,
-                       bias, warning)
+                       bias, warning, n_classes)

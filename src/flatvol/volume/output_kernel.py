@@ -9,6 +9,13 @@ Sums are streamed in float64 into `n_batches` round-robin batches (memory (n_bat
 floats, independent of the sample count), so any prefix of the draws has near-equal batches:
 the batch means give the elementwise error and leave-one-batch-out kernels (the jackknife that
 carries the kernel's Monte-Carlo error to log10 V, see flatvol.volume.own_model).
+
+A model with K outputs: in the NNGP limit they are K independent GPs with one kernel (the
+readout's weights are independent per output), which the K-class volume assumes
+(flatvol.volume.multiclass). Each draw's K outputs are identically distributed, so the kernel of
+one output is estimated from all of them, F F^T / K per draw (F the n x K outputs): unbiased,
+and K times the rank of one output's. Whether the outputs do share a kernel and are uncorrelated
+is tested on the same draws (`shared_output_check`), with a stated false-alarm rate.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import stats
 from torch import nn
 
 from flatvol.errors import VolumeError
-from flatvol.models import Prior, init_from_prior_
+from flatvol.models import Prior, init_from_prior_, model_outputs
 from flatvol.progress import track
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR
@@ -43,10 +51,124 @@ from flatvol.volume.mc_convergence import (
 # init(module) or init(module, generator): redraws every parameter of `module` in place.
 Initializer = Callable[..., Any]
 
+# The shared-kernel test's family-wise false-alarm rate: a model whose outputs do share a kernel
+# is refused by `volume_of` with at most this probability (another seed then decides); small,
+# because a refusal stops the user, while a real difference grows in t like sqrt(draws).
+SHARED_OUTPUT_FALSE_ALARM = 1e-3
+# What each per-draw statistic of `output_statistics` measures, by its index on axis 1.
+OUTPUT_STATISTICS = ("mean square over the inputs", "square of the mean over the inputs")
+
+
+@dataclass(frozen=True)
+class SharedOutputCheck:
+    """Whether a model's K outputs share one kernel and are uncorrelated, within Monte-Carlo error.
+
+    Two projections of each output's kernel are compared across outputs, per draw (the outputs
+    of one draw are dependent through the shared layers, the draws are independent): the mean
+    of the kernel's diagonal (each output's mean square over the inputs) and the mean of all
+    its entries (the square of each output's mean over the inputs). For each, every output's
+    value minus the mean over outputs (zero in expectation when the kernels are equal), and
+    every pair's cross term (zero when the outputs are uncorrelated), averaged over the draws
+    and divided by its standard error is a t statistic with draws - 1 degrees of freedom. The
+    check fails when the largest |t| passes the Bonferroni threshold of its K (K + 1) tests,
+    so a model whose outputs do share a kernel fails with probability at most `false_alarm`.
+    The t law is exact for normal per-draw values; those of random networks are far from
+    normal, but their means over tens of draws are close enough: at a nominal 0.1, 20 of 300
+    checks of 40 draws of 16-wide networks fired (tests/volume/test_own_model_multiclass.py).
+    Power: one output of three scaled by 1.5 (its kernel by 2.25) was caught by 59 of 60
+    checks of 200 draws at the default rate, 7 of 300 at 40 draws (a mean square over a few
+    correlated inputs varies by about its mean from draw to draw); scaled by 10, at once.
+    Kernels that differ only in directions these two projections do not see are not detected.
+    """
+
+    n_outputs: int  # K
+    n_draws: int
+    false_alarm: float  # the family-wise false-alarm rate of the test
+    threshold: float  # |t| above which it fails
+    max_t: float  # the largest |t| of the tests (inf: a difference without any spread)
+    worst: str  # the test with the largest |t|, in words
+    passed: bool
+    # each output's mean square over the inputs (its kernel's mean diagonal) over that of all
+    # outputs: 1 each for a shared kernel; e.g. (0.03, 0.03, 2.94) for output 2 scaled by 10
+    relative_scales: tuple[float, ...]
+
+    def message(self) -> str:
+        """One line saying what the test found, e.g. for a refusal."""
+        verdict = "share one kernel" if self.passed else "do not share one kernel"
+        return (f"the model's {self.n_outputs} outputs {verdict} within Monte-Carlo error: "
+                f"{self.worst} is {self.max_t:.3g} standard errors from equal over "
+                f"{self.n_draws} draws (threshold {self.threshold:.3g}, false-alarm rate "
+                f"{self.false_alarm:g}; mean squares relative to all outputs': "
+                f"{', '.join(f'{r:.3g}' for r in self.relative_scales)})")
+
+
+def output_statistics(outputs: torch.Tensor) -> torch.Tensor:
+    """The per-draw values `shared_output_check` tests, from draws' outputs.
+
+    Args:
+        outputs: (..., n, K) float64: a draw's (or a stack of draws') outputs on n inputs.
+
+    Returns:
+        (..., 2, K, K) float64 on the outputs' device: [F^T F / n, m m^T] with m = F^T 1 / n,
+        the projections OUTPUT_STATISTICS names (diagonals) and the outputs' cross terms.
+    """
+    n = outputs.shape[-2]
+    means = outputs.mean(dim=-2)
+    return torch.stack([outputs.transpose(-1, -2) @ outputs / n,
+                        means.unsqueeze(-1) * means.unsqueeze(-2)], dim=-3)
+
+
+def shared_output_check(statistics: np.ndarray,
+                        false_alarm: float = SHARED_OUTPUT_FALSE_ALARM) -> SharedOutputCheck:
+    """Test that K outputs share one kernel and are uncorrelated (see SharedOutputCheck).
+
+    Args:
+        statistics: (draws, 2, K, K), `output_statistics` of each draw; draws >= 2, K >= 2.
+        false_alarm: the family-wise false-alarm rate, in (0, 1).
+
+    Returns:
+        The SharedOutputCheck.
+
+    Raises:
+        VolumeError: fewer than 2 draws or 2 outputs, or a rate outside (0, 1).
+    """
+    draws, _, k, _ = statistics.shape
+    if draws < 2 or k < 2 or not 0 < false_alarm < 1:
+        raise VolumeError(f"shared_output_check: expected >= 2 draws of >= 2 outputs and a "
+                          f"false-alarm rate in (0, 1), got {draws} draws of {k} outputs and "
+                          f"{false_alarm!r}")
+    diagonal = np.diagonal(statistics, axis1=2, axis2=3)  # (draws, 2, K)
+    upper = np.triu_indices(k, 1)
+    tested = np.concatenate([diagonal - diagonal.mean(axis=2, keepdims=True),
+                             statistics[:, :, upper[0], upper[1]]], axis=2)
+    names = [[f"output {i}'s {what} minus the mean over outputs" for i in range(k)]
+             + [f"the cross term of outputs {i} and {j} ({what})" for i, j in zip(*upper)]
+             for what in OUTPUT_STATISTICS]
+    mean = tested.mean(axis=0)
+    spread = tested.std(axis=0, ddof=1) / math.sqrt(draws)
+    # A value without any spread over the draws is exact: 0 passes, anything else fails.
+    scale = np.abs(tested).max(axis=0) + np.finfo(np.float64).tiny
+    exact = spread <= 1e-12 * scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(exact, np.where(np.abs(mean) <= 1e-12 * scale, 0.0, np.inf),
+                     np.abs(mean) / np.where(exact, 1.0, spread))
+    worst = np.unravel_index(int(np.argmax(t)), t.shape)
+    threshold = float(stats.t.isf(false_alarm / (2 * t.size), draws - 1))
+    max_t = float(t[worst])
+    squares = diagonal[:, 0].mean(axis=0)
+    relative = tuple(float(v) for v in squares / squares.mean()) if squares.mean() > 0 else \
+        (math.nan,) * k
+    return SharedOutputCheck(int(k), int(draws), float(false_alarm), threshold, max_t,
+                             names[worst[0]][worst[1]], bool(max_t <= threshold), relative)
+
 
 @dataclass(frozen=True)
 class MonteCarloKernel:
-    """K(x1, x2) = E[f(x1) f(x2)] over `n_samples` inits, with its batch means for error bars."""
+    """K(x1, x2) = E[f(x1) f(x2)] over `n_samples` inits, with its batch means for error bars.
+
+    For a model with K outputs, the kernel of one output, pooled over the K (module doc); the
+    batch means and the elementwise error are those of the per-draw pooled F F^T / K.
+    """
 
     kernel: np.ndarray  # (n1, n2) float64, the mean over all draws
     stderr: np.ndarray  # (n1, n2) float64, elementwise sample std / sqrt(n_samples)
@@ -56,6 +178,9 @@ class MonteCarloKernel:
     seed: int
     seconds: float
     init: str  # what drew the parameters, e.g. 'reset_parameters()'
+    n_outputs: int = 1  # K: the outputs each draw gives (1 for one logit)
+    # K >= 2: whether the outputs share a kernel and are uncorrelated (None for one output)
+    shared_outputs: SharedOutputCheck | None = None
 
     def leave_one_batch_out(self) -> Iterator[np.ndarray]:
         """The kernel without each batch's draws in turn (the jackknife replicates).
@@ -164,7 +289,7 @@ def as_two_argument_init(init: Initializer) -> Callable[[nn.Module, torch.Genera
 
 
 def network_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The model's outputs on x, one per input, as float64 (n,); a VolumeError otherwise.
+    """The model's outputs on x as float64 (n, K): K = 1 for one logit ((n,) or (n, 1)).
 
     Args:
         model: the network, already on x's device and in the mode wanted.
@@ -172,22 +297,14 @@ def network_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -
         batch_size: inputs per forward pass.
 
     Returns:
-        The outputs, float64, shape (n,).
+        The outputs, float64, shape (n, K).
+
+    Raises:
+        OutputError: outputs that are not finite or not one logit / K outputs per input
+            (flatvol.models.model_outputs).
     """
-    with torch.no_grad():
-        out = [model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-    first = out[0]
-    if first.ndim > 2 or (first.ndim == 2 and first.shape[1] != 1) or first.shape[0] != min(
-            batch_size, x.shape[0]):
-        raise VolumeError(f"{type(model).__name__} returns outputs of shape "
-                          f"{tuple(first.shape)} for {first.shape[0]} inputs; expected one "
-                          "output per input, shape (n,) or (n, 1)")
-    values = torch.cat([o.reshape(-1) for o in out]).to(torch.float64)
-    bad = int((~torch.isfinite(values)).sum())
-    if bad:
-        raise VolumeError(f"{type(model).__name__}'s outputs are not finite on {bad} of "
-                          f"{values.numel()} inputs")
-    return values
+    values = model_outputs(model, x, batch_size=batch_size, device=x.device)
+    return values.reshape(x.shape[0], -1).to(torch.float64)
 
 
 def check_redrawn(model: nn.Module, init: Callable[[nn.Module, torch.Generator], None],
@@ -235,8 +352,10 @@ class OutputDraws:
 
     The draw stream of flatvol.volume.mc_convergence's check (as mc_kernel.FeatureDraws is for a
     flatvol model's features): `grams(count)` yields f(x1) f(x2)^T (float64) for the next
-    `count` inits in order, `kernel(total, count)` is the mean of such a sum and
-    `rank_bound(samples)` the most rank a mean of `samples` of them can have. The model is
+    `count` inits in order (with K outputs F1 F2^T / K, the pooled kernel of one output),
+    `kernel(total, count)` is the mean of such a sum and `rank_bound(samples)` the most rank a
+    mean of `samples` of them can have. With K >= 2 outputs every draw's `output_statistics`
+    (of x1) are kept in `statistics`, for `shared_output_check`. The model is
     deep-copied (its weights are never changed) and evaluated in eval mode; every floating-point
     parameter and buffer must be written by the initializer (`check_redrawn`, which makes the
     first draw).
@@ -246,7 +365,8 @@ class OutputDraws:
     stream is untouched, and whatever runs between draws (the check's EP) cannot change them.
 
     Args:
-        model: any torch module with one output per input ((n,) or (n, 1)).
+        model: any torch module with one logit ((n,) or (n, 1)) or K outputs ((n, K)) per
+            input.
         x1: inputs (n1, ...), tensor or numpy array.
         x2: inputs (n2, ...) for a cross-kernel; None for K(x1, x1).
         init: `init(module)` or `init(module, generator)`; None for the model's own
@@ -256,11 +376,10 @@ class OutputDraws:
         device: torch device the copy runs on.
 
     Raises:
-        VolumeError: a parameter or buffer the initializer does not redraw, or a model without
-            one finite output per input.
+        VolumeError: a parameter or buffer the initializer does not redraw.
+        OutputError: a model without one logit or K finite outputs per input.
     """
 
-    width = 1  # each draw's kernel f f^T has rank one
     draws_per_pass = 1
 
     def __init__(self, model: nn.Module, x1: Any, x2: Any = None, *,
@@ -282,7 +401,16 @@ class OutputDraws:
         with seeded_rng(int(seed), self.device):
             check_redrawn(self.net, self._draw, self.generator)  # also the first draw
             self._rng_states = self._global_states()
-        self._first_pending = True
+        # The first draw's outputs tell the output count; its Gram is the first one yielded.
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = self._outputs()
+        self.n_outputs = int(self._pending[0].shape[1])
+        # each draw's pooled F F^T / K has rank at most K (mc_convergence names it the width)
+        self.width = self.n_outputs
+        self.statistics: list[torch.Tensor] = []
+
+    def _outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        f1 = network_outputs(self.net, self.x, self.batch_size)
+        return f1, f1 if self.x2 is None else network_outputs(self.net, self.x2, self.batch_size)
 
     def _global_states(self) -> list[torch.Tensor]:
         return [torch.default_generator.get_state(),
@@ -307,13 +435,18 @@ class OutputDraws:
             An iterator over `count` float64 tensors on the draws' device.
         """
         for _ in range(count):
-            if self._first_pending:  # check_redrawn drew it
-                self._first_pending = False
+            if self._pending is not None:  # check_redrawn drew it
+                (f1, f2), self._pending = self._pending, None
             else:
                 self._redraw()
-            f1 = network_outputs(self.net, self.x, self.batch_size)
-            f2 = f1 if self.x2 is None else network_outputs(self.net, self.x2, self.batch_size)
-            yield torch.outer(f1, f2)
+                f1, f2 = self._outputs()
+            if self.n_outputs == 1:
+                yield torch.outer(f1[:, 0], f2[:, 0])
+            else:
+                # The K outputs are identically distributed: each f_k f_k^T is an unbiased
+                # draw of one output's kernel, so their mean is too (and K times the rank).
+                self.statistics.append(output_statistics(f1))
+                yield f1 @ f2.T / self.n_outputs
 
     def kernel(self, total: torch.Tensor, count: int | torch.Tensor) -> np.ndarray:
         """The mean kernel of a sum of `count` draws' outer products.
@@ -328,8 +461,21 @@ class OutputDraws:
         return (total / count).cpu().numpy()
 
     def rank_bound(self, samples: int) -> int:
-        """The most rank a mean of `samples` rank-one draws can have: `samples`."""
-        return int(samples)
+        """The most rank a mean of `samples` draws of rank K (the outputs) can have."""
+        return int(samples) * self.n_outputs
+
+    def shared_check(self, draws: int) -> SharedOutputCheck | None:
+        """`shared_output_check` of the first `draws` draws; None for one output.
+
+        Args:
+            draws: draws made so far to test (a prefix of the stream).
+
+        Returns:
+            The check, or None for a model with one output.
+        """
+        if self.n_outputs == 1:
+            return None
+        return shared_output_check(torch.stack(self.statistics[:draws]).cpu().numpy())
 
 
 def monte_carlo_kernel(
@@ -352,10 +498,14 @@ def monte_carlo_kernel(
     depend on batching). Every floating-point parameter and buffer must be written by the
     initializer (see `check_redrawn`). The draws are `OutputDraws`': the global RNG they use is
     their own, so the caller's random stream is untouched and the same seed gives the same
-    kernel. The count is taken as given; `converged_output_kernel` chooses one.
+    kernel. The count is taken as given; `converged_output_kernel` chooses one. A model with
+    K outputs gives the kernel of one output pooled over the K (module doc), with the
+    `shared_output_check` of its draws, which the caller must heed (`volume_of` refuses a
+    model that fails it).
 
     Args:
-        model: any torch module with one output per input ((n,) or (n, 1)).
+        model: any torch module with one logit ((n,) or (n, 1)) or K outputs ((n, K)) per
+            input.
         x1: inputs (n1, ...), tensor or numpy array.
         x2: inputs (n2, ...) for a cross-kernel; None for K(x1, x1).
         init: `init(module)` or `init(module, generator)` redrawing every parameter in place;
@@ -373,8 +523,8 @@ def monte_carlo_kernel(
         A MonteCarloKernel, or one per count when `n_samples` is a list.
 
     Raises:
-        VolumeError: bad counts, a model without one output per input, non-finite outputs, or
-            a parameter/buffer the initializer does not redraw.
+        VolumeError: bad counts, or a parameter/buffer the initializer does not redraw.
+        OutputError: a model without one logit or K finite outputs per input.
     """
     single = isinstance(n_samples, (int, np.integer)) and not isinstance(n_samples, bool)
     several = isinstance(n_samples, (list, tuple)) and all(
@@ -402,8 +552,8 @@ def monte_carlo_kernel(
         sums[i % n_batches] += sample
         total_sq += sample * sample
         if i + 1 in counts:
-            results.append(_snapshot(sums, total_sq, i + 1, int(seed),
-                                     time.perf_counter() - start, draws.description))
+            results.append(_snapshot(draws, sums, total_sq, i + 1, int(seed),
+                                     time.perf_counter() - start))
     return results[0] if single else results
 
 
@@ -430,13 +580,15 @@ def converged_output_kernel(
     `flatvol volume`'s kernels pass, here on `OutputDraws`).
 
     Args:
-        model: any torch module with one output per input (deep-copied, never modified).
+        model: any torch module with one logit or K outputs per input (deep-copied, never
+            modified).
         x: inputs (n, ...).
-        probe_labels: n labels in {0, 1} or {-1, +1} whose log10 V is checked.
+        probe_labels: n labels whose log10 V is checked: {0, 1} or {-1, +1}, or classes
+            0..K-1 with n_classes=K among the estimator options.
         init: the initializer, as in `monte_carlo_kernel`.
         probe: what the probe labels are, recorded in the check's figures.
         estimator: volume estimator of the probe.
-        estimator_options: its options.
+        estimator_options: its options (and n_classes for K-class probe labels).
         tolerance: log10 V agreement required.
         max_samples: most draws before the kernel is refused (>= n_batches).
         seed: seed of the draws.
@@ -447,11 +599,13 @@ def converged_output_kernel(
 
     Returns:
         The kernel of the passing round's draws (a prefix of `monte_carlo_kernel`'s draws with
-        the same seed) and the check's figures.
+        the same seed, with the `shared_output_check` of those draws for K outputs) and the
+        check's figures.
 
     Raises:
         VolumeError: bad settings, a model the draws refuse, or no round passing within
             max_samples.
+        OutputError: a model without one logit or K finite outputs per input.
     """
     check_mc_settings(tolerance, max_samples)
     if n_batches < 2 or max_samples < n_batches:
@@ -466,12 +620,12 @@ def converged_output_kernel(
                           progress=progress, n_batches=n_batches,
                           label="Monte-Carlo kernel check", probe=probe)
     assert done.batch_totals is not None  # n_batches >= 2 keeps them
-    return _snapshot(done.batch_totals, done.total_sq, done.count, int(seed),
-                     time.perf_counter() - start, draws.description), done.check
+    return _snapshot(draws, done.batch_totals, done.total_sq, done.count, int(seed),
+                     time.perf_counter() - start), done.check
 
 
-def _snapshot(sums: torch.Tensor, total_sq: torch.Tensor, n: int, seed: int, seconds: float,
-              init: str) -> MonteCarloKernel:
+def _snapshot(draws: OutputDraws, sums: torch.Tensor, total_sq: torch.Tensor, n: int, seed: int,
+              seconds: float) -> MonteCarloKernel:
     n_batches = sums.shape[0]
     batch_counts = np.array([n // n_batches + (b < n % n_batches) for b in range(n_batches)],
                             dtype=np.float64)
@@ -479,4 +633,5 @@ def _snapshot(sums: torch.Tensor, total_sq: torch.Tensor, n: int, seed: int, sec
     mean = sums_np.sum(axis=0) / n
     variance = np.clip(total_sq.cpu().numpy() / n - mean * mean, 0.0, None) * n / (n - 1)
     return MonteCarloKernel(mean, np.sqrt(variance / n), sums_np / batch_counts[:, None, None],
-                            batch_counts, n, seed, round(seconds, 3), init)
+                            batch_counts, n, seed, round(seconds, 3), draws.description,
+                            draws.n_outputs, draws.shared_check(n))

@@ -1,8 +1,10 @@
 """The volume of any model, in one call, on plain tensors: `volume_of(model, x_S, y_S, x_E)`.
 
-f is the model's own sign(output) on S then E. The kernel is the analytic arccos kernel where
-the architecture has one (a flatvol FCN drawn from its prior) and otherwise the Monte-Carlo
-output kernel over the model's own initializer (flatvol.volume.output_kernel), whose error is
+f is the model's own labels on S then E (flatvol.models.labels_of: sign of one logit, the
+argmax of K outputs, whose volume is the K-class one of flatvol.volume.multiclass). The kernel
+is the analytic arccos kernel where the architecture has one (a flatvol FCN drawn from its
+prior) and otherwise the Monte-Carlo output kernel of one output over the model's own
+initializer (flatvol.volume.output_kernel), whose error is
 carried to log10 V by a jackknife over its batches of draws: log10 V is recomputed on each
 leave-one-batch-out kernel, the spread of those values gives the standard error and their mean
 shift from the full value the bias estimate. The draws are chosen by the convergence check of
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, fields
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -23,6 +25,7 @@ from torch import nn
 
 from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
+from flatvol.models import labels_from_outputs, model_outputs, output_count
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, check_estimator
 from flatvol.volume.kernels import resolve_kernel_kind, select_kernel
@@ -40,9 +43,9 @@ from flatvol.volume.output_kernel import (
     converged_output_kernel,
     describe_init,
     monte_carlo_kernel,
-    network_outputs,
 )
 from flatvol.volume.service import ConditionalVolume, VolumeService, conditional_values
+from flatvol.volume_settings import estimator_info
 
 QUANTITIES = ("log10_volume", "log10_volume_train", "log10_volume_conditional",
               "pac_bayes_bound")
@@ -92,6 +95,10 @@ class VolumeOf:
     # with n_samples 'auto': the convergence check's settings and rounds (MCConvergence.to_info)
     mc_convergence: dict[str, Any] | None = None
     warning: str | None = None  # the MonteCarloDrawsWarning issued, if any
+    n_classes: int = 2  # K: 2 for one logit, else the model's output count
+    # K >= 2 outputs with a Monte-Carlo kernel: the shared-kernel test the draws passed
+    # (flatvol.volume.output_kernel.SharedOutputCheck, as a dict); None otherwise
+    shared_outputs: dict[str, Any] | None = None
 
     def interval(self, quantity: str = "log10_volume", level: float = 0.95) -> tuple[float, float]:
         """A confidence interval from the Monte-Carlo error (Student t, mc_batches - 1 dof).
@@ -119,10 +126,26 @@ class VolumeOf:
         return out
 
 
-def as_binary_labels(y: Any, n: int, labels: str) -> np.ndarray:
-    """y_S as float64 0/1, refusing anything but {0,1} (or {-1,+1} with labels='pm1')."""
+def as_class_labels(y: Any, n: int, labels: str, n_classes: int = 2) -> np.ndarray:
+    """y_S as int64 classes 0..K-1, refusing anything else in one line.
+
+    Args:
+        y: the labels, tensor or array.
+        n: how many there must be (rows of x_S).
+        labels: '01' or 'pm1' (-1/+1, binary only): the coding of binary labels.
+        n_classes: K, the model's classes (2 for one logit).
+
+    Returns:
+        int64 labels of shape (n,).
+
+    Raises:
+        VolumeError: labels of another count, not numeric, or outside the classes.
+    """
     if labels not in ("01", "pm1"):
         raise VolumeError(f"labels must be '01' or 'pm1', got {labels!r}")
+    if labels == "pm1" and n_classes > 2:
+        raise VolumeError(f"labels='pm1' codes binary labels, but the model has {n_classes} "
+                          f"outputs; give y_S as classes 0..{n_classes - 1}")
     array = to_numpy(y)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number)
                                      or array.dtype == bool):
@@ -130,13 +153,32 @@ def as_binary_labels(y: Any, n: int, labels: str) -> np.ndarray:
     array = np.asarray(array, dtype=np.float64).reshape(-1)
     if array.size != n:
         raise VolumeError(f"y_S: expected {n} labels (one per row of x_S), got {array.size}")
-    allowed = {0.0, 1.0} if labels == "01" else {-1.0, 1.0}
+    allowed = ({-1.0, 1.0} if labels == "pm1" else set(map(float, range(n_classes))))
     values = set(np.unique(array).tolist())
     if not values <= allowed:
         hint = " (pass labels='pm1' for -1/+1 labels)" if values <= {-1.0, 1.0} else ""
-        raise VolumeError(f"y_S: labels must be in {sorted(allowed)}, got values "
-                          f"{sorted(values)[:6]}{hint}")
-    return (array > 0).astype(np.float64)
+        outputs = "one logit" if n_classes == 2 else f"{n_classes} outputs"
+        raise VolumeError(f"y_S: labels must be in {sorted(int(v) for v in allowed)} (the "
+                          f"model has {outputs}), got values {sorted(values)[:6]}{hint}")
+    return (array > 0).astype(np.int64) if labels == "pm1" else array.astype(np.int64)
+
+
+def estimator_seed(estimator: str, n_classes: int, seed: int) -> dict[str, int]:
+    """The seed as an option of an estimator that samples, nothing for one that does not.
+
+    The registry refuses options an estimator does not have, and only the samplers
+    (orthant-is) have a seed, so `seed` reaches the estimate only where it changes it.
+
+    Args:
+        estimator: the registry name.
+        n_classes: K.
+        seed: the seed.
+
+    Returns:
+        {'seed': seed} or {}.
+    """
+    names = {option.name for option in estimator_info(estimator, n_classes).options}
+    return {"seed": int(seed)} if "seed" in names else {}
 
 
 def as_inputs(x: Any, name: str) -> torch.Tensor:
@@ -173,7 +215,11 @@ def volume_of(
 ) -> VolumeOf:
     """The volume of the function any trained model computes on S u E, with error bars.
 
-    f is the model's own labels (output > 0) on x_S then x_E; its weights are never changed.
+    f is the model's own labels on x_S then x_E (flatvol.models.labels_of: output > 0 for one
+    logit, the argmax of K >= 2 outputs); its weights are never changed. For K outputs, V(f)
+    is the K-class volume (flatvol.volume.multiclass: K independent outputs with one kernel),
+    on the kernel of one output pooled over the K, and a model whose outputs fail the
+    Monte-Carlo test of sharing one kernel (`output_kernel.shared_output_check`) is refused.
     The prior is whatever `init` draws. The kernel is analytic for a flatvol FCN with its own
     prior (and `kernel='auto'`, `init=None`); otherwise it is the Monte-Carlo output kernel
     E[f(x) f(x')] over the model's inits, and each log10 V gets a jackknife standard error and
@@ -186,9 +232,11 @@ def volume_of(
     over half its standard error a `MonteCarloDrawsWarning` is issued.
 
     Args:
-        model: any torch module with one output per input ((n,) or (n, 1)), trained.
+        model: any torch module with one logit ((n,) or (n, 1)) or K outputs ((n, K)) per
+            input, trained.
         x_S: training inputs (n_S, ...), tensor or numpy array.
-        y_S: training labels in {0, 1} (or {-1, +1} with labels='pm1').
+        y_S: training labels: classes 0..K-1 (K = 2 for one logit; {-1, +1} with
+            labels='pm1' for binary labels).
         x_E: test inputs (n_E, ...), or None.
         init: `init(module)` or `init(module, generator)` redrawing every parameter; None for
             the model's own (its flatvol prior, else PyTorch's `reset_parameters()`). A
@@ -196,9 +244,9 @@ def volume_of(
         n_samples: Monte-Carlo inits (an integer >= 2), or 'auto' (the convergence check).
         mc_tolerance: with 'auto', the log10 V agreement between two halves of the draws.
         mc_max_samples: with 'auto', the most draws before the kernel is refused.
-        estimator: a name from flatvol.volume.ESTIMATORS.
+        estimator: a name from flatvol.volume.ESTIMATORS that supports K classes.
         kernel: 'auto' (analytic where the architecture has one) or 'mc' (always Monte Carlo).
-        labels: '01' or 'pm1', the label coding of y_S.
+        labels: '01' or 'pm1', the label coding of y_S ('pm1': binary only).
         seed: seed of the inits and of sampling estimators.
         n_batches: batches of draws for the jackknife (>= 2).
         delta: confidence of the PAC-Bayes bound.
@@ -212,13 +260,15 @@ def volume_of(
 
     Raises:
         VolumeError: bad inputs, labels or settings (n_samples neither an integer >= 2 nor
-            'auto'), a model without one output per input, a parameter the initializer does
-            not redraw, or with 'auto' no convergence within mc_max_samples.
+            'auto'; labels outside the model's classes; an estimator without K classes), a
+            parameter the initializer does not redraw, K outputs that do not share one
+            kernel, or with 'auto' no convergence within mc_max_samples.
+        OutputError: a model without one logit or K finite outputs per input.
 
     Warns:
         MonteCarloDrawsWarning: the draws are too few for |S u E| (the message says why).
     """
-    check_estimator(estimator)
+    check_estimator(estimator)  # the name; with K classes known, that it supports them
     if kernel not in ("auto", "mc"):
         raise VolumeError(f"kernel must be 'auto' or 'mc', got {kernel!r}")
     n_samples = check_mc_samples(n_samples, "n_samples")
@@ -229,22 +279,30 @@ def volume_of(
     n_train = xs_S.shape[0]
     if n_train == 0:
         raise VolumeError("x_S: expected at least one training input")
-    y = as_binary_labels(y_S, n_train, labels)
     xs_E = xs_S[:0] if x_E is None else as_inputs(x_E, "x_E")
     if xs_E.shape[1:] != xs_S.shape[1:]:
         raise VolumeError(f"x_E: inputs of shape {tuple(xs_E.shape[1:])}, but x_S has "
                           f"{tuple(xs_S.shape[1:])}")
     x = torch.cat([xs_S, xs_E])
-    f = predicted(model, x)
+    # the batch size of the Monte-Carlo draws' forward passes (the same rounding)
+    outputs = model_outputs(model, x, batch_size=1024)
+    f, n_classes = labels_from_outputs(outputs).cpu().numpy(), output_count(outputs)
+    per_draw = 1 if outputs.ndim == 1 else int(outputs.shape[1])  # outputs in each draw
+    check_estimator(estimator, n_classes)
+    y = as_class_labels(y_S, n_train, labels, n_classes)
     train_accuracy = float(np.mean(f[:n_train] == y))
+    # K classes reach the estimators as an option; binary calls stay exactly as they were
+    classes = {"n_classes": n_classes} if n_classes > 2 else {}
+    seeded = estimator_seed(estimator, n_classes, seed)
 
     start = time.perf_counter()
     check: MCConvergence | None = None
     warning = None
+    shared: dict[str, Any] | None = None
     # The analytic/Monte-Carlo choice is select_kernel's (analytic where the prior has one).
     if kernel == "auto" and init is None and resolve_kernel_kind("auto", model) == "analytic":
-        service = VolumeService(select_kernel(model, x, "analytic").matrix)
-        volume = service.conditional(f, n_train, estimator, delta=delta, seed=seed, **options)
+        service = VolumeService(select_kernel(model, x, "analytic").matrix, n_classes=n_classes)
+        volume = service.conditional(f, n_train, estimator, delta=delta, **seeded, **options)
         errors_and_biases: tuple[float | None, ...] = (None,) * 8
         kind, mc_samples, mc_batches = "analytic", None, None
         kernel_seconds = time.perf_counter() - start
@@ -254,25 +312,29 @@ def volume_of(
             # true labels, which here are known on S only).
             mc, check = converged_output_kernel(
                 model, x, f, init=init, probe="the model's labels f on S u E",
-                estimator=estimator, estimator_options={"seed": seed, **options},
+                estimator=estimator, estimator_options={**seeded, **options, **classes},
                 tolerance=mc_tolerance, max_samples=mc_max_samples, seed=seed,
                 n_batches=n_batches, device=device, progress=progress)
         else:
-            # Each leave-one-batch-out kernel has rank at most its number of draws.
-            if n_samples - math.ceil(n_samples / n_batches) < x.shape[0]:
+            # Each leave-one-batch-out kernel has rank at most its draws times the outputs
+            # (F F^T / K per draw).
+            if per_draw * (n_samples - math.ceil(n_samples / n_batches)) < x.shape[0]:
+                least = math.ceil(x.shape[0] / per_draw * n_batches / (n_batches - 1))
                 raise VolumeError(f"n_samples={n_samples} gives rank-deficient kernels on "
-                                  f"{x.shape[0]} points; use n_samples > "
-                                  f"{math.ceil(x.shape[0] * n_batches / (n_batches - 1))} "
-                                  "or 'auto'")
+                                  f"{x.shape[0]} points; use n_samples > {least} or 'auto'")
             mc = cast(MonteCarloKernel, monte_carlo_kernel(
                 model, x, init=init, n_samples=n_samples, seed=seed, n_batches=n_batches,
                 device=device, progress=progress))
+        if mc.shared_outputs is not None and not mc.shared_outputs.passed:
+            raise VolumeError(f"{type(model).__name__}: {mc.shared_outputs.message()}; the "
+                              "K-class volume assumes K outputs with one kernel")
+        shared = None if mc.shared_outputs is None else asdict(mc.shared_outputs)
         kernel_seconds = mc.seconds
-        service = VolumeService(mc.kernel, name="Monte-Carlo kernel",
+        service = VolumeService(mc.kernel, name="Monte-Carlo kernel", n_classes=n_classes,
                                 replicates=list(mc.leave_one_batch_out()))
-        volume = service.conditional(f, n_train, estimator, delta=delta, seed=seed, **options)
+        volume = service.conditional(f, n_train, estimator, delta=delta, **seeded, **options)
         jackknife = service.conditional_jackknife(f, n_train, estimator, delta=delta,
-                                                  seed=seed, **options)
+                                                  **seeded, **options)
         errors_and_biases = ((*astuple(jackknife[0]), *astuple(jackknife[1]))
                              if jackknife is not None else (math.nan,) * 8)
         kind, mc_samples, mc_batches = "monte-carlo", mc.n_samples, n_batches
@@ -286,18 +348,4 @@ def volume_of(
                     kernel=kind, init=describe_init(init, model), mc_samples=mc_samples,
                     mc_batches=mc_batches, kernel_seconds=round(kernel_seconds, 3), seed=seed,
                     volume=volume, mc_convergence=None if check is None else check.to_info(),
-                    warning=warning)
-
-
-def predicted(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """The model's labels (output > 0) on x as 0/1 float64, computed where the model lives, in
-    eval mode (restored after)."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        outputs = network_outputs(model, x if param is None else
-                                  x.to(device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
-    return (outputs > 0).to(torch.float64).cpu().numpy()
+                    warning=warning, n_classes=n_classes, shared_outputs=shared)
