@@ -89,9 +89,11 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     task: Annotated[str, typer.Option(help="mnist or cifar10.")] = "mnist",
     classes: Annotated[
-        str | None, typer.Option(help="Binary split, e.g. 'odd-even' or '3v8'.")
+        str | None, typer.Option(help="Binary split, e.g. 'odd-even' or '3v8', or K >= 3 "
+                                 "classes: 'all' or a list such as '0,1,2,7'.")
     ] = None,
-    attack_size: Annotated[int, typer.Option(help="Attack-set size (flipped labels).")] = 0,
+    attack_size: Annotated[int, typer.Option(
+        help="Attack-set size (flipped labels; for K classes, another class).")] = 0,
     train_size: Annotated[int, typer.Option(help="|S|.")] = 500,
     test_size: Annotated[int, typer.Option(help="|E|.")] = 1000,
     seed: Annotated[int, typer.Option(help="Initialization and data-order seed.")] = 0,

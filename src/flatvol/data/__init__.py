@@ -1,4 +1,4 @@
-"""Data: MNIST/CIFAR-10 readers, checksummed downloads, and the binary tasks S, A, E.
+"""Data: MNIST/CIFAR-10 readers, checksummed downloads, and the tasks S, A, E (binary or K-class).
 
 `load_task` is the entry point; with no data folder it uses a small real MNIST subset shipped
 inside the package (see data/embedded/README.md).
@@ -28,10 +28,13 @@ from flatvol.data.tasks import (
     EMBEDDED_MNIST,
     TASKS,
     BinaryClasses,
+    Labelling,
+    MultiClasses,
     TaskInfo,
     get_task,
     load_source,
     load_task,
+    missing_classes,
     parse_classes,
     resolve_data_dir,
 )
@@ -48,6 +51,8 @@ __all__ = [
     "TASKS",
     "BinaryClasses",
     "ImageDataset",
+    "Labelling",
+    "MultiClasses",
     "Split",
     "TaskData",
     "TaskInfo",
@@ -61,6 +66,7 @@ __all__ = [
     "load_mnist_dir",
     "load_source",
     "load_task",
+    "missing_classes",
     "parse_classes",
     "read_cifar_batch",
     "read_idx_images",

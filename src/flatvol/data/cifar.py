@@ -1,4 +1,6 @@
-"""CIFAR-10: the official python batches (`cifar-10-batches-py`) and the shared car/cat npz.
+"""CIFAR-10: the official python batches (`cifar-10-batches-py`) and the shared npz subsets
+(`cifar10-jpeg-car-cat.npz`: all automobile and cat images; `cifar10-jpeg-10class.npz`: 1,000
+training and 200 test images of every class).
 
 Both loaders return channels-last uint8 images (n, 32, 32, 3) and the original CIFAR-10 labels
 (0..9); `flatvol.data.tasks` converts to channels-first floats.
@@ -35,6 +37,7 @@ CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
 CIFAR_BATCHES_DIRNAME = "cifar-10-batches-py"
 CIFAR_NPZ_NAME = "cifar10-jpeg-car-cat.npz"
+CIFAR_TEN_CLASS_NPZ_NAME = "cifar10-jpeg-10class.npz"
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 # What a corrupt, truncated or hostile pickle can raise while being read.
 _UNPICKLE_ERRORS = (

@@ -19,7 +19,8 @@ from flatvol.volume.kernels import resolve_kernel_kind
 
 
 def load_run_task(spec: ExperimentSpec, attack_size: int, data_dir: str | None) -> TaskData:
-    """The TaskData (S, A, E) of the spec's data settings with `attack_size` flipped points.
+    """The TaskData (S, A, E) of the spec's data settings with `attack_size` attack points
+    (flipped labels for a binary task, another class for K classes).
 
     Args:
         spec: the experiment spec.
@@ -28,13 +29,32 @@ def load_run_task(spec: ExperimentSpec, attack_size: int, data_dir: str | None) 
 
     Returns:
         The task; S and E depend only on the data settings, so every run shares them.
+
+    Raises:
+        DataError: the data cannot give it (sizes, classes; with data.every_class_in_S, a
+            class missing from S).
     """
     from flatvol.data import load_task
 
     d = spec.data
     return load_task(d.task, train_size=d.train_size, attack_size=attack_size,
                      test_size=d.test_size, data_seed=d.data_seed, data_dir=data_dir,
-                     classes=d.classes)
+                     classes=d.classes, every_class_in_S=d.every_class_in_S)
+
+
+def spec_classes(spec: ExperimentSpec) -> int:
+    """K, the number of classes of the spec's task (2 for a binary one), read from its
+    data.classes without loading any data.
+
+    Args:
+        spec: the experiment spec.
+
+    Returns:
+        K >= 2.
+    """
+    from flatvol.data import parse_classes
+
+    return parse_classes(spec.data.task, spec.data.classes).n_classes
 
 
 def spec_prior(spec: ExperimentSpec) -> Prior:

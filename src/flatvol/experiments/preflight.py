@@ -83,7 +83,7 @@ def _tiny_task(task: TaskData, n: int = DRY_RUN_POINTS) -> TaskData:
         return Split(split.x[:k], split.y[:k], split.index[:k])
 
     return TaskData(task.task, task.classes, task.data_seed, head(task.S, n),
-                    head(task.A, 0), head(task.E, n))
+                    head(task.A, 0), head(task.E, n), task.n_classes)
 
 
 def _check_optimizers(spec: ExperimentSpec, source: str, model: torch.nn.Module) -> None:
@@ -128,6 +128,39 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
             raise SpecError(one_line(f"{source}: {prefix}{text}")) from None
 
 
+def _check_classes(spec: ExperimentSpec, source: str, model: torch.nn.Module,
+                   task: TaskData) -> None:
+    """A K-class sweep: every measure must run for K classes, or be refused now in one line
+    rather than fail in every run: the volume's estimator on a K-class labelling of a 3 x 3
+    kernel, a Monte-Carlo draw count chosen by a check that probes binary labels only, and
+    each other measure on a few points of S."""
+    from flatvol.measures import MeasureContext, compute_measures
+    from flatvol.volume import VolumeService
+
+    k = task.n_classes
+    m = spec.measures
+    names = list(dict.fromkeys([*m.final, *spec.during.measures]))
+    if "volume" in names:
+        try:
+            VolumeService(np.eye(3), n_classes=k).log_volume(
+                np.array([0, 1, 2]), m.volume.estimator, **m.volume.options)
+        except (FlatvolError, TypeError, ValueError) as exc:
+            raise SpecError(one_line(f"{source}: measures.volume.estimator: {k} classes "
+                                     f"({spec.data.classes}): {exc}")) from None
+        if m.volume.kernel != "analytic" and m.volume.mc_samples == "auto":
+            raise SpecError(f"{source}: measures.volume.mc_samples: expected a draw count for a "
+                            f"{k}-class task, got 'auto' (its convergence check probes binary "
+                            "labels only)")
+    tiny = _tiny_task(task)
+    context = MeasureContext(m, seed=0, device="cpu")
+    for name in (n for n in names if n != "volume"):
+        try:
+            compute_measures([name], model, tiny, context)
+        except (FlatvolError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise SpecError(one_line(f"{source}: measures: {name!r} cannot measure a {k}-class "
+                                     f"network yet ({exc})")) from None
+
+
 def _check_mc_rank(spec: ExperimentSpec, source: str, model: torch.nn.Module,
                    task: TaskData) -> None:
     """A fixed Monte-Carlo draw count whose kernel of S u E must be singular is refused now
@@ -163,7 +196,8 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
     from flatvol.models import build_model
 
     try:
-        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=0)
+        model = build_model(spec.model.arch, task.input_shape, spec_prior(spec), seed=0,
+                            outputs=task.outputs)
     except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
         raise SpecError(one_line(f"{source}: model.arch: {exc}")) from None
     if "volume" in set(spec.measures.final) | set(spec.during.measures):
@@ -175,6 +209,8 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
             _check_mc_rank(spec, source, model, task)
     _check_optimizers(spec, source, model)
     _check_measures(spec, source, model, task)
+    if task.n_classes > 2:
+        _check_classes(spec, source, model, task)
 
 
 def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any],

@@ -22,9 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from flatvol.data.tasks import parse_classes
+from flatvol.digest import digest
 from flatvol.errors import SpecError
 from flatvol.experiments.spec_files import (
-    content_digest,
     read_spec_file,
     validate_spec,
 )
@@ -50,13 +51,29 @@ from flatvol.models.registry import parse_model_spec
 
 
 class DataSpec(StrictSpec):
-    """The binary task: S (train_size), E (test_size); attack sizes are a sweep axis."""
+    """The task: S (train_size), E (test_size); attack sizes are a sweep axis. `classes` names
+    a binary labelling ('0-4v5-9', '3v8', 'car-vs-cat') or K >= 3 classes ('all', '0,1,2,7',
+    'car,cat,dog'; K outputs, attack labels drawn from the other classes): flatvol.data's
+    parse_classes."""
 
     task: str = "mnist"
     classes: str | None = None
     train_size: int = Field(500, ge=1, le=MAX_DATA_SIZE)
     test_size: int = Field(1000, ge=1, le=MAX_DATA_SIZE)
     data_seed: int = Field(0, ge=0, le=MAX_SEED)
+    # Refuse (in the pre-flight) an S that misses one of the K classes. A check, not a setting:
+    # it changes no number, so it is left out of every dump and no digest or cache key moves.
+    every_class_in_S: bool = Field(False, exclude=True)
+
+    @model_validator(mode="after")
+    def _labelling(self) -> DataSpec:
+        # Checked when the spec is read, before any data; the value is kept as written (not
+        # normalized), so the digests of the specs that name it stay what they were.
+        try:
+            parse_classes(self.task, self.classes)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class ModelSpec(StrictSpec):
@@ -304,12 +321,12 @@ class ExperimentSpec(StrictSpec):
         payload = self.model_dump(mode="json", exclude={
             "name": True, "description": True, "optimizers": True, "sweep": True,
             "train": set(TRAIN_EXECUTION_FIELDS)})
-        return content_digest(payload)
+        return digest("spec", payload)
 
     def config_hash(self, optimizer: OptimizerSpec) -> str:
         """Hash of everything that determines a run of `optimizer` (protocol + its settings)."""
-        return content_digest({"spec": self.spec_hash(),
-                               "optimizer": optimizer.model_dump(mode="json")})
+        return digest("run-config", {"spec": self.spec_hash(),
+                                     "optimizer": optimizer.model_dump(mode="json")})
 
     def optimizer(self, label: str) -> OptimizerSpec:
         for o in self.optimizers:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from flatvol.errors import SpecError
 
 if TYPE_CHECKING:
@@ -31,11 +29,13 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
                   ) -> tuple[dict[str, float], dict[str, Any]]:
     """log10 V(f) of the labels f the model gives S u E, log10 V(f|S) = log10 V(f on S u E)
     - log10 V(f on S) and the PAC-Bayes bound, from the volume service on the sweep's kernel.
+    For a K-class task f is the argmax labels (flatvol.models.labels_of) and the service is for
+    K classes (VolumeService(n_classes=K): the sweep builds it so).
 
     Args:
         model: the trained network.
         task: its task; the kernel is of S u E in that order.
-        service: the volume service on the sweep's NNGP kernel.
+        service: the volume service on the sweep's NNGP kernel, for the task's K classes.
         estimator: a name in flatvol.volume.ESTIMATORS.
         options: keyword arguments of that estimator.
         exact_kernel: the kernel is analytic, so its error is 0 (else it is the jackknife
@@ -46,9 +46,14 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
         pac_bayes_bound, volume_converged, log10_volume_stderr,
         log10_volume_conditional_stderr) and the estimator's details for the run's info.
     """
-    from flatvol.train import predict_labels
+    from flatvol.models import labels_of
 
-    labels = predict_labels(model, task.x_SE()).numpy().astype(np.float64)
+    labels = labels_of(model, task.x_SE())
+    if service.n_classes != task.n_classes:
+        # a binary service would refuse (or a K-class one misread) the labels: say why here
+        raise SpecError(f"measure 'volume': the volume service is for {service.n_classes}-class "
+                        f"functions, but task {task.task} {task.classes} has {task.n_classes} "
+                        "classes")
     if labels.shape[0] != service.n:
         raise SpecError(f"kernel is {service.n} x {service.n} but S u E has {labels.shape[0]} "
                         "points")

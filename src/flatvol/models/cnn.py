@@ -1,4 +1,5 @@
-"""A small ReLU CNN: [conv3x3 -> ReLU -> maxpool2] * len(channels), then a linear readout."""
+"""A small ReLU CNN: [conv3x3 -> ReLU -> maxpool2] * len(channels), then a linear readout
+(one logit, or K outputs for K classes)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ class SmallCNN(nn.Module):
         in_shape: Sequence[int],
         channels: Sequence[int] = (16, 32),
         prior: Prior | None = None,
+        outputs: int = 1,
     ):
         super().__init__()
         c, h, w = (int(s) for s in in_shape)
+        self.outputs = int(outputs)
         self.in_shape = (c, h, w)
         self.channels = tuple(int(k) for k in channels)
         self.prior = prior or Prior()
@@ -28,7 +31,7 @@ class SmallCNN(nn.Module):
             c, h, w = k, h // 2, w // 2
         self.convs = nn.ModuleList(convs)
         self.feature_dim = c * h * w
-        self.readout = nn.Linear(self.feature_dim, 1)
+        self.readout = nn.Linear(self.feature_dim, self.outputs)
 
     @property
     def linears(self) -> list[nn.Module]:
@@ -42,4 +45,5 @@ class SmallCNN(nn.Module):
         return h.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.features(x)).squeeze(-1)
+        z = self.readout(self.features(x))
+        return z.squeeze(-1) if self.outputs == 1 else z

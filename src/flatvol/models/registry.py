@@ -104,28 +104,32 @@ def parse_model_spec(spec: str) -> ParsedModelSpec:
 
 
 def _constructor(parsed: ParsedModelSpec, input_shape: tuple[int, ...],
-                 prior: Prior) -> Callable[[], nn.Module]:
+                 prior: Prior, outputs: int = 1) -> Callable[[], nn.Module]:
     """The call that builds the (uninitialized) network, checked against the input shape."""
+    if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+        raise SpecError(f"model outputs: expected 1 (one logit) or K >= 3 (K classes), got "
+                        f"{outputs!r}")
     if parsed.family == "fcn":
-        return lambda: FCN(math.prod(input_shape), parsed.sizes, prior)
+        return lambda: FCN(math.prod(input_shape), parsed.sizes, prior, outputs)
     if len(input_shape) != 3:
         raise SpecError(f"model {parsed.family!r} needs image inputs (C,H,W), got shape "
                         f"{input_shape}")
     if parsed.family == "cnn":
-        return lambda: SmallCNN(input_shape, parsed.sizes, prior)
+        return lambda: SmallCNN(input_shape, parsed.sizes, prior, outputs)
     build = resnet18 if parsed.family == "resnet18" else resnet50
     return lambda: build(input_shape[0], batch_norm=parsed.batch_norm,
-                         base_width=parsed.sizes[0], prior=prior)
+                         base_width=parsed.sizes[0], prior=prior, outputs=outputs)
 
 
 @functools.lru_cache(maxsize=64)
-def parameter_count(spec: str, input_shape: tuple[int, ...]) -> int:
+def parameter_count(spec: str, input_shape: tuple[int, ...], outputs: int = 1) -> int:
     """The parameters of `spec` on inputs of `input_shape`, counted without allocating them
     (the network is built on torch's meta device; cached, as an ensemble builds many).
 
     Args:
         spec: Model spec, e.g. 'fcn:40,40'.
         input_shape: Input shape of one example, channels first.
+        outputs: 1 (one logit) or K (K classes).
 
     Returns:
         The number of parameters.
@@ -133,7 +137,7 @@ def parameter_count(spec: str, input_shape: tuple[int, ...]) -> int:
     Raises:
         SpecError: If the spec is invalid or does not fit input_shape.
     """
-    make = _constructor(parse_model_spec(spec), input_shape, Prior())
+    make = _constructor(parse_model_spec(spec), input_shape, Prior(), outputs)
     with torch.device("meta"):
         return sum(p.numel() for p in make().parameters())
 
@@ -143,6 +147,7 @@ def build_model(
     input_shape: Sequence[int],
     prior: Prior | None = None,
     seed: int | None = None,
+    outputs: int = 1,
 ) -> nn.Module:
     """Build a model from `spec` and draw its parameters from `prior`.
 
@@ -154,6 +159,7 @@ def build_model(
         input_shape: Input shape of one example, channels first.
         prior: Prior the parameters are drawn from (default: Prior()).
         seed: Seed of the initialization (default: the global RNG).
+        outputs: 1 (one logit, a binary task) or K (a K-class task: TaskData.outputs).
 
     Returns:
         The model, with model.prior and model.spec set.
@@ -165,8 +171,8 @@ def build_model(
         raise SpecError(f"seed: {problem}")  # beyond torch's manual_seed and the store's keys
     prior = prior or Prior()
     input_shape = tuple(int(s) for s in input_shape)
-    make = _constructor(parse_model_spec(spec), input_shape, prior)
-    count = parameter_count(spec, input_shape)
+    make = _constructor(parse_model_spec(spec), input_shape, prior, outputs)
+    count = parameter_count(spec, input_shape, outputs)
     if count > MAX_PARAMETERS:
         raise SpecError(f"model spec {spec!r}: expected at most {MAX_PARAMETERS} parameters, "
                         f"got {count} on inputs of shape {input_shape}")

@@ -1,4 +1,5 @@
-"""CIFAR-style ResNets (3x3 stem, no max-pool) with one logit output; BatchNorm optional."""
+"""CIFAR-style ResNets (3x3 stem, no max-pool) with one logit output (or K for K classes);
+BatchNorm optional."""
 
 from __future__ import annotations
 
@@ -71,9 +72,11 @@ class ResNet(nn.Module):
         base_width: int = 64,
         batch_norm: bool = True,
         prior: Prior | None = None,
+        outputs: int = 1,
     ):
         super().__init__()
         self.prior = prior or Prior()
+        self.outputs = int(outputs)
         self.batch_norm = batch_norm
         self.stem = nn.Conv2d(in_channels, base_width, 3, 1, 1, bias=not batch_norm)
         self.stem_norm = _norm(base_width, batch_norm)
@@ -89,7 +92,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.feature_dim = in_planes
-        self.readout = nn.Linear(in_planes, 1)
+        self.readout = nn.Linear(in_planes, self.outputs)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.stem_norm(self.stem(x)))
@@ -97,12 +100,13 @@ class ResNet(nn.Module):
         return nn.functional.adaptive_avg_pool2d(h, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.features(x)).squeeze(-1)
+        z = self.readout(self.features(x))
+        return z.squeeze(-1) if self.outputs == 1 else z
 
 
 def resnet18(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64,
-             prior: Prior | None = None) -> ResNet:
-    """ResNet-18 (BasicBlock, stages of 2, 2, 2, 2 blocks) with one output logit.
+             prior: Prior | None = None, outputs: int = 1) -> ResNet:
+    """ResNet-18 (BasicBlock, stages of 2, 2, 2, 2 blocks) with one output logit (or K).
 
     build_model draws its parameters from the prior; this constructor does not.
 
@@ -111,16 +115,17 @@ def resnet18(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64
         batch_norm: Whether to use BatchNorm layers.
         base_width: Number of channels of the first stage.
         prior: Prior kept as model.prior (default: Prior()).
+        outputs: 1 (one logit, binary) or K (K classes).
 
     Returns:
         The ResNet-18 model (PyTorch's default initialization).
     """
-    return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, base_width, batch_norm, prior)
+    return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, base_width, batch_norm, prior, outputs)
 
 
 def resnet50(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64,
-             prior: Prior | None = None) -> ResNet:
-    """ResNet-50 (Bottleneck, stages of 3, 4, 6, 3 blocks) with one output logit.
+             prior: Prior | None = None, outputs: int = 1) -> ResNet:
+    """ResNet-50 (Bottleneck, stages of 3, 4, 6, 3 blocks) with one output logit (or K).
 
     build_model draws its parameters from the prior; this constructor does not.
 
@@ -129,8 +134,9 @@ def resnet50(in_channels: int = 3, batch_norm: bool = True, base_width: int = 64
         batch_norm: Whether to use BatchNorm layers.
         base_width: Number of channels of the first stage.
         prior: Prior kept as model.prior (default: Prior()).
+        outputs: 1 (one logit, binary) or K (K classes).
 
     Returns:
         The ResNet-50 model (PyTorch's default initialization).
     """
-    return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, base_width, batch_norm, prior)
+    return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, base_width, batch_norm, prior, outputs)

@@ -13,6 +13,7 @@ from flatvol.train.loop import (
     TrainResult,
     accuracy,
     bce_loss,
+    classification_loss,
     predict_labels,
     train_to_fit,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "TrainResult",
     "accuracy",
     "bce_loss",
+    "classification_loss",
     "load_checkpoint",
     "load_run",
     "make_optimizer",

@@ -224,7 +224,7 @@ def load_run(
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{run_dir / RUN_JSON}: inconsistent run metadata ({exc})") from None
     try:
-        model = build_model(info["model"], task.input_shape, prior)
+        model = build_model(info["model"], task.input_shape, prior, outputs=task.outputs)
     except SpecError as exc:  # e.g. more parameters on these inputs than flatvol.limits allows
         raise CheckpointError(f"{run_dir / RUN_JSON}: model: {exc}") from None
     load_checkpoint(run_dir / WEIGHTS, model)

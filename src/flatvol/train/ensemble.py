@@ -49,6 +49,7 @@ from flatvol.train.ensemble_checkpoint import (
     ensemble_fingerprint,
 )
 from flatvol.train.ensemble_epoch import (
+    as_labels,
     correct_count,
     correct_prefix,
     fitting_members,
@@ -64,7 +65,7 @@ from flatvol.train.ensemble_result import (
     member_model,
     member_result,
 )
-from flatvol.train.loop import TrainConfig
+from flatvol.train.loop import TrainConfig, check_task_outputs
 from flatvol.train.protocol import data_order_generator
 from flatvol.train.stacked import (
     ENSEMBLE_OPTIMIZERS,
@@ -164,7 +165,9 @@ def train_models_together(
         The EnsembleResult: per-member outcomes and the final weights, stacked along dim 0.
 
     Raises:
-        SpecError: If the models, the seeds, the attack sizes or a size argument is invalid.
+        SpecError: If the models, the seeds, the attack sizes or a size argument is invalid,
+            or the models' output count does not fit the task (one logit for two classes,
+            K outputs for K classes).
     """
     started = time.perf_counter()
     config = config or TrainConfig()
@@ -174,6 +177,7 @@ def train_models_together(
         raise SpecError(f"group_size must be >= 1, got {group_size}")
     device = torch.device(device)
     template = copy.deepcopy(models[0]).cpu().eval()
+    check_task_outputs(template, task)
     runner = pick_engine(template, engine)
     with torch.no_grad():
         stacked, stacked_buffers = stack_module_state(list(models))
@@ -184,8 +188,9 @@ def train_models_together(
     # Training on the prefix S u A[:max attack]: every member's points are a prefix of it.
     n_S = len(task.S)
     n_A = int(attacks.max())
-    x_train, y_train = (t[: n_S + n_A].to(device, dtype)
-                        for t in task.train_inputs(include_attack=True))
+    x_all, y_all = task.train_inputs(include_attack=True)
+    x_train = x_all[: n_S + n_A].to(device, dtype)
+    y_train = as_labels(y_all[: n_S + n_A], device, dtype)
     rule = config.stopping_rule()
     # Rows of the stacks hold members sorted by training-set size (stable), so the members of
     # one group share their number of minibatches; `active` maps rows to member ids.
@@ -352,7 +357,8 @@ def train_ensemble(
     checkpoint: str | Path | None = None,
     checkpoint_every_s: float | None = None,
 ) -> EnsembleResult:
-    """Build `build_model(model_spec, task.input_shape, prior, seed=s)` for each seed s and
+    """Build `build_model(model_spec, task.input_shape, prior, seed=s, outputs=task.outputs)`
+    for each seed s (one logit for a binary task, K outputs for K classes) and
     train them together; member k equals `train_to_fit(that model, T_k, config, seed=s)`,
     T_k being `task` with A cut to its first `attack_sizes[k]` points (default: all of A).
     Members are (seed, attack size) pairs: a seed may repeat with different attack sizes.
@@ -386,7 +392,8 @@ def train_ensemble(
     pairs = list(zip(seeds, attack_sizes if attack_sizes is not None else [None] * len(seeds)))
     if len(set(pairs)) != len(pairs):
         raise SpecError("ensemble members must be distinct (seed, attack size) pairs")
-    models = [build_model(model_spec, task.input_shape, prior, seed=s) for s in seeds]
+    models = [build_model(model_spec, task.input_shape, prior, seed=s, outputs=task.outputs)
+              for s in seeds]
     return train_models_together(models, task, config, seeds, device=device, callback=callback,
                                  keep_history=keep_history, engine=engine, group_size=group_size,
                                  workers=workers, attack_sizes=attack_sizes,

@@ -25,15 +25,30 @@ from flatvol.train.stacked import Params, StackedEngine, StackedOptimizer, gathe
 SUSPECTS = 16  # points re-checked per member before a full evaluation of S
 
 
+def as_labels(y: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Labels on `device` as the engines take them: a binary task's {0, 1} in the parameters'
+    float `dtype` (the sigmoid cross-entropy's targets), a K-class task's int64 as they are."""
+    return y.to(device, dtype) if y.is_floating_point() else y.to(device)
+
+
+def stacked_labels(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The members' labels from stacked outputs, in y's dtype: logit > 0 for one logit (float
+    {0, 1} labels), argmax (ties to the lowest class, as flatvol.models.labels) for C outputs
+    (int64 labels; outputs (..., C))."""
+    if y.is_floating_point():
+        return (logits > 0).to(y.dtype)
+    return logits.argmax(-1)
+
+
 def correct_count(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-member count of points classified as labelled (logit > 0 <=> label 1)."""
-    return ((logits > 0).to(y.dtype) == y).sum(-1)
+    """Per-member count of points classified as labelled (stacked_labels equal to y)."""
+    return (stacked_labels(logits, y) == y).sum(-1)
 
 
 def correct_prefix(logits: torch.Tensor, y: torch.Tensor, sizes: np.ndarray) -> np.ndarray:
     """Per-member count of its own points classified as labelled: member k's are the first
-    sizes[k] columns of logits (K, n)."""
-    right = ((logits > 0).to(y.dtype) == y).cpu().numpy()
+    sizes[k] points of logits (K, n) (or (K, n, C))."""
+    right = (stacked_labels(logits, y) == y).cpu().numpy()
     return (right & (np.arange(right.shape[1]) < sizes[:, None])).sum(1)
 
 
@@ -78,7 +93,7 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
             if loss is not None:
                 total[rows] += loss.detach().double() * idx.shape[1]
             if not keep_history:
-                missed[rows].scatter_(1, idx, (z.detach() > 0).to(yb.dtype) != yb)
+                missed[rows].scatter_(1, idx, stacked_labels(z.detach(), yb) != yb)
 
     groups = [(r0, r1, s0, order) for (s0, r1, _), order in zip(segments, perms)
               for r0 in range(s0, r1, group_size)]
@@ -112,7 +127,7 @@ def fitting_members(runner: StackedEngine, params: Params, buffers: Params, x: t
         xs = x.index_select(0, idx.reshape(-1)).view(*idx.shape, *x.shape[1:])
         z = runner.logits_per_member(member_rows(params, rows, rows_total), buffers, xs)
         # topk pads with non-suspects, which may lie beyond a member's own points: not counted
-        right = ((z > 0).to(y.dtype) == y[idx]) | (idx >= own[rows].unsqueeze(1))
+        right = (stacked_labels(z, y) == y[idx]) | (idx >= own[rows].unsqueeze(1))
         candidates[rows] = right.all(1)
     fit = torch.zeros(rows_total, dtype=torch.bool, device=missed.device)
     rows = torch.nonzero(candidates).squeeze(1)
@@ -146,11 +161,11 @@ def stop_members(runner: StackedEngine, ids: np.ndarray, final: Params, initial:
     for row, split in ((0, task.S), (2, task.E)):
         if len(split):
             logits = runner.logits(params, rows, split.x.to(device, dtype))
-            accuracies[row, ids] = (correct_count(logits, split.y.to(device, dtype)).cpu().numpy()
-                                    / len(split))
+            accuracies[row, ids] = (correct_count(logits, as_labels(split.y, device, dtype))
+                                    .cpu().numpy() / len(split))
     sizes = attacks[ids]
     n_A = int(sizes.max())
-    x_A, y_A = task.A.x[:n_A].to(device, dtype), task.A.y[:n_A].to(device, dtype)
+    x_A, y_A = task.A.x[:n_A].to(device, dtype), as_labels(task.A.y[:n_A], device, dtype)
     accuracies[1, ids] = fraction(correct_prefix(runner.logits(params, rows, x_A), y_A, sizes),
                                    sizes)
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flatvol.models.labels import labels_from_outputs
 from flatvol.train.loop import TrainResult
 from flatvol.train.stacked import Params, StackedEngine
 
@@ -70,14 +71,18 @@ class EnsembleResult:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member's logits on x: shape (K, n)."""
+        """Every member's outputs on x: shape (K, n) (one logit) or (K, n, C) (C classes)."""
         device = next(iter(self.params.values())).device
         return self._runner.logits(self.params, self.buffers, x.to(device))
 
     @torch.no_grad()
     def predict_labels(self, x: torch.Tensor) -> torch.Tensor:
-        """The function each member expresses on x: labels in {0,1}, shape (K, n), on CPU."""
-        return (self.logits(x) > 0).float().cpu()
+        """The function each member expresses on x, shape (K, n), on CPU, as
+        flatvol.train.predict_labels gives it: float32 {0, 1} for one logit, int64 argmax for
+        C outputs."""
+        outputs = self.logits(x)
+        labels = torch.stack([labels_from_outputs(member) for member in outputs]).cpu()
+        return labels.float() if outputs.ndim == 2 else labels
 
 
 def member_result(status: str, epochs: int, fitted_at: int | None,

@@ -1,4 +1,5 @@
-"""Train a binary classifier until it fits S (or S u A), the paper's protocol."""
+"""Train a classifier (one logit, or K outputs for K classes) until it fits S (or S u A), the
+paper's protocol: sigmoid cross-entropy on one logit, softmax cross-entropy on K outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch.nn import functional as F
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
+from flatvol.models.labels import labels_from_outputs
 from flatvol.train.optimizers import (
     OptimizerSettings,
     OptionValue,
@@ -108,14 +110,31 @@ def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, y)
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
-    """Fraction of sign(logit) predictions equal to labels in {0,1}; nan for an empty set.
+def classification_loss(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The training loss: sigmoid cross-entropy on one logit (bce_loss), softmax cross-entropy
+    on K outputs.
 
     Args:
-        model: The binary classifier (one logit per input).
+        outputs: Network outputs, shape (n,) (one logit) or (n, K).
+        y: Labels, float {0, 1} of shape (n,) for one logit, int64 0..K-1 for K outputs.
+
+    Returns:
+        The mean loss, a scalar tensor.
+    """
+    if outputs.ndim == 1:
+        return bce_loss(outputs, y)
+    return F.cross_entropy(outputs, y)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
+    """Fraction of the model's labels (flatvol.models.labels: logit > 0 for one logit, argmax
+    for K outputs) equal to y; nan for an empty set.
+
+    Args:
+        model: The classifier (one logit or K outputs per input).
         x: Inputs, shape (n, ...).
-        y: Labels in {0, 1}, shape (n,).
+        y: Labels, shape (n,): {0, 1} for one logit, 0..K-1 for K outputs.
         chunk: Inputs per forward pass.
 
     Returns:
@@ -126,26 +145,56 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
     device = next(model.parameters()).device
     correct = 0
     for i in range(0, len(y), chunk):
-        logits = model(x[i : i + chunk].to(device))
-        correct += int(((logits > 0).float() == y[i : i + chunk].to(device)).sum())
+        labels = labels_from_outputs(model(x[i : i + chunk].to(device)))
+        correct += int((labels == y[i : i + chunk].to(device)).sum())
     return correct / len(y)
 
 
 @torch.no_grad()
 def predict_labels(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The function a model expresses on x: labels in {0,1} (float32, on CPU).
+    """The function a model expresses on x, on CPU, in its task's label type: float32 {0, 1}
+    for one logit (logit > 0), int64 0..K-1 (argmax) for K outputs.
 
     Args:
-        model: The binary classifier (one logit per input).
+        model: The classifier (one logit or K outputs per input).
         x: Inputs, shape (n, ...).
         chunk: Inputs per forward pass.
 
     Returns:
-        The labels (logit > 0) in {0, 1}, float32 of shape (n,), on CPU.
+        The labels, shape (n,), on CPU.
     """
     device = next(model.parameters()).device
-    out = [(model(x[i : i + chunk].to(device)) > 0).float().cpu() for i in range(0, len(x), chunk)]
-    return torch.cat(out) if out else torch.empty(0)
+    outputs = [model(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)]
+    if not outputs:
+        return torch.empty(0)
+    labels = labels_from_outputs(torch.cat(outputs)).cpu()
+    return labels.float() if outputs[0].ndim == 1 else labels
+
+
+@torch.no_grad()
+def check_task_outputs(model: torch.nn.Module, task: TaskData) -> None:
+    """Refuse a model whose output count does not fit the task (one logit for a binary task,
+    K for K classes): its loss and labels would be silently wrong.
+
+    Args:
+        model: The classifier, evaluated on one input of S in eval mode (its mode is restored).
+        task: The task it is to be trained on.
+
+    Raises:
+        SpecError: The model gives another number of outputs per input.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        outputs = model(task.S.x[:1].to(device))
+    finally:
+        model.train(was_training)
+    got = 1 if outputs.ndim == 1 else int(outputs.shape[-1])
+    if outputs.ndim > 2 or got != task.outputs:
+        raise SpecError(f"model outputs: expected {task.outputs} per input for the "
+                        f"{task.n_classes}-class task {task.task} {task.classes}, got "
+                        f"{tuple(outputs.shape[1:]) or 1}")
 
 
 def train_to_fit(
@@ -159,10 +208,13 @@ def train_to_fit(
 ) -> TrainResult:
     """Train on S u A with minibatch `config.optimizer` until the stopping rule holds.
 
+    The loss is `classification_loss`: sigmoid cross-entropy for a one-logit model on a binary
+    task, softmax cross-entropy for a K-output model on a K-class task (int64 labels).
     Stopping (`config.stopping_rule()`): at the end of the first epoch where S (fit='S') or
-    S u A (fit='all') is 100% classified, then `post_train_epochs` more epochs. Hitting
-    `max_epochs` first gives status 'did_not_fit'. The data order is drawn from `seed` alone
-    (`data_order_generator`), so a run is reproducible.
+    S u A (fit='all') is 100% classified (labels_from_outputs equal to the labels), then
+    `post_train_epochs` more epochs. Hitting `max_epochs` first gives status 'did_not_fit'.
+    The data order is drawn from `seed` alone (`data_order_generator`), so a run is
+    reproducible.
 
     Args:
         model: trained in place.
@@ -176,10 +228,14 @@ def train_to_fit(
 
     Returns:
         The run's TrainResult.
+
+    Raises:
+        SpecError: The model's output count does not fit the task (check_task_outputs).
     """
     config = config or TrainConfig()
     device = torch.device(device)
     model.to(device)
+    check_task_outputs(model, task)
     x_train, y_train = (t.to(device) for t in task.train_inputs(include_attack=True))
     x_S, y_S = task.S.x.to(device), task.S.y.to(device)
     x_A, y_A = task.A.x.to(device), task.A.y.to(device)
@@ -201,7 +257,7 @@ def train_to_fit(
 
             def closure(idx: torch.Tensor = idx) -> torch.Tensor:
                 optimizer.zero_grad(set_to_none=True)
-                loss = bce_loss(model(x_train[idx]), y_train[idx])
+                loss = classification_loss(model(x_train[idx]), y_train[idx])
                 loss.backward()
                 return loss
 

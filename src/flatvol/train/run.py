@@ -91,7 +91,8 @@ def train_run(
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the model from `spec.seed`, train it, and (optionally) save the run directory."""
     start = time.perf_counter()
-    model = build_model(spec.model, task.input_shape, spec.prior, seed=spec.seed)
+    model = build_model(spec.model, task.input_shape, spec.prior, seed=spec.seed,
+                        outputs=task.outputs)
     result = train_to_fit(model, task, spec.train, seed=spec.seed, device=device, callback=callback)
     info = run_info(spec, task, result, data_dir, time.perf_counter() - start)
     if out_dir is not None:

@@ -1,6 +1,10 @@
 """Per-member math on stacked parameters (K members along dim 0): gradient engines and the
 optimizer update, for the ensemble trainer.
 
+A member's outputs are one logit per point (a binary task: sigmoid cross-entropy, stacked
+logits (G, n)) or C outputs (a C-class task: softmax cross-entropy on int64 labels, stacked
+outputs (G, n, C)), as `train_to_fit`'s `classification_loss`.
+
 Two engines compute the per-member gradients:
 - 'fcn': batched matmuls (bmm) with a hand-written backward pass for `FCN` models (the fast
   path on CPU). Input features that are zero on every training point are left out of
@@ -31,6 +35,7 @@ from torch.optim.sgd import sgd
 
 from flatvol.errors import SpecError
 from flatvol.models import FCN
+from flatvol.train.loop import classification_loss
 from flatvol.train.optimizers import OptimizerSettings, flush_subnormal_, make_optimizer
 
 # The registered optimizers whose torch.optim class has a stacked form here (SGD, Adam).
@@ -58,16 +63,16 @@ class StackedEngine:
     def loss_and_grads(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor,
                        need_loss: bool = True
                        ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
-        """x: (G, B, ...) y: (G, B) -> mean BCE per member (G,) (or None when not needed),
-        logits (G, B), gradients."""
+        """x: (G, B, ...) y: (G, B) -> mean loss per member (G,) (or None when not needed),
+        outputs (G, B) (one logit) or (G, B, C), gradients."""
         raise NotImplementedError
 
     def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        """x shared by all members: (n, ...) -> (K, n)."""
+        """x shared by all members: (n, ...) -> (K, n) (one logit) or (K, n, C)."""
         raise NotImplementedError
 
     def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
-        """x: (K, m, ...), member k's own points -> (K, m)."""
+        """x: (K, m, ...), member k's own points -> (K, m) (one logit) or (K, m, C)."""
         raise NotImplementedError
 
 
@@ -79,7 +84,7 @@ class FCNEngine(StackedEngine):
     def __init__(self, template: FCN):
         names = {id(p): n for n, p in template.named_parameters()}
         self.layers = [(names[id(m.weight)], names[id(m.bias)]) for m in template.linears]
-        self.dims = [template.in_dim, *template.widths, 1]
+        self.dims = [template.in_dim, *template.widths, template.outputs]
         self.columns: torch.Tensor | None = None  # input features kept for training
         self.flops = 0.0
         self._buffers: dict[int, Params] = {}
@@ -116,7 +121,7 @@ class FCNEngine(StackedEngine):
             self.flops += float(members) * rows * fwd
 
     def _forward(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """x (G, B, d) -> logits (G, B) and each layer's input, kept transposed as
+        """x (G, B, d) -> outputs (G, C, B) and each layer's input, kept transposed as
         (G, features, B): W @ x^T runs faster than x @ W^T in MKL's batched GEMM."""
         h = x.transpose(1, 2)
         inputs = []
@@ -127,7 +132,12 @@ class FCNEngine(StackedEngine):
         w_out, b_out = self.layers[-1]
         inputs.append(h)
         z = torch.bmm(params[w_out], h).add_(params[b_out].unsqueeze(2))
-        return z.squeeze(1), inputs
+        return z, inputs
+
+    @staticmethod
+    def _outputs(z: torch.Tensor) -> torch.Tensor:
+        """Outputs (G, C, B) in the stacked form: (G, B) for one logit, else (G, B, C)."""
+        return z.squeeze(1) if z.shape[1] == 1 else z.transpose(1, 2)
 
     def _grad_buffer(self, name: str, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
         # reused between steps (one set per thread): a fresh multi-MB tensor per step costs
@@ -142,11 +152,22 @@ class FCNEngine(StackedEngine):
                        need_loss: bool = True
                        ) -> tuple[torch.Tensor | None, torch.Tensor, Params]:
         self._count(x.shape[0], x.shape[1], x.shape[2], backward=True)
-        z, inputs = self._forward(params, x)
-        loss = (F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(1)
-                if need_loss else None)
-        g = (torch.sigmoid(z) - y).div_(y.shape[1])  # d mean-BCE / d logit
-        ga = g.unsqueeze(1)  # (G, out, B): gradient w.r.t. a layer's pre-activations
+        z_all, inputs = self._forward(params, x)
+        if z_all.shape[1] == 1:  # one logit: sigmoid cross-entropy
+            z = z_all.squeeze(1)
+            loss = (F.binary_cross_entropy_with_logits(z, y, reduction="none").mean(1)
+                    if need_loss else None)
+            g = (torch.sigmoid(z) - y).div_(y.shape[1])  # d mean-BCE / d logit
+            ga = g.unsqueeze(1)  # (G, out, B): gradient w.r.t. a layer's pre-activations
+        else:  # C outputs: softmax cross-entropy on int64 labels y (G, B)
+            loss = (F.cross_entropy(z_all, y, reduction="none").mean(1)
+                    if need_loss else None)
+            # d mean-CE / d output = (softmax - one-hot) / B
+            ga = torch.softmax(z_all, dim=1)
+            ga.scatter_add_(1, y.unsqueeze(1), torch.full_like(y, -1, dtype=ga.dtype
+                                                               ).unsqueeze(1))
+            ga.div_(y.shape[1])
+            z = self._outputs(z_all)
         grads: Params = {}
         for layer in range(len(self.layers) - 1, -1, -1):
             w_name, b_name = self.layers[layer]
@@ -163,7 +184,7 @@ class FCNEngine(StackedEngine):
 
     def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         self._count(x.shape[0], x.shape[1], x.shape[2], backward=False)
-        return self._forward(params, x)[0]
+        return self._outputs(self._forward(params, x)[0])
 
     def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         first = params[self.layers[0][0]]
@@ -184,7 +205,7 @@ class FCNEngine(StackedEngine):
             for w_name, b_name in self.layers[1:]:
                 h = h.clamp_min(0)
                 h = torch.baddbmm(p[b_name].unsqueeze(1), h, p[w_name].transpose(1, 2))
-            out.append(h.squeeze(-1))
+            out.append(h.squeeze(-1) if h.shape[-1] == 1 else h)
         return torch.cat(out)
 
 
@@ -202,7 +223,7 @@ class VmapEngine(StackedEngine):
         def loss_fn(p: Params, b: Params, x: torch.Tensor, y: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
             z = logit_fn(p, b, x)
-            return F.binary_cross_entropy_with_logits(z, y), z.detach()
+            return classification_loss(z, y), z.detach()
 
         self._grad = vmap(grad_and_value(loss_fn, has_aux=True), in_dims=(0, 0, 0, 0))
         self._logits = vmap(logit_fn, in_dims=(0, 0, None))
@@ -217,14 +238,13 @@ class VmapEngine(StackedEngine):
     def logits(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
         k_total = next(iter(params.values())).shape[0]
         x = x.to(next(iter(params.values())).dtype)
-        if len(x) == 0:
-            return x.new_zeros(k_total, 0)
         rows = []
         for k0 in range(0, k_total, 64):  # bounded activations: 64 members x 1024 points
             p = {k: v[k0 : k0 + 64] for k, v in params.items()}
             b = {k: v[k0 : k0 + 64] for k, v in buffers.items()}
+            # an empty x still runs once: the model gives the shape of no outputs, (k, 0, C)
             rows.append(torch.cat([self._logits(p, b, x[i : i + 1024])
-                                   for i in range(0, len(x), 1024)], dim=1))
+                                   for i in range(0, max(len(x), 1), 1024)], dim=1))
         return torch.cat(rows)
 
     def logits_per_member(self, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
