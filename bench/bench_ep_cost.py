@@ -11,8 +11,9 @@ vector (`log_volume(..., keep_posterior=True)`, then `warm_start=` that result):
 - "warm (truth)": the true labels of S u E, what a sweep uses (VolumeService
   reference_labels: the same start for every run, so the numbers do not depend on the order).
 
-Per repetition, alternating (A B C D E A B C D E ...): A = old cold `log_volume(f,
-mode='parallel')` (parallel EP), B = new cold `log_volume(f)` (the default: block sweeps,
+Per repetition, alternating (A B C D E A B C D E ...): A = old cold parallel EP (removed
+from flatvol with the move to one EP solver, flatvol.volume.ep: the column stays empty), B = new
+cold `log_volume(f)` (the default: block sweeps,
 float32 corrections, Newton steps), C = warm from the neighbour, D = warm from the truth, E = one
 scipy.linalg.cholesky of the kernel. Medians; EP times also as multiples of the median Cholesky
 measured in the same run. Values are compared with EP converged to 1e-9 in float64 without
@@ -96,8 +97,8 @@ def timed(fn, *args, **kwargs):
 
 def exact_value(K: np.ndarray, f: np.ndarray) -> float:
     """log Z_EP with the sites converged to 1e-9 (float64 sweeps, no Newton steps)."""
-    from flatvol.volume.ep_blocks import block_sequential_ep
-    from flatvol.volume.ep_parts import Posterior, cavity, log_marginal, site_update
+    from flatvol.volume.ep.blocks import block_sequential_ep
+    from flatvol.volume.ep.sites import Posterior, cavity, log_marginal, site_update
 
     y = 2.0 * f - 1.0
 
@@ -128,9 +129,6 @@ def run_case(case: Case, data_dir: str, error: float, differ: float) -> Row:
     results = {}
     old = None
     for _ in range(case.reps):
-        if case.reps > 1:  # the old parallel EP only where it is affordable
-            t, old = timed(est.log_volume, f, "ep-orthant", mode="parallel")
-            times["old"].append(t)
         t, results["cold"] = timed(est.log_volume, f)
         times["cold"].append(t)
         for name, source in sources.items():
@@ -155,7 +153,7 @@ def report(rows: list[Row], load: str, reps: int, big_reps: int) -> str:
         SECTION, "",
         "`ep-orthant` (step EP, tol 1e-3) on the FCN 784-40-40-1 / 3072-40-40-1 NNGP kernel "
         "(sigma_w2=2, sigma_b2=1) of S u E; labels: true on S, 10% flipped on E (a "
-        "network-like function). New (flatvol.volume.ep_blocks): block sweeps over the sites "
+        "network-like function). New (flatvol.volume.ep.blocks): block sweeps over the sites "
         "far from their targets (the first one in float64, later ones as float32 corrections "
         "of a float64 base), then Newton steps on the fixed point (GMRES in O(n^2)); it stops "
         "when a small Newton step predicts the value to 5e-6 relative and reports the "

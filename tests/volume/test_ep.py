@@ -10,8 +10,8 @@ from scipy import integrate, stats
 
 from flatvol.errors import VolumeError
 from flatvol.volume import expectation_propagation, orthant_probability_closed_form
-from flatvol.volume.ep import posterior_covariance, run_ep
-from flatvol.volume.ep_parts import posterior
+from flatvol.volume.ep.posterior import posterior_covariance
+from flatvol.volume.ep.reference import dense_posterior, sequential_ep
 
 
 def random_kernel(n: int, seed: int) -> np.ndarray:
@@ -132,39 +132,42 @@ def test_fixed_point_matches_tilted_moments_by_quadrature(likelihood):
 
 
 @pytest.mark.parametrize("likelihood", ["probit", "step"])
-def test_parallel_and_sequential_reach_the_same_fixed_point(likelihood):
+def test_the_solver_and_the_sequential_reference_reach_the_same_fixed_point(likelihood):
     K = random_kernel(30, seed=1)
     y = np.random.default_rng(2).choice([-1.0, 1.0], 30)
-    par = expectation_propagation(K, y, likelihood=likelihood, mode="parallel", tol=1e-9)
-    seq = expectation_propagation(K, y, likelihood=likelihood, mode="sequential", tol=1e-9)
+    par = expectation_propagation(K, y, likelihood=likelihood, tol=1e-9)
+    seq = sequential_ep(K, y, likelihood=likelihood, tol=1e-9)
     assert par.converged and seq.converged
     assert par.log_marginal_likelihood == pytest.approx(seq.log_marginal_likelihood, abs=1e-7)
     np.testing.assert_allclose(par.posterior_mean, seq.posterior_mean, rtol=1e-6, atol=1e-8)
 
 
-def test_posterior_matches_dense_inverse():
+def test_reference_posterior_matches_dense_inverse():
     K = random_kernel(12, seed=5)
     rng = np.random.default_rng(6)
     tau = rng.uniform(0, 3, 12)
-    tau[[1, 4]] = [1e-9, 0.0]  # flat and nearly flat sites take the direct formula
+    tau[[1, 4]] = [1e-9, 0.0]  # flat and nearly flat sites
     tau[7] = 1e6  # a very precise site
     nu = rng.standard_normal(12)
-    post = posterior(K, tau, nu)
+    post = dense_posterior(K, tau, nu)
     Sigma = np.linalg.inv(np.linalg.inv(K) + np.diag(tau))
     np.testing.assert_allclose(post.var, np.diag(Sigma), rtol=1e-7)
     np.testing.assert_allclose(post.mean, Sigma @ nu, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(posterior_covariance(K, tau), Sigma, rtol=1e-6, atol=1e-10)
+    sq = np.sqrt(tau)
+    assert post.logdet_B == pytest.approx(
+        np.linalg.slogdet(np.eye(12) + sq[:, None] * K * sq[None, :])[1], rel=1e-12)
 
 
 def test_far_tail_sites_stay_finite():
     # A function against the kernel's strong correlations pushes cavities deep into the wrong
     # side of the step (site precisions >> 1/K_ii); everything must stay finite and the
-    # parallel and sequential schedules must still agree.
+    # solver and the sequential reference must still agree.
     x = np.linspace(-1, 1, 40)
     K = np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / 0.5**2) + 1e-6 * np.eye(40)
     y = np.where(np.arange(40) % 2 == 0, 1.0, -1.0)  # alternating signs on a smooth kernel
     par = expectation_propagation(K, y, likelihood="step", tol=1e-6)
-    seq = expectation_propagation(K, y, likelihood="step", mode="sequential", tol=1e-6)
+    seq = sequential_ep(K, y, likelihood="step", tol=1e-6)
     assert par.converged and seq.converged
     assert np.max(par.site_precision) > 1e4
     assert math.isfinite(par.log_marginal_likelihood)
@@ -191,5 +194,9 @@ def test_bad_labels_and_kernels_are_rejected():
         expectation_propagation(K, [0, 1])
     with pytest.raises(VolumeError, match="square"):
         expectation_propagation(np.ones((3, 2)), [0, 1, 1])
+    with pytest.raises(ValueError, match="likelihood"):
+        expectation_propagation(K, [0, 1, 1], likelihood="logit")
+    with pytest.raises(ValueError, match="noise_var > 0"):
+        expectation_propagation(K, [0, 1, 1], noise_var=0.0)
     with pytest.raises(ValueError, match="damping"):
-        run_ep(K, np.ones(3), damping=0.0)
+        sequential_ep(K, np.ones(3), damping=0.0)

@@ -3,7 +3,7 @@ kernels (few draws of small random networks, so the kernel is barely above rank 
 warm-started; the cold retry of a warm start that fails, and the float64 refit of a cold run
 whose float32 corrections drifted.
 
-n = 600 >= ep_blocks.MIXED_MIN_N, so the production path runs: float32 corrections of the
+n = 600 >= ep.blocks.MIXED_MIN_N, so the production path runs: float32 corrections of the
 running covariance, Newton steps and the value-based stop. The reference is EP converged to
 1e-9 in float64 (tol < MIXED_MIN_TOL: float64 corrections, no value-based stop), its value
 recomputed here by independent dense code (textbook R&W eq. 3.65 from an explicit inverse).
@@ -22,13 +22,14 @@ from flatvol.data.tasks import EMBEDDED_MNIST
 from flatvol.models import Prior
 from flatvol.models.cnn import SmallCNN
 from flatvol.models.fcn import FCN
-from flatvol.volume import VolumeEstimator, ep, mc_nngp_kernel
+from flatvol.volume import VolumeEstimator, mc_nngp_kernel
+from flatvol.volume.ep import run as ep_run
 from flatvol.volume.ep import run_ep
-from flatvol.volume.ep_blocks import MIXED_MIN_N
+from flatvol.volume.ep.blocks import MIXED_MIN_N
 
 N = 600
 # docs/VOLUME.md: at the default tol the reported value is within 1e-7 relative of the float64
-# fixed point's: the Newton stop leaves 5e-6 relative (ep_blocks.value_rtol) that its
+# fixed point's: the Newton stop leaves 5e-6 relative (ep.blocks.value_rtol) that its
 # correction removes to third order, ~1e-2 of it (measured here: at most 3e-9; the reference's
 # own error, EP converged to 1e-9, is second order in 1e-9). The values accumulated along the
 # run, reported before, missed it on these kernels by up to 1.4e-6 (warm) and 4.6e-7 (cold).
@@ -95,7 +96,7 @@ def kernels() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def reference(K: np.ndarray, y: np.ndarray) -> float:
-    ref = run_ep(K, y, likelihood="step", mode="blocks", tol=1e-9, max_iter=500)
+    ref = run_ep(K, y, likelihood="step", tol=1e-9, max_iter=500)
     assert ref.converged and not ref.retried_cold
     value = dense_value(K, y, ref.site_precision, ref.site_natural_mean)
     # the reference sites' value, by flatvol and by the dense textbook formula
@@ -141,17 +142,17 @@ def test_a_damaged_warm_posterior_is_detected_and_ep_reruns_cold(kernels, damage
 
 
 def test_a_warm_start_that_stalls_is_replaced_by_a_cold_run(kernels, monkeypatch):
-    # Parallel step EP from sites far from the fixed point (every site's precision 1e6 at the
-    # wrong sign) needs ~30 iterations; with the warm cap at 5 it counts as stalled.
-    monkeypatch.setattr(ep, "WARM_MAX_ITER", 5)
+    # From the posterior of the opposite labels every site must move across its step: more
+    # than 2 sweeps (a cold run takes 4 or more), so with the warm cap at 2 it counts as stalled.
+    monkeypatch.setattr(ep_run, "WARM_MAX_ITER", 2)
     K, truth = kernels["fcn"]
     K, truth = K[:150, :150], truth[:150]
-    bad = (np.full(150, 1e6), -1e6 * truth)
-    warm = run_ep(K, truth, likelihood="step", mode="parallel", init_sites=bad)
-    cold = run_ep(K, truth, likelihood="step", mode="parallel")
+    opposite = run_ep(K, -truth, likelihood="step", keep_posterior=True).posterior
+    warm = run_ep(K, truth, likelihood="step", warm_posterior=opposite)
+    cold = run_ep(K, truth, likelihood="step")
     assert warm.retried_cold and "did not converge" in warm.retry_reason
     assert warm.converged and cold.converged
-    assert warm.iterations == 5 + cold.iterations
+    assert warm.iterations == 2 + cold.iterations
     assert warm.log_marginal_likelihood == cold.log_marginal_likelihood
 
 
@@ -162,7 +163,7 @@ def test_a_cold_run_whose_float32_corrections_drifted_is_refit_in_float64(kernel
     K, truth = kernels["cnn"]
     f = flip(truth, 0.1, 7)
     mixed = run_ep(K, f, likelihood="step")
-    monkeypatch.setattr(ep, "value_rtol", lambda tol: 0.0)
+    monkeypatch.setattr(ep_run, "value_rtol", lambda tol: 0.0)
     refit = run_ep(K, f, likelihood="step")
     assert not mixed.retry_reason and mixed.mean_drift > 1e-6
     assert "float64 corrections" in refit.retry_reason and not refit.retried_cold

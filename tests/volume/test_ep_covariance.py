@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flatvol.volume.ep_covariance import (
+from flatvol.volume.ep.posterior import (
     RunningCovariance,
     mirror_lower,
     sign_blocks,

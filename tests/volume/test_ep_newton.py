@@ -1,5 +1,5 @@
 """Newton steps on the EP fixed point, float32 corrections and warm starts from a posterior
-(flatvol.volume.ep_newton, flatvol.volume.ep_blocks), against independent references: the exact
+(flatvol.volume.ep.newton, flatvol.volume.ep.blocks), against independent references: the exact
 posterior by a fresh factorization, finite differences, and EP converged far past the default
 tolerance in float64 without Newton steps."""
 
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from flatvol.errors import VolumeError
-from flatvol.volume import VolumeEstimator, VolumeService, arccos_kernel, ep_blocks
-from flatvol.volume.ep import posterior_covariance, run_ep
-from flatvol.volume.ep_blocks import block_sequential_ep
-from flatvol.volume.ep_newton import marginal_change, newton_step
-from flatvol.volume.ep_parts import Posterior, cavity, log_marginal, site_update
+from flatvol.volume import VolumeEstimator, VolumeService, arccos_kernel
+from flatvol.volume.ep import blocks as ep_blocks
+from flatvol.volume.ep import run_ep
+from flatvol.volume.ep.blocks import block_sequential_ep
+from flatvol.volume.ep.newton import marginal_change, newton_step
+from flatvol.volume.ep.posterior import posterior_covariance
+from flatvol.volume.ep.sites import Posterior, cavity, log_marginal, site_update
 
 
 def nngp_kernel(n: int, seed: int, dim: int = 30) -> np.ndarray:
@@ -164,7 +166,7 @@ def test_a_warm_posterior_is_refused_on_another_kernel():
     with pytest.raises(VolumeError, match="another kernel"):
         VolumeEstimator(other).log_volume(y, warm_start=kept)
     with pytest.raises(VolumeError, match="keep_posterior needs"):
-        VolumeEstimator(K).log_volume(y, "ep-probit", keep_posterior=True)
+        VolumeEstimator(K).log_volume(y, "orthant-is", keep_posterior=True)
 
 
 def test_service_reference_labels_keep_values_and_do_not_depend_on_order():

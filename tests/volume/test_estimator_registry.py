@@ -129,9 +129,12 @@ def test_the_spec_schema_refuses_an_unregistered_estimator_and_its_options():
     with pytest.raises(ValueError, match="'ep-orthant' has no option 'n_samples'; its "
                                          "options: seed, tol, max_iter, mode"):
         VolumeSpec(options={"n_samples": 100})
-    with pytest.raises(ValueError, match="option mode: expected one of auto, parallel, "
-                                         "sequential, blocks, got 'fast'"):
+    with pytest.raises(ValueError, match="option mode: expected one of auto, blocks, got "
+                                         "'fast'"):
         VolumeSpec(options={"mode": "fast"})
+    with pytest.raises(ValueError, match="option mode: expected one of auto, blocks, got "
+                                         "'parallel'"):  # the removed schedules
+        VolumeSpec(options={"mode": "parallel"})
     assert VolumeSpec(estimator="orthant-is", options={"n_samples": 100, "tol": 1}).options
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from flatvol.data import load_task
 from flatvol.errors import VolumeError
 from flatvol.volume import arccos_kernel, log_volume
+from flatvol.volume.ep.multiclass import SMALL_SITE, difference_posterior, run_multiclass_ep
 from flatvol.volume.multiclass import (
     check_multiclass_inputs,
     difference_covariance,
@@ -20,7 +22,6 @@ from flatvol.volume.multiclass import (
     log10_volume_structured,
     sample_labelling_counts,
 )
-from flatvol.volume.multiclass_ep import difference_posterior
 
 
 def kernel(n: int, seed: int = 1, depth: int = 1) -> np.ndarray:
@@ -91,6 +92,124 @@ def test_structured_posterior_is_the_dense_posterior_of_the_difference_system():
     np.testing.assert_allclose(post.mean[points, classes], Sigma @ V, rtol=1e-9, atol=1e-12)
     logdet = np.linalg.slogdet(np.eye(T.size) + C * T[None, :])[1]
     assert post.logdet == pytest.approx(logdet, rel=1e-12)
+
+
+def test_structured_posterior_with_weak_and_absent_sites_is_the_dense_posterior():
+    # Sites with a_i K_ii < SMALL_SITE (here 0 and 1e-9) take G_c's rows from the direct
+    # formula, where (1 - [B^-1]_ii) / a_i would lose ~eps / (a_i K_ii) to cancellation or
+    # divide 0 by 0; n = 40 spans three row chunks of the chunked products.
+    rng = np.random.default_rng(5)
+    n, n_classes = 40, 3
+    K = kernel(n, seed=2)
+    f = rng.integers(0, n_classes, n)
+    tau = rng.uniform(0.05, 5.0, (n, n_classes))
+    weak = rng.random((n, n_classes)) < 0.2
+    tau[weak] = rng.choice([0.0, 1e-9], size=int(weak.sum()))
+    assert np.any(tau[weak] * np.diag(K)[np.nonzero(weak)[0]] < SMALL_SITE)
+    nu = rng.normal(size=(n, n_classes)) * (tau > 0)
+    tau[np.arange(n), f] = 0.0
+    nu[np.arange(n), f] = 0.0
+    post = difference_posterior(K, f, tau, nu)
+    C = difference_covariance(K, f, n_classes)
+    points, classes = difference_index(f, n_classes)
+    T, V = tau[points, classes], nu[points, classes]
+    # Sigma = (C^-1 + T)^-1 = C - C T^1/2 (I + T^1/2 C T^1/2)^-1 T^1/2 C: no inverse of C
+    root = np.sqrt(T)
+    B = np.eye(T.size) + root[:, None] * C * root[None, :]
+    Sigma = C - (C * root[None, :]) @ np.linalg.solve(B, root[:, None] * C)
+    np.testing.assert_allclose(post.var[points, classes], np.diag(Sigma), rtol=1e-9)
+    np.testing.assert_allclose(post.mean[points, classes], Sigma @ V, rtol=1e-8, atol=1e-10)
+    assert post.logdet == pytest.approx(np.linalg.slogdet(B)[1], rel=1e-11)
+
+
+def test_structured_posterior_never_holds_a_stack_of_class_matrices():
+    # Streamed (cache_bytes=0, the path of n = 7000 at K = 10), the posterior holds at most
+    # about 7 n x n float64 at once (G_c, the three capacitance blocks, the own class's rows
+    # of R twice, then C^-1's four blocks and H) plus row chunks of at most n^2 / 8 and
+    # about 20 (n, K) arrays, whatever K (measured: 9 n^2 at n = 300, K = 10; 12 n^2 here,
+    # where the (n, K) arrays weigh 3 n^2); the bound 10 n^2 + 30 K n (16 n^2 here) leaves
+    # room for LAPACK's copies. A (K, n, n) stack at K = 20 alone is 20 n^2 (the previous
+    # version held 3 K n^2 = 60 n^2). With the default cache the K matrices G_c are the only
+    # addition, and both paths give the same numbers.
+    rng = np.random.default_rng(7)
+    n, n_classes = 96, 20
+    K = kernel(n, seed=3)
+    f = rng.integers(0, n_classes, n)
+    tau = rng.uniform(0.05, 5.0, (n, n_classes))
+    nu = rng.normal(size=(n, n_classes))
+    tau[np.arange(n), f] = 0.0
+    nu[np.arange(n), f] = 0.0
+    peaks = {}
+    posts = {}
+    for cache_bytes in (0, 1 << 30):
+        tracemalloc.start()
+        try:
+            posts[cache_bytes] = difference_posterior(K, f, tau, nu, cache_bytes=cache_bytes)
+            peaks[cache_bytes] = tracemalloc.get_traced_memory()[1] / (8 * n * n)
+        finally:
+            tracemalloc.stop()
+    bound = 10 + 30 * n_classes / n  # in n^2 float64
+    assert peaks[0] < bound, peaks
+    assert peaks[1 << 30] < bound + n_classes, peaks
+    for field in ("mean", "var"):
+        np.testing.assert_array_equal(getattr(posts[0], field), getattr(posts[1 << 30], field))
+    assert posts[0].logdet == posts[1 << 30].logdet
+
+
+def test_streamed_structured_ep_reaches_the_expanded_fixed_point_on_a_network_like_labelling():
+    # MNIST digits, 10 classes, true labels with 10% changed to another class (what a trained
+    # network's labels on S u E look like), every class matrix recomputed in the second pass
+    # (cache_bytes=0): the expanded ep-orthant's value to 1e-6 log10, as for the small
+    # Gaussian kernels below (both at tol 1e-5: O(n tol^2) in log Z_EP).
+    n, n_classes = 80, 10
+    task = load_task("mnist", n, 0, 0, classes="all")
+    K = arccos_kernel(task.x_SE(), n_hidden=2, sigma_w2=2.0, sigma_b2=1.0)
+    f = task.y_SE().numpy().astype(np.int64)
+    rng = np.random.default_rng(0)
+    changed = rng.random(n) < 0.1
+    f[changed] = (f[changed] + rng.integers(1, n_classes, int(changed.sum()))) % n_classes
+    fit = run_multiclass_ep(K, f, n_classes, tol=1e-5, cache_bytes=0)
+    expanded = log10_volume_expanded(K, f, n_classes, "ep-orthant", tol=1e-5)
+    assert fit.converged and expanded.converged, fit.message
+    assert fit.log_marginal_likelihood / math.log(10) == pytest.approx(expanded.log10_volume,
+                                                                        abs=1e-6)
+
+
+def test_warm_start_from_a_neighbour_reaches_the_cold_fixed_point():
+    # A neighbour's sites (labels changed on 6 of 60 points: those points start without
+    # sites) start EP nearer its fixed point; the fixed point is the cold start's, to the
+    # tolerance (tol 1e-5: O(n tol^2) in log Z_EP). Started from its own final sites, EP stops
+    # at the second sweep (the first one only measures how far the posterior moves), so the
+    # warm start is used, not rebuilt from the prior; unusable sites start cold, sites of
+    # another shape are refused.
+    n, n_classes = 60, 5
+    K = kernel(n, seed=4, depth=2)
+    rng = np.random.default_rng(11)
+    neighbour = rng.integers(0, n_classes, n)
+    f = neighbour.copy()
+    changed = rng.choice(n, 6, replace=False)
+    f[changed] = (f[changed] + rng.integers(1, n_classes, 6)) % n_classes
+    start = run_multiclass_ep(K, neighbour, n_classes, tol=1e-5)
+    cold = run_multiclass_ep(K, f, n_classes, tol=1e-5)
+    warm = run_multiclass_ep(K, f, n_classes, tol=1e-5,
+                             init_sites=(start.site_precision, start.site_natural_mean))
+    assert start.converged and cold.converged and warm.converged, warm.message
+    assert warm.log_marginal_likelihood == pytest.approx(cold.log_marginal_likelihood,
+                                                         abs=1e-6 * math.log(10))
+    again = run_multiclass_ep(K, f, n_classes, tol=1e-5,
+                              init_sites=(warm.site_precision, warm.site_natural_mean))
+    assert again.converged and again.iterations <= 2 < cold.iterations
+    assert again.log_marginal_likelihood == pytest.approx(warm.log_marginal_likelihood,
+                                                          abs=1e-6 * math.log(10))
+    overflowing = np.full((n, n_classes), 1e300)
+    overflowing[np.arange(n), f] = 0.0
+    restarted = run_multiclass_ep(K, f, n_classes, tol=1e-5,
+                                  init_sites=(overflowing, np.zeros((n, n_classes))))
+    assert restarted.converged
+    assert restarted.log_marginal_likelihood == pytest.approx(cold.log_marginal_likelihood,
+                                                              abs=1e-6 * math.log(10))
+    with pytest.raises(ValueError, match=r"init_sites: expected two \(60, 5\) arrays"):
+        run_multiclass_ep(K, f, n_classes, init_sites=(np.zeros((n, 4)), np.zeros((n, 4))))
 
 
 @pytest.mark.parametrize(("n_classes", "n"), [(3, 12), (4, 10), (10, 30)])

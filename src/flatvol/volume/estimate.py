@@ -41,8 +41,7 @@ from flatvol.volume._numerics import (
     as_signed_labels,
     jittered_cholesky,
 )
-from flatvol.volume.ep import Mode, run_ep
-from flatvol.volume.ep_blocks import WarmPosterior, kernel_key
+from flatvol.volume.ep import Mode, WarmPosterior, kernel_key, run_ep
 from flatvol.volume.laplace import run_laplace
 from flatvol.volume.orthant import estimate_orthant
 
@@ -79,12 +78,12 @@ class VolumeResult:
     n_samples: int | None = None  # orthant-is only
     proposal: str | None = None  # orthant-is only: 'ep', 'minimax' or 'prior'
     message: str = ""
-    # EP estimators: the final sites (tau, nu), the warm start of a run on a nearby label vector
-    # (log_volume(..., warm_start=this)); in memory only, not part of to_dict.
+    # EP estimators: the final sites (tau, nu); in memory only, not part of to_dict.
     ep_sites: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False,
                                                            compare=False)
-    # ep-orthant with keep_posterior=True: the posterior covariance too, the cheapest warm
-    # start (an n x n array; in memory only)
+    # ep-orthant / ep-probit with keep_posterior=True: the posterior covariance, EP's warm start
+    # of a run on a nearby label vector (log_volume(..., warm_start=this); an n x n array, in
+    # memory only)
     ep_posterior: WarmPosterior | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +108,8 @@ class EstimatorOutput:
         effective_sample_size, n_samples, proposal: importance sampling's diagnostics.
         extra_jitter: Diagonal jitter the implementation added to the system it ran on (e.g.
             a K-class difference covariance), on top of the kernel's.
-        ep_sites, ep_posterior: EP's final sites and posterior (warm starts; in memory only).
+        ep_sites, ep_posterior: EP's final sites and posterior (the warm start; in memory
+            only).
     """
 
     log_probability: float
@@ -206,18 +206,16 @@ class VolumeEstimator:
                 0..n_classes-1.
             estimator: The registry name; it must support n_classes.
             n_classes: K, the number of classes (2: the binary volume, today's code exactly).
-            warm_start: An earlier result on this kernel from an estimator that can be
-                warm-started (EstimatorInfo.warm_start; binary only), e.g. for labels that
-                differ in a few points. Its EP sites start EP (run_ep init_sites), which
-                leaves the value unchanged up to the EP tolerance; they save iterations for
-                'ep-probit' and mode='parallel', while with the default mode step EP
-                ('ep-orthant', the orthant-is pilot) is cheaper from zero sites and does not
-                use them. A warm start that kept its posterior (keep_posterior=True,
-                ep-orthant) starts 'ep-orthant' from that posterior under the default mode:
-                2.6-3.8 Choleskys of the kernel instead of 5.6-6.3 from zero
-                (bench/RESULTS.md), the same value to 1e-6 relative.
-            keep_posterior: 'ep-orthant' only: keep the posterior covariance in the result
-                (ep_posterior, one n x n float64 array) to warm-start other label vectors.
+            warm_start: An earlier result on this kernel that kept its EP posterior
+                (keep_posterior=True), for an estimator that can be warm-started
+                (EstimatorInfo.warm_start; binary only), e.g. for labels that differ in a few
+                points: EP ('ep-orthant', 'ep-probit', the orthant-is pilot) starts from that
+                posterior (run_ep warm_posterior): 2.6-3.8 Choleskys of the kernel instead of
+                5.6-6.3 from zero for ep-orthant (bench/RESULTS.md), the same value up to the
+                EP tolerance (1e-6 relative measured). A result without a posterior is refused.
+            keep_posterior: 'ep-orthant' and 'ep-probit' only: keep the posterior covariance
+                in the result (ep_posterior, one n x n float64 array) to warm-start other
+                label vectors.
             **options: The estimator's options (its EstimatorInfo.options: e.g. tol,
                 max_iter, mode for EP; n_samples, seed, proposal for orthant-is, see
                 flatvol.volume.orthant.estimate_orthant); unknown or mistyped ones are refused.
@@ -270,22 +268,33 @@ class VolumeEstimator:
         )
 
 
-def _warm_sites(factor: VolumeEstimator, warm_start: VolumeResult | None
-                ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The EP sites of a warm start, checked to belong to a kernel of this size."""
+def _warm_posterior(factor: VolumeEstimator,
+                    warm_start: VolumeResult | None) -> WarmPosterior | None:
+    """The EP posterior of a warm start, checked to belong to this kernel.
+
+    Raises:
+        VolumeError: a warm start that kept no EP posterior, or one of another kernel.
+    """
     if warm_start is None:
         return None
-    if warm_start.ep_sites is None or warm_start.ep_sites[0].shape != (factor.n,):
-        raise VolumeError("warm_start needs an EP-based result on the same kernel "
-                          f"({factor.n} points) and an EP-based estimator")
-    return warm_start.ep_sites
+    if warm_start.ep_posterior is None:
+        raise VolumeError("warm_start needs a result that kept its EP posterior "
+                          "(log_volume(..., keep_posterior=True) with 'ep-orthant' or "
+                          f"'ep-probit'), got one from {warm_start.estimator!r} without it")
+    posterior = warm_start.ep_posterior
+    if posterior.kernel_key != kernel_key(factor.kernel):
+        raise VolumeError("warm_start's posterior belongs to another kernel "
+                          f"(kernel_key {posterior.kernel_key}, this one "
+                          f"{kernel_key(factor.kernel)})")
+    return posterior
 
 
-def _refuse_keep_posterior(estimator: str, mode: str, keep_posterior: bool) -> None:
-    """Only ep-orthant's block schedules return the posterior covariance a warm start uses."""
-    if keep_posterior and (estimator != "ep-orthant" or mode not in ("auto", "blocks")):
-        raise VolumeError("keep_posterior needs estimator 'ep-orthant' with mode 'auto' or "
-                          f"'blocks', got {estimator!r} with mode {mode!r}")
+def _refuse_keep_posterior(estimator: str, keep_posterior: bool) -> None:
+    """Only the EP estimators themselves return the posterior covariance a warm start uses
+    (orthant-is's value is its sampler's, not its pilot's)."""
+    if keep_posterior and estimator not in ("ep-orthant", "ep-probit"):
+        raise VolumeError("keep_posterior needs estimator 'ep-orthant' or 'ep-probit', got "
+                          f"{estimator!r}")
 
 
 def _ep_output(fit: Any) -> EstimatorOutput:
@@ -306,26 +315,16 @@ def ep_orthant_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: in
         labels: Signs in {-1, +1}.
         n_classes: 2.
         seed: Unused (deterministic).
-        tol, max_iter, mode: EP's options (run_ep).
-        warm_start: An earlier EP-based result on this kernel: its posterior (if it kept
-            one, under mode 'auto' or 'blocks'), else its sites, start EP.
+        tol, max_iter: EP's options (run_ep).
+        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
+        warm_start: An earlier result on this kernel that kept its EP posterior; EP starts
+            from it.
         keep_posterior: Keep the posterior covariance for later warm starts.
 
     Returns:
         The EstimatorOutput with EP's sites and (if kept) posterior.
     """
-    _refuse_keep_posterior("ep-orthant", mode, keep_posterior)
-    init_sites, warm_posterior = _warm_sites(factor, warm_start), None
-    if mode in ("auto", "blocks") and warm_start is not None \
-            and warm_start.ep_posterior is not None:
-        init_sites, warm_posterior = None, warm_start.ep_posterior
-        if warm_posterior.kernel_key != kernel_key(factor.kernel):
-            raise VolumeError("warm_start's posterior belongs to another kernel "
-                              f"(kernel_key {warm_posterior.kernel_key}, this one "
-                              f"{kernel_key(factor.kernel)})")
-    return _ep_output(run_ep(factor.kernel, labels, likelihood="step", mode=mode, tol=tol,
-                             max_iter=max_iter, init_sites=init_sites,
-                             warm_posterior=warm_posterior, keep_posterior=keep_posterior))
+    return _ep_volume(factor, labels, "ep-orthant", tol, max_iter, warm_start, keep_posterior)
 
 
 def ep_probit_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
@@ -339,16 +338,27 @@ def ep_probit_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int
         labels: Signs in {-1, +1}.
         n_classes: 2.
         seed: Unused (deterministic).
-        tol, max_iter, mode: EP's options (run_ep).
-        warm_start: An earlier EP-based result on this kernel, whose sites start EP.
-        keep_posterior: Refused (only ep-orthant keeps a posterior).
+        tol, max_iter: EP's options (run_ep).
+        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
+        warm_start: An earlier result on this kernel that kept its EP posterior; EP starts
+            from it.
+        keep_posterior: Keep the posterior covariance for later warm starts.
 
     Returns:
-        The EstimatorOutput with EP's sites.
+        The EstimatorOutput with EP's sites and (if kept) posterior.
     """
-    _refuse_keep_posterior("ep-probit", mode, keep_posterior)
-    return _ep_output(run_ep(factor.kernel, labels, likelihood="probit", mode=mode, tol=tol,
-                             max_iter=max_iter, init_sites=_warm_sites(factor, warm_start)))
+    return _ep_volume(factor, labels, "ep-probit", tol, max_iter, warm_start, keep_posterior)
+
+
+def _ep_volume(factor: VolumeEstimator, labels: np.ndarray, estimator: str, tol: float,
+               max_iter: int, warm_start: VolumeResult | None,
+               keep_posterior: bool) -> EstimatorOutput:
+    """EP of 'ep-orthant' (step likelihood) or 'ep-probit' as an EstimatorOutput."""
+    warm_posterior = _warm_posterior(factor, warm_start)
+    likelihood = "step" if estimator == "ep-orthant" else "probit"
+    return _ep_output(run_ep(factor.kernel, labels, likelihood=likelihood, tol=tol,
+                             max_iter=max_iter, warm_posterior=warm_posterior,
+                             keep_posterior=keep_posterior))
 
 
 def orthant_is_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
@@ -361,22 +371,24 @@ def orthant_is_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: in
         factor: The validated, factorized kernel.
         labels: Signs in {-1, +1}.
         n_classes: 2.
-        tol, max_iter, mode: The step-EP pilot's options (its Gaussian is the 'ep' proposal).
+        tol, max_iter: The step-EP pilot's options (its Gaussian is the 'ep' proposal).
+        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
         n_samples, seed, proposal: The sampler's (flatvol.volume.orthant.estimate_orthant).
-        warm_start: An earlier EP-based result on this kernel, whose sites start the pilot.
-        keep_posterior: Refused (only ep-orthant keeps a posterior).
+        warm_start: An earlier result on this kernel that kept its EP posterior; the pilot
+            starts from it.
+        keep_posterior: Refused (only ep-orthant and ep-probit keep a posterior).
 
     Returns:
         The EstimatorOutput with the standard error and the sampler's diagnostics;
         converged False when the effective sample size is below MIN_EFFECTIVE_SAMPLES or
         the Pareto-k check fails.
     """
-    _refuse_keep_posterior("orthant-is", mode, keep_posterior)
-    init_sites = _warm_sites(factor, warm_start)
+    _refuse_keep_posterior("orthant-is", keep_posterior)
+    warm_posterior = _warm_posterior(factor, warm_start)
     ep_fit, iterations, sites = None, 0, None
     if proposal in ("auto", "ep"):
-        fit = run_ep(factor.kernel, labels, likelihood="step", mode=mode, tol=tol,
-                     max_iter=max_iter, init_sites=init_sites)
+        fit = run_ep(factor.kernel, labels, likelihood="step", tol=tol, max_iter=max_iter,
+                     warm_posterior=warm_posterior)
         ep_fit, iterations = (fit.site_precision, fit.posterior_mean), fit.iterations
         sites = (fit.site_precision, fit.site_natural_mean)
     est = estimate_orthant(factor.kernel, labels, factor.chol, ep_fit=ep_fit,

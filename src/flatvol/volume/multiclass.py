@@ -19,7 +19,7 @@ those signs, so the value is the binary one.
 
 `log10_volume_structured` runs EP with exactly that factorization (one step site per class
 difference, so the expanded ep-orthant's fixed point and value) at O(K n^3) a sweep, using the
-structure of the latent prior I_K (x) K (flatvol.volume.multiclass_ep). The registry's K-class
+structure of the latent prior I_K (x) K (flatvol.volume.ep.multiclass). The registry's K-class
 implementations (flatvol.volume_settings.ESTIMATORS, K > 2) are `structured_ep_volume`
 ('ep-orthant') and `difference_is_volume` ('orthant-is': binary importance sampling on the
 expanded system, with its standard error). `sample_labelling_counts`
@@ -38,6 +38,7 @@ import numpy as np
 
 from flatvol.errors import VolumeError
 from flatvol.volume._numerics import LN10, as_kernel, jittered_cholesky, to_numpy
+from flatvol.volume.ep.multiclass import run_multiclass_ep
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
     EstimatorOutput,
@@ -45,7 +46,6 @@ from flatvol.volume.estimate import (
     VolumeResult,
     check_estimator,
 )
-from flatvol.volume.multiclass_ep import run_multiclass_ep
 
 EXPANDED_METHOD = "expanded"
 STRUCTURED_METHOD = "structured"
@@ -59,7 +59,7 @@ class MulticlassVolume:
 
     estimator: the estimator that ran ('ep-orthant', 'orthant-is', ...); method: how the
     K-class problem was posed to it ('expanded': a binary estimator on the (K-1)n difference
-    system; 'structured': the same EP factorization at O(K n^3), flatvol.volume.multiclass_ep).
+    system; 'structured': the same EP factorization at O(K n^3), flatvol.volume.ep.multiclass).
     """
 
     log10_volume: float
@@ -269,7 +269,7 @@ def log10_volume_structured(
     tol: float = 1e-3,
     max_iter: int = 300,
 ) -> MulticlassVolume:
-    """log10 V(f) of a K-class labelling by structured step EP (flatvol.volume.multiclass_ep).
+    """log10 V(f) of a K-class labelling by structured step EP (flatvol.volume.ep.multiclass).
 
     The expanded ep-orthant's factorization (one step site per class difference), so the same
     EP fixed point and value, at O(K n^3) a sweep instead of O(((K-1)n)^3). The kernel gets the
@@ -315,7 +315,7 @@ def log10_volume_structured(
 def structured_ep_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
                          seed: int, tol: float, max_iter: int, mode: str) -> EstimatorOutput:
     """'ep-orthant' for K > 2 classes (the registry's K-class implementation): structured
-    step EP (flatvol.volume.multiclass_ep), the expanded ep-orthant's value at O(K n^3).
+    step EP (flatvol.volume.ep.multiclass), the expanded ep-orthant's value at O(K n^3).
 
     Args:
         factor: The validated, jittered, factorized kernel of each output.

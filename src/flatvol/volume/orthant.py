@@ -57,7 +57,8 @@ from flatvol.volume._numerics import (
     jittered_cholesky,
     sample_positive_truncated_normal,
 )
-from flatvol.volume.ep import posterior_covariance, run_ep
+from flatvol.volume.ep import run_ep
+from flatvol.volume.ep.posterior import posterior_covariance
 
 PARETO_K_RELIABLE = 0.7  # Vehtari et al. (2024): above it the IS error is unreliable
 # The weights' variance is finite only for a tail index k < 1/2: a proposal whose tail index

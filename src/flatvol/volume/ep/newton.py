@@ -13,7 +13,7 @@ moment match is a central difference of the site update itself.
 log Z_EP is stationary at theta*: its value at theta differs from the fixed point's by
 -1/2 g.delta + O(|delta|^3) (g its gradient along delta), so once the step is small the
 predicted change 1/2 g.delta tells how far the value still is from the fixed point's; that is
-the stopping rule of flatvol.volume.ep_blocks (it then reports the value at theta).
+the stopping rule of flatvol.volume.ep.blocks (it then reports the value at theta).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, gmres
 
-SiteUpdate = Callable[[np.ndarray, np.ndarray, np.ndarray],
-                      tuple[np.ndarray, np.ndarray, np.ndarray]]
+from flatvol.volume.ep.sites import SiteUpdate
+
 MatVec = Callable[[np.ndarray], np.ndarray]
 Value = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], float]
 

@@ -1,88 +1,43 @@
-"""EP's building blocks: the Gaussian posterior of z ~ N(0, K) under diagonal Gaussian sites,
-each site's moment matching against a probit or step factor, the EP marginal likelihood, and
-`site_value`: that likelihood of a run's final sites in float64, the value every EP path reports.
+"""EP's sites: cavities, the moment match of a site against its likelihood factor, log Z_EP,
+and `site_value`, log Z_EP of a run's final sites in float64 (the value every EP run reports).
 
-`flatvol.volume.ep` iterates these (parallel or sequential updates); the numerics follow
-Rasmussen & Williams (2006) Alg. 3.5/3.6 (see that module's docstring).
+A likelihood enters EP only through its moment match, a `SiteUpdate`:
+    (y_J, cavity mean, cavity variance) -> (log Z_i, new tau_i, new nu_i)
+for the sites J: the block solver (flatvol.volume.ep.blocks), its Newton steps and the value
+call nothing else, so a new likelihood is a new `SiteUpdate`, not a new solver. Two are here,
+`likelihood_update`: probit Phi(y z / sqrt(noise_var)) and the noise-free step 1[y z > 0]
+(noise_var = 0). The K-class structured EP (flatvol.volume.ep.multiclass) reuses `cavity`,
+`site_update` (its class-difference sites are step sites), `log_marginal` and `anderson_step`.
+The numerics follow Rasmussen & Williams (2006) Alg. 3.5/3.6: log_ndtr and a continued
+fraction for the far tails, so sites with huge precision (a cavity on the wrong side of a
+step) stay finite.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
-from scipy.linalg import get_lapack_funcs
 
 from flatvol.volume._numerics import truncated_gaussian_terms
 
-# Sites with tau_i * K_ii below this get their posterior variance from the direct formula
-# K_ii - |L^-1 S^1/2 K e_i|^2 instead of (1 - [B^-1]_ii) / tau_i, which cancels for small tau_i.
-_SMALL_SITE = 1e-2
 MIN_CAVITY_PRECISION = 1e-300
 
-@dataclass
+# (y_J, cavity mean, cavity variance) -> (log Z_J, tau_J, nu_J): a likelihood's moment match.
+SiteUpdate = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                      tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
 class Posterior:
+    """Posterior marginals of z under the sites: means, variances and log det B."""
+
     mean: np.ndarray
     var: np.ndarray
     logdet_B: float  # log det(I + S^1/2 K S^1/2)
-
-
-class Workspace:
-    """Reusable n x n buffers (per dtype) for the per-iteration factorization."""
-
-    def __init__(self) -> None:
-        self.buffers: dict[np.dtype, np.ndarray] = {}
-
-    def matrix(self, n: int, dtype: np.dtype) -> np.ndarray:
-        buf = self.buffers.get(np.dtype(dtype))
-        if buf is None or buf.shape[0] != n:
-            buf = self.buffers[np.dtype(dtype)] = np.empty((n, n), dtype=dtype)
-        return buf
-
-
-def posterior(
-    K: np.ndarray, tau: np.ndarray, nu: np.ndarray, workspace: Workspace | None = None
-) -> Posterior:
-    """Mean and marginal variances of N((K^-1 + S)^-1 nu, (K^-1 + S)^-1), S = diag(tau).
-
-    K may be float32 (a cheaper early iteration, ~1e-6 relative rounding); results are float64.
-    Costs one Cholesky and one triangular inverse of B = I + S^1/2 K S^1/2, done in place on
-    the symmetric B seen as Fortran-ordered (no copies): B = U^T U, diag(B^-1) = row norms of
-    U^-1, and var_i = (1 - [B^-1]_ii) / tau_i (or K_ii - |U^-T S^1/2 K e_i|^2 for small tau_i).
-    """
-    n = K.shape[0]
-    k_diag = np.diag(K).astype(np.float64)
-    if not np.any(tau > 0):
-        return Posterior((K @ nu.astype(K.dtype)).astype(np.float64), k_diag.copy(), 0.0)
-    workspace = workspace or Workspace()
-    sq = np.sqrt(tau).astype(K.dtype)
-    B = workspace.matrix(n, K.dtype)
-    np.multiply(K, sq[:, None], out=B)
-    B *= sq[None, :]
-    B.flat[:: n + 1] += 1.0
-    potrf, trtri = get_lapack_funcs(("potrf", "trtri"), (B,))
-    U, info = potrf(B.T, lower=0, clean=1, overwrite_a=1)  # B.T: the same matrix, F-ordered
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky of I + S^1/2 K S^1/2 failed (info={info})")
-    logdet_B = 2.0 * float(np.sum(np.log(np.diag(U).astype(np.float64))))
-    Uinv, info = trtri(U, lower=0, overwrite_c=1)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"triangular inverse failed (info={info})")
-    binv_diag = np.einsum("ij,ij->i", Uinv, Uinv).astype(np.float64)
-    var = np.empty(n)
-    large = tau * k_diag >= _SMALL_SITE
-    var[large] = (1.0 - binv_diag[large]) / tau[large]
-    small = np.flatnonzero(~large)
-    if small.size:
-        V = Uinv.T @ (sq[:, None] * K[:, small])
-        var[small] = k_diag[small] - np.einsum("ij,ij->j", V, V).astype(np.float64)
-    var = np.maximum(var, 1e-300)
-    Knu = K @ nu.astype(K.dtype)
-    b = Uinv @ (Uinv.T @ (sq * Knu))  # B^-1 S^1/2 K nu
-    mean = (Knu - K @ (sq * b)).astype(np.float64)
-    return Posterior(mean, var, logdet_B)
 
 
 def cavity(post: Posterior, tau: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +102,7 @@ class SiteValue:
 
 
 def site_value(K: np.ndarray, y: np.ndarray, tau: np.ndarray, nu: np.ndarray,
-               var: np.ndarray, run_mean: np.ndarray, noise_var: float) -> SiteValue:
+               var: np.ndarray, run_mean: np.ndarray, update: SiteUpdate) -> SiteValue:
     """log Z_EP of the sites (tau, nu) from one float64 Cholesky of B = I + S^1/2 K S^1/2.
 
     log Z_EP (R&W eq. 3.65, `log_marginal`) is the normalizer of q(z) ~ N(0, K) prod_i site_i,
@@ -165,7 +120,7 @@ def site_value(K: np.ndarray, y: np.ndarray, tau: np.ndarray, nu: np.ndarray,
         tau, nu: the final site precisions (>= 0) and natural means.
         var: the run's posterior marginal variances of these sites.
         run_mean: the posterior mean the run matched the sites against.
-        noise_var: the likelihood's noise variance (0 for the step).
+        update: the likelihood's moment match (`likelihood_update`), for the log Z_i.
 
     Returns:
         SiteValue; log_marginal nan (mean_drift inf) if B cannot be factorized in float64.
@@ -191,7 +146,7 @@ def site_value(K: np.ndarray, y: np.ndarray, tau: np.ndarray, nu: np.ndarray,
     post = Posterior(mean, var, logdet_B)
     cav_mean, cav_var = cavity(post, tau, nu)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        log_Z, _, _ = site_update(y, cav_mean, cav_var, noise_var)
+        log_Z, _, _ = update(y, cav_mean, cav_var)
         value = log_marginal(log_Z, cav_mean, cav_var, tau, nu, post)
         drift = float(np.max(np.abs(mean - run_mean) / np.sqrt(var)))
     if not (math.isfinite(value) and math.isfinite(drift)):
@@ -200,6 +155,18 @@ def site_value(K: np.ndarray, y: np.ndarray, tau: np.ndarray, nu: np.ndarray,
 
 
 def noise_for(likelihood: str, noise_var: float | None) -> float:
+    """The noise variance of a likelihood: probit's (default 1, GPy's Bernoulli), 0 for step.
+
+    Args:
+        likelihood: 'probit' or 'step'.
+        noise_var: probit's noise variance (None: 1); ignored for step.
+
+    Returns:
+        The noise variance, > 0 for probit, 0 for step.
+
+    Raises:
+        ValueError: an unknown likelihood, or a probit noise variance <= 0.
+    """
     if likelihood == "probit":
         noise = 1.0 if noise_var is None else float(noise_var)
         if not noise > 0:
@@ -210,11 +177,27 @@ def noise_for(likelihood: str, noise_var: float | None) -> float:
     raise ValueError(f"likelihood must be 'probit' or 'step', got {likelihood!r}")
 
 
+def likelihood_update(noise_var: float) -> SiteUpdate:
+    """The SiteUpdate of the probit factors Phi(y z / sqrt(noise_var)), the step if noise_var = 0.
+
+    Args:
+        noise_var: the noise variance (`noise_for`).
+
+    Returns:
+        (y_J, cavity mean, cavity variance) -> (log Z_J, tau_J, nu_J).
+    """
+
+    def update(y: np.ndarray, cav_mean: np.ndarray, cav_var: np.ndarray):
+        return site_update(y, cav_mean, cav_var, noise_var)
+
+    return update
+
+
 def anderson_mix(history_x: list[np.ndarray], history_f: list[np.ndarray],
                  scale: np.ndarray) -> np.ndarray | None:
     """Anderson-mixed next iterate from iterates x_k and their scaled damped steps f_k.
 
-    Type-II Anderson mixing, used by the parallel schedules of binary and multi-class EP: the
+    Type-II Anderson mixing, used by the parallel schedule of K-class EP: the
     combination of the damped images x_k + f_k / scale whose scaled residuals are least in norm.
 
     Args:
@@ -239,7 +222,7 @@ def anderson_mix(history_x: list[np.ndarray], history_f: list[np.ndarray],
 def anderson_step(history_x: list[np.ndarray], history_f: list[np.ndarray], x: np.ndarray,
                   damped_step: np.ndarray, scale: np.ndarray, depth: int,
                   n_precisions: int) -> np.ndarray:
-    """The next sites of a damped, Anderson-mixed EP iteration (binary and multi-class).
+    """The next sites of a damped, Anderson-mixed EP iteration (K-class EP's schedule).
 
     Records (x, damped_step * scale) in the histories, keeping the last depth + 1, and mixes
     them (`anderson_mix`). A mixed iterate with a negative site precision or a non-finite entry

@@ -1,14 +1,19 @@
-"""The running posterior covariance of block-sequential EP (flatvol.volume.ep_blocks).
+"""EP's posterior covariance: the running one of the block solver, and a posterior kept as a
+warm start.
 
 Sigma = (K^-1 + S)^-1 is one n x n float64 buffer whose lower triangle is updated in place by
 symmetric rank-k Woodbury updates (BLAS syrk) until it is frozen; from then on it is a float64
 base (made full, both triangles, so its columns read contiguously) minus a correction C in
-float32 (or float64) that takes the updates. A warm start shares another run's base read-only.
-Also here: reading Sigma[:, J] from a lower triangle, factoring a block's Woodbury matrix M as
-F F^T - G G^T, and ordering a sweep's sites so that most blocks' M are semi-definite.
+float32 (or float64) that takes the updates (`RunningCovariance`). A converged run's Sigma with
+its sites is a `WarmPosterior`, the one warm start of EP: another label vector's run on the same
+kernel shares it read-only as its base. Also here: reading Sigma[:, J] from a lower triangle,
+factoring a block's Woodbury matrix M as F F^T - G G^T, ordering a sweep's sites so that most
+blocks' M are semi-definite, and the dense posterior covariance of given sites.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -156,3 +161,43 @@ def mirror_lower(a: np.ndarray) -> np.ndarray:
         diag = a[j:end, j:end]
         diag[...] = np.tril(diag) + np.tril(diag, -1).T
     return a
+
+
+@dataclass(frozen=True)
+class WarmPosterior:
+    """A converged EP posterior to start another label vector's EP from (same kernel).
+
+    sigma: (n, n) float64, Fortran order, the posterior covariance with both triangles
+    (read-only, shared: runs started from it never write to it). tau, nu: its sites; logdet_B their
+    log det(I + S^1/2 K S^1/2).
+    """
+
+    sigma: np.ndarray
+    tau: np.ndarray
+    nu: np.ndarray
+    logdet_B: float
+    kernel_key: tuple[float, ...]  # kernel_key(K) of the kernel it belongs to
+
+    @property
+    def n(self) -> int:
+        return int(self.tau.size)
+
+
+def kernel_key(K: np.ndarray) -> tuple[float, ...]:
+    """A fingerprint of a kernel (size, trace, first and last rows' sums, O(n)): a warm
+    posterior is refused on another kernel, where it would give another kernel's value."""
+    return (float(K.shape[0]), float(np.trace(K)), float(K[0].sum()), float(K[-1].sum()))
+
+
+def posterior_covariance(K: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Full posterior covariance (K^-1 + diag(tau))^-1 = K - K S^1/2 B^-1 S^1/2 K."""
+    n = K.shape[0]
+    if not np.any(tau > 0):
+        return K.copy()
+    sq = np.sqrt(tau)
+    B = (sq[:, None] * K) * sq[None, :]
+    B[np.diag_indices(n)] += 1.0
+    L = scipy.linalg.cholesky(B, lower=True, check_finite=False)
+    V = scipy.linalg.solve_triangular(L, sq[:, None] * K, lower=True, check_finite=False)
+    Sigma = K - V.T @ V
+    return 0.5 * (Sigma + Sigma.T)

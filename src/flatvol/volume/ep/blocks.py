@@ -1,11 +1,13 @@
-"""Block-sequential EP: sites updated a block at a time against one running posterior covariance,
-then Newton steps on the fixed point.
+"""The EP solver: sites updated a block at a time against one running posterior covariance,
+then Newton steps on the fixed point; any likelihood given as a `SiteUpdate` (flatvol.volume.ep
+.sites), the probit and the step ones in production.
 
-Parallel EP (flatvol.volume.ep) refactorizes I + S^1/2 K S^1/2 after every update of all n
-sites, about 1.75 Choleskys a time, and on the strongly correlated NNGP kernels it needs 15-20
-such iterations: all sites see the same old posterior and overcount their shared evidence.
+Why blocks: parallel EP (every site from one posterior, then a refactorization of
+I + S^1/2 K S^1/2, about 1.75 Choleskys) needs 15-20 iterations on the strongly correlated
+NNGP kernels, since all sites see the same old posterior and overcount their shared evidence.
 Here the posterior covariance Sigma = (K^-1 + S)^-1 is kept as one n x n buffer (its lower
-triangle) and updated after each block J of sites by the Woodbury identity
+triangle, flatvol.volume.ep.posterior.RunningCovariance) and updated after each block J of
+sites by the Woodbury identity
     Sigma <- Sigma - Sigma[:, J] M Sigma[J, :],   M = D (I + Sigma_JJ D)^-1,  D = diag(d tau_J),
 a symmetric rank-|J| update (BLAS syrk, n^2 |J| flops), so moving all n sites costs n^3 flops
 (about 3 Choleskys) and later blocks see the earlier ones' evidence. log det(I + S^1/2 K S^1/2)
@@ -15,40 +17,53 @@ Sigma nu is recomputed at every sweep (one symmetric mat-vec), so it does not dr
 The schedule (bench/RESULTS.md, "ep-orthant cost in Choleskys"):
 - sweeps over the sites that move by more than GS_MOVING posterior standard deviations (all
   of them in a cold start's first sweep), until the largest move is below NEWTON_FROM;
-- then Newton steps (flatvol.volume.ep_newton: GMRES in O(n^2) per iteration), each applied
-  to the sites it moves; EP stops when the sites move less than tol, or when a small Newton
-  step predicts that log Z_EP is within value_rtol(tol) of the fixed point's value (log Z_EP is
-  stationary there, so the prediction is second order and its error third order); the value
-  reported is then the Newton-corrected one (BlockSweepResult.value_correction). Below
-  tol = VALUE_STOP_MIN_TOL only the sites' own convergence stops EP.
+- then Newton steps (flatvol.volume.ep.newton: GMRES in O(n^2) per iteration), each applied
+  to the sites it moves.
+- The stopping rule: the sites are within tol of the fixed point, measured (every site's
+  move, in posterior standard deviations, is < tol) or, in the Newton phase for tol >=
+  VALUE_STOP_MIN_TOL, predicted by a small Newton step whose predicted change of log Z_EP is
+  within value_rtol(tol) relative (log Z_EP is stationary at the fixed point, so the
+  prediction is second order and its error third order); the value reported is then the
+  Newton-corrected one (BlockSweepResult.value_correction).
+- The warm start: a WarmPosterior (the converged posterior of a nearby label vector on the
+  same kernel, shared read-only); every change goes into this run's correction.
 - Mixed precision: after the first sweep the buffer is frozen as a float64 base and the
-  changes accumulate in a float32 correction C (Sigma = base - C): C is small next to the
-  base, so its float32 rounding is small next to the posterior variances, and float32 syrk is
-  twice as fast. A warm start from a WarmPosterior (the posterior of a nearby label vector,
-  shared read-only) puts every change in C and needs no copy of the base. The running
-  covariance and log det B serve the iteration only: flatvol.volume.ep reports the value
-  recomputed in float64 from the final sites (ep_parts.site_value) and checks how far the
-  running mean drifted from the float64 one.
+  changes accumulate in a float32 correction C (Sigma = base - C; n >= MIXED_MIN_N and
+  tol >= MIXED_MIN_TOL): C is small next to the base, so its float32 rounding is small next to
+  the posterior variances, and float32 syrk is twice as fast. The running covariance and
+  log det B serve the iteration only: flatvol.volume.ep.run reports the value recomputed in
+  float64 from the final sites (sites.site_value) and checks how far the running mean drifted
+  from the float64 one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg.blas import ssymv
 
-from flatvol.volume.ep_covariance import RunningCovariance, sign_blocks, split_factor
-from flatvol.volume.ep_newton import newton_step
-from flatvol.volume.ep_parts import Posterior, cavity, log_marginal
+from flatvol.volume.ep.newton import newton_step
+from flatvol.volume.ep.posterior import (
+    RunningCovariance,
+    WarmPosterior,
+    kernel_key,
+    sign_blocks,
+    split_factor,
+)
+from flatvol.volume.ep.sites import (
+    MIN_CAVITY_PRECISION,
+    Posterior,
+    SiteUpdate,
+    cavity,
+    log_marginal,
+)
 
 BLOCK = 64
 # After the first two sweeps without Newton steps, a sweep updates only sites whose change
 # exceeds this fraction of tol (the others are left for a later sweep, if any is still needed).
 _MOVING = 0.5
-_MIN_CAVITY_PRECISION = 1e-300
 GS_MOVING = 0.1  # sweeps before the Newton phase move only sites that move more than this
 NEWTON_FROM = 0.6  # Newton steps once no site moves more than this (closer, they overshoot)
 NEWTON_TRUST = 0.05  # a Newton step this small predicts the value to third order
@@ -60,9 +75,6 @@ MIXED_MIN_TOL = 1e-4  # ... and tolerances at least this (tighter ones are float
 # Below this tol the caller wants the sites themselves converged: no stop on the value alone.
 VALUE_STOP_MIN_TOL = 1e-4
 
-SiteUpdate = Callable[[np.ndarray, np.ndarray, np.ndarray],
-                      tuple[np.ndarray, np.ndarray, np.ndarray]]
-
 
 def value_rtol(tol: float) -> float:
     """Relative accuracy of log Z_EP at which a Newton-phase run stops (see module doc)."""
@@ -72,32 +84,6 @@ def value_rtol(tol: float) -> float:
 def uses_float32(n: int, tol: float) -> bool:
     """Whether a run of n sites at tolerance tol accumulates its corrections in float32."""
     return n >= MIXED_MIN_N and tol >= MIXED_MIN_TOL
-
-
-@dataclass(frozen=True)
-class WarmPosterior:
-    """A converged EP posterior to start another label vector's EP from (same kernel).
-
-    sigma: (n, n) float64, Fortran order, the posterior covariance with both triangles
-    (read-only, shared: runs started from it never write to it). tau, nu: its sites; logdet_B their
-    log det(I + S^1/2 K S^1/2).
-    """
-
-    sigma: np.ndarray
-    tau: np.ndarray
-    nu: np.ndarray
-    logdet_B: float
-    kernel_key: tuple[float, ...]  # kernel_key(K) of the kernel it belongs to
-
-    @property
-    def n(self) -> int:
-        return int(self.tau.size)
-
-
-def kernel_key(K: np.ndarray) -> tuple[float, ...]:
-    """A fingerprint of a kernel (size, trace, first and last rows' sums, O(n)): a warm
-    posterior is refused on another kernel, where it would give another kernel's value."""
-    return (float(K.shape[0]), float(np.trace(K)), float(K[0].sum()), float(K[-1].sum()))
 
 
 @dataclass(frozen=True)
@@ -130,7 +116,6 @@ def block_sequential_ep(
     tol: float,
     max_sweeps: int,
     block: int | None = None,
-    init_sites: tuple[np.ndarray, np.ndarray] | None = None,
     init_posterior: WarmPosterior | None = None,
     newton: bool = True,
     keep_posterior: bool = False,
@@ -147,13 +132,11 @@ def block_sequential_ep(
         max_sweeps: the most sweeps (a Newton step counts as one).
         block: sites per Woodbury update; default min(BLOCK, n // 16) (at least 1), so small
             problems run site by site, where within-block overcounting could oscillate.
-        init_sites: warm start (tau, nu): the first sweep moves the sites there (it builds the
-            posterior covariance of those sites, block by block) instead of moment matching.
         init_posterior: warm start from a posterior of the same kernel (its sites and
             covariance, not copied; K is then not read).
-        newton: use Newton steps once the sites are close (False: sweeps only).
+        newton: use Newton steps once the sites are close (False: sweeps only, for tests).
         mixed_precision: float32 corrections where `uses_float32` allows them (False: float64
-            throughout, the refit when float32 drifted, flatvol.volume.ep).
+            throughout: the refit when float32 drifted, flatvol.volume.ep.run).
         keep_posterior: return the final posterior as a WarmPosterior (one more n x n array
             when the covariance was shared).
 
@@ -165,7 +148,6 @@ def block_sequential_ep(
         cov = RunningCovariance(init_posterior.sigma, owned=False)
         tau, nu = init_posterior.tau.copy(), init_posterior.nu.copy()
         logdet_B = float(init_posterior.logdet_B)
-        init_sites = None
     else:
         cov = RunningCovariance(np.array(K, dtype=np.float64, order="F", copy=True), owned=True)
         tau, nu, logdet_B = np.zeros(n), np.zeros(n), 0.0
@@ -194,7 +176,7 @@ def block_sequential_ep(
     for sweep in range(1, max_sweeps + 1):  # noqa: B007 - the count is reported
         var = cov.diagonal()
         mean = cov.matvec(nu)
-        cav_var = 1.0 / np.maximum(1.0 / var - tau, _MIN_CAVITY_PRECISION)
+        cav_var = 1.0 / np.maximum(1.0 / var - tau, MIN_CAVITY_PRECISION)
         cav_mean = (mean / var - nu) * cav_var
         _, tau_full, nu_full = site_update(y, cav_mean, cav_var)
         moves = np.maximum(np.abs(tau_full - tau) * var, np.abs(nu_full - nu) * np.sqrt(var))
@@ -243,9 +225,6 @@ def block_sequential_ep(
                 moving = np.flatnonzero(moves > (-1.0 if cold_first else GS_MOVING))
             else:  # plain sweeps: all sites twice, then those that still move
                 moving = np.flatnonzero(moves > (_MOVING * tol if sweep > 2 else -1.0))
-            if init_sites is not None and sweep == 1:
-                targets = init_sites
-                moving = np.arange(n)
         heading = (tau_full if targets is None else targets[0]) - tau
         for J in sign_blocks(moving, heading, block):
             W = cov.columns(J)
@@ -256,7 +235,7 @@ def block_sequential_ep(
                 d_nu = n_new - nu[J]
             else:
                 s = np.diag(S_JJ)
-                c_var = 1.0 / np.maximum(1.0 / s - tau[J], _MIN_CAVITY_PRECISION)
+                c_var = 1.0 / np.maximum(1.0 / s - tau[J], MIN_CAVITY_PRECISION)
                 c_mean = (mean[J] / s - nu[J]) * c_var
                 _, t_new, n_new = site_update(y[J], c_mean, c_var)
                 d_tau = damping * (np.maximum(t_new, 0.0) - tau[J])
