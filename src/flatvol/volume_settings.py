@@ -10,7 +10,8 @@ flatvol.volume imports them from here: one definition each, the estimator regist
   and its implementations named as 'module:function', imported on first use);
   register_estimator adds one, check_estimator / estimator_info refuse an unknown name or
   one that does not support K classes; DEFAULT_ESTIMATOR.
-- KernelKind / KERNEL_KINDS: how a volume kernel is chosen (flatvol.volume.kernels).
+- KernelKind / KERNEL_KINDS / check_kernel_kind: the kernel kinds a spec may name (extended by
+  flatvol.volume.kernels.register_kernel_kind).
 - BatchNormMode / BATCHNORM_MODES / DEFAULT_BATCHNORM: how BatchNorm normalizes in a
   Monte-Carlo kernel's random networks (flatvol.volume.mc_kernel explains the choice).
 - DEFAULT_MC_TOLERANCE, DEFAULT_MC_MAX_SAMPLES, MIN_MC_MAX_SAMPLES: the Monte-Carlo draw
@@ -27,10 +28,10 @@ from typing import Any, Literal, get_args
 
 from flatvol.errors import VolumeError
 
-# EP's schedules (flatvol.volume.ep.Mode) and orthant-is' proposals (flatvol.volume.orthant
-# .PROPOSALS), spelled here so that a spec's options are checked without importing them; a test
-# checks both lists against the volume package's.
-EP_MODES: tuple[str, ...] = ("auto", "parallel", "sequential", "blocks")
+# EP's 'mode' option (flatvol.volume.ep.Mode: both name the one block solver) and orthant-is'
+# proposals (flatvol.volume.orthant.PROPOSALS), spelled here so that a spec's options are
+# checked without importing them; a test checks both lists against the volume package's.
+EP_MODES: tuple[str, ...] = ("auto", "blocks")
 IS_PROPOSALS: tuple[str, ...] = ("auto", "ep", "minimax", "prior")
 
 OptionKind = Literal["int", "float", "str"]
@@ -98,8 +99,8 @@ class EstimatorInfo:
         multiclass: 'module:function' of the K-class implementation (K > 2); None: the
             estimator is binary only.
         has_stderr: Its results carry a standard error (stderr_log10).
-        warm_start: Its binary implementation can start from an earlier result's EP sites
-            (log_volume(..., warm_start=...)).
+        warm_start: Its binary implementation can start from an earlier result's EP
+            posterior (log_volume(..., warm_start=...); flatvol.volume.ep).
         options: Its keyword options; any other name, or a value of another type, is refused.
     """
 
@@ -178,7 +179,8 @@ _EP_OPTIONS = (
     _SEED,
     EstimatorOption("tol", "float", 1e-3, "EP's convergence tolerance"),
     EstimatorOption("max_iter", "int", 300, "EP sweeps at most"),
-    EstimatorOption("mode", "str", "auto", "EP's schedule (flatvol.volume.ep)", EP_MODES),
+    EstimatorOption("mode", "str", "auto", "EP's solver: 'auto' and 'blocks' both name "
+                    "the one block solver (flatvol.volume.ep)", EP_MODES),
 )
 
 ESTIMATORS: dict[str, EstimatorInfo] = {}
@@ -248,9 +250,29 @@ register_estimator(EstimatorInfo(
 ))
 DEFAULT_ESTIMATOR = "ep-orthant"
 
-# 'auto': analytic for a ReLU FCN, Monte Carlo otherwise.
-KernelKind = Literal["auto", "analytic", "mc"]
-KERNEL_KINDS: tuple[str, ...] = get_args(KernelKind)
+# The kernel kinds a spec may name: 'auto' (analytic for a ReLU FCN, Monte Carlo otherwise) and
+# kinds of flatvol.volume.kernels.KERNEL_REGISTRY. A list, not a Literal: a kind registered with
+# register_kernel_kind(info, in_specs=True) is appended, so specs accept it with no edit here.
+KernelKind = str
+KERNEL_KINDS: list[str] = ["auto", "analytic", "mc"]
+
+
+def check_kernel_kind(kind: Any, name: str = "kernel") -> str:
+    """A kernel kind a spec may name, or a one-line refusal.
+
+    Args:
+        kind: The value given.
+        name: What the caller calls the setting.
+
+    Returns:
+        `kind`, unchanged.
+
+    Raises:
+        VolumeError: naming the setting, the kinds allowed and the value.
+    """
+    if kind not in KERNEL_KINDS:
+        raise VolumeError(f"{name} must be one of {', '.join(KERNEL_KINDS)}, got {kind!r}")
+    return kind
 
 # 'eval': the running statistics as reset (the authors' code); 'batch': the statistics of all
 # the kernel's inputs in one pass (as the network normalizes while it trains).

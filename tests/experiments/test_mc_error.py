@@ -13,7 +13,7 @@ from experiments_helpers import tiny_spec
 from flatvol.analysis.report import write_report
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
 from flatvol.models import build_model
-from flatvol.volume import VolumeService
+from flatvol.volume import VolumeService, arccos_kernel
 from flatvol.volume import kernels as kernels_module
 from flatvol.volume.kernels import select_kernel
 from flatvol.volume.mc_kernel import mc_nngp_kernel
@@ -91,14 +91,14 @@ def test_batches_too_large_give_no_error_bar(monkeypatch):
 
 def test_conditional_stderr_is_the_jackknife_of_the_replicates():
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
-    kernel = kernels_module.arccos_kernel(x, 1)
+    kernel = arccos_kernel(x, 1)
     labels = (x[:, 0] > 0).numpy().astype(np.float64)
-    assert VolumeService(kernel).conditional_stderr(labels, 5) is None
-    same = VolumeService(kernel, replicates=[kernel] * 4).conditional_stderr(labels, 5)
+    assert VolumeService(kernel).conditional(labels, 5).stderr is None
+    same = VolumeService(kernel, replicates=[kernel] * 4).conditional(labels, 5).stderr
     assert same is not None and same.log10_volume == 0.0 and same.log10_volume_conditional == 0.0
     # V(f) is scale-free, so perturb the kernel's shape: more or less independent noise.
     scaled = [kernel + s * np.eye(8) for s in (0.1, 0.3, 0.6, 1.0)]
-    stderr = VolumeService(kernel, replicates=scaled).conditional_stderr(labels, 5)
+    stderr = VolumeService(kernel, replicates=scaled).conditional(labels, 5).stderr
     reps = [VolumeService(k).conditional(labels, 5).full.log10_volume for k in scaled]
     expected = math.sqrt(3 / 4 * np.sum((np.array(reps) - np.mean(reps)) ** 2))
     assert stderr.log10_volume == pytest.approx(expected, rel=1e-12) and expected > 0

@@ -102,9 +102,6 @@ def test_the_shipped_ten_class_spec_plans_fig3():
     ({'final = ["volume", "sharpness"]': 'final = ["volume"]\n[measures.volume]\n'
       'estimator = "ep-probit"'},
      "measures.volume.estimator: 10 classes (all): estimator 'ep-probit'"),
-    ({'final = ["volume", "sharpness"]': 'final = ["volume"]\n[measures.volume]\nkernel = "mc"\n'
-      'mc_samples = "auto"'},
-     "measures.volume.mc_samples: expected a draw count for a 10-class task, got 'auto'"),
     ({'classes = "all"': 'classes = "0,1,1"'}, "got digit 1 listed twice in '0,1,1'"),
     ({"train_size = 60": "train_size = 8\nevery_class_in_S = true"},
      "data: train_size: expected S to hold every one of the 10 classes (all), got none of class"),

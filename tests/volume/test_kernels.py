@@ -13,7 +13,7 @@ from torch import nn
 
 from flatvol.errors import VolumeError
 from flatvol.models import FCN, Prior, build_model, init_from_prior_
-from flatvol.volume import arccos_kernel, fcn_kernel, mc_nngp_kernel, model_kernel
+from flatvol.volume import KernelRequest, arccos_kernel, fcn_kernel, mc_nngp_kernel, prior_kernel
 
 SHARED_KERNEL = Path(__file__).resolve().parents[3] / "shared" / "data" / "boolean-prior" / \
     "kernel_A.npy"
@@ -79,8 +79,7 @@ def test_fcn_kernel_uses_the_models_depth_and_prior():
     model = build_model("fcn:20,20,20", (2, 3), prior=prior, seed=0)
     x = inputs(6, 6).reshape(6, 2, 3)
     np.testing.assert_allclose(fcn_kernel(model, x), arccos_kernel(x.reshape(6, -1), 3, 1.5, 0.2))
-    K, kind = model_kernel(model, x)
-    assert kind == "analytic"
+    assert prior_kernel(model, x).kind == "analytic"
     with pytest.raises(VolumeError, match="FCN"):
         fcn_kernel(build_model("cnn:2", (1, 4, 4), seed=0), torch.zeros(2, 1, 4, 4))
     with pytest.raises(VolumeError, match="expects 6 features"):
@@ -151,8 +150,7 @@ def test_mc_kernel_is_seeded_and_leaves_the_model_alone():
     assert not np.allclose(a.kernel, c.kernel)
     assert a.width == 4 * 2 * 2 and a.kernel.shape == (5, 5)
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
-    _, kind = model_kernel(model, x, mc_samples=3, progress=False)
-    assert kind == "monte-carlo"
+    assert prior_kernel(model, x, KernelRequest(samples=3), progress=False).kind == "mc"
     with pytest.raises(VolumeError, match="n_samples"):
         mc_nngp_kernel(model, x, 1)
     with pytest.raises(VolumeError, match="prior"):

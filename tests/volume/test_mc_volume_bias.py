@@ -53,7 +53,7 @@ def test_the_jackknife_bias_has_the_sign_and_size_of_the_true_bias() -> None:
         with warnings.catch_warnings():  # too few draws, as the test wants
             warnings.simplefilter("ignore", MonteCarloDrawsWarning)
             result = volume_of(model, x, f, kernel="mc", n_samples=draws, seed=seed)
-        assert result.kernel == "monte-carlo" and result.mc_samples == draws
+        assert result.kernel == "mc-output" and result.mc_samples == draws
         raw.append(result.log10_volume)
         bias.append(result.log10_volume_bias)
     for seed in range(jackknife_seeds, seeds):  # the raw estimate alone: one EP a seed
@@ -81,7 +81,7 @@ def test_auto_is_the_default_and_is_the_convergence_check_on_the_same_draws() ->
     y = (x[:16, 0] > 0).float()
     result = volume_of(model, x[:16], y, x[16:])
     check = result.mc_convergence
-    assert result.kernel == "monte-carlo" and check is not None and check["converged"]
+    assert result.kernel == "mc-output" and check is not None and check["converged"]
     assert check["probe"] == "the model's labels f on S u E"
     assert result.mc_samples == check["rounds"][-1]["samples"]
     assert result.mc_samples >= 2 * 24  # each half of the draws full rank on S u E

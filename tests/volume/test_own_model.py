@@ -99,7 +99,7 @@ def test_volume_of_a_plain_torch_model_on_numpy_or_tensors() -> None:
     result = flatvol.volume_of(model, x[:16], y, x[16:], n_samples=200)
     assert model.training  # mode restored
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
-    assert result.init == "reset_parameters()" and result.kernel == "monte-carlo"
+    assert result.init == "reset_parameters()" and result.kernel == "mc-output"
     assert (result.n_train, result.n_test, result.mc_samples) == (16, 8, 200)
     for name in ("log10_volume", "log10_volume_stderr", "log10_volume_conditional_stderr",
                  "pac_bayes_bound"):

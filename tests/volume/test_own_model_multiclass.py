@@ -280,7 +280,7 @@ def test_draws_chosen_by_the_convergence_check_probe_the_k_class_volume():
     task = TaskData("synthetic", "three", 0, split(0, 10), split(0, 0), split(10, 16), 3)
     cnn = build_model("cnn:4", (1, 8, 8), seed=0, outputs=3)
     result = volume_of_model(cnn, task, progress=False)
-    assert result.kernel_kind == "monte-carlo" and result.n_classes == 3
+    assert result.kernel_kind == "mc" and result.n_classes == 3
     assert result.kernel_info["mc_convergence"]["converged"]
     assert math.isfinite(result.volume.full.log10_volume) and result.stderr is not None
     assert 0 < result.stderr.log10_volume < 0.2

@@ -11,6 +11,7 @@ import torch
 from flatvol.errors import VolumeError
 from flatvol.models import Prior, build_model
 from flatvol.volume import (
+    KernelRequest,
     VolumeEstimator,
     VolumeService,
     arccos_kernel,
@@ -90,18 +91,18 @@ def test_kernel_selection_analytic_mc_and_errors():
     x = torch.randn(10, 5, generator=torch.Generator().manual_seed(0))
     prior = Prior(2.0, 0.5)
     fcn = build_model("fcn:7,7", (5,), prior, seed=0)
-    analytic = prior_kernel("fcn:7,7", x, prior)
+    analytic = prior_kernel(fcn, x)
     assert analytic.kind == "analytic" and analytic.description() == "analytic"
     np.testing.assert_array_equal(analytic.matrix, fcn_kernel(fcn, x))
     assert analytic.matrix.flags.c_contiguous and analytic.info["n"] == 10
-    mc = prior_kernel("fcn:7,7", x, prior, "mc", mc_samples=5, mc_seed=2, progress=False)
+    mc = prior_kernel(fcn, x, KernelRequest("mc", samples=5, seed=2), progress=False)
     reference = mc_nngp_kernel(build_model("fcn:7,7", (5,), prior, seed=2), x, 5, seed=2,
                                progress=False)
     np.testing.assert_array_equal(mc.matrix, reference.kernel)
-    assert mc.info["mc_samples"] == 5 and mc.description() == "monte-carlo (5 samples)"
+    assert mc.info["mc_samples"] == 5 and mc.description() == "mc (5 samples)"
     cnn = build_model("cnn:2,2", (1, 4, 4), seed=0)
     images = torch.randn(6, 1, 4, 4)
-    assert select_kernel(cnn, images, mc_samples=3, progress=False).kind == "monte-carlo"
+    assert select_kernel(cnn, images, mc_samples=3, progress=False).kind == "mc"
     with pytest.raises(VolumeError, match="'analytic' needs an fcn model"):
         select_kernel(cnn, images, "analytic")
     with pytest.raises(VolumeError, match="kernel must be one of"):

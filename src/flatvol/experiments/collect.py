@@ -255,7 +255,7 @@ def _measure_and_record(spec: ExperimentSpec, runs: list[_Checked], out: Path,
         task = load_run(runs[0].run_dir, data_dir=data_dir, device=device).task
         nngp = compute_kernel(spec, task, device, progress)
         kernel, kernel_info = nngp.matrix, nngp.info
-        service = VolumeService(kernel, n_classes=task.n_classes, replicates=nngp.replicates(),
+        service = VolumeService(nngp, n_classes=task.n_classes,
                                 reference_labels=task.y_SE().detach().cpu().numpy())
     failed = 0
     with Store(out) as store, ProgressBar("collect", total=len(runs), enabled=progress,

@@ -12,7 +12,7 @@ The context is picklable: the local process pool and Ray ship it once to each wo
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 
 from flatvol.data.task import TaskData
 from flatvol.digest import digest
+from flatvol.errors import VolumeError
 from flatvol.experiments.build import load_run_task, spec_classes, spec_prior
 from flatvol.experiments.plan import PlannedRun, ensemble_groups
 from flatvol.experiments.spec import ExperimentSpec
@@ -32,7 +33,14 @@ from flatvol.io import (
     write_cache_record,
 )
 from flatvol.volume import VolumeService, prior_kernel
-from flatvol.volume.kernels import DEFAULT_MC_BATCHES, NNGPKernel
+from flatvol.volume.kernels import (
+    DEFAULT_MC_BATCHES,
+    KERNEL_REGISTRY,
+    KernelRequest,
+    PriorKernel,
+    canonical_kind,
+    is_exact_kind,
+)
 
 CACHE_DIR = "cache"  # OUT/cache: the kernel, Monte-Carlo draws and ensemble checkpoints
 
@@ -65,12 +73,25 @@ class SweepContext:
         if self.kernel is None:
             return None
         if self._volume_cache is None:
-            nngp = NNGPKernel(self.kernel, self.kernel_info,
-                              *(self.kernel_batches or (None, None)))
-            self._volume_cache = VolumeService(self.kernel, n_classes=spec_classes(self.spec),
-                                               replicates=nngp.replicates(),
+            self._volume_cache = VolumeService(self.prior_kernel(),
+                                               n_classes=spec_classes(self.spec),
                                                reference_labels=self.reference_labels)
         return self._volume_cache
+
+    def prior_kernel(self) -> PriorKernel:
+        """The sweep's kernel with its info and batches, as `prior_kernel` gave it.
+
+        Returns:
+            The PriorKernel (its kind as stored, in today's vocabulary).
+
+        Raises:
+            VolumeError: the context holds no kernel.
+        """
+        if self.kernel is None:
+            raise VolumeError("the sweep's context holds no kernel (no measure needs one)")
+        kind = canonical_kind(str(self.kernel_info.get("kind", "")))
+        return PriorKernel(self.kernel, kind, self.kernel_info,
+                           *(self.kernel_batches or (None, None)), exact=is_exact_kind(kind))
 
     def ensemble_checkpoint(self, members: list[PlannedRun]) -> Path | None:
         """Where the ensemble of `members` keeps its training progress, so that a killed
@@ -114,38 +135,40 @@ def needs_kernel(spec: ExperimentSpec) -> bool:
     return "volume" in spec.measures.final or "volume" in spec.during.measures
 
 
-def kernel_cache_key(spec: ExperimentSpec) -> str:
-    """The key of a sweep's kernel in OUT/cache: what fixes the kernel (data, model, kind;
-    a Monte-Carlo kernel's draws, seed, batches and BatchNorm mode; with mc_samples 'auto',
-    what judged the draw count)."""
+def kernel_request(spec: ExperimentSpec) -> KernelRequest:
+    """The kernel a sweep asks for: its [measures.volume] settings, with DEFAULT_MC_BATCHES
+    batches of draws kept for the error bar.
+
+    Args:
+        spec: The sweep's spec.
+
+    Returns:
+        The KernelRequest (it owns the kernel's cache keys).
+    """
     v = spec.measures.volume
-    payload = {"data": spec.data.model_dump(mode="json"),
-               "model": spec.model.model_dump(mode="json"), "kernel": v.kernel,
-               "mc_samples": v.mc_samples if v.kernel != "analytic" else None,
-               "mc_seed": v.mc_seed if v.kernel != "analytic" else None}
-    if v.kernel != "analytic" and v.mc_samples == "auto":  # what the check converged on
-        payload.update(mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
-                       estimator=v.estimator)
-    if v.kernel != "analytic":  # a kernel cached before batches were kept is not reused
-        payload.update(mc_batches=DEFAULT_MC_BATCHES, mc_batchnorm=v.mc_batchnorm)
-    return digest("kernel", payload)
+    return KernelRequest(v.kernel, v.mc_samples, v.mc_seed, v.mc_tolerance, v.mc_max_samples,
+                         v.mc_batchnorm, DEFAULT_MC_BATCHES, v.estimator, dict(v.options))
+
+
+def _settings_json(spec: ExperimentSpec) -> tuple[Any, Any]:
+    """The spec's data and model settings, as a kernel's keys hold them."""
+    return spec.data.model_dump(mode="json"), spec.model.model_dump(mode="json")
+
+
+def kernel_cache_key(spec: ExperimentSpec) -> str:
+    """The key of a sweep's kernel in OUT/cache (KernelRequest.cache_key)."""
+    return kernel_request(spec).cache_key(*_settings_json(spec))
 
 
 def mc_draws_key(spec: ExperimentSpec) -> str:
-    """The key of a sweep's Monte-Carlo draws: the kernel's key less what only judges the
-    draws (tolerance, cap, probe estimator), so a check refused at its cap resumes with a
-    higher one (flatvol.volume.mc_checkpoint)."""
-    v = spec.measures.volume
-    payload = {"data": spec.data.model_dump(mode="json"),
-               "model": spec.model.model_dump(mode="json"), "mc_seed": v.mc_seed,
-               "mc_batches": DEFAULT_MC_BATCHES, "mc_batchnorm": v.mc_batchnorm}
-    return digest("mc-draws", payload)
+    """The key of a sweep's Monte-Carlo draws (KernelRequest.draws_key)."""
+    return kernel_request(spec).draws_key(*_settings_json(spec))
 
 
 def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
-                   progress: bool = True, mc_checkpoint: Path | None = None) -> NNGPKernel:
-    """The NNGP kernel of the model's prior on S u E (S first), as the spec's [measures.volume]
-    chooses it (flatvol.volume.prior_kernel, the one place a kernel is chosen).
+                   progress: bool = True, mc_checkpoint: Path | None = None) -> PriorKernel:
+    """The kernel of the model's prior on S u E (S first), as the spec's [measures.volume]
+    asks for it (flatvol.volume.prior_kernel, the one place a kernel is chosen).
 
     Args:
         spec: the sweep's spec.
@@ -158,19 +181,20 @@ def compute_kernel(spec: ExperimentSpec, task: TaskData, device: str = "cpu",
     Returns:
         The kernel and its info; a Monte-Carlo kernel keeps DEFAULT_MC_BATCHES batch kernels
         for its error bar where they fit. With mc_samples 'auto' the convergence check probes
-        the true labels y on S u E with the spec's estimator and its options.
+        the true labels y on S u E (K-class for a K-class task) with the spec's estimator and
+        its options.
     """
-    v = spec.measures.volume
-    return prior_kernel(spec.model.arch, task.x_SE(), spec_prior(spec), v.kernel,
-                        mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
-                        progress=progress, mc_batches=DEFAULT_MC_BATCHES,
-                        mc_tolerance=v.mc_tolerance, mc_max_samples=v.mc_max_samples,
-                        probe_labels=task.y_SE(), probe_estimator=v.estimator,
-                        probe_options=dict(v.options), mc_batchnorm=v.mc_batchnorm,
-                        mc_checkpoint=mc_checkpoint)
+    from flatvol.models import build_model
+
+    x = task.x_SE()
+    request = kernel_request(spec)
+    # The model is built with the draws' seed: only its architecture and prior matter.
+    model = build_model(spec.model.arch, tuple(x.shape[1:]), spec_prior(spec), seed=request.seed)
+    return prior_kernel(model, x, request, n_classes=task.n_classes, probe_labels=task.y_SE(),
+                        device=device, progress=progress, checkpoint=mc_checkpoint)
 
 
-def _cached_kernel(path: Path, record: Path, batches_path: Path) -> NNGPKernel:
+def _cached_kernel(path: Path, record: Path, batches_path: Path) -> PriorKernel:
     """The kernel cached at `path`, once its record verifies (flatvol.io.read_cache_record).
 
     Raises:
@@ -192,11 +216,16 @@ def _cached_kernel(path: Path, record: Path, batches_path: Path) -> NNGPKernel:
             batches[0].ndim != 3 or batches[0].shape[1:] != (n, n)
             or batches[1] is None or batches[1].shape != batches[0].shape[:1])):
         raise CacheDamage(f"arrays of unexpected shapes (kernel {kernel.shape})")
-    return NNGPKernel(kernel, {**info, "cached": True}, *batches)
+    # a record written before the one kind vocabulary says 'monte-carlo' for 'mc'
+    kind = canonical_kind(str(info.get("kind")))
+    if kind not in KERNEL_REGISTRY:
+        raise CacheDamage(f"unknown kernel kind {info.get('kind')!r}")
+    return PriorKernel(kernel, kind, {**info, "kind": kind, "cached": True}, *batches,
+                       exact=is_exact_kind(kind))
 
 
 def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
-                 progress: bool) -> NNGPKernel:
+                 progress: bool) -> PriorKernel:
     """The sweep's kernel, from DIR/cache/kernel-<key>.npy (and a Monte-Carlo kernel's batches
     from kernel-<key>-batches.npz) if a previous sweep computed it. A Monte-Carlo check's draws
     are kept in DIR/cache/mc-draws-<key>.pt as they are made, so a killed sweep's check
@@ -243,7 +272,7 @@ def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: 
         batches_path.unlink(missing_ok=True)
     atomic_write(path, lambda fh: np.save(fh, nngp.matrix, allow_pickle=False))
     write_cache_record(record, files, info)
-    return NNGPKernel(nngp.matrix, info, nngp.batch_kernels, nngp.batch_counts)
+    return replace(nngp, info=info)
 
 
 def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,

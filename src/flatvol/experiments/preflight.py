@@ -20,8 +20,8 @@ import torch
 from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
-from flatvol.experiments.build import kernel_kind, load_run_task, spec_prior, train_config
-from flatvol.experiments.context import CACHE_DIR
+from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.context import CACHE_DIR, kernel_request
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.spec_files import one_line
 from flatvol.experiments.store import RunKey
@@ -132,8 +132,8 @@ def _check_classes(spec: ExperimentSpec, source: str, model: torch.nn.Module,
                    task: TaskData) -> None:
     """A K-class sweep: every measure must run for K classes, or be refused now in one line
     rather than fail in every run: the volume's estimator on a K-class labelling of a 3 x 3
-    kernel, a Monte-Carlo draw count chosen by a check that probes binary labels only, and
-    each other measure on a few points of S."""
+    kernel, and each other measure on a few points of S. (A Monte-Carlo draw count 'auto' is
+    fine: its check probes the K-class labels.)"""
     from flatvol.measures import MeasureContext, compute_measures
     from flatvol.volume import VolumeService
 
@@ -147,10 +147,6 @@ def _check_classes(spec: ExperimentSpec, source: str, model: torch.nn.Module,
         except (FlatvolError, TypeError, ValueError) as exc:
             raise SpecError(one_line(f"{source}: measures.volume.estimator: {k} classes "
                                      f"({spec.data.classes}): {exc}")) from None
-        if m.volume.kernel != "analytic" and m.volume.mc_samples == "auto":
-            raise SpecError(f"{source}: measures.volume.mc_samples: expected a draw count for a "
-                            f"{k}-class task, got 'auto' (its convergence check probes binary "
-                            "labels only)")
     tiny = _tiny_task(task)
     context = MeasureContext(m, seed=0, device="cpu")
     for name in (n for n in names if n != "volume"):
@@ -161,19 +157,14 @@ def _check_classes(spec: ExperimentSpec, source: str, model: torch.nn.Module,
                                      f"network yet ({exc})")) from None
 
 
-def _check_mc_rank(spec: ExperimentSpec, source: str, model: torch.nn.Module,
-                   task: TaskData) -> None:
-    """A fixed Monte-Carlo draw count whose kernel of S u E must be singular is refused now
-    (draws x feature width + 1 < n: log V would be set by the jitter)."""
-    from flatvol.volume.mc_convergence import check_full_rank
-    from flatvol.volume.mc_kernel import FeatureDraws
-
-    samples = spec.measures.volume.mc_samples
-    if samples == "auto":
-        return
-    x = task.x_SE()
+def _check_kernel(spec: ExperimentSpec, source: str, model: torch.nn.Module,
+                  task: TaskData) -> None:
+    """The sweep's kernel request, checked for the model and S u E as `prior_kernel` will
+    check it (KernelRequest.check): its kind ('analytic' on a non-FCN is refused), and a fixed
+    Monte-Carlo draw count whose kernel must be singular (draws x feature width + 1 < n:
+    log V would be set by the jitter)."""
     try:
-        check_full_rank(samples, FeatureDraws(model, x[:1]).width, int(x.shape[0]))
+        kernel_request(spec).check(model, task.x_SE())
     except FlatvolError as exc:
         raise SpecError(one_line(f"{source}: measures.volume.{exc}")) from None
 
@@ -201,12 +192,7 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
     except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
         raise SpecError(one_line(f"{source}: model.arch: {exc}")) from None
     if "volume" in set(spec.measures.final) | set(spec.during.measures):
-        try:
-            kind = kernel_kind(spec, model)
-        except FlatvolError as exc:
-            raise SpecError(one_line(f"{source}: {exc}")) from None
-        if kind == "mc":
-            _check_mc_rank(spec, source, model, task)
+        _check_kernel(spec, source, model, task)
     _check_optimizers(spec, source, model)
     _check_measures(spec, source, model, task)
     if task.n_classes > 2:

@@ -22,7 +22,7 @@ from flatvol.measures.catalogue import (
     measure_entry,
     register_measure,
 )
-from flatvol.measures.volume import volume_values
+from flatvol.measures.volume import kernel_is_exact, volume_values
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,7 +59,7 @@ def volume_measure(model: nn.Module, task: TaskData, context: MeasureContext) ->
     if settings.estimator == "orthant-is":
         options.setdefault("seed", context.measure_seed(11))
     values, details = volume_values(model, task, context.volume(), settings.estimator, options,
-                                    exact_kernel=context.kernel_info.get("kind") == "analytic")
+                                    exact_kernel=kernel_is_exact(context.kernel_info))
     context.details["volume"] = {**details, "kernel": context.kernel_info}
     return values
 

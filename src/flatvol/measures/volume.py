@@ -6,8 +6,9 @@ catalogue's 'volume' entry is a thin call to it.
 
 The kernel's own error is stored with them: log10_volume_stderr and
 log10_volume_conditional_stderr are 0 for an analytic (exact) kernel, the jackknife standard
-error over the batches of draws of a Monte-Carlo kernel (VolumeService.conditional_stderr), and
-nan when that error is not available (batches too large to keep, or an unknown kernel).
+error over the batches of draws of a Monte-Carlo kernel (ConditionalVolume.stderr, which the
+service gives with the values), and nan when that error is not available (batches too large to
+keep, or an unknown kernel).
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
 
     from flatvol.data.task import TaskData
     from flatvol.volume import VolumeService
+
+
+def kernel_is_exact(kernel_info: dict[str, Any]) -> bool:
+    """Whether the sweep's kernel (its info, as computed or cached) has no Monte-Carlo error,
+    as the kernel registry says for its kind (flatvol.volume.kernels.is_exact_kind).
+
+    Args:
+        kernel_info: The kernel's info (its 'kind').
+
+    Returns:
+        True for an exact kind ('analytic', or a registered exact one).
+    """
+    from flatvol.volume.kernels import is_exact_kind  # the volume package only when measured
+
+    return is_exact_kind(str(kernel_info.get("kind", "")))
 
 
 def volume_values(model: nn.Module, task: TaskData, service: VolumeService, estimator: str,
@@ -59,7 +75,6 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
                         "points")
     try:
         v = service.conditional(labels, task.train_size, estimator, **options)
-        stderr = service.conditional_stderr(labels, task.train_size, estimator, **options)
     except TypeError as exc:
         raise SpecError(f"measures.volume.options: {exc}") from None
     info, info_S = ({k: x for k, x in r.to_dict().items()
@@ -71,7 +86,7 @@ def volume_values(model: nn.Module, task: TaskData, service: VolumeService, esti
               "volume_converged": float(v.full.converged and v.train.converged)}
     no_error = 0.0 if exact_kernel else math.nan
     values.update(
-        log10_volume_stderr=no_error if stderr is None else stderr.log10_volume,
-        log10_volume_conditional_stderr=(no_error if stderr is None
-                                         else stderr.log10_volume_conditional))
+        log10_volume_stderr=no_error if v.stderr is None else v.stderr.log10_volume,
+        log10_volume_conditional_stderr=(no_error if v.stderr is None
+                                         else v.stderr.log10_volume_conditional))
     return values, {**info, "train": info_S}

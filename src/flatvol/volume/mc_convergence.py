@@ -325,16 +325,19 @@ def converged_mc_kernel(
     draws_per_pass: int | None = None,
     batchnorm: str = DEFAULT_BATCHNORM,
     checkpoint: str | Path | None = None,
+    probe: str = PROBE,
 ) -> tuple[MCKernel, MCConvergence]:
     """The Monte-Carlo NNGP kernel at the first doubling of draws that passes the check.
 
     Args:
         model: A flatvol model with `.prior` and `.features` (deep-copied, never modified).
         x: Inputs, shape (n, ...), e.g. S u E.
-        probe_labels: n labels in {0, 1} or {-1, +1} whose log10 V is checked (the true
-            labels y on S u E in a sweep).
+        probe_labels: n labels whose log10 V is checked (the true labels y on S u E in a
+            sweep): {0, 1} or {-1, +1}, or classes 0..K-1 with n_classes=K among the
+            estimator options (the K-class volume, flatvol.volume.multiclass).
         estimator: Volume estimator of the probe (the sweep's).
-        estimator_options: Its options (the sweep's), e.g. orthant-is's n_samples.
+        estimator_options: Its options (the sweep's), e.g. orthant-is's n_samples, and
+            n_classes for K-class probe labels.
         tolerance: log10 V agreement required (see the module docstring).
         max_samples: Most draws before the check gives up.
         start: Draws of the first round (rounded up to even; capped by max_samples).
@@ -348,6 +351,7 @@ def converged_mc_kernel(
             BATCHNORM_MODES).
         checkpoint: A file keeping the draws' sums (flatvol.volume.mc_checkpoint): a killed
             or refused check resumes from it, to the same kernel; None keeps nothing.
+        probe: What `probe_labels` are, for the check's figures.
 
     Returns:
         The kernel of all draws of the passing round, and the check's figures.
@@ -365,7 +369,8 @@ def converged_mc_kernel(
     done = converge_draws(draws, probe_labels, estimator=estimator,
                           estimator_options=estimator_options, tolerance=tolerance,
                           max_samples=max_samples, start=start, progress=progress,
-                          n_batches=n_batches, store=store, label="MC NNGP kernel check")
+                          n_batches=n_batches, store=store, label="MC NNGP kernel check",
+                          probe=probe)
     return summarize(draws, done.total, done.total_sq, done.count, int(seed), done.batch_totals,
                      done.batch_counts), done.check
 

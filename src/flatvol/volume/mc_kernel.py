@@ -3,7 +3,7 @@
 K = sigma_w2 / width * E[Phi Phi^T] + sigma_b2 over random initializations, Phi = the features
 feeding the Linear readout; the readout's prior is integrated exactly, so this estimator has a
 lower variance than sampling the outputs (flatvol.volume.output_kernel, for any model).
-`flatvol.volume.kernels.select_kernel` chooses between it and the analytic kernel, and
+`flatvol.volume.kernels.prior_kernel` computes it as the kind 'mc' (the kind registry), and
 flatvol.volume.mc_convergence chooses the number of draws.
 
 Draws are batched: `FeatureDraws` redraws the model's parameters with its own initializer

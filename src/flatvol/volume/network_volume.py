@@ -2,7 +2,7 @@
 
 `volume_of_model` evaluates the network on S u E (its labels, flatvol.models.labels_of: the sign
 of one logit, the argmax of K outputs), takes the kernel of its prior
-(flatvol.volume.kernels.select_kernel; the readout's outputs are independent with that one
+(flatvol.volume.kernels.prior_kernel; the readout's outputs are independent with that one
 kernel) or a given one, and asks a VolumeService for V(f), V(f on S), V(f|S) and the PAC-Bayes
 bound (K-class for K outputs, flatvol.volume.multiclass), with the Monte-Carlo kernel's error
 carried to them.
@@ -39,7 +39,7 @@ class ModelVolume:
     """Volume of the function a trained network computes on S u E."""
 
     volume: ConditionalVolume
-    kernel_kind: str  # 'analytic', 'monte-carlo' or 'given'
+    kernel_kind: str  # a kernel kind ('analytic', 'mc', ...: kernels.KERNEL_REGISTRY) or 'given'
     n_train: int
     n_test: int
     predicted_train_accuracy: float  # agreement of the network's labels with y on S
@@ -104,7 +104,7 @@ def volume_of_model(
 
     f is the network's own labels on S then E (the sign of one logit, the argmax of K outputs:
     then V(f) is the K-class volume, flatvol.volume.multiclass). The kernel comes from the
-    model's prior (flatvol.volume.kernels.select_kernel with kind 'auto'); pass `kernel` or
+    model's prior (flatvol.volume.kernels.prior_kernel with kind 'auto'); pass `kernel` or
     `estimator_cache` (built on task.x_SE()) to reuse one across a sweep.
 
     Args:
@@ -144,7 +144,7 @@ def volume_of_model(
         MonteCarloDrawsWarning: a Monte-Carlo kernel's draws are too few for |S u E| (a bias
             estimate over half its standard error; flatvol.volume.mc_convergence).
     """
-    from flatvol.volume.kernels import DEFAULT_MC_BATCHES, select_kernel
+    from flatvol.volume.kernels import DEFAULT_MC_BATCHES, KernelRequest, prior_kernel
 
     check_estimator(estimator)  # the name; with K classes known, that it supports them
     mc_samples = check_mc_samples(mc_samples, "mc_samples")
@@ -163,39 +163,36 @@ def volume_of_model(
         i = int(np.argmax(outside))
         raise VolumeError(f"task labels: expected classes 0..{n_classes - 1} (the classes of the "
                           f"network's outputs), got y[{i}]={y[i]}")
-    # K classes reach the kernel's convergence probe as an option; binary calls as they were
-    classes = {"n_classes": n_classes} if n_classes > 2 else {}
     if estimator_cache is not None or kernel is not None:
         given = estimator_cache if estimator_cache is not None else kernel
         service = (given if isinstance(given, VolumeService)
                    else VolumeService(given, n_classes=n_classes))
-        kind, kernel_info = "given", {}
+        kind, kernel_info, exact = "given", {}, False
         if service.n != x.shape[0]:
             raise VolumeError(f"kernel has {service.n} rows but S u E has {x.shape[0]} points")
         if service.n_classes != n_classes:
             raise VolumeError(f"estimator_cache: a service for {service.n_classes} classes, but "
                               f"the network's outputs give {n_classes}")
     else:
-        limits = {k: v for k, v in (("mc_tolerance", mc_tolerance),
-                                     ("mc_max_samples", mc_max_samples),
-                                     ("mc_batchnorm", mc_batchnorm)) if v is not None}
-        nngp = select_kernel(model, x, "auto", mc_samples=mc_samples, mc_seed=seed,
-                             device=device, progress=progress, mc_batches=DEFAULT_MC_BATCHES,
-                             probe_labels=task.y_SE(), probe_estimator=estimator,
-                             probe_options={**options, **classes}, **limits)
-        service = VolumeService(nngp.matrix, replicates=nngp.replicates(), n_classes=n_classes)
+        limits = {k: v for k, v in (("tolerance", mc_tolerance), ("cap", mc_max_samples),
+                                     ("batchnorm", mc_batchnorm)) if v is not None}
+        request = KernelRequest("auto", mc_samples, seed, batches=DEFAULT_MC_BATCHES,
+                                estimator=estimator, options=dict(options), **limits)
+        nngp = prior_kernel(model, x, request, n_classes=n_classes, probe_labels=task.y_SE(),
+                            device=device, progress=progress)
+        service = VolumeService(nngp, n_classes=n_classes)
         kind, kernel_info = nngp.kind, dict(nngp.info)
+        exact = nngp.exact
     seeded = estimator_seed(estimator, n_classes, seed)
     volume = service.conditional(f, n_train, estimator, **seeded, **options)
-    jackknife = service.conditional_jackknife(f, n_train, estimator, **seeded, **options)
-    stderr, bias = (None, None) if jackknife is None else jackknife
-    if jackknife is None and kind == "analytic":
+    stderr, bias = volume.stderr, volume.bias
+    if stderr is None and exact:
         stderr, bias = VolumeStderr(0.0, 0.0, 0.0, 0.0), VolumeBias(0.0, 0.0, 0.0, 0.0)
-    elif jackknife is None and kind == "monte-carlo":
+    elif stderr is None and kind != "given":  # a Monte-Carlo kernel whose batches were not kept
         stderr = VolumeStderr(math.nan, math.nan, math.nan, math.nan)
         bias = VolumeBias(math.nan, math.nan, math.nan, math.nan)
     warning = None
-    if kind == "monte-carlo" and stderr is not None and bias is not None:
+    if kernel_info.get("mc_samples") is not None and stderr is not None and bias is not None:
         errors, biases = astuple(stderr), astuple(bias)
         warning = warn_if_too_few_draws(
             {name: (value, errors[i], biases[i]) for i, (name, value) in enumerate(zip(

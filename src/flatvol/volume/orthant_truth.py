@@ -31,7 +31,7 @@ import numpy as np
 from flatvol.errors import VolumeError
 from flatvol.io import dumps_json
 from flatvol.volume._numerics import LN10
-from flatvol.volume.kernels import arccos_kernel
+from flatvol.volume.arccos import arccos_kernel
 
 TABLE_FORMAT = "flatvol-orthant-truth/1"
 INPUT_KINDS = ("hypercube", "gaussian", "mnist")

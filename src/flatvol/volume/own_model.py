@@ -14,9 +14,8 @@ flatvol.volume.mc_convergence unless a count is given.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, astuple, dataclass, fields
-from typing import Any, Literal, cast
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,22 +27,15 @@ from flatvol.io import to_jsonable
 from flatvol.models import labels_from_outputs, model_outputs, output_count
 from flatvol.volume._numerics import to_numpy
 from flatvol.volume.estimate import DEFAULT_ESTIMATOR, check_estimator
-from flatvol.volume.kernels import resolve_kernel_kind, select_kernel
+from flatvol.volume.kernels import KernelRequest, prior_kernel
 from flatvol.volume.mc_convergence import (
     DEFAULT_MC_MAX_SAMPLES,
     DEFAULT_MC_TOLERANCE,
-    MCConvergence,
     check_mc_samples,
     check_mc_settings,
     warn_if_too_few_draws,
 )
-from flatvol.volume.output_kernel import (
-    Initializer,
-    MonteCarloKernel,
-    converged_output_kernel,
-    describe_init,
-    monte_carlo_kernel,
-)
+from flatvol.volume.output_kernel import Initializer, describe_init
 from flatvol.volume.service import ConditionalVolume, VolumeService, conditional_values
 from flatvol.volume_settings import estimator_info
 
@@ -85,7 +77,7 @@ class VolumeOf:
     n_train: int
     n_test: int
     estimator: str
-    kernel: str  # 'analytic' or 'monte-carlo'
+    kernel: str  # the kernel's kind: 'analytic' or 'mc-output' (kernels.KERNEL_REGISTRY)
     init: str  # what the prior is: the initializer the kernel draws from
     mc_samples: int | None  # the draws used (with 'auto': those the check chose)
     mc_batches: int | None
@@ -287,65 +279,40 @@ def volume_of(
     # the batch size of the Monte-Carlo draws' forward passes (the same rounding)
     outputs = model_outputs(model, x, batch_size=1024)
     f, n_classes = labels_from_outputs(outputs).cpu().numpy(), output_count(outputs)
-    per_draw = 1 if outputs.ndim == 1 else int(outputs.shape[1])  # outputs in each draw
     check_estimator(estimator, n_classes)
     y = as_class_labels(y_S, n_train, labels, n_classes)
     train_accuracy = float(np.mean(f[:n_train] == y))
-    # K classes reach the estimators as an option; binary calls stay exactly as they were
-    classes = {"n_classes": n_classes} if n_classes > 2 else {}
     seeded = estimator_seed(estimator, n_classes, seed)
 
-    start = time.perf_counter()
-    check: MCConvergence | None = None
+    # volume_of's own arguments as a request: the analytic/Monte-Carlo choice is prior_kernel's
+    # ('auto': analytic where the prior has one); a given initializer is always drawn from.
+    request = KernelRequest("auto" if kernel == "auto" and init is None else "mc-output",
+                            n_samples, seed, mc_tolerance, mc_max_samples, batches=n_batches,
+                            estimator=estimator, options={**seeded, **options},
+                            fallback="mc-output")
+    # With 'auto' the check probes f itself: its log10 V is what is reported (a sweep probes
+    # the true labels, which here are known on S only).
+    prior = prior_kernel(model, x, request, n_classes=n_classes, probe_labels=f,
+                         probe="the model's labels f on S u E", init=init, device=device,
+                         progress=progress)
+    service = VolumeService(prior, n_classes=n_classes)
+    volume = service.conditional(f, n_train, estimator, delta=delta, **seeded, **options)
     warning = None
-    shared: dict[str, Any] | None = None
-    # The analytic/Monte-Carlo choice is select_kernel's (analytic where the prior has one).
-    if kernel == "auto" and init is None and resolve_kernel_kind("auto", model) == "analytic":
-        service = VolumeService(select_kernel(model, x, "analytic").matrix, n_classes=n_classes)
-        volume = service.conditional(f, n_train, estimator, delta=delta, **seeded, **options)
-        errors_and_biases: tuple[float | None, ...] = (None,) * 8
-        kind, mc_samples, mc_batches = "analytic", None, None
-        kernel_seconds = time.perf_counter() - start
-    else:
-        if n_samples == "auto":
-            # The check probes f itself: its log10 V is what is reported (a sweep probes the
-            # true labels, which here are known on S only).
-            mc, check = converged_output_kernel(
-                model, x, f, init=init, probe="the model's labels f on S u E",
-                estimator=estimator, estimator_options={**seeded, **options, **classes},
-                tolerance=mc_tolerance, max_samples=mc_max_samples, seed=seed,
-                n_batches=n_batches, device=device, progress=progress)
-        else:
-            # Each leave-one-batch-out kernel has rank at most its draws times the outputs
-            # (F F^T / K per draw).
-            if per_draw * (n_samples - math.ceil(n_samples / n_batches)) < x.shape[0]:
-                least = math.ceil(x.shape[0] / per_draw * n_batches / (n_batches - 1))
-                raise VolumeError(f"n_samples={n_samples} gives rank-deficient kernels on "
-                                  f"{x.shape[0]} points; use n_samples > {least} or 'auto'")
-            mc = cast(MonteCarloKernel, monte_carlo_kernel(
-                model, x, init=init, n_samples=n_samples, seed=seed, n_batches=n_batches,
-                device=device, progress=progress))
-        if mc.shared_outputs is not None and not mc.shared_outputs.passed:
-            raise VolumeError(f"{type(model).__name__}: {mc.shared_outputs.message()}; the "
-                              "K-class volume assumes K outputs with one kernel")
-        shared = None if mc.shared_outputs is None else asdict(mc.shared_outputs)
-        kernel_seconds = mc.seconds
-        service = VolumeService(mc.kernel, name="Monte-Carlo kernel", n_classes=n_classes,
-                                replicates=list(mc.leave_one_batch_out()))
-        volume = service.conditional(f, n_train, estimator, delta=delta, **seeded, **options)
-        jackknife = service.conditional_jackknife(f, n_train, estimator, delta=delta,
-                                                  **seeded, **options)
-        errors_and_biases = ((*astuple(jackknife[0]), *astuple(jackknife[1]))
-                             if jackknife is not None else (math.nan,) * 8)
-        kind, mc_samples, mc_batches = "monte-carlo", mc.n_samples, n_batches
+    errors_and_biases: tuple[float | None, ...] = (None,) * 8
+    if not prior.exact:
+        errors_and_biases = ((*astuple(volume.stderr), *astuple(volume.bias))
+                             if volume.stderr is not None and volume.bias is not None
+                             else (math.nan,) * 8)
         warning = warn_if_too_few_draws(
             {name: (value, errors_and_biases[i], errors_and_biases[4 + i]) for i, (name, value) in
              enumerate(zip(QUANTITIES[:3], conditional_values(volume)))},
-            mc.n_samples, int(x.shape[0]))
+            int(prior.info["mc_samples"]), int(x.shape[0]))
+    seconds = prior.info.get("draw_seconds", prior.info["seconds"])
     return VolumeOf(*conditional_values(volume), *errors_and_biases,
                     train_accuracy=train_accuracy,
                     n_train=n_train, n_test=int(xs_E.shape[0]), estimator=estimator,
-                    kernel=kind, init=describe_init(init, model), mc_samples=mc_samples,
-                    mc_batches=mc_batches, kernel_seconds=round(kernel_seconds, 3), seed=seed,
-                    volume=volume, mc_convergence=None if check is None else check.to_info(),
-                    warning=warning, n_classes=n_classes, shared_outputs=shared)
+                    kernel=prior.kind, init=describe_init(init, model),
+                    mc_samples=prior.samples, mc_batches=None if prior.exact else n_batches,
+                    kernel_seconds=round(seconds, 3), seed=seed, volume=volume,
+                    mc_convergence=prior.convergence, warning=warning, n_classes=n_classes,
+                    shared_outputs=prior.info.get("shared_outputs"))

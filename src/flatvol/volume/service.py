@@ -2,8 +2,10 @@
 
 Everything that needs V(f) goes through VolumeService: the sweep's volume measure, `flatvol
 volume` and sgd-vs-bayes. From one validated, jittered Cholesky factor it gives V(f) on all
-points, V(f on S) (the leading block shares the factor), V(f|S) and the PAC-Bayes bound, and the
-per-point marginals P(label 1 on e | y_S) (each S u {e} block's factor is read off the full one).
+points, V(f on S) (the leading block shares the factor), V(f|S) and the PAC-Bayes bound (with
+the jackknife standard errors and bias estimates of a Monte-Carlo kernel's error, when it is
+made from a PriorKernel that kept batches of draws), and the per-point marginals
+P(label 1 on e | y_S) (each S u {e} block's factor is read off the full one).
 Estimates are cached by (block, estimator, options, labels): every network that fits S has the
 same labels there, so V(y_S) is computed once. A service is for functions of K classes
 (`n_classes`, default 2): binary labels are {0,1} or {-1,+1}, K-class ones integers 0..K-1,
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,30 +33,6 @@ from flatvol.volume.estimate import (
     estimator_info,
 )
 from flatvol.volume.multiclass import check_multiclass_labels
-
-
-@dataclass(frozen=True)
-class ConditionalVolume:
-    """log V(f|S) = log V(f on S u E) - log V(f on S), plus the PAC-Bayes bound from V(S)."""
-
-    full: VolumeResult  # on all n points (S then E)
-    train: VolumeResult  # on the first n_train points (S)
-    log10_volume_conditional: float
-    pac_bayes_bound: float  # delta = 0.05 unless asked otherwise, m = n_train
-
-    @property
-    def log10_volume_S(self) -> float:  # noqa: N802 -- the one name of V(f on S) everywhere
-        """log10 V(f on S), the train-set volume: the name the store and the CLI use too."""
-        return self.train.log10_volume
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "full": self.full.to_dict(),
-            "train": self.train.to_dict(),
-            "log10_volume_S": to_jsonable(self.log10_volume_S),
-            "log10_volume_conditional": to_jsonable(self.log10_volume_conditional),
-            "pac_bayes_bound": to_jsonable(self.pac_bayes_bound),
-        }
 
 
 @dataclass(frozen=True)
@@ -78,6 +56,41 @@ class VolumeBias:
     log10_volume_S: float
     log10_volume_conditional: float
     pac_bayes_bound: float
+
+
+@dataclass(frozen=True)
+class ConditionalVolume:
+    """log V(f|S) = log V(f on S u E) - log V(f on S), plus the PAC-Bayes bound from V(S),
+    with the kernel's error carried to them where the kernel has one.
+
+    `stderr` and `bias` are the jackknife's standard errors and bias estimates over a
+    Monte-Carlo kernel's leave-one-batch-out kernels (`VolumeService.replicates`); None where
+    the service has none (an exact kernel, or batches not kept).
+    """
+
+    full: VolumeResult  # on all n points (S then E)
+    train: VolumeResult  # on the first n_train points (S)
+    log10_volume_conditional: float
+    pac_bayes_bound: float  # delta = 0.05 unless asked otherwise, m = n_train
+    stderr: VolumeStderr | None = None
+    bias: VolumeBias | None = None
+
+    @property
+    def log10_volume_S(self) -> float:  # noqa: N802 -- the one name of V(f on S) everywhere
+        """log10 V(f on S), the train-set volume: the name the store and the CLI use too."""
+        return self.train.log10_volume
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "full": self.full.to_dict(),
+            "train": self.train.to_dict(),
+            "log10_volume_S": to_jsonable(self.log10_volume_S),
+            "log10_volume_conditional": to_jsonable(self.log10_volume_conditional),
+            "pac_bayes_bound": to_jsonable(self.pac_bayes_bound),
+            **{name: {k: to_jsonable(v) for k, v in asdict(value).items()}
+               for name, value in (("stderr", self.stderr), ("bias", self.bias))
+               if value is not None},
+        }
 
 
 def conditional_values(volume: ConditionalVolume) -> tuple[float, float, float, float]:
@@ -137,28 +150,31 @@ def bound_from_train_volume(train: VolumeResult, n_train: int, delta: float = 0.
 class VolumeService:
     """Volume estimates on one kernel, factorized once, cached by label vector.
 
-    Build one per kernel (e.g. the NNGP kernel of S u E from `select_kernel`) and ask it for
+    Build one per kernel (the PriorKernel of S u E from `prior_kernel`) and ask it for
     many label vectors: `log_volume` for V(f), `conditional` for V(f|S) and the PAC-Bayes
-    bound, `point_marginals` for the posterior predictive on each test point.
+    bound (with their Monte-Carlo error when the kernel has one), `point_marginals` for the
+    posterior predictive on each test point.
 
     Example:
         ```python
-        kernel = select_kernel(model, x_SE).matrix
-        service = VolumeService(kernel)
+        service = VolumeService(prior_kernel(model, x_SE))
         print(service.conditional(labels, n_train=len(x_S)).log10_volume_conditional)
         ```
 
     Args:
-        kernel: an (n, n) kernel (rows S then E), or a VolumeEstimator already built on it;
-            for K classes, the kernel of each of the K iid outputs.
+        kernel: a PriorKernel of S u E (rows S then E; its leave-one-batch-out kernels, if it
+            kept batches of draws, become the replicates), an (n, n) matrix, or a
+            VolumeEstimator already built on one; for K classes, the kernel of each of the K
+            iid outputs.
         n_classes: K, the number of classes of the functions (2: binary labels {0,1} or
             {-1,+1}; K > 2: integer labels 0..K-1, and only the estimators whose registry
             entry supports K classes).
         max_relative_jitter: the jitter limit (see VolumeEstimator).
         name: how errors about the kernel name it (e.g. its file).
         max_cached: estimates kept before the cache is cleared.
-        replicates: for a Monte-Carlo kernel, its leave-one-batch-out kernels, from which
-            `conditional_stderr` gives jackknife standard errors; None for an exact kernel.
+        replicates: leave-one-batch-out kernels of a plain matrix, from which `conditional`
+            gives jackknife standard errors; None for an exact kernel. A PriorKernel brings
+            its own (giving both is refused).
         reference_labels: labels of all n points (a sweep passes the true labels of S u E)
             whose 'ep-orthant' posterior is computed once, on first use, and starts every
             other 'ep-orthant' estimate on all n points (3.4-3.8 Choleskys instead of 5.6-6.3
@@ -168,7 +184,8 @@ class VolumeService:
             For K > 2 they are checked but start nothing (K-class EP has no warm start yet).
 
     Raises:
-        VolumeError: a bad kernel, n_classes below 2, or bad reference labels.
+        VolumeError: a bad kernel, n_classes below 2, bad reference labels, or replicates
+            given beside a PriorKernel.
     """
 
     def __init__(self, kernel: Any, *, n_classes: int = 2,
@@ -180,6 +197,11 @@ class VolumeService:
                 or n_classes < 2:
             raise VolumeError(f"n_classes: expected an integer >= 2, got {n_classes!r}")
         self.n_classes = int(n_classes)
+        if hasattr(kernel, "matrix") and hasattr(kernel, "replicates"):  # a PriorKernel
+            if replicates is not None:
+                raise VolumeError("replicates: a PriorKernel brings its own; give one or the "
+                                  "other")
+            kernel, replicates = kernel.matrix, kernel.replicates()
         self.factor = kernel if isinstance(kernel, VolumeEstimator) else \
             VolumeEstimator(kernel, max_relative_jitter=max_relative_jitter, name=name)
         self.max_cached = max_cached
@@ -273,7 +295,8 @@ class VolumeService:
 
     def conditional(self, labels: Any, n_train: int, estimator: str = DEFAULT_ESTIMATOR, *,
                     delta: float = 0.05, **options: Any) -> ConditionalVolume:
-        """V(f) on all points, V(f on S) on the first n_train, V(f|S) and the bound.
+        """V(f) on all points, V(f on S) on the first n_train, V(f|S) and the bound, with
+        their jackknife standard errors and bias estimates when the service has replicates.
 
         Args:
             labels: labels of all n points (S first), as in `log_volume`.
@@ -283,56 +306,11 @@ class VolumeService:
             **options: estimator options, as in `log_volume`.
 
         Returns:
-            A ConditionalVolume.
+            A ConditionalVolume; its `stderr` and `bias` are None without replicates.
         """
-        y = self.labels(labels, self.n)
-        if not 1 <= n_train <= self.n:
-            raise VolumeError(f"n_train must be in 1..{self.n}, got {n_train}")
-        full = self.log_volume(y, estimator, **options)
-        train = self.log_volume(y[:n_train], estimator, n=n_train, **options)
-        return ConditionalVolume(full, train, full.log10_volume - train.log10_volume,
-                                 bound_from_train_volume(train, n_train, delta))
-
-    def conditional_stderr(self, labels: Any, n_train: int,
-                           estimator: str = DEFAULT_ESTIMATOR, *, delta: float = 0.05,
-                           **options: Any) -> VolumeStderr | None:
-        """The Monte-Carlo error of `conditional`'s values: each is recomputed on every
-        leave-one-batch-out kernel, and the spread of those replicates is the jackknife
-        standard error.
-
-        Args:
-            labels: labels of all n points (S first).
-            n_train: |S|.
-            estimator: volume estimator name, as in `log_volume`.
-            delta: the PAC-Bayes bound's confidence.
-            **options: estimator options, as in `log_volume`.
-
-        Returns:
-            A VolumeStderr, or None when the service has no replicates (an exact kernel, or a
-            Monte-Carlo kernel whose batches were not kept).
-        """
-        jackknife = self.conditional_jackknife(labels, n_train, estimator, delta=delta,
-                                               **options)
-        return None if jackknife is None else jackknife[0]
-
-    def conditional_jackknife(self, labels: Any, n_train: int,
-                              estimator: str = DEFAULT_ESTIMATOR, *, delta: float = 0.05,
-                              **options: Any) -> tuple[VolumeStderr, VolumeBias] | None:
-        """`conditional`'s values recomputed on every leave-one-batch-out kernel: their
-        jackknife standard errors (`jackknife_stderr`) and bias estimates (`jackknife_bias`).
-
-        Args:
-            labels: labels of all n points (S first).
-            n_train: |S|.
-            estimator: volume estimator name, as in `log_volume`.
-            delta: the PAC-Bayes bound's confidence.
-            **options: estimator options, as in `log_volume`.
-
-        Returns:
-            (VolumeStderr, VolumeBias), or None when the service has no replicates.
-        """
+        value = self._point_values(labels, n_train, estimator, delta, options)
         if self.replicates is None:
-            return None
+            return value
         if self._replicate_services is None:
             # Each replicate is factorized once, like the kernel, and reused across label vectors.
             self._replicate_services = [
@@ -341,14 +319,23 @@ class VolumeService:
                               max_cached=self.max_cached,
                               reference_labels=self.reference_labels)
                 for k in self.replicates]
-        full = conditional_values(self.conditional(labels, n_train, estimator, delta=delta,
-                                                   **options))
-        reps = [conditional_values(s.conditional(labels, n_train, estimator, delta=delta,
-                                                 **options))
+        full = conditional_values(value)
+        reps = [conditional_values(s._point_values(labels, n_train, estimator, delta, options))
                 for s in self._replicate_services]
         columns = [[r[i] for r in reps] for i in range(len(full))]
-        return (VolumeStderr(*map(jackknife_stderr, full, columns)),
-                VolumeBias(*map(jackknife_bias, full, columns)))
+        return replace(value, stderr=VolumeStderr(*map(jackknife_stderr, full, columns)),
+                       bias=VolumeBias(*map(jackknife_bias, full, columns)))
+
+    def _point_values(self, labels: Any, n_train: int, estimator: str, delta: float,
+                      options: dict[str, Any]) -> ConditionalVolume:
+        """`conditional`'s values on this service's kernel alone (no error)."""
+        y = self.labels(labels, self.n)
+        if not 1 <= n_train <= self.n:
+            raise VolumeError(f"n_train must be in 1..{self.n}, got {n_train}")
+        full = self.log_volume(y, estimator, **options)
+        train = self.log_volume(y[:n_train], estimator, n=n_train, **options)
+        return ConditionalVolume(full, train, full.log10_volume - train.log10_volume,
+                                 bound_from_train_volume(train, n_train, delta))
 
     def point_marginals(self, train_labels: Any, estimator: str = DEFAULT_ESTIMATOR,
                         **options: Any) -> np.ndarray:
