@@ -16,6 +16,7 @@ import torch
 
 from flatvol.data import load_task
 from flatvol.experiments.runner import run_sweep
+from flatvol.experiments.spec import load_spec
 from flatvol.models import Prior
 from flatvol.train import TrainConfig
 from flatvol.train.run import RunSpec, train_run
@@ -552,7 +553,7 @@ def test_refused_rerun_leaves_the_store_bytes_unchanged(cli, tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text(toml_text(spec_with(sweep__attack_sizes=[0], measures__final=["accuracy"])))
     out = tmp_path / "out"
-    run_sweep(spec, out, progress=False)
+    run_sweep(load_spec(spec), out, progress=False)
     changed = tmp_path / "changed.toml"
     changed.write_text(toml_text(spec_with(sweep__attack_sizes=[0], measures__final=["accuracy"],
                                            optimizers=[{"name": "sgd", "lr": 0.02}])))

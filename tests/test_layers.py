@@ -13,13 +13,14 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "flatvol"
 
 # Lowest first, as docs/ARCHITECTURE.md states them. Each name is a top-level module or
-# subpackage of flatvol; `reparam` sits with flatness.
+# subpackage of flatvol; `reparam` sits with flatness, `problem_settings` with train (it checks
+# settings against data, models and train's optimizers, importing them only to validate).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "io", "validate", "limits", "progress", "interrupts", "resumable",
      "volume_settings", "digest"),
     ("data",),
     ("models",),
-    ("train",),
+    ("train", "problem_settings"),
     ("volume", "flatness", "reparam"),
     ("measures",),
     ("experiments",),
@@ -135,3 +136,50 @@ def test_the_volume_package_uses_the_base_layers_settings() -> None:
     assert mc_kernel.BATCHNORM_MODES is settings.BATCHNORM_MODES
     assert mc_kernel.check_batchnorm_mode is settings.check_batchnorm_mode
     assert mc_convergence.DEFAULT_MC_MAX_SAMPLES is settings.DEFAULT_MC_MAX_SAMPLES
+
+
+# The face (docs/ARCHITECTURE.md): the `cli` package alone talks to a user through typer and
+# turns spec names into files; every layer below it takes typed objects. (progress.py, the one
+# display of the library, keeps rich: it is not a command line.)
+FACE = "cli"
+COMMAND_LINE_LIBRARIES = {"typer", "click"}
+SPEC_NAME_RESOLVERS = {"resolve_spec_path", "packaged_spec_path"}
+
+
+def _below_the_face() -> list[Path]:
+    return [path for path in sorted(SRC.rglob("*.py"))
+            if _part_of(_module_name(path)) not in (FACE, "__main__")]
+
+
+def test_only_the_cli_package_imports_typer() -> None:
+    outside = [f"{path.relative_to(SRC.parent)}:{line}: imports {module}"
+               for path in _below_the_face() for line, module in _imported(path)
+               if module.split(".")[0] in COMMAND_LINE_LIBRARIES]
+    assert not outside, "typer imported below flatvol.cli:\n" + "\n".join(outside)
+    # the scan sees the face's own imports, lazy ones included (it would pass vacuously else)
+    face = {module for path in (SRC / FACE).rglob("*.py") for _, module in _imported(path)}
+    assert "typer" in face
+
+
+def test_only_the_cli_and_the_progress_display_import_a_console() -> None:
+    # a library reports progress through flatvol.progress and is given a stream, not a console
+    display = SRC / "progress.py"
+    outside = [f"{path.relative_to(SRC.parent)}:{line}: imports {module}"
+               for path in _below_the_face() if path != display
+               for line, module in _imported(path) if module.startswith("rich.console")]
+    assert not outside, "a console below flatvol.cli:\n" + "\n".join(outside)
+
+
+def test_only_the_cli_package_resolves_spec_names() -> None:
+    # spec_files defines the resolver (packaged_spec_path is its half for shipped names); a
+    # library function below the face takes the parsed spec, never a name it resolves itself.
+    calls = []
+    for path in _below_the_face():
+        if path.name == "spec_files.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in SPEC_NAME_RESOLVERS:
+                    calls.append(f"{path.relative_to(SRC.parent)}:{node.lineno}: {name}()")
+    assert not calls, "spec names resolved below flatvol.cli:\n" + "\n".join(calls)

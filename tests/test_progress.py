@@ -91,7 +91,7 @@ def test_train_cli_redirected_prints_plain_periodic_lines(tmp_path, monkeypatch,
 def test_flatness_cli_redirected_progress_is_plain(tmp_path, monkeypatch) -> None:
     import typer
 
-    from flatvol.measures.cli import flatness_command
+    from flatvol.cli.flatness import flatness_command
     from flatvol.models import build_model
     from flatvol.train.checkpoint import save_run
 

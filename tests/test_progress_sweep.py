@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 from flatvol.experiments import execute
 from flatvol.experiments.backends import Backend, LocalBackend
@@ -32,9 +31,8 @@ def _embedded_data(monkeypatch):
 
 def _sweep_lines(tmp_path: Path, name: str) -> list[str]:
     text = io.StringIO()
-    console = Console(file=text, force_terminal=False, width=400)
     summary = run_sweep(spec_from_dict(SPEC), tmp_path / name, progress=True, threads=1,
-                        console=console)
+                        stream=text)
     assert summary.done == 4, summary.failures
     out = text.getvalue()
     assert "\r" not in out and "\x1b[" not in out, repr(out[:300])  # plain: no ANSI

@@ -11,10 +11,10 @@ import typer
 from analysis_helpers import MEASURES, make_runs, make_series, write_store
 from typer.testing import CliRunner
 
-from flatvol.analysis.cli import report_command
 from flatvol.analysis.correlations import correlation_table
 from flatvol.analysis.export import read_table
 from flatvol.analysis.report import load_results
+from flatvol.cli.report import report_command
 from flatvol.errors import DataError
 
 

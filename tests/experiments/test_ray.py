@@ -69,16 +69,13 @@ def test_ray_training_tasks_report_their_epochs_to_the_progress_lines(tmp_path, 
     say which group trains and at which epoch meanwhile, as on the local backend."""
     import io
 
-    from rich.console import Console
-
     monkeypatch.setenv("FLATVOL_PROGRESS_INTERVAL", "0")
     spec = spec_from_dict(tiny_spec(data__train_size=40, data__test_size=30,
                                     sweep__attack_sizes=[0, 10], sweep__seeds=2,
                                     train__ensemble=True))
     text = io.StringIO()
-    console = Console(file=text, force_terminal=False, width=300)
     summary = run_sweep(spec, tmp_path / "ray", backend="ray", workers=2, threads=1,
-                        progress=True, console=console)
+                        progress=True, stream=text)
     assert summary.done == 4 and summary.failed == 0, summary.failures
     lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
     training = [line for line in lines if "networks fitted 0/4" in line and "epoch " in line

@@ -8,7 +8,6 @@ import sqlite3
 import numpy as np
 import pytest
 from experiments_helpers import tiny_spec
-from rich.console import Console
 
 from flatvol.errors import SpecError
 from flatvol.experiments import plan_runs, run_sweep, runs_frame, series_frame, spec_from_dict
@@ -80,7 +79,9 @@ def test_groups_and_fallback_rules():
                                                             for a in (0, 20)]  # plan order
         assert len({r.optimizer.key for r in group}) == 1
     eligible = {o.key: ensemble_eligible(spec, o) for o in spec.optimizers}
-    assert eligible == {"sgd": True, "sam": False, "swa": False}  # the others: one at a time
+    # every optimizer of the catalogue, options included, trains as an ensemble; SWA (which
+    # averages weights over epochs) one network at a time
+    assert eligible == {"sgd": True, "sam": True, "swa": False}
     off = spec_from_dict(tiny_spec())
     assert not ensemble_eligible(off, off.optimizers[0])
 
@@ -151,9 +152,8 @@ def test_progress_by_stage_on_a_console_that_is_not_a_terminal(tmp_path, ensembl
     """Rich draws nothing live off a terminal: plain lines report each stage's count (and an
     ETA while it runs), at least one line as each stage completes."""
     text = io.StringIO()
-    console = Console(file=text, force_terminal=False, width=200)
     spec = _spec(ensemble)
-    run_sweep(spec, tmp_path / "out", progress=True, console=console)
+    run_sweep(spec, tmp_path / "out", progress=True, stream=text)
     lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
     assert lines, text.getvalue()
     last = lines[-1]
@@ -170,8 +170,7 @@ def test_plain_progress_reports_a_long_training_while_no_stage_passes(tmp_path, 
     run is training and at which epoch meanwhile."""
     monkeypatch.setenv("FLATVOL_PROGRESS_INTERVAL", "0")
     text = io.StringIO()
-    console = Console(file=text, force_terminal=False, width=300)
-    run_sweep(_spec(True), tmp_path / "out", progress=True, console=console)
+    run_sweep(_spec(True), tmp_path / "out", progress=True, stream=text)
     lines = [line for line in text.getvalue().splitlines() if line.startswith("progress: ")]
     training = [line for line in lines if "networks fitted 0/6" in line and "running " in line]
     assert training, lines[:5]

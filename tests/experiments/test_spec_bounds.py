@@ -22,7 +22,7 @@ from flatvol.experiments.store_frames import runs_frame
 from flatvol.limits import MAX_ATTACK_SIZES, MAX_SEED, MAX_SEEDS, range_length
 from flatvol.models import Prior, build_model
 from flatvol.sgd_vs_bayes.run import resolve_spec
-from flatvol.sgd_vs_bayes.spec import sgd_vs_bayes_spec_from_dict
+from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec, sgd_vs_bayes_spec_from_dict
 from flatvol.train import TrainConfig
 from flatvol.train.checkpoint import load_run
 from flatvol.train.run import RunSpec, train_run
@@ -338,7 +338,7 @@ def test_flatvol_sgd_vs_bayes_refuses_a_networks_override_out_of_bounds(cli, tmp
     path.write_text(yaml.safe_dump(SGD_VS_BAYES))
     # Today's code takes the override and lists 10**12 seeds: ask the library first.
     with pytest.raises(SpecError, match="networks"):
-        resolve_spec(path, networks=TOO_MANY)
+        resolve_spec(load_sgd_vs_bayes_spec(path), networks=TOO_MANY)
     assert_cli_refused(cli, tmp_path, ["sgd-vs-bayes", str(path), "--out", str(tmp_path / "o"),
                                        "--networks", str(TOO_MANY), "--quiet"],
                        "--networks", "expected", str(TOO_MANY))

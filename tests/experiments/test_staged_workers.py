@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 
 from experiments_helpers import comparable_runs, comparable_series, tiny_spec
-from rich.console import Console
 
 import flatvol.experiments.backends as backends
 from flatvol.experiments import run_sweep, runs_frame, series_frame, spec_from_dict
@@ -38,8 +37,7 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
     monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)
     monkeypatch.setattr(backends, "train_group", spy_train_group)
     text = io.StringIO()
-    console = Console(file=text, force_terminal=False, width=200)
-    pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, console=console)
+    pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, stream=text)
     assert len(jobs) == 6 and all(trained is not None for _, trained, _ in jobs)  # measured there
     # each network is sent to be measured as it stops, while the later ones still train
     stops = [trained.result.epochs for _, trained, _ in jobs]

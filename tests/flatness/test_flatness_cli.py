@@ -9,10 +9,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from flatvol.cli.flatness import flatness_command, flatness_measure_names, parse_measures
 from flatvol.errors import SpecError
 from flatvol.flatness import keskar_sharpness
 from flatvol.measures import DEFAULT_MAXIMIZER, SharpnessSpec
-from flatvol.measures.cli import flatness_command, flatness_measure_names, parse_measures
 from flatvol.models import build_model
 from flatvol.train.checkpoint import save_run
 

@@ -11,9 +11,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from flatvol.cli.volume import volume_command
 from flatvol.errors import CheckpointError, SpecError, VolumeError
 from flatvol.volume import VolumeEstimator, arccos_kernel
-from flatvol.volume.cli import volume_command
 
 REQUIRED = {"log_marginal_likelihood_nats", "log10_volume", "estimator", "converged",
             "iterations", "seconds"}
@@ -96,7 +96,7 @@ def test_run_directory_with_a_monte_carlo_kernel_records_its_settings(app, tmp_p
     res = run(app, [str(tmp_path / "run"), "--json", "--mc-samples", "12", "--seed", "3"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
-    assert out["kernel"] == "monte-carlo"
+    assert out["kernel"] == "mc"
     kernel = out["kernel_info"]
     assert kernel["mc_samples"] == 12 and kernel["mc_seed"] == 3 and kernel["n"] == 30
     assert kernel["seconds"] >= 0 and kernel["max_stderr"] > 0

@@ -279,12 +279,13 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
 
 
 def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:
-    """Whether `opt`'s runs can train together: train.ensemble is on, and the optimizer is a
-    plain sgd / momentum / adam (no factory options, no SWA). During-training measures and
-    alpha events are refused with train.ensemble at spec validation."""
+    """Whether `opt`'s runs can train together: train.ensemble is on, and the optimizer is one
+    of the catalogue's (SGD, momentum, Adam, AMSGrad, SAM, Entropy-SGD, with their options:
+    flatvol.train.update_rules), without SWA. During-training measures and alpha events are
+    refused with train.ensemble at spec validation."""
     from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 
-    return (spec.train.ensemble and opt.name in ENSEMBLE_OPTIMIZERS and not opt.options
+    return (spec.train.ensemble and opt.name in ENSEMBLE_OPTIMIZERS
             and opt.swa is None and not spec.during.measures and not spec.alpha_events)
 
 

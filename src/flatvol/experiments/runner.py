@@ -17,10 +17,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.markup import escape
 
 import flatvol
@@ -40,8 +40,8 @@ from flatvol.experiments.execute import (
 )
 from flatvol.experiments.plan import PlannedRun, plan_runs
 from flatvol.experiments.preflight import SweepOptions, check_sweep, runs_to_do
-from flatvol.experiments.spec import ExperimentSpec, load_spec, spec_json
-from flatvol.experiments.spec_files import resolve_spec_path
+from flatvol.experiments.spec import ExperimentSpec, spec_json
+from flatvol.experiments.spec_files import SpecSource
 from flatvol.experiments.store import RunKey, RunRecord, Store, StoreError
 from flatvol.interrupts import holding_signals
 from flatvol.progress import ProgressBar, ProgressEvent
@@ -81,9 +81,9 @@ class SweepProgress:
     backends call; `finish_run` takes each record as the driver writes it.
     """
 
-    def __init__(self, total: int, done: int, enabled: bool, console: Console | None = None,
+    def __init__(self, total: int, done: int, enabled: bool, stream: IO[str] | None = None,
                  measures: tuple[str, ...] = ()):
-        self.stream = (console or Console(stderr=True)).file
+        self.stream = stream  # None: each bar writes to sys.stderr as it is when it opens
         self.sweep = ProgressBar("sweep", total, enabled=enabled, unit="runs",
                                  stream=self.stream, completed=done, line=self.plain_text)
         # Rows beside the sweep's: only on a live display (the plain line speaks for them).
@@ -207,7 +207,7 @@ def _recorded_so_far(store: Store, spec_hash: str, planned: int) -> str:
 
 
 def run_sweep(
-    spec: str | Path | ExperimentSpec,
+    spec: ExperimentSpec,
     out: str | Path,
     backend: str = "local",
     workers: int | str = 1,
@@ -216,12 +216,14 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     threads: int | None = None,
-    console: Console | None = None,
+    stream: IO[str] | None = None,
+    source: SpecSource | None = None,
 ) -> SweepSummary:
     """Run every planned run of `spec` not yet in DIR's store and record each as it finishes.
 
     Args:
-        spec: A spec, or a spec file / shipped spec name.
+        spec: The validated spec (a file or a shipped spec name is read by the caller:
+            flatvol.experiments.spec_files.resolve_spec_path, then load_spec).
         out: The output directory (DIR/results.sqlite, DIR/cache).
         backend: A name registered in flatvol.experiments.backends ('local' or 'ray').
         workers: Runs in parallel (processes or Ray CPUs); 'auto': one per core, at most one
@@ -233,7 +235,9 @@ def run_sweep(
         threads: Torch threads per run, and of a staged sweep's ensemble trainer (None: the
             backend's default per run, also for the trainer). With train.ensemble and more than
             one worker, only the trainer's: the measuring workers use their share of the cores.
-        console: Where the progress bars go (default: stderr).
+        stream: Where the progress bars go (default: stderr).
+        source: The spec file as read (spec_files.read_spec_source), recorded with the
+            runs and named in the pre-flight's messages; None: the spec's name stands for it.
 
     Returns:
         The SweepSummary.
@@ -247,15 +251,14 @@ def run_sweep(
             with a note (PEP 678) saying how many runs the store holds; the workers are
             stopped, the runs in flight lost, and the same call resumes.
     """
+    if not isinstance(spec, ExperimentSpec):  # a name or path is resolved by the caller
+        raise TypeError(f"run_sweep: expected an ExperimentSpec, got {type(spec).__name__} (read a "
+                        "file or shipped spec name with load_spec(resolve_spec_path(name)))")
     start = time.perf_counter()
-    source_path, source_text = None, None
-    if not isinstance(spec, ExperimentSpec):
-        source_path = resolve_spec_path(spec)
-        spec = load_spec(source_path)
-        source_text = source_path.read_text(encoding="utf-8")
+    source_path = source.path if source is not None else None
+    source_text = source.text if source is not None else None
     out = Path(out)
     data_dir = str(data_dir) if data_dir is not None else None
-    console = console or Console(stderr=True)
     runs = plan_runs(spec)
     options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed)
     check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options)
@@ -278,7 +281,7 @@ def run_sweep(
             # CIFAR panel's measures ~10x slower, bench/RESULTS.md).
             threads = executor.default_threads(spec, workers) or threads
         try:
-            with SweepProgress(len(runs), skipped, progress, console,
+            with SweepProgress(len(runs), skipped, progress, stream,
                                measures=tuple(spec.measures.final)) as bars:
                 if todo:
                     ctx = prepare_context(spec, out, data_dir, device, progress, threads,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,16 +76,52 @@ def validate_spec(model: type[ModelT], data: Mapping[str, Any],
         raise SpecError(one_line(f"{source}: {exc}")) from None
 
 
-def read_spec_file(path: str | Path) -> Any:
-    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
+@dataclass(frozen=True)
+class SpecSource:
+    """A spec file as read: its path and its text, which a sweep records with its runs (the
+    report shows the spec as written). Parsed by `parse_spec_source`, so the text recorded is
+    the text the spec was validated from."""
+
+    path: Path
+    text: str
+
+
+def read_spec_source(path: str | Path) -> SpecSource:
+    """Read a spec file's text (not yet parsed); errors are one line.
+
+    Args:
+        path: Path of a .toml, .yaml or .yml spec file (a name is resolved by the caller,
+            with resolve_spec_path).
+
+    Returns:
+        The SpecSource: the path and its text.
+
+    Raises:
+        SpecError: If the file is missing or unreadable.
+    """
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
-    suffix = path.suffix.lower()
     try:
-        text = path.read_text(encoding="utf-8")
+        return SpecSource(path, path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(one_line(f"{path}: cannot read spec ({exc})")) from None
+
+
+def parse_spec_source(source: SpecSource) -> Any:
+    """Parse a spec's TOML or YAML text, by its file's suffix (not yet validated).
+
+    Args:
+        source: The spec file as read.
+
+    Returns:
+        The parsed mapping (or whatever the text holds: validation refuses a non-mapping).
+
+    Raises:
+        SpecError: If the text is malformed or the suffix is not .toml, .yaml or .yml.
+    """
+    path, text = source.path, source.text
+    suffix = path.suffix.lower()
     if suffix == ".toml":
         try:
             return tomllib.loads(text)
@@ -97,6 +134,11 @@ def read_spec_file(path: str | Path) -> Any:
             raise SpecError(one_line(f"{path}: invalid YAML: {exc}")) from None
         return {} if data is None else data
     raise SpecError(f"{path}: unknown spec format {suffix!r}; expected .toml, .yaml or .yml")
+
+
+def read_spec_file(path: str | Path) -> Any:
+    """Parse a .toml, .yaml or .yml spec file (not yet validated); errors are one line."""
+    return parse_spec_source(read_spec_source(path))
 
 
 def packaged_spec_names() -> list[str]:

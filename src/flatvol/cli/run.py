@@ -1,15 +1,45 @@
 """`flatvol run` and `flatvol collect`: plain functions with typer annotations; flatvol.cli
-registers them (and turns their FlatvolErrors into one line and exit code 2)."""
+registers them (and turns their FlatvolErrors into one line and exit code 2). A spec name is
+resolved here (`load_sweep_spec`): the sweep takes the validated spec and its file.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from flatvol.cli.console import console
+
+if TYPE_CHECKING:
+    from flatvol.experiments.spec import ExperimentSpec
+    from flatvol.experiments.spec_files import SpecSource
+
+
+def load_sweep_spec(name: str) -> tuple[ExperimentSpec, SpecSource]:
+    """A sweep spec by file path or shipped name, read once: the text recorded with the runs is
+    the text validated.
+
+    Args:
+        name: A spec file (.toml/.yaml/.yml) or the name of a shipped spec ('demo', ...).
+
+    Returns:
+        The validated spec and the file it was read from.
+
+    Raises:
+        SpecError: No such file or shipped spec, or the file is unreadable, malformed or
+            invalid (one line naming the file and the field).
+    """
+    from flatvol.experiments.spec import spec_from_dict
+    from flatvol.experiments.spec_files import (
+        parse_spec_source,
+        read_spec_source,
+        resolve_spec_path,
+    )
+
+    source = read_spec_source(resolve_spec_path(name))
+    return spec_from_dict(parse_spec_source(source), str(source.path)), source
 
 
 def run_command(
@@ -41,9 +71,10 @@ def run_command(
 
     from flatvol.experiments.runner import run_sweep
 
-    summary = run_sweep(spec, out, backend=backend, workers=workers,
+    parsed, source = load_sweep_spec(spec)
+    summary = run_sweep(parsed, out, backend=backend, workers=workers,
                         data_dir=data_dir, device=device, retry_failed=retry_failed,
-                        progress=not quiet, threads=threads, console=console)
+                        progress=not quiet, threads=threads, source=source)
     console.print(
         f"[bold]{summary.planned}[/] runs planned: {summary.skipped} already in the store, "
         f"{summary.done} done, {summary.failed} failed in {summary.seconds:.1f}s "
@@ -53,7 +84,6 @@ def run_command(
                       soft_wrap=True)
     if len(summary.failures) > 10:
         console.print(f"  ... and {len(summary.failures) - 10} more (see runs.reason)")
-
 
 
 def collect_command(
@@ -94,7 +124,7 @@ def collect_command(
     try:
         summary = collect_runs(run_dirs, out, settings, data_dir=data_dir, device=device,
                                progress=not quiet)
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: flatvol.cli prints one line
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM: flatvol.cli.main prints one line
         from flatvol.experiments.store import store_path
 
         # each run is recorded whole as it is measured: those in flight are lost

@@ -1,5 +1,6 @@
 """`flatvol sgd-vs-bayes SPEC --out DIR`: a plain typer-annotated function; flatvol.cli registers
-it (app.command("sgd-vs-bayes")(sgd_vs_bayes_command))."""
+it (app.command("sgd-vs-bayes")(sgd_vs_bayes_command)). The spec name is resolved here: the
+runners take the validated spec."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console(stderr=True)
+from flatvol.cli.console import console
 
 
 def sgd_vs_bayes_command(
@@ -31,6 +31,7 @@ def sgd_vs_bayes_command(
     [grid] runs every cell (width x |S| x batch size) into one store."""
     import torch
 
+    from flatvol.experiments.spec_files import resolve_spec_path
     from flatvol.limits import MAX_NETWORKS
     from flatvol.progress import ProgressBar
     from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
@@ -43,7 +44,7 @@ def sgd_vs_bayes_command(
     check_device(device)
     if networks is not None:
         check_positive_int(networks, "--networks", at_most=MAX_NETWORKS)
-    parsed = load_sgd_vs_bayes_spec(spec)
+    parsed = load_sgd_vs_bayes_spec(resolve_spec_path(spec))
     if threads is not None:
         torch.set_num_threads(threads)
     # Stages (one per optimizer, then the volumes) run one after another: one bar each.

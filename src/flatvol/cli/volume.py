@@ -4,8 +4,8 @@ Labels under a kernel are binary ({0,1} or {-1,+1}: two classes, as always) or i
 0..K-1 (K inferred as the largest label + 1, or given by --classes); the estimator must support
 K classes (its entry in the registry, flatvol.volume_settings.ESTIMATORS).
 
-The lead registers `volume_command` with `app.command("volume")`; FlatvolErrors raised here are
-turned into one line and exit code 2 by the main CLI.
+flatvol.cli registers `volume_command` as `flatvol volume`; FlatvolErrors raised here are
+turned into one line and exit code 2 by flatvol.cli.main.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`flatvol report DIR`: the lead registers `report_command` with app.command("report")."""
+"""`flatvol report DIR`: the report of a results directory (flatvol.cli registers
+`report_command` as `flatvol report`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from flatvol.cli.console import console
 
 
 def report_command(
@@ -24,8 +27,6 @@ def report_command(
         "instead of DIR (for a store in a read-only place).")] = None,
 ) -> None:
     """Write DIR/report.html: figures, correlation table, spec and environment in one page."""
-    from rich.console import Console
-
     from flatvol.analysis.export import export_csv, export_parquet, require_pyarrow
     from flatvol.analysis.report import (
         ReportSettings,
@@ -37,7 +38,6 @@ def report_command(
     from flatvol.io import unwritable
     from flatvol.validate import check_output_dir
 
-    console = Console(stderr=True)
     target = directory if to is None else to
     if to is not None:
         check_output_dir(to, "--to")  # refused before the store is read

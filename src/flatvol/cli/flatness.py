@@ -1,7 +1,7 @@
 """`flatvol flatness RUN_DIR --measures ... --json`: flatness measures of a trained run.
 
-`flatness_command` is a plain function with typer-annotated parameters; the main app registers
-it with `app.command("flatness")(flatness_command)`. The measures are the catalogue's flatness
+`flatness_command` is a plain function with typer-annotated parameters; flatvol.cli registers
+it as `flatvol flatness`. The measures are the catalogue's flatness
 entries (flatvol.measures, group 'flatness'), under the same names and defaults as in specs,
 and use the run's genuine training set S only (never the attack set).
 """
