@@ -22,7 +22,6 @@ from pydantic import (
     model_validator,
 )
 
-from flatvol.data.tasks import parse_classes
 from flatvol.digest import digest
 from flatvol.errors import SpecError
 from flatvol.experiments.spec_files import (
@@ -40,129 +39,38 @@ from flatvol.limits import (
     bound_problem,
     range_length,
 )
-from flatvol.measures.catalogue import (
-    MeasuresSpec,
-    OptionValue,
+from flatvol.measures.catalogue import MeasuresSpec, check_measure_names
+
+# The problem's sections are flatvol.problem_settings' models, shared with the sgd-vs-bayes
+# spec and `flatvol train`; they are re-exported here for the readers of a sweep spec.
+from flatvol.problem_settings import (
+    TRAIN_EXECUTION_FIELDS,
+    DataSpec,
+    ModelSpec,
+    OptimizerSpec,
+    ProblemSpec,
     StrictSpec,
-    bounded_options,
-    check_measure_names,
+    SWASpec,
+    TrainSpec,
 )
-from flatvol.models.registry import parse_model_spec
 
-
-class DataSpec(StrictSpec):
-    """The task: S (train_size), E (test_size); attack sizes are a sweep axis. `classes` names
-    a binary labelling ('0-4v5-9', '3v8', 'car-vs-cat') or K >= 3 classes ('all', '0,1,2,7',
-    'car,cat,dog'; K outputs, attack labels drawn from the other classes): flatvol.data's
-    parse_classes."""
-
-    task: str = "mnist"
-    classes: str | None = None
-    train_size: int = Field(500, ge=1, le=MAX_DATA_SIZE)
-    test_size: int = Field(1000, ge=1, le=MAX_DATA_SIZE)
-    data_seed: int = Field(0, ge=0, le=MAX_SEED)
-    # Refuse (in the pre-flight) an S that misses one of the K classes. A check, not a setting:
-    # it changes no number, so it is left out of every dump and no digest or cache key moves.
-    every_class_in_S: bool = Field(False, exclude=True)
-
-    @model_validator(mode="after")
-    def _labelling(self) -> DataSpec:
-        # Checked when the spec is read, before any data; the value is kept as written (not
-        # normalized), so the digests of the specs that name it stay what they were.
-        try:
-            parse_classes(self.task, self.classes)
-        except SpecError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
-
-class ModelSpec(StrictSpec):
-    arch: str = "fcn:40,40"
-    sigma_w2: float = Field(2.0, gt=0)
-    sigma_b2: float = Field(1.0, ge=0)
-
-    @field_validator("arch")
-    @classmethod
-    def _parsed(cls, arch: str) -> str:
-        # Widths and depth are bounded here, before the pre-flight builds the network.
-        try:
-            parse_model_spec(arch)
-        except SpecError as exc:
-            raise ValueError(str(exc)) from None
-        return arch
-
-
-class TrainSpec(StrictSpec):
-    """Defaults of flatvol.train.TrainConfig (the paper's protocol)."""
-
-    lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(32, ge=1, le=MAX_DATA_SIZE)
-    max_epochs: int = Field(2000, ge=1, le=MAX_EPOCHS)
-    fit: Literal["S", "all"] = "S"
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    post_train_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
-    # Plan the sweep by stage: every seed and attack size of an optimizer trains as one ensemble
-    # (flatvol.train.ensemble), then each run is measured and recorded. An execution choice,
-    # like the backend: each member equals one-at-a-time training up to float32 rounding (which
-    # long runs on flipped labels can amplify), so it is left out of spec_hash (and so of run
-    # keys): a sweep may switch it and resume.
-    ensemble: bool = False
-    # Record each epoch's loss and accuracies on S and A (the run's series). With ensemble =
-    # true, false skips that per-epoch evaluation of every member on S and A (a fifth of the
-    # CIFAR FCN panel's training time): the stopping check then re-checks first the points each
-    # member got wrong, with the same stopping epochs and weights, and the runs have no per-epoch
-    # series. Also an execution choice, left out of spec_hash.
-    history: bool = True
-
-
-# [train] fields that choose how runs train, not what they give: left out of spec_hash and
-# of the TrainConfig a run trains with.
-TRAIN_EXECUTION_FIELDS = ("ensemble", "history")
-
-
-class SWASpec(StrictSpec):
-    """Stochastic weight averaging over the fitted and post-fit epochs (flatvol.train.swa)."""
-
-    lr: float | None = Field(None, gt=0)
-    anneal_epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
-    anneal_strategy: Literal["cos", "linear"] = "cos"
-
-
-class OptimizerSpec(StrictSpec):
-    """One optimizer of the sweep. `label` (default: `name`) is the run key's optimizer; `name` is
-    a registered optimizer (flatvol.train.optimizer_names); `options` go to its factory (e.g.
-    SAM's rho and base, Entropy-SGD's langevin_steps); any train field may be overridden."""
-
-    name: str
-    label: str | None = None
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-    lr: float | None = Field(None, gt=0)
-    batch_size: int | None = Field(None, ge=1, le=MAX_DATA_SIZE)
-    max_epochs: int | None = Field(None, ge=1, le=MAX_EPOCHS)
-    momentum: float | None = Field(None, ge=0)
-    weight_decay: float | None = Field(None, ge=0)
-    post_train_epochs: int | None = Field(None, ge=0, le=MAX_EPOCHS)
-    swa: SWASpec | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from flatvol.train import optimizer_names
-
-        if name not in optimizer_names():
-            raise ValueError(f"unknown optimizer {name!r}; expected one of "
-                             f"{', '.join(optimizer_names())}")
-        return name
-
-    @field_validator("options")
-    @classmethod
-    def _bounded(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
-        return bounded_options(options)  # e.g. Entropy-SGD's langevin_steps, its seed
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
+__all__ = [
+    "TRAIN_EXECUTION_FIELDS",
+    "AlphaEventSpec",
+    "DataSpec",
+    "DuringSpec",
+    "ExperimentSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "RangeSpec",
+    "SWASpec",
+    "StrictSpec",
+    "SweepSpec",
+    "TrainSpec",
+    "load_spec",
+    "spec_from_dict",
+    "spec_json",
+]
 
 
 class RangeSpec(StrictSpec):
@@ -265,13 +173,10 @@ class AlphaEventSpec(StrictSpec):
     alpha: float = Field(gt=0)
 
 
-class ExperimentSpec(StrictSpec):
-    name: str
-    description: str = ""
-    data: DataSpec = Field(default_factory=DataSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    optimizers: list[OptimizerSpec] = Field(default_factory=lambda: [OptimizerSpec(name="sgd")])
+class ExperimentSpec(ProblemSpec):
+    """A sweep: the problem (name, data, model, train, optimizers: ProblemSpec), its axes
+    (attack sizes x seeds), the measures taken and when, and alpha-scaling events."""
+
     sweep: SweepSpec = Field(default_factory=SweepSpec)
     measures: MeasuresSpec = Field(default_factory=MeasuresSpec)
     during: DuringSpec = Field(default_factory=DuringSpec)

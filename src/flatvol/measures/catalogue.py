@@ -14,7 +14,8 @@ the report to rank it. The built-in entries are registered by flatvol.measures.b
 flatvol.measures package is imported.
 
 This module also holds the option models of the [measures] table of a spec (MeasuresSpec and
-its volume/sharpness sections), which flatvol.experiments.spec embeds, and `MeasureContext`,
+its sharpness section; its volume section is flatvol.problem_settings.VolumeSpec), which
+flatvol.experiments.spec embeds, and `MeasureContext`,
 what a measure function is given besides the model and the task.
 """
 
@@ -26,25 +27,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from flatvol.errors import SpecError, VolumeError
-from flatvol.limits import MAX_MC_SAMPLES, MAX_SEED, options_problem
+from flatvol.errors import SpecError
+from flatvol.limits import options_problem
 
-# The volume settings' names and defaults, not flatvol.volume: the catalogue's metadata (names,
-# fields, predictors, option schemas) is read by the analysis and by spec parsing, which must
-# not load torch and the estimators; only a measure that runs needs them.
-from flatvol.volume_settings import (
-    DEFAULT_BATCHNORM,
-    DEFAULT_ESTIMATOR,
-    DEFAULT_MC_MAX_SAMPLES,
-    DEFAULT_MC_TOLERANCE,
-    MIN_MC_MAX_SAMPLES,
-    BatchNormMode,
-    KernelKind,
-    check_estimator,
-    estimator_info,
-)
+# The settings models are flatvol.problem_settings' (the volume's shared with the sgd-vs-bayes
+# spec), a light module: the catalogue's metadata (names, fields, predictors, option schemas)
+# is read by the analysis and by spec parsing, which must not load torch and the estimators;
+# only a measure that runs needs them.
+from flatvol.problem_settings import OptionValue, StrictSpec, VolumeSpec, bounded_options
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +46,6 @@ if TYPE_CHECKING:
     from flatvol.flatness import FunctionalLoss
     from flatvol.volume import VolumeService
 
-OptionValue = bool | int | float | str
 MaximizerName = Literal["paper", "lbfgsb", "fast"]
 # The one default Keskar maximizer, for specs and `flatvol flatness` alike: the one that finds
 # the largest value fastest. 'fast' reaches at least the 'paper' value with about 10x fewer
@@ -203,85 +194,6 @@ def check_measure_names(names: Iterable[str], what: str = "") -> None:
 
 
 # --------------------------------------------------------------------------- spec options
-def bounded_options(options: dict[str, OptionValue]) -> dict[str, OptionValue]:
-    """`options` unchanged if every integer option is within flatvol.limits' bounds (counts
-    and iterations, seeds), for a pydantic validator (ValueError naming the option otherwise).
-
-    Args:
-        options: a measure's options.
-
-    Returns:
-        options.
-    """
-    problem = options_problem(options)
-    if problem is not None:
-        raise ValueError(problem)
-    return options
-
-
-class StrictSpec(BaseModel):
-    """Base of every spec section (here and in flatvol.experiments.spec): unknown keys are
-    errors, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VolumeSpec(StrictSpec):
-    """V(f) on S u E with the NNGP kernel of the model's prior. `kernel`: 'analytic' (ReLU FCN
-    arccos kernel), 'mc' (Monte-Carlo NNGP kernel, any model) or 'auto' (analytic for fcn).
-    `mc_samples`: the Monte-Carlo draws, or 'auto' to double them until log10 V of the true
-    labels agrees within `mc_tolerance` between two independent halves of the draws, refused
-    past `mc_max_samples` (flatvol.volume.mc_convergence). `mc_batchnorm`: how BatchNorm
-    normalizes in the draws, 'eval' (reset statistics, the authors' code) or 'batch' (the
-    statistics of S u E; flatvol.volume.mc_kernel.BATCHNORM_MODES)."""
-
-    estimator: str = DEFAULT_ESTIMATOR  # a name in the registry, flatvol.volume.ESTIMATORS
-    kernel: KernelKind = "auto"
-    mc_samples: int | Literal["auto"] = 100
-    mc_seed: int = Field(0, ge=0, le=MAX_SEED)
-    mc_tolerance: float = Field(DEFAULT_MC_TOLERANCE, gt=0)  # in log10 V
-    mc_max_samples: int = Field(DEFAULT_MC_MAX_SAMPLES, ge=MIN_MC_MAX_SAMPLES, le=MAX_MC_SAMPLES)
-    mc_batchnorm: BatchNormMode = DEFAULT_BATCHNORM  # BatchNorm in the draws: 'eval' or 'batch'
-    options: dict[str, OptionValue] = Field(default_factory=dict)
-
-    @field_validator("mc_samples", mode="before")
-    @classmethod
-    def _count_or_auto(cls, samples: Any) -> Any:
-        if samples == "auto":
-            return samples
-        if isinstance(samples, bool) or not isinstance(samples, int) or not (
-                2 <= samples <= MAX_MC_SAMPLES):
-            raise ValueError(f"expected an integer in 2..{MAX_MC_SAMPLES} or 'auto'")
-        return samples
-
-    @field_validator("options")
-    @classmethod
-    def _bounded(cls, options: dict[str, OptionValue]) -> dict[str, OptionValue]:
-        return bounded_options(options)
-
-    @field_validator("estimator")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        try:
-            return check_estimator(name)
-        except VolumeError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("options")
-    @classmethod
-    def _estimator_takes(cls, options: dict[str, OptionValue],
-                         info: ValidationInfo) -> dict[str, OptionValue]:
-        # each option must be one the estimator's registry entry takes, of its type (the
-        # estimator field is validated first: it is declared first)
-        name = info.data.get("estimator")
-        if name is not None:
-            try:
-                estimator_info(name).check_options(options)
-            except VolumeError as exc:
-                raise ValueError(str(exc)) from None
-        return options
-
-
 class SharpnessSpec(StrictSpec):
     """Keskar sharpness on S (flatvol.flatness.keskar_sharpness)."""
 
