@@ -12,8 +12,9 @@ import pytest
 
 import flatvol.sgd_vs_bayes.run as svb
 from flatvol.errors import SpecError
+from flatvol.experiments.spec_files import packaged_spec_path
 from flatvol.sgd_vs_bayes.analysis import function_rows, summarize
-from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, bits_of
+from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, encode_function
 from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
 from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
 from flatvol.sgd_vs_bayes.spec import (
@@ -175,18 +176,18 @@ def test_posterior_mass_and_decisiveness_gap_by_hand():
                           {"10": True, "11": True}, np.array([0.7, 0.5]))
     rows = function_rows(sample, volumes, np.array([1, 0], dtype=np.uint8))
     s = summarize(sample, rows, np.array([1, 0]), min_count=1, top=2,
-                  prior_label1=volumes.prior_label1)
+                  prior_marginals=volumes.prior_marginals)
     assert s.posterior_mass_found == pytest.approx(0.5)
     # P_opt(label 1) = (1, 1/3): decisiveness (1, 1/3) vs prior (0.4, 0)
     assert s.decisiveness_gap == pytest.approx(((1 - 0.4) + (1 / 3 - 0)) / 2)
-    assert bits_of(labels[0]) == "10"
+    assert encode_function(labels[0]) == "10"
 
 
 def test_shipped_grid_spec_is_valid_and_packaged():
     shipped = REPO / "specs" / "sgd_vs_bayes_grid.toml"
     packaged = REPO / "src" / "flatvol" / "specs" / "sgd_vs_bayes_grid.toml"
     assert shipped.read_text() == packaged.read_text()
-    spec = load_sgd_vs_bayes_spec("sgd_vs_bayes_grid")
+    spec = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes_grid"))
     cells = spec.grid_cells()
     widths = {c.values["width"] for c in cells}
     assert widths == {40, 256, 1024}

@@ -2,7 +2,10 @@
 V(f|S) (the NNGP prior's conditional volume), per optimizer.
 
 Pure functions of the samples and the volume table (flatvol.sgd_vs_bayes.function_store), shared
-by `flatvol sgd-vs-bayes` (its CSV, summary and PNGs) and `flatvol report` (its section).
+by `flatvol sgd-vs-bayes` (its CSV, summary and PNGs) and `flatvol report` (its section). A
+function is its labels on E: '0'/'1' per point for binary, the class 0..K-1 for K classes, whose
+per-point statistics compare whole label distributions (decisiveness, total variation) and reduce
+to the binary ones for K = 2.
 Figures use matplotlib's object API on the Agg canvas (no pyplot state).
 """
 
@@ -25,11 +28,16 @@ from flatvol.sgd_vs_bayes.function_store import (
     FunctionExperiment,
     FunctionSample,
     VolumeTable,
-    labels_of,
+    decode_function,
 )
 
 FUNCTION_COLUMNS = ("optimizer", "function", "count", "p_opt", "log10_p_opt",
                     "log10_v_conditional", "log10_v_full", "ep_converged", "errors_E")
+
+# what the per-point table shows: binary, K classes
+POINTS_TEXT = ("Prior P(label 1 | y_S) beside each optimizer's frequency of label 1.",
+               "Prior P(true label | y_S) and its most likely class beside each optimizer's "
+               "frequency of the true label and its most frequent class.")
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,9 @@ class OptimizerSummary:
     top_median_abs_log10_ratio: float
     # sum of V(f|S) over the functions found: how much of the NNGP posterior they hold
     posterior_mass_found: float = math.nan
-    # mean over E of |2 P_opt(label 1) - 1| - |2 P(label 1 | y_S) - 1|: > 0 when the trained
-    # networks are more decisive, point by point, than the NNGP posterior
+    # mean over E of decisiveness(P_opt labels) - decisiveness(NNGP posterior): > 0 when the
+    # trained networks are more decisive, point by point, than the posterior (binary:
+    # |2 P_opt(label 1) - 1| - |2 P(label 1 | y_S) - 1|; see `decisiveness` for K classes)
     decisiveness_gap: float = math.nan
     top_functions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -60,14 +69,67 @@ class OptimizerSummary:
         return out
 
 
+def class_frequencies(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per point, the fraction of functions giving it each class.
+
+    Args:
+        labels: (N, |E|) classes 0..K-1 (N >= 1 functions).
+        n_classes: K.
+
+    Returns:
+        (|E|, K) frequencies.
+    """
+    return np.stack([(labels == c).mean(axis=0) for c in range(n_classes)], axis=1)
+
+
+def decisiveness(probabilities: np.ndarray) -> np.ndarray:
+    """Per point, how far a label distribution is from uniform: 0 uniform, 1 certain.
+
+    Args:
+        probabilities: (|E|,) P(label 1) of binary labels, or (|E|, K) P(label k).
+
+    Returns:
+        (|E|,): |2 p - 1| for binary; (K max_k p_k - 1) / (K - 1) for K classes, which is
+        the same number for K = 2 (max(p, 1 - p) = (1 + |2 p - 1|) / 2).
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim == 1:
+        return np.abs(2 * p - 1)
+    k = p.shape[1]
+    return (k * p.max(axis=1) - 1) / (k - 1)
+
+
+def label_frequency_gap(sample: FunctionSample, prior_marginals: np.ndarray,
+                        n_classes: int = 2) -> float:
+    """Mean over E of the distance between the fitted networks' label frequencies and the
+    NNGP posterior's marginals: |P_opt(label 1) - P(label 1 | y_S)| for binary, the total
+    variation distance 1/2 sum_k |P_opt(k) - P(k | y_S)| for K classes (the same for K = 2).
+
+    Args:
+        sample: one optimizer's networks.
+        prior_marginals: (|E|,) P(label 1 | y_S), or (|E|, K) P(label k | y_S).
+        n_classes: K.
+
+    Returns:
+        The mean distance (nan without a fitted network).
+    """
+    fitted = sample.labels_E[sample.fitted]
+    if not len(fitted):
+        return math.nan
+    prior = np.asarray(prior_marginals, dtype=np.float64)
+    if n_classes == 2:
+        return float(np.mean(np.abs(fitted.mean(axis=0) - prior)))
+    return float(np.mean(0.5 * np.abs(class_frequencies(fitted, n_classes) - prior).sum(axis=1)))
+
+
 def function_rows(sample: FunctionSample, volumes: VolumeTable, y_E: np.ndarray
                   ) -> list[dict[str, Any]]:
     """One row per function the fitted networks found, most frequent first.
 
     Args:
         sample: one optimizer's networks.
-        volumes: V(y_S) and V(y_S, f) (functions without a volume get nan).
-        y_E: the true labels on E (0/1).
+        volumes: V(y_S) and V(y_S, f) (functions without a volume get nan), and K.
+        y_E: the true labels on E (0/1, or classes 0..K-1).
 
     Returns:
         Dicts with the FUNCTION_COLUMNS.
@@ -75,25 +137,25 @@ def function_rows(sample: FunctionSample, volumes: VolumeTable, y_E: np.ndarray
     counts = sample.counts()
     n = max(sample.n_fitted, 1)
     rows = []
-    for bits, count in counts.most_common():
-        has_v = bits in volumes.log10_v_full
+    for function, count in counts.most_common():
+        has_v = function in volumes.log10_v_full
         rows.append({
             "optimizer": sample.optimizer,
-            "function": bits,
+            "function": function,
             "count": count,
             "p_opt": count / n,
             "log10_p_opt": math.log10(count / n),
-            "log10_v_conditional": volumes.conditional(bits) if has_v else math.nan,
-            "log10_v_full": volumes.log10_v_full[bits] if has_v else math.nan,
-            "ep_converged": volumes.converged[bits] if has_v else False,
-            "errors_E": int(np.sum(labels_of(bits) != y_E)),
+            "log10_v_conditional": volumes.conditional(function) if has_v else math.nan,
+            "log10_v_full": volumes.log10_v_full[function] if has_v else math.nan,
+            "ep_converged": volumes.converged[function] if has_v else False,
+            "errors_E": int(np.sum(decode_function(function, volumes.n_classes) != y_E)),
         })
     return rows
 
 
 def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarray, *,
-              min_count: int, top: int, prior_label1: np.ndarray | None = None
-              ) -> OptimizerSummary:
+              min_count: int, top: int, prior_marginals: np.ndarray | None = None,
+              n_classes: int = 2) -> OptimizerSummary:
     """Counts, test error and the agreement of log10 P_opt with log10 V(f|S) for one optimizer.
 
     Args:
@@ -101,8 +163,9 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
         y_E: the true labels on E.
         min_count: functions seen fewer times are left out of the correlations.
         top: how many of the most frequent functions the summary lists.
-        prior_label1: per E point, the NNGP posterior's P(label 1 | y_S), for the
-            decisiveness gap (nan without it).
+        prior_marginals: per E point, the NNGP posterior's P(label 1 | y_S) (|E|,) or, for
+            K classes, P(label k | y_S) (|E|, K), for the decisiveness gap (nan without it).
+        n_classes: K.
 
     Returns:
         The OptimizerSummary.
@@ -123,9 +186,10 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
     with_v = [r["log10_v_conditional"] for r in rows if math.isfinite(r["log10_v_conditional"])]
     mass = float(np.sum(np.power(10.0, with_v))) if with_v else math.nan
     gap = math.nan
-    if prior_label1 is not None and len(fitted_rows) and len(prior_label1) == len(y_E):
-        found = np.abs(2 * fitted_rows.mean(axis=0) - 1)
-        gap = float(np.mean(found - np.abs(2 * np.asarray(prior_label1) - 1)))
+    if prior_marginals is not None and len(fitted_rows) and len(prior_marginals) == len(y_E):
+        found = (fitted_rows.mean(axis=0) if n_classes == 2
+                 else class_frequencies(fitted_rows, n_classes))
+        gap = float(np.mean(decisiveness(found) - decisiveness(prior_marginals)))
     return OptimizerSummary(
         optimizer=sample.optimizer,
         networks=len(sample.seeds),
@@ -147,11 +211,24 @@ def summarize(sample: FunctionSample, rows: list[dict[str, Any]], y_E: np.ndarra
 
 def point_rows(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np.ndarray
                ) -> list[dict[str, Any]]:
-    """Per E point: its label, the prior's P(label 1 | y_S), each optimizer's label frequency."""
+    """Per E point: its label, the prior's P(label 1 | y_S) and each optimizer's frequency of
+    label 1; for K classes, the prior's probability of the true label and its most likely
+    class, and each optimizer's frequency of the true label and most frequent class.
+
+    Args:
+        samples: each optimizer's networks.
+        volumes: the per-point marginals and K.
+        y_E: the true labels on E.
+
+    Returns:
+        One dict per E point.
+    """
+    if volumes.n_classes > 2:
+        return _class_point_rows(samples, volumes, y_E)
     out = []
     for j in range(len(y_E)):
         row: dict[str, Any] = {"point": j, "label": int(y_E[j]),
-                               "prior_p_label1": float(volumes.prior_label1[j])}
+                               "prior_p_label1": float(volumes.prior_marginals[j])}
         for name, sample in samples.items():
             fitted = sample.labels_E[sample.fitted]
             row[f"{name}_p_label1"] = float(fitted[:, j].mean()) if len(fitted) else math.nan
@@ -159,21 +236,45 @@ def point_rows(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E:
     return out
 
 
+def _class_point_rows(samples: Mapping[str, FunctionSample], volumes: VolumeTable,
+                      y_E: np.ndarray) -> list[dict[str, Any]]:
+    k = volumes.n_classes
+    prior = np.asarray(volumes.prior_marginals, dtype=np.float64)
+    found = {name: class_frequencies(s.labels_E[s.fitted], k) if s.n_fitted else None
+             for name, s in samples.items()}
+    out = []
+    for j, label in enumerate(int(y) for y in y_E):
+        row: dict[str, Any] = {"point": j, "label": label,
+                               "prior_p_label": float(prior[j, label]),
+                               "prior_top_class": _top_class(prior[j])}
+        for name, freq in found.items():
+            row[f"{name}_p_label"] = math.nan if freq is None else float(freq[j, label])
+            row[f"{name}_top_class"] = None if freq is None else _top_class(freq[j])
+        out.append(row)
+    return out
+
+
+def _top_class(probabilities: np.ndarray) -> int | None:
+    """The most likely class (the lowest on a tie), None where a probability is unknown."""
+    return int(np.argmax(probabilities)) if np.all(np.isfinite(probabilities)) else None
+
+
 @dataclass(frozen=True)
 class SgdVsBayesAnalysis:
-    """Rows (one per optimizer and function), per-optimizer summaries and per-point rows."""
+    """Rows (one per optimizer and function), per-optimizer summaries, per-point rows and each
+    optimizer's label_frequency_gap."""
 
     rows: list[dict[str, Any]]
     summaries: list[OptimizerSummary]
     points: list[dict[str, Any]]
+    label_frequency_gaps: dict[str, float] = field(default_factory=dict)
 
     def optimizer_summaries(self) -> dict[str, dict[str, Any]]:
-        """Each summary as a dict, with the mean |P_opt(label 1) - prior P(label 1)| over E."""
-        out = {}
-        for s in self.summaries:
-            gap = [abs(p[f"{s.optimizer}_p_label1"] - p["prior_p_label1"]) for p in self.points]
-            out[s.optimizer] = {**s.to_dict(), "mean_abs_label_frequency_gap": float(np.mean(gap))}
-        return out
+        """Each summary as a dict, with `mean_abs_label_frequency_gap`: the mean over E of
+        |P_opt(label 1) - prior P(label 1)| (K classes: of the total variation distance)."""
+        return {s.optimizer: {**s.to_dict(), "mean_abs_label_frequency_gap":
+                              self.label_frequency_gaps.get(s.optimizer, math.nan)}
+                for s in self.summaries}
 
 
 def analyse(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np.ndarray, *,
@@ -185,8 +286,11 @@ def analyse(samples: Mapping[str, FunctionSample], volumes: VolumeTable, y_E: np
         opt_rows = function_rows(sample, volumes, y_E)
         rows.extend(opt_rows)
         summaries.append(summarize(sample, opt_rows, y_E, min_count=min_count, top=top,
-                                   prior_label1=volumes.prior_label1))
-    return SgdVsBayesAnalysis(rows, summaries, point_rows(samples, volumes, y_E))
+                                   prior_marginals=volumes.prior_marginals,
+                                   n_classes=volumes.n_classes))
+    gaps = {name: label_frequency_gap(sample, volumes.prior_marginals, volumes.n_classes)
+            for name, sample in samples.items()}
+    return SgdVsBayesAnalysis(rows, summaries, point_rows(samples, volumes, y_E), gaps)
 
 
 def _fmt(x: float) -> str:
@@ -195,7 +299,7 @@ def _fmt(x: float) -> str:
 
 def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[OptimizerSummary], *,
                       per_optimizer: bool, estimator: str = "ep-orthant",
-                      min_count: int = 5) -> Figure:
+                      min_count: int = 5, n_classes: int = 2) -> Figure:
     """Log-log scatter of P_opt(f|S) against V(f|S) with the diagonal.
 
     Args:
@@ -203,6 +307,8 @@ def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[Optimi
         per_optimizer: True for one panel per optimizer, points coloured by the number of errors
             on E (Mingard et al.'s figure); False for all optimizers on one panel.
         estimator, min_count: named in the labels.
+        n_classes: K, named in the labels of a K-class experiment (a function is its K-class
+            labels on E; errors on E count the points whose class is wrong).
 
     Returns:
         The Figure (save it with flatvol.analysis.figures.save_figure or fig.savefig).
@@ -246,12 +352,15 @@ def p_opt_vs_v_figure(rows: Sequence[dict[str, Any]], summaries: Sequence[Optimi
         ax.set_yscale("log")
         ax.set_xlim(10**lo, 1.5)
         ax.set_ylim(10**lo, 1.5)
-        ax.set_xlabel(f"V(f|S)  (NNGP prior, {literal_text(estimator)})")
+        classes = f"{n_classes} classes, " if n_classes > 2 else ""
+        ax.set_xlabel(f"V(f|S)  (NNGP prior, {classes}{literal_text(estimator)})")
         ax.set_ylabel("P_opt(f|S)  (frequency over trained networks)")
-        ax.set_title(literal_text(name) if name is not None else "P_opt(f|S) vs V(f|S)")
+        title = literal_text(name) if name is not None else "P_opt(f|S) vs V(f|S)"
+        ax.set_title(title + (f" ({n_classes} classes)" if n_classes > 2 else ""))
         ax.legend(handles=handles, fontsize=7, loc="upper left")
         if scatter is not None and finite:
-            fig.colorbar(scatter, ax=ax, label="errors on E")
+            fig.colorbar(scatter, ax=ax, label="errors on E (points whose label is wrong)"
+                         if n_classes > 2 else "errors on E")
     return fig
 
 
@@ -275,12 +384,16 @@ def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
     min_count, top = int(settings.get("min_count", 5)), int(settings.get("top", 20))
     result = analyse(experiment.samples, experiment.volumes, experiment.y_E,
                      min_count=min_count, top=top)
+    n_classes = experiment.n_classes
+    classes = (f" ({n_classes} classes: a function is its classes on E, one digit "
+               f"0..{n_classes - 1} per point)" if n_classes > 2 else "")
     head = (f"<{h} id='{esc(slug(info['name']))}'>sgd-vs-bayes: {esc(info['name'])} "
             f"<small>({esc(experiment.spec_hash)})</small></{h}>"
             f"<p>P_opt(f|S), the frequency of each function f on E among networks trained to fit "
             f"S, against the NNGP prior's conditional volume V(f|S) ({esc(info['estimator'])}, "
             f"{esc(experiment.volumes.kernel)} kernel); {esc(info['task'])} "
-            f"{esc(info['classes'])}, |S| = {info['train_size']}, |E| = {info['test_size']}, "
+            f"{esc(info['classes'])}{esc(classes)}, |S| = {info['train_size']}, "
+            f"|E| = {info['test_size']}, "
             f"model {esc(info['model'])}, log10 V(y_S) = "
             f"{fmt(experiment.volumes.log10_v_train)}. Correlations over functions seen at least "
             f"{min_count} times.</p>")
@@ -291,12 +404,13 @@ def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
             ("p_opt_vs_v", False, "P_opt(f|S) against V(f|S), all optimizers"),
             ("mingard", True, "one panel per optimizer, coloured by errors on E")):
         fig = p_opt_vs_v_figure(result.rows, result.summaries, per_optimizer=per_optimizer,
-                                estimator=info["estimator"], min_count=min_count)
+                                estimator=info["estimator"], min_count=min_count,
+                                n_classes=n_classes)
         made.append(MadeFigure(stem, caption, save_figure(fig, figures_dir, stem)))
     rows = pd.DataFrame(result.rows, columns=list(FUNCTION_COLUMNS))
     return "".join([
         head, f"<{h}>Per optimizer</{h}>", frame_html(summary),
         "".join(figure_html(f, page_dir) for f in made),
         f"<{h}>Most frequent functions</{h}>", frame_html(rows, max_rows=4 * top),
-        f"<{h}>Per E point</{h}><p>Prior P(label 1 | y_S) beside each optimizer's frequency of "
-        "label 1.</p>", frame_html(pd.DataFrame(result.points))])
+        f"<{h}>Per E point</{h}><p>{esc(POINTS_TEXT[n_classes > 2])}</p>",
+        frame_html(pd.DataFrame(result.points))])

@@ -1,24 +1,29 @@
 """sgd-vs-bayes in the results store: sampled networks, volumes, and the experiment record.
 
 Tables (created by flatvol.experiments.store; see docs/EXPERIMENTS.md):
-- function_samples(sample_key, seed, epochs, fitted, labels_E): one row per trained network; the
+- function_samples(sample_key, seed, epochs, fitted, labels_E): one row per trained network,
+  labels_E its function on E as one digit per point (the class, 0..K-1; '0'/'1' for binary); the
   sample key hashes what determines a network (data and its fingerprint, model, train config),
   so a re-run, a larger `networks` or another spec with the same protocol reuses them.
   function_chunk_seconds(sample_key, first_seed, networks, seconds): the training time of each
   chunk, written with it, so that a resumed experiment still reports its compute time.
 - function_priors(volume_key, kernel, log10_v_train, prior_label1_json) and
   function_volumes(volume_key, function, log10_v_full, converged): V(y_S), the per-point
-  marginals and log10 V(y_S, f) per function f on E; the volume key hashes the data, model and
+  marginals (binary: P(label 1 | y_S) per E point; K classes: a row of P(label k | y_S) per E
+  point) and log10 V(y_S, f) per function f on E; the volume key hashes the data, model and
   volume settings.
 - function_experiments(spec_hash, info_json): which samples and volumes make up an experiment,
   with what the report needs (true labels on E, sizes, settings); the spec itself is in `specs`.
 
-A chunk of networks or a batch of volumes is one transaction: a killed run resumes.
+A chunk of networks or a batch of volumes is one transaction: a killed run resumes. What is read
+back is checked (function strings against |E| and K, marginals against their shape) and a damaged
+chunk or prior is recomputed after a one-line notice.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -28,20 +33,67 @@ from typing import Any
 
 import numpy as np
 
+from flatvol.errors import FlatvolError
 from flatvol.experiments.store import Store, read_connection
 from flatvol.io import dumps_json, finite_or_none, float_or_nan
 
 Database = Store | sqlite3.Connection  # readers take either
+_log = logging.getLogger("flatvol")
 
 
-def bits_of(labels: np.ndarray) -> str:
-    """A function on E as a '0'/'1' string (E order)."""
-    return "".join("1" if v else "0" for v in np.asarray(labels).ravel())
+# One character per point of E: a K-class function is its classes as digits, so for K <= 10 the
+# binary strings ('0'/'1') are the K = 2 case unchanged and every stored key and table stays valid.
+MAX_FUNCTION_CLASSES = 10
 
 
-def labels_of(bits: str) -> np.ndarray:
-    """The labels (uint8 0/1) of a '0'/'1' function string."""
-    return np.frombuffer(bits.encode(), dtype=np.uint8) - ord("0")
+class FunctionStringError(FlatvolError):
+    """A function on E that cannot be written as, or read back from, one digit per point."""
+
+
+def encode_function(labels: np.ndarray) -> str:
+    """A function on E as a string of one digit per point, its class (E order).
+
+    Args:
+        labels: the labels on E: {0, 1} (bool or numbers) for binary, classes 0..K-1 (K <= 10).
+
+    Returns:
+        The function string, e.g. '0110' (binary) or '2071' (K classes).
+
+    Raises:
+        FunctionStringError: a label that is not an integer in 0..9.
+    """
+    values = np.asarray(labels).ravel()
+    codes = values.astype(np.int64)
+    bad = (codes != values) | (codes < 0) | (codes >= MAX_FUNCTION_CLASSES)
+    if bad.any():
+        raise FunctionStringError(f"function on E: expected classes 0..{MAX_FUNCTION_CLASSES - 1}"
+                                  f" (one digit per point), got {values[bad][0]!r}")
+    return (codes.astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+
+
+def decode_function(function: str, n_classes: int = 2, n_points: int | None = None
+                    ) -> np.ndarray:
+    """The labels (uint8 classes) of a function string, checked: it may come from disk.
+
+    Args:
+        function: one digit per point of E (as encode_function writes it).
+        n_classes: K; every digit must be below it.
+        n_points: |E|, the expected length (None: any).
+
+    Returns:
+        The labels, uint8 in 0..K-1.
+
+    Raises:
+        FunctionStringError: a character that is not a class 0..K-1, or the wrong length.
+    """
+    labels = np.frombuffer(function.encode(), dtype=np.uint8) - ord("0")
+    if n_points is not None and len(labels) != n_points:
+        raise FunctionStringError(f"function {function[:20]!r}: expected {n_points} points (|E|),"
+                                  f" got {len(labels)}")
+    if (labels >= n_classes).any():  # uint8: a character below '0' wraps above 9 too
+        raise FunctionStringError(f"function {function[:20]!r}: expected digits 0..{n_classes - 1}"
+                                  f" ({n_classes} classes)")
+    return labels
 
 
 @dataclass(frozen=True)
@@ -52,7 +104,7 @@ class FunctionSample:
     seeds: np.ndarray  # (N,)
     epochs: np.ndarray  # (N,)
     fitted: np.ndarray  # (N,) bool
-    labels_E: np.ndarray  # (N, |E|) uint8 in {0, 1}
+    labels_E: np.ndarray  # (N, |E|) uint8 classes ({0, 1} binary, 0..K-1 for K classes)
     seconds: float = 0.0  # training time of these networks as recorded (0 where not recorded)
 
     @property
@@ -60,21 +112,24 @@ class FunctionSample:
         return int(self.fitted.sum())
 
     def counts(self) -> Counter[str]:
-        """How often each function on E (a '0'/'1' string in E order) was found by fitted nets."""
-        return Counter(bits_of(r) for r in self.labels_E[self.fitted])
+        """How often each function on E (encode_function's string, E order) was found by the
+        fitted networks."""
+        return Counter(encode_function(r) for r in self.labels_E[self.fitted])
 
 
 @dataclass(frozen=True)
 class VolumeTable:
     """log10 V(y_S); per function f on E, log10 V(y_S, f) and hence log10 V(f|S); and per E
-    point the prior's P(label 1 | y_S)."""
+    point the NNGP posterior's marginals: binary, (|E|,) P(label 1 | y_S) (as stored since the
+    first version); K classes, (|E|, K) P(label k | y_S)."""
 
     estimator: str
     kernel: str
     log10_v_train: float
     log10_v_full: dict[str, float]
     converged: dict[str, bool]
-    prior_label1: np.ndarray
+    prior_marginals: np.ndarray
+    n_classes: int = 2
 
     def conditional(self, bits: str) -> float:
         return self.log10_v_full[bits] - self.log10_v_train
@@ -90,23 +145,47 @@ class FunctionExperiment:
     volumes: VolumeTable
 
     @property
+    def n_classes(self) -> int:
+        """K (recorded for K-class experiments only, so binary records stay as they were)."""
+        return int(self.info.get("n_classes", 2))
+
+    @property
     def y_E(self) -> np.ndarray:
-        return labels_of(self.info["labels_E"])
+        return decode_function(self.info["labels_E"], self.n_classes)
 
 
-def read_chunk(store: Database, sample_key: str, seeds: list[int]) -> FunctionSample | None:
-    """The networks of `seeds` if all are recorded under `sample_key`, else None."""
+def read_chunk(store: Database, sample_key: str, seeds: list[int], *, n_points: int,
+               n_classes: int = 2) -> FunctionSample | None:
+    """The networks of `seeds` if all are recorded under `sample_key` and read back whole.
+
+    Args:
+        store: the results store.
+        sample_key: what determines the networks (SgdVsBayesSpec.sample_key).
+        seeds: the chunk's seeds.
+        n_points: |E|: every stored function must have one digit per point.
+        n_classes: K: every digit must be a class 0..K-1.
+
+    Returns:
+        The chunk, or None when a seed is missing or a stored function is damaged (after a
+        one-line notice): the caller trains the chunk again, or leaves it out of a report.
+    """
     rows = _conn(store).execute(
         "SELECT seed, epochs, fitted, labels_E FROM function_samples WHERE sample_key=? AND "
         "seed BETWEEN ? AND ? ORDER BY seed", (sample_key, min(seeds), max(seeds))).fetchall()
     rows = [r for r in rows if r[0] in set(seeds)]
     if [r[0] for r in rows] != sorted(seeds):
         return None
+    try:
+        labels = [decode_function(str(r[3]), n_classes, n_points) for r in rows]
+    except FunctionStringError as exc:
+        _log.warning("results store: networks %s seeds %d..%d: %s; not used", sample_key,
+                     min(seeds), max(seeds), exc)
+        return None
     return FunctionSample(
         optimizer="", seeds=np.array([r[0] for r in rows], dtype=np.int64),
         epochs=np.array([r[1] for r in rows], dtype=np.int64),
         fitted=np.array([bool(r[2]) for r in rows]),
-        labels_E=np.stack([labels_of(r[3]) for r in rows]),
+        labels_E=np.stack(labels),
         seconds=_chunk_seconds(_conn(store), sample_key, min(seeds), len(seeds)))
 
 
@@ -125,7 +204,7 @@ def _chunk_seconds(conn: sqlite3.Connection, sample_key: str, first_seed: int,
 def write_chunk(store: Store, sample_key: str, chunk: FunctionSample) -> None:
     """Record a chunk of trained networks and its training time (chunk.seconds) in one
     transaction (re-trained seeds are replaced)."""
-    rows = [(sample_key, int(s), int(e), int(bool(f)), bits_of(labels))
+    rows = [(sample_key, int(s), int(e), int(bool(f)), encode_function(labels))
             for s, e, f, labels in zip(chunk.seeds, chunk.epochs, chunk.fitted, chunk.labels_E,
                                        strict=True)]
     with store.transaction() as c:
@@ -134,21 +213,47 @@ def write_chunk(store: Store, sample_key: str, chunk: FunctionSample) -> None:
                   (sample_key, int(chunk.seeds.min()), len(chunk.seeds), float(chunk.seconds)))
 
 
-def read_prior(store: Database, volume_key: str) -> tuple[str, float, np.ndarray] | None:
-    """(kernel description, log10 V(y_S), per-point P(label 1 | y_S)) or None."""
+def marginals_shape(n_points: int, n_classes: int) -> tuple[int, ...]:
+    """The shape of the per-point marginals: (|E|,) P(label 1) for binary, (|E|, K) for K."""
+    return (n_points,) if n_classes == 2 else (n_points, n_classes)
+
+
+def read_prior(store: Database, volume_key: str, shape: tuple[int, ...] | None = None
+               ) -> tuple[str, float, np.ndarray] | None:
+    """(kernel description, log10 V(y_S), per-point marginals) or None.
+
+    Args:
+        store: the results store.
+        volume_key: what determines the volumes (SgdVsBayesSpec.volume_key).
+        shape: the marginals' expected shape (marginals_shape); None: not checked.
+
+    Returns:
+        The prior, or None when none is recorded or the recorded marginals are damaged (not
+        probabilities of the expected shape; after a one-line notice): the driver recomputes it.
+    """
     row = _conn(store).execute("SELECT kernel, log10_v_train, prior_label1_json FROM "
                              "function_priors WHERE volume_key=?", (volume_key,)).fetchone()
     if row is None:
         return None
-    return row[0], float_or_nan(row[1]), np.asarray(json.loads(row[2]), dtype=np.float64)
+    try:
+        marginals = np.asarray(json.loads(row[2]), dtype=np.float64)
+    except (TypeError, ValueError):
+        marginals = None
+    # nan is a recorded value (an estimate that failed), not damage
+    if marginals is None or (shape is not None and (
+            marginals.shape != shape or np.any((marginals < 0) | (marginals > 1)))):
+        _log.warning("results store: prior %s: per-point marginals damaged (expected shape %s of "
+                     "probabilities); not used", volume_key, shape)
+        return None
+    return row[0], float_or_nan(row[1]), marginals
 
 
 def write_prior(store: Store, volume_key: str, kernel: str, log10_v_train: float,
-                prior_label1: np.ndarray) -> None:
+                prior_marginals: np.ndarray) -> None:
     with store.transaction() as c:
         c.execute("INSERT OR REPLACE INTO function_priors VALUES (?, ?, ?, ?)",
                   (volume_key, kernel, finite_or_none(log10_v_train),
-                   dumps_json([float(p) for p in prior_label1])))
+                   dumps_json(np.asarray(prior_marginals, dtype=np.float64).tolist())))
 
 
 def read_volumes(store: Database, volume_key: str) -> dict[str, tuple[float, bool]]:
@@ -183,17 +288,21 @@ def record_experiment(store: Store, spec_hash: str, info: dict[str, Any]) -> Non
 def load_experiment(store: Database, spec_hash: str, info: dict[str, Any]) -> FunctionExperiment:
     """Read an experiment's samples and volumes back (as the driver recorded them)."""
     seeds = list(range(info["first_seed"], info["first_seed"] + info["networks"]))
+    n_classes = int(info.get("n_classes", 2))
+    n_points = len(info["labels_E"])
     samples = {}
     for name, key in info["sample_keys"]:
-        chunk = read_chunk(store, key, seeds)
+        chunk = read_chunk(store, key, seeds, n_points=n_points, n_classes=n_classes)
         if chunk is None:
             continue
         samples[name] = FunctionSample(name, chunk.seeds, chunk.epochs, chunk.fitted,
                                        chunk.labels_E, chunk.seconds)
-    kernel, train, marginals = read_prior(store, info["volume_key"]) or ("", np.nan, np.array([]))
+    shape = marginals_shape(n_points, n_classes)
+    kernel, train, marginals = (read_prior(store, info["volume_key"], shape)
+                                or ("", np.nan, np.full(shape, np.nan)))
     known = read_volumes(store, info["volume_key"])
     volumes = VolumeTable(info["estimator"], kernel, train, {f: v for f, (v, _) in known.items()},
-                          {f: ok for f, (_, ok) in known.items()}, marginals)
+                          {f: ok for f, (_, ok) in known.items()}, marginals, n_classes)
     return FunctionExperiment(spec_hash, info, samples, volumes)
 
 

@@ -66,18 +66,19 @@ def check_grid(spec: SgdVsBayesSpec, data_dir: str | Path | None) -> dict[int, T
         size = cell.spec.data.train_size
         if size not in tasks:
             tasks[size] = load_run_task(cell.spec, 0, data_dir)  # type: ignore[arg-type]
-        build_model(cell.spec.model.arch, tasks[size].input_shape, cell.spec.prior(), seed=0)
+        build_model(cell.spec.model.arch, tasks[size].input_shape, cell.spec.prior(), seed=0,
+                    outputs=tasks[size].outputs)
     return tasks
 
 
-def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec | str | Path, out: str | Path,
+def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
                           data_dir: str | Path | None = None,
                           device: str | torch.device = "cpu", progress: Progress | None = None,
                           networks: int | None = None) -> SgdVsBayesGridResult:
     """Run every cell of the spec's grid (a spec without a grid is a grid of one cell).
 
     Args:
-        spec: a spec, a spec file or a packaged spec name.
+        spec: the validated spec (a file or packaged name is read by the caller).
         out: the output directory; re-running with the same one resumes.
         data_dir, device: as for a sweep.
         progress: called with (stage, done, total); stages are prefixed with the cell's name.

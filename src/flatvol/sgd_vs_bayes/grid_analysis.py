@@ -126,7 +126,8 @@ def grid_section(experiments: Sequence[FunctionExperiment], figures_dir: Path,
             "<p>One row per cell and optimizer. top_median_abs_log10_ratio: median "
             "|log10(P_opt / V(f|S))| over the most frequent functions; posterior_mass_found: "
             "sum of V(f|S) over the functions found; decisiveness_gap: mean over E of "
-            "|2 P_opt(1) - 1| - |2 P(1 | y_S) - 1|.</p>"
+            "|2 P_opt(1) - 1| - |2 P(1 | y_S) - 1| (K classes: of (K max_k P_opt(k) - 1) / "
+            "(K - 1) - (K max_k P(k | y_S) - 1) / (K - 1)).</p>"
             + frame_html(pd.DataFrame(rows, columns=list(GRID_COLUMNS)))
             + figure_html(made, page_dir))
     return "".join(parts)

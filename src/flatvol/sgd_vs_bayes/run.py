@@ -12,8 +12,14 @@ Outputs in the run directory (`flatvol report DIR` renders the store as HTML):
 - results.sqlite: the spec, every network (seed, epochs, fitted, labels on E) and every volume
   (see flatvol.sgd_vs_bayes.function_store and docs/EXPERIMENTS.md);
 - spec.json, functions.csv (one row per (optimizer, function); the function is its labels on E
-  as a '0'/'1' string: read it as text), points.csv (per E point, the prior's P(label 1 | y_S)
-  and each optimizer's label frequency), summary.json, p_opt_vs_v.png and mingard.png.
+  as one digit per point, '0'/'1' for binary, the class 0..K-1 for K <= 10 classes: read it as
+  text), points.csv (per E point, the prior's P(label 1 | y_S) and each optimizer's label
+  frequency; for K classes, those of the true label and the most likely class),
+  summary.json, p_opt_vs_v.png and mingard.png.
+
+K classes (data.classes 'all', '0,1,7', ...): the networks have K outputs and their function is
+the argmax (flatvol.models.labels_of, as the ensemble trainer predicts it); V(f|S) comes from
+VolumeService(kernel, n_classes=K), the same kernel for each of the K iid outputs.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,9 +44,12 @@ from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps
 from flatvol.limits import MAX_NETWORKS, MAX_SEED, bound_problem
 from flatvol.sgd_vs_bayes import function_store as fs
 from flatvol.sgd_vs_bayes.analysis import FUNCTION_COLUMNS, analyse, p_opt_vs_v_figure
-from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, labels_of
-from flatvol.sgd_vs_bayes.spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
+from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, decode_function
+from flatvol.sgd_vs_bayes.spec import SgdVsBayesSpec
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
+
+if TYPE_CHECKING:
+    from flatvol.volume import VolumeService
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 SAVE_EVERY_S = 30.0  # volumes are recorded in batches at most this far apart
@@ -58,7 +67,8 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
     parts: list[FunctionSample] = []
     for c0 in range(0, len(seeds), spec.sampling.chunk):
         chunk_seeds = seeds[c0 : c0 + spec.sampling.chunk]
-        chunk = fs.read_chunk(store, key, chunk_seeds)
+        chunk = fs.read_chunk(store, key, chunk_seeds, n_points=task.test_size,
+                              n_classes=task.n_classes)
         if chunk is None:
             start = time.perf_counter()
 
@@ -87,40 +97,63 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
                         device: str | torch.device = "cpu", progress: Progress | None = None
                         ) -> VolumeTable:
     """V(f|S) for each function on E from the volume service: one kernel on S u E, factorized
-    once. Values in `store` for the same data, model and volume settings are reused."""
-    from flatvol.volume import VolumeService, prior_kernel
+    once (for K classes, the kernel of each of the K iid outputs). Values in `store` for the
+    same data, model and volume settings are reused.
+
+    Args:
+        spec: the experiment's spec (its volume settings).
+        task: S and E; task.n_classes is K.
+        functions: the function strings on E whose V(f|S) is wanted.
+        store: the results store.
+        device: torch device of a Monte-Carlo kernel.
+        progress: called with ('volumes', done, total).
+
+    Returns:
+        The VolumeTable: log10 V(y_S), log10 V(y_S, f) of every function, the per-point marginals.
+    """
+    from flatvol.models import build_model
+    from flatvol.volume import KernelRequest, VolumeService, prior_kernel
 
     v = spec.volume
     key = spec.volume_key(task.fingerprint())
-    y_S = task.S.y.numpy().astype(np.float64)
+    k = task.n_classes
+    # binary labels as the service's {0, 1} floats (as ever); K-class ones as classes 0..K-1
+    label_type = np.float64 if k == 2 else np.int64
+    y_S = task.S.y.numpy().astype(label_type)
     built: dict[str, Any] = {}
 
     def service() -> VolumeService:  # the kernel is only built if something is missing
         if not built:
-            kernel = prior_kernel(spec.model.arch, task.x_SE(), spec.prior(), v.kernel,
-                                  mc_samples=v.mc_samples, mc_seed=v.mc_seed, device=device,
-                                  progress=False, mc_tolerance=v.mc_tolerance,
-                                  mc_max_samples=v.mc_max_samples, probe_labels=task.y_SE(),
-                                  probe_estimator=v.estimator, probe_options=dict(v.options),
-                                  mc_batchnorm=v.mc_batchnorm)
-            built.update(service=VolumeService(kernel.matrix), kernel=kernel.description())
+            x = task.x_SE()
+            # only the architecture and the prior matter: the draws redraw the weights
+            model = build_model(spec.model.arch, tuple(x.shape[1:]), spec.prior(),
+                                seed=v.mc_seed)
+            request = KernelRequest(v.kernel, v.mc_samples, v.mc_seed, v.mc_tolerance,
+                                    v.mc_max_samples, v.mc_batchnorm, estimator=v.estimator,
+                                    options=dict(v.options))
+            kernel = prior_kernel(model, x, request, n_classes=k, probe_labels=task.y_SE(),
+                                  device=device, progress=False)
+            built.update(service=VolumeService(kernel, n_classes=k),
+                         kernel=kernel.description())
         return built["service"]
 
-    prior = fs.read_prior(store, key)
+    shape = fs.marginals_shape(task.test_size, k)
+    prior = fs.read_prior(store, key, shape)
     if prior is None:
         train = service().log_volume(y_S, v.estimator, n=len(y_S), **v.options)
-        marginals = service().point_marginals(y_S, v.estimator, **v.options)
+        marginals = (service().point_marginals(y_S, v.estimator, **v.options) if k == 2
+                     else class_marginals(service(), y_S, v.estimator, v.options))
         fs.write_prior(store, key, built["kernel"], train.log10_volume, marginals)
-        prior = fs.read_prior(store, key)
+        prior = fs.read_prior(store, key, shape)
         assert prior is not None
     known = fs.read_volumes(store, key)
     todo = [f for f in functions if f not in known]
     batch: dict[str, tuple[float, bool]] = {}
     last_save = time.perf_counter()
-    for i, bits in enumerate(todo):
-        res = service().log_volume(np.concatenate([y_S, labels_of(bits).astype(np.float64)]),
-                                   v.estimator, **v.options)
-        batch[bits] = (res.log10_volume, bool(res.converged))
+    for i, function in enumerate(todo):
+        f_E = decode_function(function, k, task.test_size).astype(label_type)
+        res = service().log_volume(np.concatenate([y_S, f_E]), v.estimator, **v.options)
+        batch[function] = (res.log10_volume, bool(res.converged))
         if progress is not None:
             progress("volumes", len(functions) - len(todo) + i + 1, len(functions))
         if time.perf_counter() - last_save > SAVE_EVERY_S or i == len(todo) - 1:
@@ -130,7 +163,35 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
     kernel, log10_v_train, marginals = prior
     return VolumeTable(v.estimator, kernel, log10_v_train,
                        {f: known[f][0] for f in functions}, {f: known[f][1] for f in functions},
-                       marginals)
+                       marginals, k)
+
+
+def class_marginals(service: VolumeService, y_S: np.ndarray, estimator: str,
+                    options: dict[str, Any]) -> np.ndarray:
+    """The K-class posterior's marginals P(label k on e | y_S) = V(y_S, e -> k) / V(y_S), each
+    point e after S on its own (the K-class counterpart of VolumeService.point_marginals).
+
+    Args:
+        service: a flatvol.volume.VolumeService for K > 2 classes on S u E (S first).
+        y_S: the classes of S.
+        estimator, options: the volume estimator and its options.
+
+    Returns:
+        (|E|, K) probabilities, each clipped to [0, 1] but not renormalized: a row's sum
+        differs from 1 by the estimator's error, which is shown rather than hidden.
+    """
+    from flatvol.volume import VolumeService
+
+    n_S = len(y_S)
+    train = service.log_volume(y_S, estimator, n=n_S, **options)
+    out = np.empty((service.n - n_S, service.n_classes))
+    for j in range(n_S, service.n):
+        # S u {e}: its factor is read off the kernel's (no refactorization)
+        point = VolumeService(service.factor.with_point(n_S, j), n_classes=service.n_classes)
+        for c in range(service.n_classes):
+            full = point.log_volume(np.r_[y_S, c], estimator, **options)
+            out[j - n_S, c] = 10 ** (full.log10_volume - train.log10_volume)
+    return np.clip(out, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -147,7 +208,7 @@ class SgdVsBayesResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
+def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
                      data_dir: str | Path | None = None, device: str | torch.device = "cpu",
                      progress: Progress | None = None, networks: int | None = None
                      ) -> SgdVsBayesResult:
@@ -156,7 +217,8 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
     flatvol.sgd_vs_bayes.grid.run_sgd_vs_bayes_grid instead.
 
     Args:
-        spec: a spec, a spec file or a packaged spec name.
+        spec: the validated spec (a file or packaged name is read by the caller:
+            load_sgd_vs_bayes_spec(resolve_spec_path(name))).
         out: the run directory; re-running with the same one resumes.
         data_dir, device: as for a sweep.
         progress: called with (stage, done, total).
@@ -174,12 +236,23 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec | str | Path, out: str | Path,
         return run_cell(spec, task, store, Path(out), device, progress)
 
 
-def resolve_spec(spec: SgdVsBayesSpec | str | Path, networks: int | None = None
-                 ) -> SgdVsBayesSpec:
-    """The spec itself, or the spec file / packaged name loaded; `networks` overrides
-    sampling.networks (and every grid cell's count)."""
-    if not isinstance(spec, SgdVsBayesSpec):
-        spec = load_sgd_vs_bayes_spec(spec)
+def resolve_spec(spec: SgdVsBayesSpec, networks: int | None = None) -> SgdVsBayesSpec:
+    """The spec, with `networks` overriding sampling.networks (and every grid cell's count).
+
+    Args:
+        spec: the validated spec (names and files are read by the caller).
+        networks: the override, or None (the spec as it is).
+
+    Returns:
+        The spec with the override.
+
+    Raises:
+        TypeError: `spec` is not an SgdVsBayesSpec (such as a name or a path).
+        SpecError: `networks` out of bounds (one line).
+    """
+    if not isinstance(spec, SgdVsBayesSpec):  # a name or path is resolved by the caller
+        raise TypeError(f"expected an SgdVsBayesSpec, got {type(spec).__name__} (read a file or "
+                        "packaged name with load_sgd_vs_bayes_spec(resolve_spec_path(name)))")
     if networks is not None:
         # first_seed + networks keys the stored samples in a signed 64-bit column
         most = min(MAX_NETWORKS, MAX_SEED - spec.sampling.first_seed)
@@ -231,10 +304,12 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
     before = (fs.read_experiment_info(store, spec.spec_hash()) or {}).get("seconds", {})
     seconds["volumes"] = round(before.get("volumes", 0.0) + time.perf_counter() - start, 2)
     y_E = task.E.y.numpy().astype(np.uint8)
-    info = {"name": spec.name, "task": d.task, "classes": task.classes,
+    # K is recorded for K-class experiments only: a binary record stays byte for byte as before
+    classes = {"n_classes": task.n_classes} if task.n_classes > 2 else {}
+    info = {"name": spec.name, "task": d.task, "classes": task.classes, **classes,
             "train_size": task.train_size, "test_size": task.test_size,
             "model": spec.model.arch, "estimator": volumes.estimator,
-            "analysis": spec.analysis.model_dump(), "labels_E": fs.bits_of(y_E),
+            "analysis": spec.analysis.model_dump(), "labels_E": fs.encode_function(y_E),
             "first_seed": spec.sampling.first_seed, "networks": spec.sampling.networks,
             "sample_keys": [[o.key, spec.sample_key(o, task.fingerprint())]
                             for o in spec.optimizers],  # a list: optimizer order
@@ -244,7 +319,7 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
     a = spec.analysis
     result = analyse(samples, volumes, y_E, min_count=a.min_count, top=a.top)
     summary = {**{k: info[k] for k in ("name", "task", "classes", "train_size", "test_size",
-                                       "model", "estimator", "analysis")},
+                                       "model", "estimator", "analysis")}, **classes,
                "kernel": volumes.kernel, "log10_v_train": volumes.log10_v_train,
                "optimizers": result.optimizer_summaries(), "E_points": result.points,
                "seconds": seconds}
@@ -255,7 +330,8 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
     for name, stem, per_optimizer in (("scatter", "p_opt_vs_v", False),
                                       ("mingard", "mingard", True)):
         fig = p_opt_vs_v_figure(result.rows, result.summaries, per_optimizer=per_optimizer,
-                                estimator=spec.volume.estimator, min_count=a.min_count)
+                                estimator=spec.volume.estimator, min_count=a.min_count,
+                                n_classes=task.n_classes)
         files[name] = out_dir / f"{stem}.png"
         atomic_write(files[name], lambda fh, f=fig: f.savefig(fh, dpi=130, format="png"))
     return SgdVsBayesResult(spec, task, samples, volumes, result.rows, result.summaries,

@@ -1,4 +1,5 @@
-"""The sgd-vs-bayes spec: the sweep spec's sections (data, model, train, optimizers, volume) plus
+"""The sgd-vs-bayes spec: the problem's sections (data, model, train, optimizers, volume:
+flatvol.problem_settings, shared with the sweep spec and `flatvol train`) plus
 how many networks to sample and how to analyse them, and optionally a [grid] of settings (width,
 |S|, batch size) each run as its own cell. Validated and loaded by flatvol.experiments.spec like
 a sweep spec (docs/EXPERIMENTS.md)."""
@@ -15,17 +16,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from flatvol.digest import digest
-from flatvol.experiments.build import spec_prior, train_config
-from flatvol.experiments.spec import (
-    DataSpec,
-    ModelSpec,
-    OptimizerSpec,
-    StrictSpec,
-    TrainSpec,
-)
+from flatvol.errors import VolumeError
+from flatvol.experiments.build import spec_classes
 from flatvol.experiments.spec_files import (
     read_spec_file,
-    resolve_spec_path,
     validate_spec,
 )
 from flatvol.limits import (
@@ -36,10 +30,16 @@ from flatvol.limits import (
     MAX_SEED,
     MAX_WIDTH,
 )
-from flatvol.measures import VolumeSpec
-from flatvol.models import Prior
+from flatvol.problem_settings import (
+    DataSpec,
+    OptimizerSpec,
+    ProblemSpec,
+    StrictSpec,
+    VolumeSpec,
+)
 from flatvol.train.ensemble import ENSEMBLE_OPTIMIZERS
 from flatvol.train.loop import TrainConfig
+from flatvol.volume_settings import estimator_info
 
 
 class SamplingSpec(StrictSpec):
@@ -138,12 +138,11 @@ class GridCell:
     spec: SgdVsBayesSpec
 
 
-class SgdVsBayesSpec(StrictSpec):
-    name: str
-    description: str = ""
+class SgdVsBayesSpec(ProblemSpec):
+    """The problem (ProblemSpec: name, data, model, train, optimizers; smaller defaults), how
+    many networks to sample, the volume's settings, the analysis and an optional grid."""
+
     data: DataSpec = Field(default_factory=lambda: DataSpec(train_size=100, test_size=30))
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    train: TrainSpec = Field(default_factory=TrainSpec)
     optimizers: list[OptimizerSpec] = Field(
         default_factory=lambda: [OptimizerSpec(name="sgd"), OptimizerSpec(name="adam", lr=1e-3)])
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
@@ -182,6 +181,24 @@ class SgdVsBayesSpec(StrictSpec):
         if self.sampling.first_seed + networks > MAX_SEED:
             raise ValueError(f"sampling: expected first_seed + networks <= {MAX_SEED}, got "
                              f"{self.sampling.first_seed} + {networks}")
+        return self
+
+    @model_validator(mode="after")
+    def _classes_supported(self) -> SgdVsBayesSpec:
+        # A K-class task (data.classes 'all', '0,1,7', ...) is refused now, in one line, where
+        # its volume cannot be computed, rather than after every network has been trained.
+        k = spec_classes(self)
+        if k == 2:
+            return self
+        v = self.volume
+        try:
+            estimator_info(v.estimator, k).check_options(dict(v.options))
+        except VolumeError as exc:
+            raise ValueError(f"volume.estimator: {k} classes ({self.data.classes}): {exc}"
+                             ) from None
+        if v.kernel != "analytic" and v.mc_samples == "auto":
+            raise ValueError(f"volume.mc_samples: expected a draw count for a {k}-class task, "
+                             "got 'auto' (its convergence check probes binary labels only)")
         return self
 
     def grid_cells(self) -> list[GridCell]:
@@ -228,12 +245,19 @@ class SgdVsBayesSpec(StrictSpec):
             "sampling": self.sampling.model_copy(update={"networks": networks})})
         return GridCell(cell, name, spec)
 
-    def train_config(self, optimizer: OptimizerSpec) -> TrainConfig:
-        """spec.train with the optimizer's overrides, merged as for a sweep's runs."""
-        return train_config(self, optimizer, seed=0)  # type: ignore[arg-type]
+    def train_config(self, optimizer: OptimizerSpec, seed: int = 0) -> TrainConfig:
+        """spec.train with the optimizer's overrides, merged as for a sweep's runs.
 
-    def prior(self) -> Prior:
-        return spec_prior(self)  # type: ignore[arg-type]
+        Args:
+            optimizer: one of the spec's optimizers.
+            seed: the seed train_config gives an Entropy-SGD's Langevin noise when its
+                options set none; 0 by default, so an optimizer has one config, which keys
+                its samples (sample_key) as it always has.
+
+        Returns:
+            The configuration the ensemble trainer runs with.
+        """
+        return super().train_config(optimizer, seed)
 
     def seeds(self) -> list[int]:
         start = self.sampling.first_seed
@@ -284,6 +308,16 @@ def sgd_vs_bayes_spec_from_dict(data: Mapping[str, Any], source: str = "<spec>"
 
 
 def load_sgd_vs_bayes_spec(path: str | Path) -> SgdVsBayesSpec:
-    """Read and validate a .toml/.yaml sgd-vs-bayes spec; a packaged name also works."""
-    path = resolve_spec_path(path)
+    """Read and validate a .toml/.yaml sgd-vs-bayes spec file.
+
+    Args:
+        path: the spec file (a packaged name is resolved by the caller, with
+            flatvol.experiments.spec_files.resolve_spec_path).
+
+    Returns:
+        The validated SgdVsBayesSpec.
+
+    Raises:
+        SpecError: the file is missing, unreadable, malformed or fails validation (one line).
+    """
     return sgd_vs_bayes_spec_from_dict(read_spec_file(path), str(path))
