@@ -16,12 +16,13 @@ import typer
 from typer.testing import CliRunner
 
 import flatvol.sgd_vs_bayes.run as svb
+from flatvol.cli.sgd_vs_bayes import sgd_vs_bayes_command
 from flatvol.data import load_task
 from flatvol.errors import SpecError
+from flatvol.experiments.spec_files import packaged_spec_path
 from flatvol.models import build_model
 from flatvol.models import labels_of as labels_of_model
-from flatvol.sgd_vs_bayes.cli import sgd_vs_bayes_command
-from flatvol.sgd_vs_bayes.function_store import bits_of, labels_of
+from flatvol.sgd_vs_bayes.function_store import decode_function, encode_function
 from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
 from flatvol.sgd_vs_bayes.spec import (
     load_sgd_vs_bayes_spec,
@@ -62,12 +63,12 @@ def test_counts_are_the_functions_of_networks_trained_alone(tiny_run):
         alone = train_to_fit(model, task, spec.train_config(spec.optimizers[0]), seed=seed)
         assert bool(sgd.fitted[seed]) == (alone.status == "fitted")
         assert sgd.epochs[seed] == alone.epochs
-        assert bits_of(labels_of_model(model, task.E.x)) == bits_of(
+        assert encode_function(labels_of_model(model, task.E.x)) == encode_function(
             sgd.labels_E[seed])
     rows = [r for r in result.rows if r["optimizer"] == "sgd"]
     assert sum(r["count"] for r in rows) == sgd.n_fitted
     assert sum(r["p_opt"] for r in rows) == pytest.approx(1.0)
-    expected = Counter(bits_of(b) for b in sgd.labels_E[sgd.fitted])
+    expected = Counter(encode_function(b) for b in sgd.labels_E[sgd.fitted])
     assert {r["function"]: r["count"] for r in rows} == dict(expected)
 
 
@@ -81,7 +82,7 @@ def test_conditional_volume_is_ratio_of_volumes_on_one_kernel(tiny_run):
     log10_train = estimator.leading(30).log_volume(y_S).log10_volume
     assert result.volumes.log10_v_train == pytest.approx(log10_train, abs=1e-9)
     top = result.rows[0]
-    full = estimator.log_volume(np.concatenate([y_S, labels_of(top["function"])]))
+    full = estimator.log_volume(np.concatenate([y_S, decode_function(top["function"])]))
     assert top["log10_v_conditional"] == pytest.approx(full.log10_volume - log10_train,
                                                        abs=1e-9)
     # a conditional probability of 8 labels: at most 1, and at least 2^-8 / 100 for functions
@@ -96,7 +97,7 @@ def test_conditional_volume_is_ratio_of_volumes_on_one_kernel(tiny_run):
         point = VolumeEstimator(K[np.ix_(rows, rows)])
         p1, p0 = (10 ** (point.log_volume(np.r_[y_S, label]).log10_volume - log10_train)
                   for label in (1.0, 0.0))
-        assert result.volumes.prior_label1[j] == pytest.approx(p1, abs=1e-6)
+        assert result.volumes.prior_marginals[j] == pytest.approx(p1, abs=1e-6)
         assert p1 + p0 == pytest.approx(1.0, abs=0.01)
 
 
@@ -160,7 +161,6 @@ def test_cli_runs_and_reports(tmp_path):
 
 
 @pytest.mark.parametrize("patch,message", [
-    ({"optimizers": [{"name": "sam"}]}, "optimizers: 'sam': the ensemble trainer supports"),
     ({"sampling": {"networks": 0}}, "sampling.networks: Input should be greater than or equal"),
     ({"data": {"train_size": "many"}}, "data.train_size: Input should be a valid integer"),
     ({"volume": {"estimator": "exact"}}, "volume.estimator"),
@@ -182,7 +182,7 @@ def test_shipped_spec_is_valid_and_packaged():
     shipped = REPO / "specs" / "sgd_vs_bayes.toml"
     packaged = REPO / "src" / "flatvol" / "specs" / "sgd_vs_bayes.toml"
     assert shipped.read_text() == packaged.read_text()
-    spec = load_sgd_vs_bayes_spec("sgd_vs_bayes")  # by packaged name
+    spec = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes"))
     assert {o.name for o in spec.optimizers} == {"sgd", "adam"}
     assert spec.sampling.networks >= 10_000 and 20 <= spec.data.test_size <= 50
 
@@ -234,7 +234,8 @@ def test_store_holds_samples_and_volumes_and_the_report_renders_them(tiny_run):
         np.testing.assert_array_equal(stored.fitted, sample.fitted)
         np.testing.assert_array_equal(stored.epochs, sample.epochs)
     assert experiment.volumes.log10_v_train == result.volumes.log10_v_train
-    np.testing.assert_array_equal(experiment.volumes.prior_label1, result.volumes.prior_label1)
+    np.testing.assert_array_equal(experiment.volumes.prior_marginals,
+                                  result.volumes.prior_marginals)
     for bits, value in result.volumes.log10_v_full.items():
         assert experiment.volumes.log10_v_full[bits] == value
     results = load_results(out)

@@ -220,8 +220,9 @@ def test_given_models_train_as_given():
 
 def test_bad_input_is_rejected_with_one_line():
     task = _task()
-    register_optimizer("test-only-custom", lambda p, s: torch.optim.SGD(p, lr=s.lr))
-    with pytest.raises(SpecError, match="ensemble training supports optimizers"):
+    # an optimizer with no stacked update rule (flatvol.train.update_rules) is refused
+    register_optimizer("test-only-custom", lambda p, s: torch.optim.RMSprop(p, lr=s.lr))
+    with pytest.raises(SpecError, match="cannot stack a RMSprop update"):
         train_ensemble("fcn:8", task, TrainConfig(optimizer="test-only-custom"), seeds=[0])
     with pytest.raises(SpecError, match="BatchNorm"):
         train_ensemble("resnet18:width=2", _image_task(), TrainConfig(), seeds=[0])

@@ -75,7 +75,8 @@ def test_stacked_update_is_torch_optims_member_by_member(name, weight_decay):
     for step in range(1, steps + 1):
         for rows in (slice(0, 3), slice(3, 4)):
             group = {k: v[rows] for k, v in stacked.items()}
-            optimizer.step(group, {k: g[rows] for k, g in grads[step - 1].items()}, rows, step)
+            rows_grads = {k: g[rows] for k, g in grads[step - 1].items()}
+            optimizer.step(group, lambda need_loss, g=rows_grads: (None, g), rows, step)
     for m, params in enumerate(alone):
         reference = make_optimizer(name, list(params.values()), settings)
         for step in range(steps):
@@ -88,9 +89,10 @@ def test_stacked_update_is_torch_optims_member_by_member(name, weight_decay):
 
 def test_stacked_optimizer_refuses_others():
     params = {"w": torch.zeros(2, 3)}
-    with pytest.raises(SpecError, match="ensemble training supports optimizers"):
-        StackedOptimizer("sam", OptimizerSettings(0.1), params)
-    with pytest.raises(SpecError, match="without options"):
+    register_optimizer("test-only-rmsprop", lambda p, s: torch.optim.RMSprop(p, lr=s.lr))
+    with pytest.raises(SpecError, match="cannot stack a RMSprop update"):
+        StackedOptimizer("test-only-rmsprop", OptimizerSettings(0.1), params)
+    with pytest.raises(SpecError, match="unknown option"):
         StackedOptimizer("sgd", OptimizerSettings(0.1, options={"x": 1}), params)
 
 

@@ -6,7 +6,8 @@ sees S plus the first `attack_sizes[k]` points of A (an attack sweep's attack se
 of one pool, so one task holds them all), exactly the task `load_task` gives for that size.
 Per-member gradients come from an engine of flatvol.train.stacked ('fcn': batched matmuls
 with a hand-written backward pass, the fast path for `FCN` models on CPU; 'vmap': any module
-without BatchNorm), the update is torch.optim's own (`StackedOptimizer`), and the stopping
+without BatchNorm), the update rule is train_to_fit's, for every optimizer of the registry
+(flatvol.train.update_rules, stepped by `StackedOptimizer`), and the stopping
 rule and data order are train_to_fit's (flatvol.train.protocol). A member that stops has its
 weights copied out and is dropped from the stacks, so it neither changes nor costs anything
 while the others train.
@@ -72,6 +73,7 @@ from flatvol.train.stacked import (
     EngineName,
     StackedOptimizer,
     pick_engine,
+    stacked_rule,
 )
 
 __all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "StoppedMember",
@@ -196,8 +198,11 @@ def train_models_together(
     # one group share their number of minibatches; `active` maps rows to member ids.
     order = np.argsort(attacks, kind="stable")
     order_t = torch.from_numpy(order).to(device)
+    # weights with zero gradient stay where they are, unless weight decay or the rule moves them
+    frozen = config.weight_decay == 0 and not stacked_rule(
+        config.optimizer, config.optimizer_settings()).moves_without_gradient
     params, x_run = runner.prepare({k: v.index_select(0, order_t) for k, v in initial.items()},
-                                   x_train, frozen_zero_inputs=config.weight_decay == 0)
+                                   x_train, frozen_zero_inputs=frozen)
     optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
 
     k_total = len(models)

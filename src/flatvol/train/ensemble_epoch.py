@@ -86,10 +86,17 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
             idx = order[local, i : i + batch_size]
             xb = gather_minibatches(x, idx, scratch)
             yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
-            with torch.no_grad():
-                loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
-                                                       need_loss=keep_history)
-            optimizer.step(group, grads, rows, epochs_done * steps_per_epoch + step + 1)
+
+            def grad_fn(need_loss: bool, xb: torch.Tensor = xb, yb: torch.Tensor = yb
+                        ) -> tuple[tuple[torch.Tensor | None, torch.Tensor], Params]:
+                # a rule may evaluate several gradients a step (SAM, Entropy-SGD)
+                with torch.no_grad():
+                    loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
+                                                           need_loss=need_loss and keep_history)
+                return (loss, z), grads
+
+            # the loss and outputs at the step's starting weights, as train_to_fit reports them
+            loss, z = optimizer.step(group, grad_fn, rows, epochs_done * steps_per_epoch + step + 1)
             if loss is not None:
                 total[rows] += loss.detach().double() * idx.shape[1]
             if not keep_history:

@@ -15,15 +15,17 @@ and moves x along the local-entropy gradient gamma (x - mu):
 with gamma "scoped" upwards over time, gamma_t = gamma0 (1 + gamma1)^t. The outer update may use
 (Nesterov) momentum, as in the authors' experiments. `closure()` must re-evaluate the loss and
 populate `.grad`; it is called L times per step (at x' = x first, so the returned loss is the
-loss at the step's starting weights).
+loss at the step's starting weights). The step is flatvol.train.update_rules.entropy_sgd_step,
+which the ensemble trainer runs on stacks of networks, each with its own noise generator.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
+
+from flatvol.train.update_rules import EntropySGDSettings, entropy_sgd_step, member_noise
 
 
 class EntropySGD(torch.optim.Optimizer):
@@ -69,62 +71,45 @@ class EntropySGD(torch.optim.Optimizer):
 
     def gamma(self, group: dict) -> float:
         """The scoping coupling gamma_t = gamma0 (1 + gamma1)^t at the current outer step t."""
-        return group["gamma0"] * (1.0 + group["gamma1"]) ** self.steps
+        return EntropySGDSettings.of_group(group).gamma(self.steps)
 
-    def _noise_like(self, p: torch.Tensor) -> torch.Tensor:
-        # Drawn on CPU from our own generator: identical streams on CPU and CUDA.
-        return torch.randn(p.shape, generator=self._generator, dtype=p.dtype).to(p.device)
+    def generator_state(self) -> torch.Tensor:
+        """The state of the Langevin noise generator (where an ensemble member's starts)."""
+        return self._generator.get_state()
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One outer step (flatvol.train.update_rules.entropy_sgd_step, the ensemble's too).
+
+        Args:
+            closure: Re-evaluates the loss and populates `.grad`; called langevin_steps times.
+
+        Returns:
+            The loss at the step's starting weights.
+        """
         if closure is None:
             raise RuntimeError("EntropySGD needs a closure that recomputes the loss and gradients")
         closure = torch.enable_grad()(closure)
-        groups = self.param_groups
-        params = [p for g in groups for p in g["params"]]
-        anchor = [p.detach().clone() for p in params]  # x
-        mean = [p.detach().clone() for p in params]  # mu
-        steps = max(g["langevin_steps"] for g in groups)
-        first_loss: torch.Tensor | None = None
-        for _ in range(steps):
-            loss = closure()  # gradient at x'
-            if first_loss is None:
-                first_loss = loss.detach()
-            i = 0
-            for group in groups:
-                gamma = self.gamma(group)
-                eta, eps, alpha = group["sgld_lr"], group["noise"], group["mean_weight"]
-                for p in group["params"]:
-                    x, mu = anchor[i], mean[i]
-                    i += 1
-                    grad = p.grad if p.grad is not None else torch.zeros_like(p)
-                    if group["weight_decay"]:
-                        grad = grad.add(p, alpha=group["weight_decay"])
-                    d = grad - gamma * (x - p)
-                    p.add_(d, alpha=-eta)
-                    if eps > 0:
-                        p.add_(self._noise_like(p), alpha=math.sqrt(eta) * eps)
-                    mu.mul_(1.0 - alpha).add_(p, alpha=alpha)
-        # Outer update from the anchor x along gamma (x - mu), with optional momentum.
-        i = 0
-        for group in groups:
-            gamma = self.gamma(group)
-            for p in group["params"]:
-                x, mu = anchor[i], mean[i]
-                i += 1
-                direction = gamma * (x - mu)
-                if group["momentum"]:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = direction.clone()
-                    else:
-                        buf.mul_(group["momentum"]).add_(direction)
-                    if group["nesterov"]:
-                        direction = direction.add(buf, alpha=group["momentum"])
-                    else:
-                        direction = buf
-                p.copy_(x - group["lr"] * direction)
+        if len(self.param_groups) != 1:  # one Langevin chain over all weights
+            raise ValueError(f"EntropySGD takes one param group, got {len(self.param_groups)}")
+        group = self.param_groups[0]
+        settings = EntropySGDSettings.of_group(group)
+        # each weight as a stack of one member: the ensemble's code, on one network
+        params = {str(i): p for i, p in enumerate(group["params"])}
+        weights = {k: p.detach().unsqueeze(0) for k, p in params.items()}
+        first = bool(settings.momentum) and not any(
+            "momentum_buffer" in self.state[p] for p in params.values())
+        buffers = None
+        if settings.momentum:
+            buffers = {k: self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)
+                                                   ).unsqueeze(0) for k, p in params.items()}
+
+        def grad_fn(need_loss: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            loss = closure()
+            return loss.detach(), {k: (p.grad if p.grad is not None else torch.zeros_like(p)
+                                       ).unsqueeze(0) for k, p in params.items()}
+
+        loss = entropy_sgd_step(weights, grad_fn, settings, self.steps, buffers, first,
+                                lambda like: member_noise([self._generator], like))
         self.steps += 1
-        assert first_loss is not None
-        return first_loss
+        return loss

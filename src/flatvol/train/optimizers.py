@@ -39,7 +39,8 @@ def flush_subnormal_(tensors: Iterable[torch.Tensor]) -> None:
 
 
 def adam_second_moments(optimizer: Optimizer) -> list[torch.Tensor]:
-    """The second-moment tensors (Adam's exp_avg_sq) in `optimizer`'s state; none for others.
+    """The second-moment tensors (Adam's exp_avg_sq) in `optimizer`'s state, or in its base
+    optimizer's (SAM around Adam, as the ensemble flushes them); none for others.
 
     Args:
         optimizer: A torch.optim optimizer.
@@ -47,7 +48,8 @@ def adam_second_moments(optimizer: Optimizer) -> list[torch.Tensor]:
     Returns:
         Each parameter's exp_avg_sq, where the optimizer keeps one.
     """
-    return [s["exp_avg_sq"] for s in optimizer.state.values() if "exp_avg_sq" in s]
+    state = getattr(optimizer, "base_optimizer", optimizer).state
+    return [s["exp_avg_sq"] for s in state.values() if "exp_avg_sq" in s]
 
 
 @dataclass(frozen=True)

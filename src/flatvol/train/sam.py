@@ -6,7 +6,9 @@ optimizer, in the style of davda54/sam.
     w  <- w + e;  g' = grad L(w + e);  w <- w - e
     base_optimizer.step() with gradient g'
 
-`step(closure)` evaluates the closure twice (at w and at w + e) and returns the loss at w.
+`step(closure)` evaluates the closure twice (at w and at w + e) and returns the loss at w. The
+step is flatvol.train.update_rules.sam_step, which the ensemble trainer runs on stacks of
+networks around the same base update (torch.optim's functional SGD / Adam).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+
+from flatvol.train.update_rules import sam_step
 
 
 class SAM(torch.optim.Optimizer):
@@ -36,55 +40,37 @@ class SAM(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         self.defaults.update(self.base_optimizer.defaults)
 
-    @torch.no_grad()
-    def _grad_norm(self) -> torch.Tensor:
-        norms = []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                scaled = torch.abs(p) * p.grad if group["adaptive"] else p.grad
-                norms.append(scaled.norm(p=2))
-        if not norms:
-            return torch.tensor(0.0)
-        device = norms[0].device
-        return torch.stack([n.to(device) for n in norms]).norm(p=2)
-
-    @torch.no_grad()
-    def first_step(self, zero_grad: bool = False) -> None:
-        """Climb to w + e(w), remembering w."""
-        grad_norm = self._grad_norm()
-        for group in self.param_groups:
-            scale = group["rho"] / (grad_norm + 1e-12)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                self.state[p]["old_p"] = p.detach().clone()
-                e_w = (torch.pow(p, 2) if group["adaptive"] else 1.0) * p.grad * scale.to(p)
-                p.add_(e_w)
-        if zero_grad:
-            self.zero_grad(set_to_none=True)
-
-    @torch.no_grad()
-    def second_step(self, zero_grad: bool = False) -> None:
-        """Return to w and take the base step with the gradient from w + e(w)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                if "old_p" in self.state[p]:
-                    p.copy_(self.state[p].pop("old_p"))
-        self.base_optimizer.step()
-        if zero_grad:
-            self.zero_grad(set_to_none=True)
-
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One SAM step (flatvol.train.update_rules.sam_step, the ensemble's too), the base
+        optimizer's step taken with the gradient at w + e(w).
+
+        Args:
+            closure: Re-evaluates the loss and populates `.grad`; called twice.
+
+        Returns:
+            The loss at w.
+        """
         if closure is None:
             raise RuntimeError("SAM needs a closure that recomputes the loss and gradients")
         closure = torch.enable_grad()(closure)
-        loss = closure()
-        self.first_step(zero_grad=True)
-        closure()
-        self.second_step()
-        return loss.detach()
+        settings = {(g["rho"], g["adaptive"]) for g in self.param_groups}
+        if len(settings) != 1:  # one ascent for all weights: its norm spans every group
+            raise ValueError(f"SAM needs one rho and adaptive for all param groups, got "
+                             f"{sorted(settings)}")
+        rho, adaptive = settings.pop()
+        # each weight as a stack of one member: the ensemble's code, on one network
+        params = {str(i): p for i, p in enumerate(p for g in self.param_groups
+                                                 for p in g["params"])}
+        weights = {k: p.detach().unsqueeze(0) for k, p in params.items()}
+
+        def grad_fn(need_loss: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            loss = closure()
+            return loss.detach(), {k: (p.grad if p.grad is not None else torch.zeros_like(p)
+                                       ).unsqueeze(0) for k, p in params.items()}
+
+        # the closure leaves the gradient at w + e(w) in .grad: the base step reads it there
+        return sam_step(weights, grad_fn, float(rho), bool(adaptive),
+                        lambda grads: self.base_optimizer.step())
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

@@ -9,14 +9,17 @@ Two engines compute the per-member gradients:
 - 'fcn': batched matmuls (bmm) with a hand-written backward pass for `FCN` models (the fast
   path on CPU). Input features that are zero on every training point are left out of
   training: their first-layer weights get zero gradient, so without weight decay they cannot
-  move under SGD, momentum or Adam (MNIST's border pixels: ~25% of the first layer's work).
+  move under SGD, momentum, Adam or SAM (MNIST's border pixels: ~25% of the first layer's
+  work); Entropy-SGD's Langevin noise moves them, so it trains them all
+  (`moves_without_gradient`).
 - 'vmap': `torch.func.vmap` over `grad(functional_call(...))`, for any module without
   BatchNorm (batch statistics would need per-member running buffers).
 
-`StackedOptimizer` applies torch.optim's own functional update (torch.optim.sgd.sgd /
-torch.optim.adam.adam) to stacked slices, with the hyperparameters of the optimizer the
-registry builds for `train_to_fit`: the update is elementwise, so member k moves exactly as
-it would alone, and one member's state never moves another's.
+`StackedOptimizer` applies the update rule of the optimizer the registry builds for
+`train_to_fit` (flatvol.train.update_rules: torch.optim's own functional SGD / Adam, SAM and
+Entropy-SGD around them, the very functions `train_to_fit`'s optimizers run) to stacked slices:
+each operation is elementwise or reduces within one member, so member k moves exactly as it
+would alone, and one member's state never moves another's.
 """
 
 from __future__ import annotations
@@ -24,22 +27,22 @@ from __future__ import annotations
 import copy
 import math
 import threading
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
-from torch.optim.adam import adam
-from torch.optim.sgd import sgd
 
 from flatvol.errors import SpecError
 from flatvol.models import FCN
 from flatvol.train.loop import classification_loss
 from flatvol.train.optimizers import OptimizerSettings, flush_subnormal_, make_optimizer
+from flatvol.train.update_rules import GradFn, UpdateRule, rule_of
 
-# The registered optimizers whose torch.optim class has a stacked form here (SGD, Adam).
-ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam", "amsgrad")
+# The built-in optimizers, all of which have a stacked form (update_rules.rule_of; a registered
+# optimizer built on torch.optim SGD / Adam, SAM or Entropy-SGD has one too).
+ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam", "amsgrad", "entropy-sgd", "sam")
 EngineName = Literal["auto", "fcn", "vmap"]
 Params = dict[str, torch.Tensor]
 
@@ -272,6 +275,23 @@ def pick_engine(template: nn.Module, engine: str) -> StackedEngine:
 
 
 
+def stacked_rule(name: str, settings: OptimizerSettings) -> UpdateRule:
+    """The update rule of optimizer `name` with `settings`, read from the optimizer the registry
+    builds for `train_to_fit` (over a placeholder: only its settings are used).
+
+    Args:
+        name: a registered optimizer name.
+        settings: as TrainConfig.optimizer_settings() gives them.
+
+    Returns:
+        Its rule (flatvol.train.update_rules).
+
+    Raises:
+        SpecError: An unknown name or option, or an optimizer with no stacked form.
+    """
+    return rule_of(make_optimizer(name, [torch.zeros(0)], settings))
+
+
 def gather_minibatches(x: torch.Tensor, idx: torch.Tensor, buffers: Params) -> torch.Tensor:
     """x[idx] for idx (G, B): each member's minibatch, (G, B, ...), written into a buffer
     reused across steps (a fresh multi-MB tensor every step costs page faults).
@@ -291,9 +311,11 @@ def gather_minibatches(x: torch.Tensor, idx: torch.Tensor, buffers: Params) -> t
 
 
 class StackedOptimizer:
-    """A registered SGD or Adam optimizer stepping (K, ...) parameter stacks, member by member
-    as `train_to_fit` steps one network: same hyperparameters (read from the optimizer the
-    registry builds), same torch.optim functional update.
+    """A registered optimizer stepping (K, ...) parameter stacks, member by member as
+    `train_to_fit` steps one network: the rule (flatvol.train.update_rules.rule_of) of the
+    optimizer the registry builds for `train_to_fit`, with its hyperparameters and options, and
+    the same update functions (torch.optim's functional SGD / Adam as the base rule; SAM's
+    ascent and Entropy-SGD's Langevin loop around it).
 
     The members of one group have taken the same number of steps (they start together and
     share their training-set size, hence their minibatches per epoch), so one step number
@@ -302,54 +324,27 @@ class StackedOptimizer:
 
     def __init__(self, name: str, settings: OptimizerSettings, params: Params):
         """Args:
-            name: a name in ENSEMBLE_OPTIMIZERS.
-            settings: as TrainConfig.optimizer_settings() gives them (no options).
+            name: a registered optimizer name.
+            settings: as TrainConfig.optimizer_settings() gives them.
             params: the stacks to optimize, (K, ...) each.
-        """
-        if name not in ENSEMBLE_OPTIMIZERS or settings.options:
-            raise SpecError(
-                f"ensemble training supports optimizers {', '.join(ENSEMBLE_OPTIMIZERS)} "
-                f"without options; got {name!r} (use train_to_fit for it)"
-            )
-        # the optimizer train_to_fit would build, over a placeholder: only its settings are used
-        reference = make_optimizer(name, [torch.zeros(0)], settings)
-        self.is_adam = isinstance(reference, torch.optim.Adam)
-        self.hyper = {k: v for k, v in reference.param_groups[0].items() if k != "params"}
-        zeros = {k: torch.zeros_like(v) for k, v in params.items()}
-        self.state: dict[str, Params] = {}
-        if self.is_adam:
-            self.state = {"exp_avg": zeros, "exp_avg_sq": {k: v.clone() for k, v in zeros.items()}}
-            if self.hyper["amsgrad"]:
-                self.state["max_exp_avg_sq"] = {k: v.clone() for k, v in zeros.items()}
-        elif self.hyper["momentum"] != 0:
-            self.state = {"momentum_buffer": zeros}
 
-    @torch.no_grad()
-    def step(self, params: Params, grads: Params, rows: slice, step: int) -> None:
-        """Update members `rows` (params and grads are those rows) at minibatch step `step`
-        (1-based, counted over all epochs; groups of members may take their steps in turn)."""
-        names = list(params)
-        state = {g: [group[k][rows] for k in names] for g, group in self.state.items()}
-        p_list, g_list = [params[k] for k in names], [grads[k] for k in names]
-        h = self.hyper
-        # foreach=False: the per-tensor update torch.optim uses on CPU
-        if self.is_adam:
-            steps = [torch.tensor(step - 1.0) for _ in names]  # adam() counts them up to `step`
-            adam(p_list, g_list, state["exp_avg"], state["exp_avg_sq"],
-                 state.get("max_exp_avg_sq", []), steps, foreach=False,
-                 decoupled_weight_decay=h["decoupled_weight_decay"], amsgrad=h["amsgrad"],
-                 beta1=h["betas"][0], beta2=h["betas"][1], lr=h["lr"],
-                 weight_decay=h["weight_decay"], eps=h["eps"], maximize=h["maximize"])
-            return
-        # torch.optim starts a momentum buffer as a copy of the first gradient (a None buffer)
-        buffers = state.get("momentum_buffer", [None] * len(names))
-        first = [None] * len(names) if step == 1 else buffers
-        sgd(p_list, g_list, first, foreach=False, weight_decay=h["weight_decay"],
-            momentum=h["momentum"], lr=h["lr"], dampening=h["dampening"],
-            nesterov=h["nesterov"], maximize=h["maximize"])
-        if step == 1 and self.hyper["momentum"] != 0:
-            for buf, new in zip(buffers, first):
-                buf.copy_(new)
+        Raises:
+            SpecError: An unknown name or option, or an optimizer with no stacked form.
+        """
+        self.rule = stacked_rule(name, settings)
+        self.state: dict[str, Params] = self.rule.init(params)
+
+    def step(self, params: Params, grad_fn: GradFn, rows: slice, step: int) -> Any:
+        """Update members `rows` (`params` are those rows; `grad_fn` gives their loss and
+        gradients at their current weights) at minibatch step `step` (1-based, counted over
+        all epochs; groups of members may take their steps in turn).
+
+        Returns:
+            What grad_fn returned besides the gradients, at the step's starting weights.
+        """
+        state = {slot: {k: v[rows] for k, v in group.items()}
+                 for slot, group in self.state.items()}
+        return self.rule.step(params, grad_fn, state, step)
 
     @torch.no_grad()
     def flush_subnormal(self) -> None:
