@@ -79,3 +79,23 @@ def test_one_progress_callback_signature_from_the_backends_down():
     report: ProgressFn = seen.append
     report(ProgressEvent("key", stage=execute.FITTED))
     assert seen[0].stage == "fitted" and seen[0].completed == 0 and seen[0].total is None
+
+
+def test_the_line_shows_the_latest_trainings_and_drops_an_ensemble_that_ended():
+    """Runs in flight are listed most recent report first, and a report with all its steps done
+    (an ensemble's last epoch) ends its entry: a finished ensemble that reported under its first
+    run's key must not hide the one still training."""
+    from flatvol.experiments.runner import SweepProgress
+
+    display = SweepProgress(6, 0, enabled=True, stream=io.StringIO(), measures=("volume",))
+    display.report(ProgressEvent("sgd", "ensemble of 2: 0 stopped", 5, 2000))
+    display.report(ProgressEvent("adam", "ensemble of 2: 1 stopped", 3, 2000))
+    assert display.plain_text().endswith(
+        "running adam: ensemble of 2: 1 stopped, epoch 3/2000, "
+        "sgd: ensemble of 2: 0 stopped, epoch 5/2000")
+    display.report(ProgressEvent("sgd", "ensemble of 2: 2 stopped", 9, 9))  # sgd's ended
+    display.report(ProgressEvent("adam", "ensemble of 2: 2 stopped", 4, 4))  # adam's too
+    display.report(ProgressEvent("entropy-sgd", "ensemble of 2: 0 stopped", 1, 2000))
+    assert display.plain_text().endswith(
+        "running entropy-sgd: ensemble of 2: 0 stopped, epoch 1/2000")
+

@@ -332,8 +332,10 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
 
     def on_epoch(e: Any) -> None:
         if progress is not None:
+            # the last report, every member stopped, has all its steps done (epoch/epoch)
+            total = e.epoch if e.finished == e.total else config.max_epochs
             progress(ProgressEvent(first.key, f"ensemble of {e.total}: {e.finished} stopped",
-                                   e.epoch, config.max_epochs))
+                                   e.epoch, total))
 
     def on_stopped(member: StoppedMember) -> None:
         # the ensemble's training time until this member stopped (over resumes of a

@@ -124,9 +124,14 @@ class SweepProgress:
                                          stream=self.stream)
         self.runs[key].update(completed, total=total, status=text)
         # a long training (an ensemble's hundreds of epochs) passes no stage for minutes: the
-        # plain line reports it meanwhile
-        self.in_flight[key] = f"{key}: {text}, epoch {completed}" + (
-            f"/{total}" if total else "")
+        # plain line reports it meanwhile, most recent report first. A report whose steps are
+        # all done ends the entry: an ensemble reports under its first run's key, which may be
+        # recorded (and dropped here) while the others still train, then ends with one report
+        # at its last epoch.
+        self.in_flight.pop(key, None)
+        if total is None or completed < total:
+            self.in_flight[key] = f"{key}: {text}, epoch {completed}" + (
+                f"/{total}" if total else "")
         self.sweep.update()
 
     def stage_done(self, stage: str, key: RunKey) -> None:
@@ -175,9 +180,9 @@ class SweepProgress:
                 text += f" (ETA {_duration(rate * (total - done))})"
             parts.append(text)
         if self.in_flight:
-            parts.append("running " + ", ".join(list(self.in_flight.values())[:2])
-                         + (f" (+{len(self.in_flight) - 2} more)" if len(self.in_flight) > 2
-                            else ""))
+            recent = list(self.in_flight.values())[::-1]
+            parts.append("running " + ", ".join(recent[:2])
+                         + (f" (+{len(recent) - 2} more)" if len(recent) > 2 else ""))
         return "; ".join(parts)
 
 
