@@ -214,9 +214,18 @@ def test_the_command_refuses_it_in_one_line_and_writes_nothing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_mc_auto_draws_are_refused_for_k_classes():
-    with pytest.raises(SpecError, match="volume.mc_samples: expected a draw count"):
-        sgd_vs_bayes_spec_from_dict({**TINY3, "volume": {"kernel": "mc", "mc_samples": "auto"}})
+def test_mc_auto_draws_converge_on_the_k_class_volume(tiny3_run, tmp_path, monkeypatch):
+    """kernel 'mc' with mc_samples 'auto' for K = 3: the convergence check probes the 3-class
+    log10 V of the true labels, and the Monte-Carlo kernel's log10 V(y_S) agrees with the
+    analytic kernel's (the same ReLU prior) within the check's tolerance."""
+    monkeypatch.delenv("FLATVOL_DATA", raising=False)
+    _, _, _, analytic = tiny3_run
+    spec = sgd_vs_bayes_spec_from_dict({**TINY3, "sampling": {"networks": 4, "chunk": 4},
+                                        "volume": {"kernel": "mc", "mc_samples": "auto"}})
+    result = run_sgd_vs_bayes(spec, tmp_path)
+    assert result.volumes.kernel.startswith("mc (")  # 'mc (N samples)': the check's draws
+    assert result.volumes.log10_v_train == pytest.approx(analytic.volumes.log10_v_train,
+                                                          abs=spec.volume.mc_tolerance)
 
 
 def test_function_strings_of_binary_tasks_are_unchanged(tmp_path):
