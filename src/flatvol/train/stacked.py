@@ -36,11 +36,20 @@ from torch.nn import functional as F
 
 from flatvol.errors import SpecError
 from flatvol.models import FCN
+from flatvol.train.entropy_sgd import EntropySGD
 from flatvol.train.loop import classification_loss
 from flatvol.train.optimizers import OptimizerSettings, flush_subnormal_, make_optimizer
-from flatvol.train.update_rules import GradFn, UpdateRule, rule_of
+from flatvol.train.sam import SAM
+from flatvol.train.update_rules import (
+    EntropySGDSettings,
+    EntropySGDUpdate,
+    GradFn,
+    SAMUpdate,
+    TorchUpdate,
+    UpdateRule,
+)
 
-# The built-in optimizers, all of which have a stacked form (update_rules.rule_of; a registered
+# The built-in optimizers, all of which have a stacked form (`rule_of`; a registered
 # optimizer built on torch.optim SGD / Adam, SAM or Entropy-SGD has one too).
 ENSEMBLE_OPTIMIZERS = ("sgd", "momentum", "adam", "amsgrad", "entropy-sgd", "sam")
 EngineName = Literal["auto", "fcn", "vmap"]
@@ -48,6 +57,31 @@ Params = dict[str, torch.Tensor]
 
 # Largest intermediate (elements) an evaluation pass builds before splitting by member.
 EVAL_ELEMENTS = 1 << 23
+
+
+
+def rule_of(optimizer: torch.optim.Optimizer) -> UpdateRule:
+    """The update rule of an optimizer the registry built (flatvol.train.optimizers), with its
+    hyperparameters.
+
+    Args:
+        optimizer: A torch.optim SGD or Adam, a flatvol SAM around one, or a flatvol
+            EntropySGD, with one param group.
+
+    Returns:
+        Its rule.
+
+    Raises:
+        SpecError: An optimizer with no stacked form.
+    """
+    if isinstance(optimizer, SAM):
+        group = optimizer.param_groups[0]
+        return SAMUpdate(TorchUpdate.of(optimizer.base_optimizer), float(group["rho"]),
+                         bool(group["adaptive"]))
+    if isinstance(optimizer, EntropySGD):
+        return EntropySGDUpdate(EntropySGDSettings.of_group(optimizer.param_groups[0]),
+                                optimizer.generator_state())
+    return TorchUpdate.of(optimizer)
 
 
 class StackedEngine:
@@ -312,7 +346,7 @@ def gather_minibatches(x: torch.Tensor, idx: torch.Tensor, buffers: Params) -> t
 
 class StackedOptimizer:
     """A registered optimizer stepping (K, ...) parameter stacks, member by member as
-    `train_to_fit` steps one network: the rule (flatvol.train.update_rules.rule_of) of the
+    `train_to_fit` steps one network: the rule (flatvol.train.stacked.rule_of) of the
     optimizer the registry builds for `train_to_fit`, with its hyperparameters and options, and
     the same update functions (torch.optim's functional SGD / Adam as the base rule; SAM's
     ascent and Entropy-SGD's Langevin loop around it).

@@ -326,30 +326,3 @@ class EntropySGDUpdate:
 
 
 UpdateRule = TorchUpdate | SAMUpdate | EntropySGDUpdate
-
-
-def rule_of(optimizer: torch.optim.Optimizer) -> UpdateRule:
-    """The update rule of an optimizer the registry built (flatvol.train.optimizers), with its
-    hyperparameters.
-
-    Args:
-        optimizer: A torch.optim SGD or Adam, a flatvol SAM around one, or a flatvol
-            EntropySGD, with one param group.
-
-    Returns:
-        Its rule.
-
-    Raises:
-        SpecError: An optimizer with no stacked form.
-    """
-    from flatvol.train.entropy_sgd import EntropySGD
-    from flatvol.train.sam import SAM
-
-    if isinstance(optimizer, SAM):
-        group = optimizer.param_groups[0]
-        return SAMUpdate(TorchUpdate.of(optimizer.base_optimizer), float(group["rho"]),
-                         bool(group["adaptive"]))
-    if isinstance(optimizer, EntropySGD):
-        return EntropySGDUpdate(EntropySGDSettings.of_group(optimizer.param_groups[0]),
-                                optimizer.generator_state())
-    return TorchUpdate.of(optimizer)
