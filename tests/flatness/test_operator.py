@@ -119,17 +119,17 @@ def test_the_catalogue_measures_equal_the_functions_on_the_model():
     assert values["fisher_rao_norm"] == flatness.fisher_rao_norm(model, x, y).fisher_rao_norm
 
 
-def test_spectral_methods_are_the_measures():
+def test_spectral_measures_of_one_operator_are_the_measures_of_the_model():
     model, x, y = make_fcn()
     operator = FunctionalLoss(model, x, y, chunk_size=9)
-    top = operator.top_eigenvalues(k=2, seed=1)
+    top = hessian_top_eigenvalues(operator, k=2, seed=1)
     assert top.eigenvalues == hessian_top_eigenvalues(model, x, y, k=2, seed=1,
                                                       chunk_size=9).eigenvalues
-    assert operator.trace(n_hvp=12, seed=2).trace == hessian_trace(
+    assert hessian_trace(operator, n_hvp=12, seed=2).trace == hessian_trace(
         model, x, y, n_hvp=12, seed=2, chunk_size=9).trace
-    assert operator.frobenius_norm(n_hvp=5).frobenius_norm == hessian_frobenius_norm(
+    assert hessian_frobenius_norm(operator, n_hvp=5).frobenius_norm == hessian_frobenius_norm(
         model, x, y, n_hvp=5, chunk_size=9).frobenius_norm
-    density = operator.density(n_probes=2, n_iter=6)
+    density = hessian_density(operator, n_probes=2, n_iter=6)
     reference = hessian_density(model, x, y, n_probes=2, n_iter=6, chunk_size=9)
     assert (density.nodes == reference.nodes).all() and (density.values == reference.values).all()
     with operator:

@@ -79,7 +79,7 @@ def label_classes(raw: np.ndarray, classes: int | None, path: Path) -> int:
         SpecError: --classes below 2 or below the largest label + 1.
         VolumeError: labels that are neither binary nor integer classes 0..K-1.
     """
-    from flatvol.volume.multiclass import check_multiclass_labels
+    from flatvol.volume import check_multiclass_labels
 
     if classes is not None and classes < 2:
         raise SpecError(f"--classes: expected an integer >= 2, got {classes}")

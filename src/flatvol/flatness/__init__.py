@@ -3,7 +3,7 @@
 Each measure is a plain function of (model, x, y, loss_fn=None, ...) returning a typed result
 dataclass (with `.to_dict()`), or of one `FunctionalLoss` built once for several measures in
 place of (model, x, y) (PyHessian-style: `op = FunctionalLoss(model, x, y)`, then
-`op.top_eigenvalues()`, `op.trace()`, `op.density()`, `keskar_sharpness(op)`, ...). The
+`hessian_top_eigenvalues(op)`, `hessian_trace(op)`, `keskar_sharpness(op)`, ...). The
 default loss follows the model's outputs: one logit -> the mean sigmoid cross-entropy with
 labels in {0, 1} (or {-1, +1} with `labels="pm1"`); K >= 2 outputs -> the mean cross-entropy
 with class labels 0..K-1. x and y may be tensors or NumPy arrays; a wrong input (other labels,

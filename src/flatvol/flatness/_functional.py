@@ -1,13 +1,13 @@
 """The loss operator of a model, its data and its loss: built once, shared by every measure.
 
-`FunctionalLoss` is PyHessian's "build the operator once and call its methods": the trainable
-parameters are copied once into a flat vector `w0`, the data is checked and split into chunks
-once, and the loss, its gradient and Hessian-vector products are evaluated at any vector `w`
-with `torch.func.functional_call`, summed over the chunks so memory stays bounded. On top of
-the HVPs it offers the Hessian's spectral methods (`top_eigenvalues`, `trace`,
-`frobenius_norm`, `density`, from flatvol.flatness.hessian), and every flatness measure accepts
-it in place of (model, x, y) (`loss_operator` is the one place a measure builds one), so a run
-builds one operator for all its flatness measures.
+`FunctionalLoss` is PyHessian's "build the operator once": the trainable parameters are copied
+once into a flat vector `w0`, the data is checked and split into chunks once, and the loss, its
+gradient and Hessian-vector products are evaluated at any vector `w` with
+`torch.func.functional_call`, summed over the chunks so memory stays bounded. Every flatness
+measure, the Hessian's spectral ones (flatvol.flatness.hessian, .hessian_density) included,
+accepts it in place of (model, x, y) (`loss_operator` is the one place a measure builds one),
+so a run builds one operator for all its flatness measures. The measures are functions of the
+operator, not also its methods: one way to call each, and this module stays below them.
 
 The default loss follows the model's output count: one logit -> sigmoid cross-entropy on
 {0, 1} labels; K >= 2 outputs -> cross-entropy on class labels 0..K-1 (flatness._inputs).
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,10 +42,6 @@ from flatvol.flatness._inputs import (
     output_layout,
 )
 from flatvol.models.labels import labels_from_outputs
-
-if TYPE_CHECKING:
-    from flatvol.flatness.hessian import HessianEigenvalues, HessianFrobenius, HessianTrace
-    from flatvol.flatness.hessian_density import HessianDensity
 
 HvpMethod = Literal["double-backward", "forward-over-reverse"]
 HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")
@@ -123,11 +119,12 @@ class FunctionalLoss:
     """The loss operator L(w) = loss_fn(model_w(x), y) for flat parameter vectors w, built once
     per (model, data, loss) and shared by the flatness measures.
 
-    Build it once and call its methods (PyHessian-style) or pass it to any flatness measure in
-    place of (model, x, y):
+    Build it once (PyHessian-style) and pass it to any flatness measure in place of
+    (model, x, y):
 
         op = FunctionalLoss(model, x, y)
-        op.top_eigenvalues(k=3).eigenvalues, op.trace().trace, keskar_sharpness(op).sharpness
+        hessian_top_eigenvalues(op, k=3).eigenvalues, hessian_trace(op).trace,
+        keskar_sharpness(op).sharpness
 
     The flat vector `w0` (the weights when it was built), the checked data and its chunks are
     made once. Vectors live on `device` with the model's floating dtype; `x` is cast to it. The
@@ -366,63 +363,6 @@ class FunctionalLoss:
         is class 1, or the argmax of K outputs)."""
         pred = labels_from_outputs(self.outputs(w))
         return float((pred != self.y).double().mean())
-
-    # -- the Hessian's spectrum (PyHessian-style; the algorithms live in .hessian) ---------
-    # Imported on call: flatvol.flatness.hessian builds on this module, so these methods
-    # are the operator's face onto it rather than a second implementation.
-    def top_eigenvalues(self, k: int = 1, **options: Any) -> HessianEigenvalues:
-        """The top-k Hessian eigenvalues at w0 by Lanczos: hessian_top_eigenvalues(self, ...).
-
-        Args:
-            k: number of eigenvalues.
-            **options: the other options of flatvol.flatness.hessian_top_eigenvalues.
-
-        Returns:
-            The HessianEigenvalues.
-        """
-        from flatvol.flatness.hessian import hessian_top_eigenvalues
-
-        return hessian_top_eigenvalues(self, k=k, **options)
-
-    def trace(self, **options: Any) -> HessianTrace:
-        """tr(H) at w0 by Hutch++ or Hutchinson: hessian_trace(self, ...).
-
-        Args:
-            **options: the options of flatvol.flatness.hessian_trace (method, n_hvp, seed, ...).
-
-        Returns:
-            The HessianTrace.
-        """
-        from flatvol.flatness.hessian import hessian_trace
-
-        return hessian_trace(self, **options)
-
-    def frobenius_norm(self, **options: Any) -> HessianFrobenius:
-        """||H||_F at w0: hessian_frobenius_norm(self, ...).
-
-        Args:
-            **options: the options of flatvol.flatness.hessian_frobenius_norm.
-
-        Returns:
-            The HessianFrobenius.
-        """
-        from flatvol.flatness.hessian import hessian_frobenius_norm
-
-        return hessian_frobenius_norm(self, **options)
-
-    def density(self, **options: Any) -> HessianDensity:
-        """The Hessian's eigenvalue density at w0 by stochastic Lanczos quadrature:
-        hessian_density(self, ...).
-
-        Args:
-            **options: the options of flatvol.flatness.hessian_density.
-
-        Returns:
-            The HessianDensity.
-        """
-        from flatvol.flatness.hessian_density import hessian_density
-
-        return hessian_density(self, **options)
 
 
 ModelOrOperator = nn.Module | FunctionalLoss

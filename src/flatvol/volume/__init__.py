@@ -14,6 +14,7 @@ tensors (own_model.py): `volume_of(model, x_S, y_S, x_E)`, with the Monte-Carlo 
 over the model's own initializer (output_kernel.py) and its error carried to log10 V.
 """
 
+from flatvol.volume._numerics import check_multiclass_labels
 from flatvol.volume.arccos import arccos_kernel, fcn_kernel
 from flatvol.volume.bounds import pac_bayes_bound
 from flatvol.volume.ep import EPResult, expectation_propagation
@@ -66,6 +67,7 @@ __all__ = [
     "VolumeService",
     "arccos_kernel",
     "check_estimator",
+    "check_multiclass_labels",
     "expectation_propagation",
     "fcn_kernel",
     "laplace_approximation",

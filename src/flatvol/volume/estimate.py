@@ -39,6 +39,7 @@ from flatvol.volume._numerics import (
     LN10,
     as_kernel,
     as_signed_labels,
+    check_multiclass_labels,
     jittered_cholesky,
 )
 from flatvol.volume.ep import Mode, WarmPosterior, kernel_key, run_ep
@@ -238,9 +239,6 @@ class VolumeEstimator:
         if n_classes == 2:
             y = as_signed_labels(labels, self.n)
         else:
-            # lazily: flatvol.volume.multiclass builds on this module
-            from flatvol.volume.multiclass import check_multiclass_labels
-
             y = check_multiclass_labels(labels, self.n, n_classes)
         start = time.perf_counter()
         out: EstimatorOutput = info.implementation(n_classes)(self, y, n_classes, **options)

@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 
 from flatvol.errors import VolumeError
-from flatvol.volume._numerics import LN10, as_kernel, jittered_cholesky, to_numpy
+from flatvol.volume._numerics import (
+    LN10,
+    as_kernel,
+    checked_class_labels,
+    jittered_cholesky,
+)
 from flatvol.volume.ep.multiclass import run_multiclass_ep
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
@@ -75,63 +80,6 @@ class MulticlassVolume:
     message: str = ""
 
 
-def check_multiclass_labels(labels: Any, n: int | None = None,
-                            n_classes: int | None = None) -> np.ndarray:
-    """Validate K-class labels; one-line VolumeError naming the problem.
-
-    Args:
-        labels: integer class labels in 0..n_classes-1 (any integer-valued numeric dtype).
-        n: the number of labels expected (the kernel's rows); None: any.
-        n_classes: K >= 2; None infers it as max(labels) + 1 (refused below 2). V(f)
-            depends on K, so give it whenever the labels may miss the top classes.
-
-    Returns:
-        The labels as int64, shape (n,).
-
-    Raises:
-        VolumeError: labels that are not integers in 0..K-1, fewer than 2 classes, or a
-            count other than n.
-    """
-    return _checked_labels(labels, n, n_classes)[0]
-
-
-def _checked_labels(labels: Any, n: int | None,
-                    n_classes: int | None) -> tuple[np.ndarray, int]:
-    """`check_multiclass_labels` that also returns K (inferred where None was given)."""
-    f = to_numpy(labels)
-    if f.dtype == object or not (np.issubdtype(f.dtype, np.number) or f.dtype == bool):
-        raise VolumeError(f"labels: expected integer class labels, got dtype {f.dtype}")
-    if f.ndim != 1 or f.size == 0:
-        raise VolumeError(f"labels: expected a non-empty vector of class labels, got shape "
-                          f"{f.shape}")
-    values = np.asarray(f, dtype=np.float64)
-    bad = ~np.isfinite(values) | (values != np.round(values))
-    if np.any(bad):
-        i = int(np.argmax(bad))
-        raise VolumeError(f"labels: expected integer class labels, got labels[{i}]={f[i]}")
-    f = values.astype(np.int64)
-    if n_classes is None:
-        # inferred as max + 1: a caller whose labels may miss the top classes must give K,
-        # since V(f) depends on it
-        n_classes = int(f.max()) + 1
-        if n_classes < 2:
-            raise VolumeError(f"n_classes: labels use class 0 only ({f.size} labels), so the "
-                              "number of classes cannot be inferred; give n_classes >= 2")
-    elif isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
-        raise VolumeError(f"n_classes: expected an integer >= 2, got {n_classes!r}")
-    n_classes = int(n_classes)
-    if n_classes < 2:
-        raise VolumeError(f"n_classes: expected at least 2 classes, got {n_classes}")
-    outside = (f < 0) | (f >= n_classes)
-    if np.any(outside):
-        i = int(np.argmax(outside))
-        raise VolumeError(f"labels: expected classes in 0..{n_classes - 1}, got "
-                          f"labels[{i}]={f[i]}")
-    if n is not None and f.size != n:
-        raise VolumeError(f"labels: expected {n} labels (one per kernel row), got {f.size}")
-    return f, n_classes
-
-
 def check_multiclass_inputs(
     kernel: Any, labels: Any, n_classes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -150,7 +98,7 @@ def check_multiclass_inputs(
         VolumeError: a bad kernel, labels that are not integers in 0..K-1, fewer than 2
             classes, or a kernel whose size disagrees with the number of labels.
     """
-    f, n_classes = _checked_labels(labels, None, n_classes)
+    f, n_classes = checked_class_labels(labels, None, n_classes)
     K = as_kernel(kernel)
     if K.shape[0] != f.size:
         raise VolumeError(f"kernel: expected ({f.size}, {f.size}) for {f.size} labels, got "

@@ -24,7 +24,7 @@ import numpy as np
 
 from flatvol.errors import VolumeError
 from flatvol.io import to_jsonable
-from flatvol.volume._numerics import DEFAULT_MAX_JITTER, as_signed_labels
+from flatvol.volume._numerics import DEFAULT_MAX_JITTER, as_signed_labels, check_multiclass_labels
 from flatvol.volume.bounds import pac_bayes_bound
 from flatvol.volume.estimate import (
     DEFAULT_ESTIMATOR,
@@ -32,7 +32,6 @@ from flatvol.volume.estimate import (
     VolumeResult,
     estimator_info,
 )
-from flatvol.volume.multiclass import check_multiclass_labels
 
 
 @dataclass(frozen=True)
