@@ -16,6 +16,7 @@ import torch
 from experiments_helpers import tiny_spec
 
 from flatvol.experiments import run_sweep, runs_frame, spec_from_dict
+from flatvol.experiments.build import load_run_task
 from flatvol.experiments.context import kernel_cache_key, sweep_kernel
 from flatvol.volume.mc_checkpoint import DrawCheckpoint, DrawSums
 
@@ -52,7 +53,7 @@ def analytic_kernel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.
     """A sweep's cache with its analytic kernel, computed once; tests damage copies of it."""
     out = tmp_path_factory.mktemp("analytic")
     spec = spec_from_dict(tiny_spec(**ANALYTIC))
-    nngp = sweep_kernel(spec, out, None, "cpu", progress=False)
+    nngp = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     return out, nngp.matrix
 
 
@@ -66,7 +67,7 @@ def test_an_intact_cache_is_read_back_without_a_notice(analytic_kernel, tmp_path
     out = copy_out(analytic_kernel[0], tmp_path)
     spec = spec_from_dict(tiny_spec(**ANALYTIC))
     caplog.set_level(logging.WARNING, logger="flatvol")
-    cached = sweep_kernel(spec, out, None, "cpu", progress=False)
+    cached = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     assert cached.info["cached"] is True and notices(caplog) == []
     assert np.array_equal(cached.matrix, analytic_kernel[1])
 
@@ -94,14 +95,14 @@ def test_a_damaged_kernel_cache_is_recomputed_after_one_notice(analytic_kernel, 
     else:
         record.unlink()
     caplog.set_level(logging.WARNING, logger="flatvol")
-    nngp = sweep_kernel(spec, out, None, "cpu", progress=False)
+    nngp = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     assert "cached" not in nngp.info  # recomputed, not read
     assert np.array_equal(nngp.matrix, analytic_kernel[1])
     (line,) = notices(caplog)
     assert str(kernel) in line and "recomputing" in line and "\n" not in line
     # The rewritten cache verifies: the next sweep reads it without a notice.
     caplog.clear()
-    again = sweep_kernel(spec, out, None, "cpu", progress=False)
+    again = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     assert again.info["cached"] is True and notices(caplog) == []
 
 
@@ -124,7 +125,7 @@ def test_a_sweep_over_a_damaged_kernel_records_no_failed_run(analytic_kernel, tm
 @pytest.mark.parametrize("damage", ["truncated", "flipped"])
 def test_damaged_monte_carlo_batches_are_recomputed(tmp_path, caplog, damage):
     spec = spec_from_dict(tiny_spec(**MONTE_CARLO))
-    first = sweep_kernel(spec, tmp_path, None, "cpu", progress=False)
+    first = sweep_kernel(spec, load_run_task(spec, 0, None), tmp_path, "cpu", progress=False)
     assert first.batch_kernels is not None
     _, _, batches = kernel_files(tmp_path, spec)
     if damage == "truncated":
@@ -133,7 +134,7 @@ def test_damaged_monte_carlo_batches_are_recomputed(tmp_path, caplog, damage):
     else:
         flip_payload_bytes(batches)
     caplog.set_level(logging.WARNING, logger="flatvol")
-    again = sweep_kernel(spec, tmp_path, None, "cpu", progress=False)
+    again = sweep_kernel(spec, load_run_task(spec, 0, None), tmp_path, "cpu", progress=False)
     assert "cached" not in again.info
     assert np.array_equal(again.batch_kernels, first.batch_kernels)
     assert np.array_equal(again.matrix, first.matrix)

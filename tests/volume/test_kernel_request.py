@@ -228,7 +228,7 @@ def test_a_kernel_cached_under_the_old_monte_carlo_spelling_is_read_back(tmp_pat
     used as it is (not recomputed), its kind read as 'mc'."""
     spec = _tiny_spec(kernel="mc", mc_samples=40)
     out = tmp_path / "out"
-    fresh = sweep_kernel(spec, out, None, "cpu", progress=False)
+    fresh = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     assert fresh.kind == "mc" and fresh.info["kind"] == "mc"
     key = kernel_cache_key(spec)
     cache = out / CACHE_DIR
@@ -236,7 +236,7 @@ def test_a_kernel_cached_under_the_old_monte_carlo_spelling_is_read_back(tmp_pat
     files = [cache / f"kernel-{key}.npy", cache / f"kernel-{key}-batches.npz"]
     # the record as a flatvol before the one vocabulary wrote it
     write_cache_record(record, files, {**fresh.info, "kind": "monte-carlo"})
-    cached = sweep_kernel(spec, out, None, "cpu", progress=False)
+    cached = sweep_kernel(spec, load_run_task(spec, 0, None), out, "cpu", progress=False)
     assert cached.info.get("cached") and cached.kind == "mc" and cached.info["kind"] == "mc"
     np.testing.assert_array_equal(cached.matrix, fresh.matrix)
     assert len(cached.replicates()) == 10

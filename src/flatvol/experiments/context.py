@@ -224,7 +224,7 @@ def _cached_kernel(path: Path, record: Path, batches_path: Path) -> PriorKernel:
                        exact=is_exact_kind(kind))
 
 
-def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: str,
+def sweep_kernel(spec: ExperimentSpec, task: TaskData, out: Path, device: str,
                  progress: bool) -> PriorKernel:
     """The sweep's kernel, from DIR/cache/kernel-<key>.npy (and a Monte-Carlo kernel's batches
     from kernel-<key>-batches.npz) if a previous sweep computed it. A Monte-Carlo check's draws
@@ -237,8 +237,8 @@ def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: 
 
     Args:
         spec: The sweep's spec.
+        task: The spec's task without attack set (its S u E is the kernel's input).
         out: The output directory.
-        data_dir: Data directory of the task (None: the embedded MNIST subset).
         device: Torch device of a Monte-Carlo kernel.
         progress: Show the Monte-Carlo progress.
 
@@ -259,7 +259,6 @@ def sweep_kernel(spec: ExperimentSpec, out: Path, data_dir: str | None, device: 
             # Runs that an earlier flatvol recorded as failed on this cache stay recorded so.
             cache_notice(path, f"cached kernel not used: {exc} (runs recorded as failed on it "
                          "run again with --retry-failed)")
-    task = load_run_task(spec, 0, data_dir)
     draws = out / CACHE_DIR / f"mc-draws-{mc_draws_key(spec)}.pt"
     nngp = compute_kernel(spec, task, device, progress, mc_checkpoint=draws)
     info = {**nngp.info, "cache_key": key}
@@ -299,9 +298,10 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
                             train_threads=train_threads, checkpoint_dir=checkpoints)
-    nngp = sweep_kernel(spec, out, data_dir, device, progress)
+    task = load_run_task(spec, 0, data_dir)  # S u E: the kernel's input and reference labels
+    nngp = sweep_kernel(spec, task, out, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
-    labels = load_run_task(spec, 0, data_dir).y_SE().detach().cpu().numpy().astype(np.float64)
+    labels = task.y_SE().detach().cpu().numpy().astype(np.float64)
     return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
                         train_threads, labels, checkpoints)

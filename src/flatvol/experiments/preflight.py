@@ -97,23 +97,32 @@ def _check_optimizers(spec: ExperimentSpec, source: str, model: torch.nn.Module)
             raise SpecError(one_line(f"{source}: optimizers[{i}] ({opt.key}): {exc}")) from None
 
 
-def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
-                    task: TaskData) -> None:
-    """Try each measure that has options on a few points of S (volume: its estimator on a
-    3 x 3 kernel), so a bad option fails now rather than in every run."""
+def _dry_run_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
+                      task: TaskData) -> None:
+    """Run the measures the runs will take on tiny stand-ins, so a bad option or a measure that
+    cannot take K classes fails now in one line rather than in every run: the volume's
+    estimator with its options on a 3 x 3 kernel (labels of the task's class count), and each
+    other measure on a few points of S: those with options for a binary task, all of them for a
+    K-class one. (A Monte-Carlo draw count 'auto' is fine: its check probes the labels.)"""
     from flatvol.measures import MeasureContext, compute_measures
-    from flatvol.volume.estimate import VolumeEstimator
+    from flatvol.volume import VolumeService
 
+    k = task.n_classes
     m = spec.measures
-    names = set(m.final) | set(spec.during.measures)
-    if "volume" in names and m.volume.options:
+    names = list(dict.fromkeys([*m.final, *spec.during.measures]))
+    if "volume" in names and (m.volume.options or k > 2):
+        labels = np.array([1.0, 0.0, 1.0]) if k == 2 else np.array([0, 1, 2])
+        where = ("measures.volume.options" if k == 2
+                 else f"measures.volume.estimator: {k} classes ({spec.data.classes})")
         try:
-            VolumeEstimator(np.eye(3)).log_volume(np.array([1.0, 0.0, 1.0]), m.volume.estimator,
-                                                  **m.volume.options)
+            VolumeService(np.eye(3), n_classes=k).log_volume(labels, m.volume.estimator,
+                                                             **m.volume.options)
         except (FlatvolError, TypeError, ValueError) as exc:
-            raise SpecError(one_line(f"{source}: measures.volume.options: {exc}")) from None
-    tried = sorted(n for n in names if n in m.options
-                   or (n == "sharpness" and m.sharpness.options))
+            raise SpecError(one_line(f"{source}: {where}: {exc}")) from None
+    def has_options(name: str) -> bool:
+        return name in m.options or (name == "sharpness" and bool(m.sharpness.options))
+
+    tried = [n for n in names if n != "volume" and (k > 2 or has_options(n))]
     if not tried:
         return
     tiny = _tiny_task(task)
@@ -122,39 +131,13 @@ def _check_measures(spec: ExperimentSpec, source: str, model: torch.nn.Module,
         where = "measures.sharpness.options" if name == "sharpness" else f"measures.options.{name}"
         try:
             compute_measures([name], model, tiny, context)
-        except (FlatvolError, TypeError, ValueError, RuntimeError) as exc:
+        except (FlatvolError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            if not has_options(name):  # tried for its class count
+                raise SpecError(one_line(f"{source}: measures: {name!r} cannot measure a "
+                                         f"{k}-class network yet ({exc})")) from None
             text = str(exc)
             prefix = "" if text.startswith("measures.") else f"{where}: "
             raise SpecError(one_line(f"{source}: {prefix}{text}")) from None
-
-
-def _check_classes(spec: ExperimentSpec, source: str, model: torch.nn.Module,
-                   task: TaskData) -> None:
-    """A K-class sweep: every measure must run for K classes, or be refused now in one line
-    rather than fail in every run: the volume's estimator on a K-class labelling of a 3 x 3
-    kernel, and each other measure on a few points of S. (A Monte-Carlo draw count 'auto' is
-    fine: its check probes the K-class labels.)"""
-    from flatvol.measures import MeasureContext, compute_measures
-    from flatvol.volume import VolumeService
-
-    k = task.n_classes
-    m = spec.measures
-    names = list(dict.fromkeys([*m.final, *spec.during.measures]))
-    if "volume" in names:
-        try:
-            VolumeService(np.eye(3), n_classes=k).log_volume(
-                np.array([0, 1, 2]), m.volume.estimator, **m.volume.options)
-        except (FlatvolError, TypeError, ValueError) as exc:
-            raise SpecError(one_line(f"{source}: measures.volume.estimator: {k} classes "
-                                     f"({spec.data.classes}): {exc}")) from None
-    tiny = _tiny_task(task)
-    context = MeasureContext(m, seed=0, device="cpu")
-    for name in (n for n in names if n != "volume"):
-        try:
-            compute_measures([name], model, tiny, context)
-        except (FlatvolError, TypeError, ValueError, RuntimeError, IndexError) as exc:
-            raise SpecError(one_line(f"{source}: measures: {name!r} cannot measure a {k}-class "
-                                     f"network yet ({exc})")) from None
 
 
 def _check_kernel(spec: ExperimentSpec, source: str, model: torch.nn.Module,
@@ -194,9 +177,7 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
     if "volume" in set(spec.measures.final) | set(spec.during.measures):
         _check_kernel(spec, source, model, task)
     _check_optimizers(spec, source, model)
-    _check_measures(spec, source, model, task)
-    if task.n_classes > 2:
-        _check_classes(spec, source, model, task)
+    _dry_run_measures(spec, source, model, task)
 
 
 def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any],

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
-from torch.nn import functional as F
 
 from flatvol.errors import SpecError
 from flatvol.flatness._inputs import (
@@ -42,6 +41,7 @@ from flatvol.flatness._inputs import (
     output_layout,
 )
 from flatvol.models.labels import labels_from_outputs
+from flatvol.models.losses import bce_with_logits_loss, cross_entropy_loss
 
 HvpMethod = Literal["double-backward", "forward-over-reverse"]
 HVP_METHODS: tuple[str, ...] = ("double-backward", "forward-over-reverse")
@@ -51,33 +51,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 Chunk = tuple[torch.Tensor, torch.Tensor, float]
 """(inputs, targets, weight): a slice of the data and its share n_chunk / n of the mean."""
-
-
-def bce_with_logits_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Default loss of a one-logit model: sigmoid cross-entropy on labels in {0, 1}, mean over
-    examples.
-
-    Args:
-        logits: Network outputs, shape (n,).
-        y: Labels in {0, 1}, shape (n,).
-
-    Returns:
-        The mean sigmoid cross-entropy, a scalar tensor.
-    """
-    return F.binary_cross_entropy_with_logits(logits, y)
-
-
-def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Default loss of a K-output model (K >= 2): softmax cross-entropy, mean over examples.
-
-    Args:
-        logits: Network outputs, shape (n, K).
-        y: Class labels 0..K-1, int64, shape (n,).
-
-    Returns:
-        The mean cross-entropy, a scalar tensor.
-    """
-    return F.cross_entropy(logits, y)
 
 
 def resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:

@@ -1,5 +1,6 @@
 """Training to fit (the paper's protocol), optimizers and run checkpoints."""
 
+from flatvol.models.losses import classification_loss
 from flatvol.train.checkpoint import LoadedRun, load_checkpoint, load_run, save_checkpoint, save_run
 from flatvol.train.ensemble import (
     EnsembleEpochInfo,
@@ -12,8 +13,6 @@ from flatvol.train.loop import (
     TrainConfig,
     TrainResult,
     accuracy,
-    bce_loss,
-    classification_loss,
     predict_labels,
     train_to_fit,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "accuracy",
-    "bce_loss",
     "classification_loss",
     "load_checkpoint",
     "load_run",

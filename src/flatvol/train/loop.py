@@ -9,11 +9,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
-from torch.nn import functional as F
 
 from flatvol.data.task import TaskData
 from flatvol.errors import SpecError
 from flatvol.models.labels import labels_from_outputs
+from flatvol.models.losses import classification_loss
 from flatvol.train.optimizers import (
     OptimizerSettings,
     OptionValue,
@@ -95,35 +95,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sigmoid cross-entropy on labels in {0, 1}.
-
-    Args:
-        logits: Network outputs, shape (n,).
-        y: Labels in {0, 1}, shape (n,).
-
-    Returns:
-        The mean sigmoid cross-entropy, a scalar tensor.
-    """
-    return F.binary_cross_entropy_with_logits(logits, y)
-
-
-def classification_loss(outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The training loss: sigmoid cross-entropy on one logit (bce_loss), softmax cross-entropy
-    on K outputs.
-
-    Args:
-        outputs: Network outputs, shape (n,) (one logit) or (n, K).
-        y: Labels, float {0, 1} of shape (n,) for one logit, int64 0..K-1 for K outputs.
-
-    Returns:
-        The mean loss, a scalar tensor.
-    """
-    if outputs.ndim == 1:
-        return bce_loss(outputs, y)
-    return F.cross_entropy(outputs, y)
 
 
 @torch.no_grad()

@@ -36,8 +36,8 @@ from torch.nn import functional as F
 
 from flatvol.errors import SpecError
 from flatvol.models import FCN
+from flatvol.models.losses import classification_loss
 from flatvol.train.entropy_sgd import EntropySGD
-from flatvol.train.loop import classification_loss
 from flatvol.train.optimizers import OptimizerSettings, flush_subnormal_, make_optimizer
 from flatvol.train.sam import SAM
 from flatvol.train.update_rules import (

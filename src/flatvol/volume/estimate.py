@@ -16,7 +16,7 @@ Estimators (all return ln P in nats and log10 V):
 
 Each is one entry of the registry (flatvol.volume_settings.ESTIMATORS: options schema, class
 counts, standard error, warm start) that names its implementations: the binary ones here
-(`ep_orthant_volume`, `orthant_is_volume`, `ep_probit_volume`, `laplace_volume`), the K-class
+(`ep_volume` with its two likelihoods, `orthant_is_volume`, `laplace_volume`), the K-class
 ones in flatvol.volume.multiclass, all with one signature (`EstimatorFunction`).
 `VolumeEstimator.log_volume` checks the name, the class count and the options against the
 registry and calls the implementation; a new estimator is one `register_estimator` call.
@@ -28,7 +28,8 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import numpy as np
 
@@ -295,68 +296,40 @@ def _refuse_keep_posterior(estimator: str, keep_posterior: bool) -> None:
                           f"{estimator!r}")
 
 
-def _ep_output(fit: Any) -> EstimatorOutput:
-    """An EP fit (flatvol.volume.ep.EPResult) as an EstimatorOutput, sites and posterior kept."""
+def ep_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
+              likelihood: Literal["step", "probit"], seed: int, tol: float, max_iter: int,
+              mode: Mode, warm_start: VolumeResult | None = None,
+              keep_posterior: bool = False) -> EstimatorOutput:
+    """Binary EP (flatvol.volume.ep): 'ep-orthant' with the step likelihood, P(sign z = y);
+    'ep-probit' with the probit likelihood Phi(y z), the paper's marginal likelihood.
+
+    Args:
+        factor: The validated, factorized kernel.
+        labels: Signs in {-1, +1}.
+        n_classes: 2.
+        likelihood: 'step' ('ep-orthant') or 'probit' ('ep-probit').
+        seed: Unused (deterministic).
+        tol, max_iter: EP's options (run_ep).
+        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
+        warm_start: An earlier result on this kernel that kept its EP posterior; EP starts
+            from it.
+        keep_posterior: Keep the posterior covariance for later warm starts.
+
+    Returns:
+        The EstimatorOutput with EP's sites and (if kept) posterior.
+    """
+    fit = run_ep(factor.kernel, labels, likelihood=likelihood, tol=tol, max_iter=max_iter,
+                 warm_posterior=_warm_posterior(factor, warm_start),
+                 keep_posterior=keep_posterior)
     return EstimatorOutput(
         fit.log_marginal_likelihood, fit.converged, fit.iterations, fit.message,
         ep_sites=(fit.site_precision, fit.site_natural_mean), ep_posterior=fit.posterior)
 
 
-def ep_orthant_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
-                      seed: int, tol: float, max_iter: int, mode: Mode,
-                      warm_start: VolumeResult | None = None,
-                      keep_posterior: bool = False) -> EstimatorOutput:
-    """'ep-orthant' on two classes: step-likelihood EP for P(sign z = y) (flatvol.volume.ep).
-
-    Args:
-        factor: The validated, factorized kernel.
-        labels: Signs in {-1, +1}.
-        n_classes: 2.
-        seed: Unused (deterministic).
-        tol, max_iter: EP's options (run_ep).
-        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
-        warm_start: An earlier result on this kernel that kept its EP posterior; EP starts
-            from it.
-        keep_posterior: Keep the posterior covariance for later warm starts.
-
-    Returns:
-        The EstimatorOutput with EP's sites and (if kept) posterior.
-    """
-    return _ep_volume(factor, labels, "ep-orthant", tol, max_iter, warm_start, keep_posterior)
-
-
-def ep_probit_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
-                     seed: int, tol: float, max_iter: int, mode: Mode,
-                     warm_start: VolumeResult | None = None,
-                     keep_posterior: bool = False) -> EstimatorOutput:
-    """'ep-probit': EP with the probit likelihood Phi(y z), the paper's marginal likelihood.
-
-    Args:
-        factor: The validated, factorized kernel.
-        labels: Signs in {-1, +1}.
-        n_classes: 2.
-        seed: Unused (deterministic).
-        tol, max_iter: EP's options (run_ep).
-        mode: 'auto' or 'blocks', both the one EP solver (flatvol.volume.ep.Mode).
-        warm_start: An earlier result on this kernel that kept its EP posterior; EP starts
-            from it.
-        keep_posterior: Keep the posterior covariance for later warm starts.
-
-    Returns:
-        The EstimatorOutput with EP's sites and (if kept) posterior.
-    """
-    return _ep_volume(factor, labels, "ep-probit", tol, max_iter, warm_start, keep_posterior)
-
-
-def _ep_volume(factor: VolumeEstimator, labels: np.ndarray, estimator: str, tol: float,
-               max_iter: int, warm_start: VolumeResult | None,
-               keep_posterior: bool) -> EstimatorOutput:
-    """EP of 'ep-orthant' (step likelihood) or 'ep-probit' as an EstimatorOutput."""
-    warm_posterior = _warm_posterior(factor, warm_start)
-    likelihood = "step" if estimator == "ep-orthant" else "probit"
-    return _ep_output(run_ep(factor.kernel, labels, likelihood=likelihood, tol=tol,
-                             max_iter=max_iter, warm_posterior=warm_posterior,
-                             keep_posterior=keep_posterior))
+# The two registered implementations (volume_settings.ESTIMATORS names them): one EP, two
+# likelihoods.
+ep_orthant_volume = partial(ep_volume, likelihood="step")
+ep_probit_volume = partial(ep_volume, likelihood="probit")
 
 
 def orthant_is_volume(factor: VolumeEstimator, labels: np.ndarray, n_classes: int, *,
