@@ -65,7 +65,7 @@ def dense_flops_single(epochs: int, n_train: int, n_S: int, n_E: int, dims: list
     return epochs * (n_train * (fwd + bwd) + n_S * fwd) + (n_S + n_E) * fwd
 
 
-def run(threads: int, rounds: int, k: int, m: int, group_size: int) -> dict:
+def run(threads: int, rounds: int, k: int, m: int, group_size: int | None) -> dict:
     torch.set_num_threads(threads)
     task = load_task("mnist", 500, 0, 1000)
     config = TrainConfig()  # SGD lr 0.01, batch 32, fit S
@@ -118,7 +118,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ensemble", type=int, default=256, help="networks per ensemble (K)")
     parser.add_argument("--single", type=int, default=4, help="networks per one-at-a-time block")
-    parser.add_argument("--group-size", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=None,
+                        help="members per block (default: the trainer's, by its cache budget)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)

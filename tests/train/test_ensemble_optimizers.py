@@ -183,6 +183,28 @@ def test_members_equal_networks_trained_alone(case, classes, dtype, epochs, tol)
         assert "fitted" in ensemble.status  # members stop by the rule, not only at max_epochs
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_blocks_spanning_attack_sizes_train_as_members_alone(case, classes):
+    """Members of three attack sizes (3, 4 and 4 minibatches an epoch, last minibatches of 16,
+    3 and 8 points) sharing one block's gradient passes, each then updated at its own step
+    number (Adam's bias correction reads it), train as each member alone in its own block
+    (group_size 1), in one thread or two. SAM and Entropy-SGD keep their blocks within an
+    attack size; they are run for the same answer. float64: the stacking changes only the
+    rounding of elementwise tails (~1e-16 a step), so 1e-10 leaves no room for a wrong step
+    number or minibatch."""
+    task = _task(classes, torch.float64, seed=5)
+    config = case.config(max_epochs=15, batch_size=16)
+    args = ("fcn:16,8", task, config, [0, 1, 2, 3, 4, 5], [0, 3, 8, 3, 0, 8])
+    alone = _train_together(*args, group_size=1, workers=1)
+    for kwargs in ({"group_size": 6, "workers": 1}, {"group_size": 4, "workers": 2}):
+        together = _train_together(*args, **kwargs)
+        np.testing.assert_array_equal(alone.epochs, together.epochs)
+        for k in alone.params:
+            err = (alone.params[k] - together.params[k]).abs().max().item()
+            assert err < 1e-10, (k, kwargs, err)
+
+
 def test_entropy_sgd_trains_inputs_zero_on_the_training_set():
     """Zero-gradient weights stay put under SGD (the FCN engine leaves them out), but
     Entropy-SGD's Langevin noise moves them: the ensemble must train them as train_to_fit."""

@@ -12,11 +12,13 @@ rule and data order are train_to_fit's (flatvol.train.protocol). A member that s
 weights copied out and is dropped from the stacks, so it neither changes nor costs anything
 while the others train.
 
-Members are processed in groups of `group_size` (members with one training-set size per
-group, since the size sets the number of minibatches per epoch): a group runs a whole epoch,
-minibatch after minibatch, before the next group starts, so its weights stay in cache; the
-ensemble size only bounds memory. With `workers` > 1 (FCN engine, CPU), groups train in
-parallel threads, one thread per op: bit-identical results for any number of workers.
+Members are processed in blocks of `group_size` (default: as many as fit a cache budget): a
+block runs a whole epoch, minibatch step after step, before the next block starts, so its
+weights stay in cache; the ensemble size only bounds memory. With SGD, momentum or Adam a block
+holds members of several attack sizes (their minibatches of one size share a gradient pass,
+each then updated at its own step number); SAM's and Entropy-SGD's blocks hold one attack size
+(flatvol.train.ensemble_epoch.run_epoch). With `workers` > 1 (FCN engine, CPU), blocks train
+in parallel threads, one thread per op: bit-identical results for any number of workers.
 
 With a `checkpoint` file (flatvol.train.ensemble_checkpoint), the training's whole state is
 saved every few minutes at an epoch boundary, and a killed training resumes from it, ending
@@ -76,6 +78,12 @@ from flatvol.train.stacked import (
     stacked_rule,
 )
 
+# Default block size (run_epoch): as many members as keep their weights within this many bytes,
+# so a block's weights stay in cache from one minibatch step to the next. Measured (one thread,
+# bench/RESULTS.md, issue #29): 16-32 members of MNIST's 784-40-40-1 (100 KB each), 5 of
+# CIFAR's 3072-40-40-1 (500 KB) train fastest; 2.5 MB gives 26 and 5.
+CACHE_BUDGET = 5 << 19
+
 __all__ = ["ENSEMBLE_OPTIMIZERS", "EnsembleEpochInfo", "EnsembleResult", "StoppedMember",
            "train_ensemble", "train_models_together"]
 
@@ -121,7 +129,7 @@ def train_models_together(
     callback: Callable[[EnsembleEpochInfo], None] | None = None,
     keep_history: bool = True,
     engine: EngineName = "auto",
-    group_size: int = 16,
+    group_size: int | None = None,
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
     on_stopped: Callable[[StoppedMember], None] | None = None,
@@ -138,7 +146,8 @@ def train_models_together(
     per-epoch history is not recorded (which lets the stopping check skip most of S).
     `workers` groups train at once in threads (FCN engine; default: torch's thread count on
     CPU, with one thread per op meanwhile; 1 on other devices). The results do not depend on
-    `workers` (bit for bit); `group_size` changes them only at the rounding level.
+    `workers` nor on `group_size` (bit for bit: a batched matmul computes each member's matrix
+    alone).
 
     Args:
         models: The members, all of one architecture (not modified).
@@ -149,7 +158,8 @@ def train_models_together(
         callback: Called with an EnsembleEpochInfo after each epoch.
         keep_history: Whether to record the per-epoch history.
         engine: Stacked-training engine: 'auto', 'fcn' or 'vmap'.
-        group_size: Members trained together in one stacked group.
+        group_size: Members trained together in one block (run_epoch; default: as many as
+            keep their weights within CACHE_BUDGET bytes, at least 1).
         workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
@@ -175,7 +185,7 @@ def train_models_together(
     config = config or TrainConfig()
     seeds = _check_members(models, seeds)
     attacks = _check_attack_sizes(attack_sizes, len(models), len(task.A))
-    if group_size < 1:
+    if group_size is not None and group_size < 1:
         raise SpecError(f"group_size must be >= 1, got {group_size}")
     device = torch.device(device)
     template = copy.deepcopy(models[0]).cpu().eval()
@@ -204,6 +214,9 @@ def train_models_together(
     params, x_run = runner.prepare({k: v.index_select(0, order_t) for k, v in initial.items()},
                                    x_train, frozen_zero_inputs=frozen)
     optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
+    if group_size is None:
+        member_bytes = sum(v[0].numel() * v.element_size() for v in params.values())
+        group_size = max(1, CACHE_BUDGET // member_bytes)
 
     k_total = len(models)
     final = {k: torch.empty_like(v) for k, v in params.items()}  # training layout, by member
@@ -355,7 +368,7 @@ def train_ensemble(
     callback: Callable[[EnsembleEpochInfo], None] | None = None,
     keep_history: bool = True,
     engine: EngineName = "auto",
-    group_size: int = 16,
+    group_size: int | None = None,
     workers: int | None = None,
     attack_sizes: Sequence[int] | None = None,
     on_stopped: Callable[[StoppedMember], None] | None = None,
@@ -378,7 +391,7 @@ def train_ensemble(
         callback: Called with an EnsembleEpochInfo after each epoch.
         keep_history: Whether to record the per-epoch history.
         engine: Stacked-training engine: 'auto', 'fcn' or 'vmap'.
-        group_size: Members trained together in one stacked group.
+        group_size: Members trained together in one block (default: by CACHE_BUDGET).
         workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).

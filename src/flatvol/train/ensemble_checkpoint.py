@@ -68,7 +68,8 @@ def ensemble_fingerprint(initial: Params, x_train: torch.Tensor, y_train: torch.
         attack_sizes: Each member's attack-set size.
         config: The TrainConfig (its repr is hashed).
         engine: The stacked-training engine's name.
-        group_size: Members per stacked group (changes rounding).
+        group_size: Members per block (the numbers do not depend on it; kept in the
+            fingerprint as it was, so that earlier checkpoints keep theirs).
         keep_history: Whether histories are kept (changes the stopping check's work only,
             but the saved state holds them).
 

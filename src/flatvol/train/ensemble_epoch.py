@@ -1,7 +1,7 @@
 """One epoch of a stacked ensemble, and the exact stopping check after it.
 
-`run_epoch` runs every member's minibatches group by group (flatvol.train.ensemble's module
-docstring: groups of members sharing a training-set size, in parallel threads or not) and
+`run_epoch` runs every member's minibatches block by block (blocks of members whose weights
+fit in cache, spanning attack sizes where the rule allows; in parallel threads or not) and
 returns the losses and which points each member's pass got wrong; `fitting_members` uses those
 misses to evaluate little: a member that still gets one of them wrong is not fit, only the
 others are evaluated on all their points. Accuracy counts per member, own prefix of A included;
@@ -21,6 +21,7 @@ import torch
 from flatvol.data.task import TaskData
 from flatvol.train.loop import EpochInfo
 from flatvol.train.stacked import Params, StackedEngine, StackedOptimizer, gather_minibatches
+from flatvol.train.update_rules import TorchUpdate
 
 SUSPECTS = 16  # points re-checked per member before a full evaluation of S
 
@@ -58,60 +59,122 @@ def fraction(correct: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 
 def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params, buffers: Params,
-               x: torch.Tensor, y: torch.Tensor, segments: list[tuple[int, int, int]],
-               perms: list[torch.Tensor], epochs_done: int, batch_size: int, group_size: int,
-               keep_history: bool, pool: ThreadPoolExecutor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+              x: torch.Tensor, y: torch.Tensor, segments: list[tuple[int, int, int]],
+              perms: list[torch.Tensor], epochs_done: int, batch_size: int, group_size: int,
+              keep_history: bool, pool: ThreadPoolExecutor | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of every member; returns the summed minibatch losses (if kept) and which
     training points each member's pass got wrong (the stopping check's hints, unless kept).
 
     `segments` are the (first row, end row, training-set size n) of rows sharing n, and
-    perms[j] the data orders of segment j's members, (rows, n)."""
+    perms[j] the data orders of segment j's members, (rows, n).
+
+    The rows are cut into blocks of at most `group_size`, and a block runs its whole epoch,
+    minibatch step after step, before the next (so its weights stay in cache; blocks are
+    independent, so they may run in parallel threads). With a rule that takes one gradient a
+    step (SGD, momentum, Adam) a block may span segments: at each step its members whose
+    minibatches have one size share one gradient pass, and each is then updated at its own
+    step number. (An attack sweep's segments hold a few members each, 5 seeds per attack size:
+    spanning them, a block pays the per-call overhead of the small MNIST network's steps once
+    for 16 members instead of for 5.) SAM's and Entropy-SGD's later gradients depend on the
+    first, so their blocks stay within a segment. The numbers are the same either way: a
+    member's minibatches, shapes and update are its own whoever shares a batched matmul (bmm
+    computes each matrix alone).
+    """
     rows_total = segments[-1][1]
     device = perms[0].device
+    rule = optimizer.rule
+    steps = [-(-n // batch_size) for _, _, n in segments]
     total = torch.zeros(rows_total, dtype=torch.float64, device=device)
     missed = torch.zeros(rows_total, 0 if keep_history else len(x), dtype=torch.bool,
                          device=device)
 
-    def run_group(r0: int, r_end: int, seg_start: int, order: torch.Tensor) -> None:
-        # Group-major: one group runs its whole epoch, so its weights stay in cache from one
-        # minibatch to the next; groups are independent, so they may run in parallel.
-        rows = slice(r0, min(r0 + group_size, r_end))
-        n = order.shape[1]
-        steps_per_epoch = -(-n // batch_size)
+    def minibatch_step(step: int, run: list[tuple[int, int, int]], scratch: Params) -> None:
+        # step `step` of the rows of `run`: pieces (first row, end row, segment) of contiguous
+        # rows whose step-`step` minibatches have one size
+        r0, r_end = run[0][0], run[-1][1]
+        rows = slice(r0, r_end)
+        start = step * batch_size
+        idx = torch.cat([perms[j][a - segments[j][0] : b - segments[j][0],
+                                  start : start + batch_size] for a, b, j in run])
+        xb = gather_minibatches(x, idx, scratch)
+        yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
         group = {k: v[rows] for k, v in params.items()}
-        scratch: Params = {}
-        local = slice(r0 - seg_start, rows.stop - seg_start)
-        for step, i in enumerate(range(0, n, batch_size)):
-            idx = order[local, i : i + batch_size]
-            xb = gather_minibatches(x, idx, scratch)
-            yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
+        numbers = [epochs_done * steps[j] + step + 1 for _, _, j in run]  # 1-based, all epochs
+        if len(run) == 1:  # one segment: any rule, which may take several gradients a step
 
-            def grad_fn(need_loss: bool, xb: torch.Tensor = xb, yb: torch.Tensor = yb
-                        ) -> tuple[tuple[torch.Tensor | None, torch.Tensor], Params]:
-                # a rule may evaluate several gradients a step (SAM, Entropy-SGD)
+            def grad_fn(need_loss: bool) -> tuple[tuple[torch.Tensor | None, torch.Tensor],
+                                                  Params]:
                 with torch.no_grad():
                     loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
                                                            need_loss=need_loss and keep_history)
                 return (loss, z), grads
 
             # the loss and outputs at the step's starting weights, as train_to_fit reports them
-            loss, z = optimizer.step(group, grad_fn, rows, epochs_done * steps_per_epoch + step + 1)
-            if loss is not None:
-                total[rows] += loss.detach().double() * idx.shape[1]
-            if not keep_history:
-                missed[rows].scatter_(1, idx, stacked_labels(z.detach(), yb) != yb)
+            loss, z = optimizer.step(group, grad_fn, rows, numbers[0])
+        else:  # segments together: one gradient pass, each member's own update
+            assert isinstance(rule, TorchUpdate)
+            with torch.no_grad():
+                loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
+                                                       need_loss=keep_history)
+            first = 0
+            for end in range(1, len(run) + 1):  # pieces with the same update in one call
+                if end == len(run) or not rule.same_update(numbers[first], numbers[end]):
+                    piece = slice(run[first][0] - r0, run[end - 1][1] - r0)
+                    optimizer.apply({k: v[piece] for k, v in group.items()},
+                                    {k: v[piece] for k, v in grads.items()},
+                                    slice(run[first][0], run[end - 1][1]), numbers[first])
+                    first = end
+        if loss is not None:
+            total[rows] += loss.detach().double() * idx.shape[1]
+        if not keep_history:
+            missed[rows].scatter_(1, idx, stacked_labels(z.detach(), yb) != yb)
 
-    groups = [(r0, r1, s0, order) for (s0, r1, _), order in zip(segments, perms)
-              for r0 in range(s0, r1, group_size)]
+    def run_block(pieces: list[tuple[int, int, int]]) -> None:
+        scratch: Params = {}
+        for step in range(max(steps[j] for _, _, j in pieces)):
+            for run in _step_runs(pieces, steps, step, batch_size,
+                                  [n for _, _, n in segments]):
+                minibatch_step(step, run, scratch)
+
+    cut = [(0, rows_total)] if isinstance(rule, TorchUpdate) else [(s0, s1) for s0, s1, _ in
+                                                                  segments]
+    blocks = [_pieces(r0, min(r0 + group_size, c1), segments)
+              for c0, c1 in cut for r0 in range(c0, c1, group_size)]
     if pool is None:
-        for group_args in groups:
-            run_group(*group_args)
+        for pieces in blocks:
+            run_block(pieces)
     else:
-        for future in [pool.submit(run_group, *group_args) for group_args in groups]:
+        for future in [pool.submit(run_block, pieces) for pieces in blocks]:
             future.result()
     optimizer.flush_subnormal()  # once an epoch, as train_to_fit
     return total, missed
+
+
+def _pieces(r0: int, r1: int, segments: list[tuple[int, int, int]]
+            ) -> list[tuple[int, int, int]]:
+    """Rows r0..r1 as (first row, end row, segment) pieces, one per segment they meet."""
+    return [(max(r0, s0), min(r1, s1), j) for j, (s0, s1, _) in enumerate(segments)
+            if s0 < r1 and r0 < s1]
+
+
+def _step_runs(pieces: list[tuple[int, int, int]], steps: list[int], step: int,
+               batch_size: int, sizes: list[int]) -> list[list[tuple[int, int, int]]]:
+    """The pieces that take minibatch step `step`, as runs of contiguous pieces whose
+    minibatches have one size (a segment's last, shorter minibatch splits it off)."""
+    runs: list[list[tuple[int, int, int]]] = []
+    size = -1
+    for piece in pieces:
+        j = piece[2]
+        if step >= steps[j]:
+            continue
+        b = min(batch_size, sizes[j] - step * batch_size)
+        if runs and b == size and runs[-1][-1][1] == piece[0]:
+            runs[-1].append(piece)
+        else:
+            runs.append([piece])
+        size = b
+    return runs
 
 
 def fitting_members(runner: StackedEngine, params: Params, buffers: Params, x: torch.Tensor,

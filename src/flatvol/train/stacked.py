@@ -59,7 +59,6 @@ Params = dict[str, torch.Tensor]
 EVAL_ELEMENTS = 1 << 23
 
 
-
 def rule_of(optimizer: torch.optim.Optimizer) -> UpdateRule:
     """The update rule of an optimizer the registry built (flatvol.train.optimizers), with its
     hyperparameters.
@@ -307,8 +306,6 @@ def pick_engine(template: nn.Module, engine: str) -> StackedEngine:
     return VmapEngine(template)
 
 
-
-
 def stacked_rule(name: str, settings: OptimizerSettings) -> UpdateRule:
     """The update rule of optimizer `name` with `settings`, read from the optimizer the registry
     builds for `train_to_fit` (over a placeholder: only its settings are used).
@@ -379,6 +376,16 @@ class StackedOptimizer:
         state = {slot: {k: v[rows] for k, v in group.items()}
                  for slot, group in self.state.items()}
         return self.rule.step(params, grad_fn, state, step)
+
+    def apply(self, params: Params, grads: Params, rows: slice, step: int) -> None:
+        """Update members `rows` (`params` are those rows) with their gradients `grads` at
+        minibatch step `step`: a rule with one gradient per step (TorchUpdate), whose gradients
+        the caller computed, maybe together with other members'."""
+        if not isinstance(self.rule, TorchUpdate):
+            raise TypeError(f"{type(self.rule).__name__} takes several gradients a step: use step")
+        state = {slot: {k: v[rows] for k, v in group.items()}
+                 for slot, group in self.state.items()}
+        self.rule.apply(params, grads, state, step)
 
     @torch.no_grad()
     def flush_subnormal(self) -> None:

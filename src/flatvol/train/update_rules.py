@@ -124,6 +124,14 @@ class TorchUpdate:
 
     moves_without_gradient = False
 
+    # One gradient at the current weights, then `apply`: a caller may compute the gradients of
+    # members at different step numbers together and apply each member's own step.
+    def same_update(self, step: int, other: int) -> bool:
+        """Whether `apply` at step `step` and at step `other` is the same update (then members
+        at either step may be updated in one call): SGD reads the step only to start its
+        momentum buffer at step 1; Adam's bias correction reads it at every step."""
+        return step == other or (self.kind == "sgd" and step > 1 and other > 1)
+
 
 # --- SAM (Foret et al. 2021)
 
