@@ -69,17 +69,18 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
     `segments` are the (first row, end row, training-set size n) of rows sharing n, and
     perms[j] the data orders of segment j's members, (rows, n).
 
-    The rows are cut into blocks of at most `group_size`, and a block runs its whole epoch,
-    minibatch step after step, before the next (so its weights stay in cache; blocks are
-    independent, so they may run in parallel threads). With a rule that takes one gradient a
-    step (SGD, momentum, Adam) a block may span segments: at each step its members whose
-    minibatches have one size share one gradient pass, and each is then updated at its own
-    step number. (An attack sweep's segments hold a few members each, 5 seeds per attack size:
-    spanning them, a block pays the per-call overhead of the small MNIST network's steps once
-    for 16 members instead of for 5.) SAM's and Entropy-SGD's later gradients depend on the
-    first, so their blocks stay within a segment. The numbers are the same either way: a
-    member's minibatches, shapes and update are its own whoever shares a batched matmul (bmm
-    computes each matrix alone).
+    The rows are cut evenly into blocks of at most `group_size`, and a block runs its whole
+    epoch, minibatch step after step, before the next (so its weights stay in cache; blocks
+    are independent, so they may run in parallel threads, `pool`: the blocks, and so the
+    numbers, do not depend on the thread count). With a rule that takes one gradient a step
+    (SGD, momentum, Adam) a block may span segments: at each step its members whose minibatches
+    have one size share one gradient pass, and each is then updated at its own step number.
+    (An attack sweep's segments hold a few members each, 5 seeds per attack size: spanning
+    them, a block pays the per-call overhead of the small MNIST network's steps once for 20-odd
+    members instead of for 5.) SAM's and Entropy-SGD's later gradients depend on the first, so
+    their blocks stay within a segment. A member's minibatches, shapes and updates are its own
+    in any block (a batched matmul computes each matrix alone); only the rounding of vectorized
+    elementwise tails depends on the block, as it depended on the group size before.
     """
     rows_total = segments[-1][1]
     device = perms[0].device
@@ -137,8 +138,11 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
                                   [n for _, _, n in segments]):
                 minibatch_step(step, run, scratch)
 
-    cut = [(0, rows_total)] if isinstance(rule, TorchUpdate) else [(s0, s1) for s0, s1, _ in
-                                                                  segments]
+    if isinstance(rule, TorchUpdate):
+        # all rows, cut evenly; never by the thread count, which would change the rounding
+        cut, group_size = [(0, rows_total)], -(-rows_total // -(-rows_total // group_size))
+    else:
+        cut = [(s0, s1) for s0, s1, _ in segments]
     blocks = [_pieces(r0, min(r0 + group_size, c1), segments)
               for c0, c1 in cut for r0 in range(c0, c1, group_size)]
     if pool is None:
