@@ -64,7 +64,9 @@ def run_panel(tree: str, spec: str, data_dir: str, extra: list[str]) -> tuple[fl
         command = [sys.executable, "-m", "flatvol", "run", spec, "--out", out,
                    "--data-dir", data_dir, "--quiet", *extra]
         start = time.perf_counter()
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{tree}: flatvol run failed: {done.stderr.strip()[-2000:]}")
         wall = time.perf_counter() - start
         summary = subprocess.run([sys.executable, "-c", SUMMARY, out], env=env, check=True,
                                  capture_output=True, text=True).stdout.strip()

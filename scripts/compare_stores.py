@@ -57,8 +57,8 @@ def main() -> int:
             axis=None):
         print(f"series rows differ: {len(s_old)} vs {len(s_new)}")
         bad += 1
-    elif not np.allclose(s_old["value"], s_new["value"], rtol=args.rtol, atol=0.0,
-                         equal_nan=True):
+    elif not np.allclose(s_old["value"].to_numpy(float), s_new["value"].to_numpy(float),
+                         rtol=args.rtol, atol=0.0, equal_nan=True):  # (empty: object dtype)
         print("series values differ")
         bad += 1
     print(f"{len(old)} runs, {len(columns)} columns, {len(s_old)} series rows compared: "

@@ -65,6 +65,31 @@ def test_chunking_does_not_change_the_kernel_and_it_is_psd():
     assert np.linalg.eigvalsh(a).min() > -1e-10
 
 
+_KERNEL_DIGEST = """
+import hashlib
+import numpy as np
+from flatvol.volume import arccos_kernel
+x = np.random.default_rng(0).random((1100, 784)).astype(np.float32)
+print(hashlib.sha256(arccos_kernel(x, 2).tobytes()).hexdigest())
+"""
+
+
+def test_the_kernel_does_not_depend_on_the_thread_count():
+    """numpy's multi-threaded BLAS sums x.x' in another order at another OMP_NUM_THREADS (V(f)
+    moved by ~1e-12 between `make test` and a plain run); the kernel must be the same bits."""
+    import os
+    import subprocess
+    import sys
+
+    digests = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads}
+        digests.add(subprocess.run([sys.executable, "-c", _KERNEL_DIGEST], env=env, check=True,
+                                   capture_output=True, text=True).stdout.strip())
+    assert len(digests) == 1
+
+
 @pytest.mark.skipif(not SHARED_KERNEL.is_file(), reason="shared boolean-prior data not present")
 def test_matches_stored_boolean_kernel():
     # kernel_A.npy was computed independently for FCN 7-40-40-1 on all 128 bit vectors

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from flatvol.errors import VolumeError
@@ -26,6 +27,18 @@ def _flat_inputs(x: Any) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise VolumeError("inputs: contain non-finite values")
     return array
+
+
+def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b.T in float64, on one thread: numpy's BLAS sums in an order that depends on its
+    thread count (OMP_NUM_THREADS), which moved V(f) by ~1e-12 between thread counts; the same
+    spec must give the same numbers at any thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _relu_step(
@@ -78,7 +91,7 @@ def arccos_kernel(
     K = np.empty((n, n))
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        block = sigma_b2 + sigma_w2 * (X[start:stop] @ X.T) / d
+        block = sigma_b2 + sigma_w2 * _gram(X[start:stop], X) / d
         for layer in range(n_hidden):
             dg = diags[layer]
             block = _relu_step(block, dg[start:stop, None], dg[None, :], sigma_w2, sigma_b2)
