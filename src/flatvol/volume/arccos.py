@@ -29,14 +29,16 @@ def _flat_inputs(x: Any) -> np.ndarray:
     return array
 
 
-def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b.T in float64, on one thread: numpy's BLAS sums in an order that depends on its
-    thread count (OMP_NUM_THREADS), which moved V(f) by ~1e-12 between thread counts; the same
-    spec must give the same numbers at any thread count."""
+def _gram_into(out: np.ndarray, x: np.ndarray) -> None:
+    """out[:] = x @ x.T in float64: one matrix product on one thread, so the kernel depends on
+    neither the thread count (numpy's BLAS sums in a thread-count-dependent order: V(f) moved
+    by ~1e-12 between OMP_NUM_THREADS settings) nor the row blocks of the arccos steps (a
+    product's rounding depends on its shape)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return (torch.from_numpy(a) @ torch.from_numpy(b).T).numpy()
+        xt = torch.from_numpy(x)
+        torch.mm(xt, xt.T, out=torch.from_numpy(out))
     finally:
         torch.set_num_threads(threads)
 
@@ -64,7 +66,8 @@ def arccos_kernel(
 
     K0 = sigma_b2 + sigma_w2 x.x'/d on flattened inputs (d features), then one arccos(1) ReLU
     step per hidden layer:  K <- sigma_b2 + sigma_w2/(2 pi) sqrt(k k') (sin t + (pi - t) cos t),
-    t = arccos(K / sqrt(k k')). Computed in row blocks, so memory is the output plus O(chunk n).
+    t = arccos(K / sqrt(k k')). The steps run in row blocks of the output, so memory is the
+    output plus O(chunk n).
 
     Args:
         x: Inputs, shape (n, ...); flattened to (n, d) features.
@@ -89,9 +92,10 @@ def arccos_kernel(
     for _ in range(n_hidden):
         diags.append(sigma_b2 + 0.5 * sigma_w2 * diags[-1])
     K = np.empty((n, n))
+    _gram_into(K, X)  # x.x', then each row block in place
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        block = sigma_b2 + sigma_w2 * _gram(X[start:stop], X) / d
+        block = sigma_b2 + sigma_w2 * K[start:stop] / d
         for layer in range(n_hidden):
             dg = diags[layer]
             block = _relu_step(block, dg[start:stop, None], dg[None, :], sigma_w2, sigma_b2)
