@@ -90,17 +90,24 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
     missed = torch.zeros(rows_total, 0 if keep_history else len(x), dtype=torch.bool,
                          device=device)
 
-    def minibatch_step(step: int, run: list[tuple[int, int, int]], scratch: Params) -> None:
+    Piece = tuple[int, int, int]
+    Prepared = tuple[slice, list[torch.Tensor], Params]
+
+    def prepare(run: list[Piece]) -> Prepared:
+        # what a run's steps share: its rows, their data orders and weights (views)
+        rows = slice(run[0][0], run[-1][1])
+        orders = [perms[j][a - segments[j][0] : b - segments[j][0]] for a, b, j in run]
+        return rows, orders, {k: v[rows] for k, v in params.items()}
+
+    def minibatch_step(step: int, run: list[Piece], prepared: Prepared, scratch: Params) -> None:
         # step `step` of the rows of `run`: pieces (first row, end row, segment) of contiguous
         # rows whose step-`step` minibatches have one size
-        r0, r_end = run[0][0], run[-1][1]
-        rows = slice(r0, r_end)
+        rows, orders, group = prepared
         start = step * batch_size
-        idx = torch.cat([perms[j][a - segments[j][0] : b - segments[j][0],
-                                  start : start + batch_size] for a, b, j in run])
+        idx = (orders[0][:, start : start + batch_size] if len(orders) == 1 else
+               torch.cat([order[:, start : start + batch_size] for order in orders]))
         xb = gather_minibatches(x, idx, scratch)
         yb = y.index_select(0, idx.reshape(-1)).view(idx.shape)
-        group = {k: v[rows] for k, v in params.items()}
         numbers = [epochs_done * steps[j] + step + 1 for _, _, j in run]  # 1-based, all epochs
         if len(run) == 1:  # one segment: any rule, which may take several gradients a step
 
@@ -118,7 +125,7 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
             with torch.no_grad():
                 loss, z, grads = runner.loss_and_grads(group, buffers, xb, yb,
                                                        need_loss=keep_history)
-            first = 0
+            r0, first = rows.start, 0
             for end in range(1, len(run) + 1):  # pieces with the same update in one call
                 if end == len(run) or not rule.same_update(numbers[first], numbers[end]):
                     piece = slice(run[first][0] - r0, run[end - 1][1] - r0)
@@ -131,12 +138,17 @@ def run_epoch(runner: StackedEngine, optimizer: StackedOptimizer, params: Params
         if not keep_history:
             missed[rows].scatter_(1, idx, stacked_labels(z.detach(), yb) != yb)
 
-    def run_block(pieces: list[tuple[int, int, int]]) -> None:
+    sizes = [n for _, _, n in segments]
+
+    def run_block(pieces: list[Piece]) -> None:
         scratch: Params = {}
+        prepared: dict[tuple[Piece, ...], Prepared] = {}  # runs change only at segment ends
         for step in range(max(steps[j] for _, _, j in pieces)):
-            for run in _step_runs(pieces, steps, step, batch_size,
-                                  [n for _, _, n in segments]):
-                minibatch_step(step, run, scratch)
+            for run in _step_runs(pieces, steps, step, batch_size, sizes):
+                key = tuple(run)
+                if key not in prepared:
+                    prepared[key] = prepare(run)
+                minibatch_step(step, run, prepared[key], scratch)
 
     if isinstance(rule, TorchUpdate):
         # all rows, cut evenly; never by the thread count, which would change the rounding
