@@ -3,8 +3,9 @@
 Trains every network of the spec's panel (all seeds and attack sizes of its first optimizer) as
 the staged sweep trains them, one `train_ensemble` call, in a fresh process per tree (A B A B
 ...), and reports the training's wall time, its achieved matmul rate (the FCN engine's count of
-training and evaluation FLOPs) and the reference op measured in the same process: one
-one-thread float32 3072 x 3072 `torch.mm` (best of 3), with each time also as a multiple of it.
+training and evaluation FLOPs) and the reference op measured just before it in this process:
+one one-thread float32 3072 x 3072 `torch.mm` (best of 3), with each time also as a multiple
+of it.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_panel_training.py --a /tmp/old/src --b src \\
         [--spec fig3_mnist_fcn] [--rounds 2] [--threads 1] [--max-epochs N] \\
@@ -25,6 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench_panel_wall import reference_op_seconds  # bench/ is on sys.path as a script
+
 ONE_TRAINING = """
 import dataclasses, json, sys, time
 import torch
@@ -41,14 +44,6 @@ task = load_run_task(spec, max(r.attack_size for r in runs), data_dir)
 config = train_config(spec, runs[0].optimizer, runs[0].seed)
 if int(max_epochs):
     config = dataclasses.replace(config, max_epochs=int(max_epochs))
-torch.set_num_threads(1)
-a, b = torch.randn(3072, 3072), torch.randn(3072, 3072)
-torch.mm(a, b)
-ref = float("inf")
-for _ in range(3):
-    start = time.perf_counter()
-    torch.mm(a, b)
-    ref = min(ref, time.perf_counter() - start)
 torch.set_num_threads(int(threads))
 kwargs = {"group_size": int(group_size)} if int(group_size) else {}
 start = time.perf_counter()
@@ -57,7 +52,7 @@ result = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs], s
                         attack_sizes=[r.attack_size for r in runs], **kwargs)
 wall = time.perf_counter() - start
 fitted = sum(status == "fitted" for status in result.status)
-print(json.dumps({"wall": wall, "ref": ref, "flops": result.flops,
+print(json.dumps({"wall": wall, "flops": result.flops,
                   "epochs": int(result.epochs.sum()), "fitted": fitted}))
 """
 
@@ -88,7 +83,8 @@ def main() -> None:
           f"B group size {args.group_size or 'default'}; load average {os.getloadavg()[0]:.2f}")
     for round_ in range(args.rounds):
         for name, tree, group in (("A", args.a, 0), ("B", args.b, args.group_size)):
-            row = train_once(tree, args, group)
+            ref = reference_op_seconds()
+            row = {**train_once(tree, args, group), "ref": ref}
             rows[name].append(row)
             print(f"round {round_ + 1} {name}: {row['wall']:6.1f} s, "
                   f"{row['flops'] / row['wall'] / 1e9:5.1f} GFLOP/s "
