@@ -1,10 +1,11 @@
 """A shipped panel's `flatvol run`, end to end, for two code trees side by side (issue #29).
 
 Runs the README's command for the panel (`flatvol run SPEC --out TMP --data-dir DATA --quiet`
-plus any `--run-args`) with the code of tree A and of tree B in turn, A B A B ..., each in a
-fresh output directory, and between runs times the reference operation of a float32 training
-workload: one one-thread 3072 x 3072 `torch.mm` (best of 3). Prints each wall time, the
-medians, and each median as a multiple of the median reference op, so machines can be compared.
+plus any `--run-args`; `--b-run-args` for B's instead, to compare options on one tree) with the
+code of tree A and of tree B in turn, A B A B ..., each in a fresh output directory, and
+between runs times the reference operation of a float32 training workload: one one-thread
+3072 x 3072 `torch.mm` (best of 3). Prints each wall time, the medians, and each median as a
+multiple of the median reference op, so machines can be compared.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_panel_wall.py --a /tmp/old/src --b src \\
         [--spec fig3_mnist_fcn] [--rounds 3] [--data-dir ../shared/data] [--run-args "--threads 2"]
@@ -81,16 +82,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--run-args", default="", help="more `flatvol run` options")
+    parser.add_argument("--b-run-args", default=None,
+                        help="tree B's `flatvol run` options instead (to compare options)")
     args = parser.parse_args()
     extra = shlex.split(args.run_args)
+    extra_b = extra if args.b_run_args is None else shlex.split(args.b_run_args)
     walls: dict[str, list[float]] = {"A": [], "B": []}
     refs: list[float] = []
-    print(f"spec {args.spec}, flatvol run options {extra or 'none'}; load average "
-          f"{os.getloadavg()[0]:.2f}")
+    print(f"spec {args.spec}, flatvol run options A {extra or 'none'}, B {extra_b or 'none'}; "
+          f"load average {os.getloadavg()[0]:.2f}")
     for round_ in range(args.rounds):
-        for name, tree in (("A", args.a), ("B", args.b)):
+        for name, tree, options in (("A", args.a, extra), ("B", args.b, extra_b)):
             refs.append(reference_op_seconds())
-            wall, summary = run_panel(tree, args.spec, args.data_dir, extra)
+            wall, summary = run_panel(tree, args.spec, args.data_dir, options)
             walls[name].append(wall)
             print(f"round {round_ + 1} {name}: {wall:6.1f} s (reference op {refs[-1]:.3f} s); "
                   f"{summary}", flush=True)

@@ -78,8 +78,9 @@ from flatvol.train.stacked import (
     stacked_rule,
 )
 
-# Default block size (run_epoch): as many members as keep their weights within this many bytes,
-# so a block's weights stay in cache from one minibatch step to the next. Measured (one thread,
+# Default block size on CPU (run_epoch): as many members as keep their weights within this many
+# bytes, so a block's weights stay in cache from one minibatch step to the next (on another
+# device, one block of all members). Measured (one thread,
 # bench/RESULTS.md, issue #29): 16-32 members of MNIST's 784-40-40-1 (100 KB each), 5 of
 # CIFAR's 3072-40-40-1 (500 KB) train fastest; 2.5 MB gives 26 and 5.
 CACHE_BUDGET = 5 << 19
@@ -158,8 +159,8 @@ def train_models_together(
         callback: Called with an EnsembleEpochInfo after each epoch.
         keep_history: Whether to record the per-epoch history.
         engine: Stacked-training engine: 'auto', 'fcn' or 'vmap'.
-        group_size: Members trained together in one block (run_epoch; default: as many as
-            keep their weights within CACHE_BUDGET bytes, at least 1).
+        group_size: Members trained together in one block (run_epoch; default on CPU: as many
+            as keep their weights within CACHE_BUDGET bytes, at least 1; elsewhere: all).
         workers: Groups trained at once in threads (default: torch's thread count on CPU, 1
             otherwise).
         attack_sizes: Per member, how many points of A it trains on (default: all of A for each).
@@ -214,9 +215,11 @@ def train_models_together(
     params, x_run = runner.prepare({k: v.index_select(0, order_t) for k, v in initial.items()},
                                    x_train, frozen_zero_inputs=frozen)
     optimizer = StackedOptimizer(config.optimizer, config.optimizer_settings(), params)
-    if group_size is None:
+    if group_size is None and device.type == "cpu":
         member_bytes = sum(v[0].numel() * v.element_size() for v in params.values())
         group_size = max(1, CACHE_BUDGET // member_bytes)
+    elif group_size is None:  # an accelerator: the larger the batched matmuls, the fuller it is
+        group_size = len(models)
 
     k_total = len(models)
     final = {k: torch.empty_like(v) for k, v in params.items()}  # training layout, by member
