@@ -16,7 +16,7 @@ from flatvol.models import build_model, labels_of
 from flatvol.volume import VolumeService, arccos_kernel, log_volume, monte_carlo_kernel, volume_of
 from flatvol.volume.multiclass import labelling_code, labelling_from_code
 from flatvol.volume.network_volume import volume_of_model
-from flatvol.volume.output_kernel import (
+from flatvol.volume.shared_outputs import (
     SHARED_OUTPUT_FALSE_ALARM,
     output_statistics,
     shared_output_check,

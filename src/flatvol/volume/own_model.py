@@ -89,7 +89,7 @@ class VolumeOf:
     warning: str | None = None  # the MonteCarloDrawsWarning issued, if any
     n_classes: int = 2  # K: 2 for one logit, else the model's output count
     # K >= 2 outputs with a Monte-Carlo kernel: the shared-kernel test the draws passed
-    # (flatvol.volume.output_kernel.SharedOutputCheck, as a dict); None otherwise
+    # (flatvol.volume.shared_outputs.SharedOutputCheck, as a dict); None otherwise
     shared_outputs: dict[str, Any] | None = None
 
     def interval(self, quantity: str = "log10_volume", level: float = 0.95) -> tuple[float, float]:
@@ -211,7 +211,7 @@ def volume_of(
     logit, the argmax of K >= 2 outputs); its weights are never changed. For K outputs, V(f)
     is the K-class volume (flatvol.volume.multiclass: K independent outputs with one kernel),
     on the kernel of one output pooled over the K, and a model whose outputs fail the
-    Monte-Carlo test of sharing one kernel (`output_kernel.shared_output_check`) is refused.
+    Monte-Carlo test of sharing one kernel (`shared_outputs.shared_output_check`) is refused.
     The prior is whatever `init` draws. The kernel is analytic for a flatvol FCN with its own
     prior (and `kernel='auto'`, `init=None`); otherwise it is the Monte-Carlo output kernel
     E[f(x) f(x')] over the model's inits, and each log10 V gets a jackknife standard error and
