@@ -11,6 +11,7 @@ of it.
         [--spec fig3_mnist_fcn] [--rounds 2] [--threads 1] [--max-epochs N] \\
         [--group-size N] [--data-dir ../shared/data]
 
+`--profile N` prints each training's N costliest functions (cProfile, which slows it).
 `--max-epochs` cuts the protocol (for a quick per-epoch comparison of a large panel, e.g. two
 epochs of the CIFAR panel's 55 members); `--group-size` is passed to tree B only (A keeps its
 default). A tree is a directory to put first on PYTHONPATH (a checkout's `src`).
@@ -37,7 +38,7 @@ from flatvol.experiments.spec import load_spec
 from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.train.ensemble import train_ensemble
 
-spec_name, data_dir, threads, max_epochs, group_size = sys.argv[1:6]
+spec_name, data_dir, threads, max_epochs, group_size, profile = sys.argv[1:7]
 spec = load_spec(resolve_spec_path(spec_name))
 runs = [r for r in plan_runs(spec) if r.optimizer.key == spec.optimizers[0].key]
 task = load_run_task(spec, max(r.attack_size for r in runs), data_dir)
@@ -46,11 +47,20 @@ if int(max_epochs):
     config = dataclasses.replace(config, max_epochs=int(max_epochs))
 torch.set_num_threads(int(threads))
 kwargs = {"group_size": int(group_size)} if int(group_size) else {}
+profiler = None
+if int(profile):
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
 start = time.perf_counter()
 result = train_ensemble(spec.model.arch, task, config, [r.seed for r in runs], spec_prior(spec),
                         "cpu", keep_history=spec.train.history,
                         attack_sizes=[r.attack_size for r in runs], **kwargs)
 wall = time.perf_counter() - start
+if profiler is not None:
+    import pstats
+    profiler.disable()
+    pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(int(profile))
 fitted = sum(status == "fitted" for status in result.status)
 print(json.dumps({"wall": wall, "flops": result.flops,
                   "epochs": int(result.epochs.sum()), "fitted": fitted}))
@@ -60,10 +70,12 @@ print(json.dumps({"wall": wall, "flops": result.flops,
 def train_once(tree: str, args: argparse.Namespace, group_size: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
     done = subprocess.run([sys.executable, "-c", ONE_TRAINING, args.spec, args.data_dir,
-                           str(args.threads), str(args.max_epochs), str(group_size)],
-                          env=env, capture_output=True, text=True)
+                           str(args.threads), str(args.max_epochs), str(group_size),
+                           str(args.profile)], env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{tree}: {done.stderr.strip()[-2000:]}")
+    if args.profile:
+        print(done.stderr)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -77,6 +89,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=0)
     parser.add_argument("--group-size", type=int, default=0)
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="print the training's N most time-consuming functions (cProfile; "
+                        "its overhead inflates the times)")
     args = parser.parse_args()
     rows: dict[str, list[dict]] = {"A": [], "B": []}
     print(f"spec {args.spec}, {args.threads} thread(s), max epochs {args.max_epochs or 'spec'}, "
