@@ -17,6 +17,7 @@ import torch
 from flatvol.data import load_task
 from flatvol.experiments.runner import run_sweep
 from flatvol.experiments.spec import load_spec
+from flatvol.io import sha256_file
 from flatvol.models import Prior
 from flatvol.train import TrainConfig
 from flatvol.train.run import RunSpec, train_run
@@ -209,13 +210,15 @@ def _run_dir_variant(src: Path, dst: Path, kind: str) -> None:
     shutil.copytree(src, dst)
     state = torch.load(dst / "model.pt", weights_only=True)
     info = json.loads((dst / "run.json").read_text())
-    if kind == "nan":
-        first = next(iter(state))
-        state[first].view(-1)[0] = math.nan
+    if kind in ("nan", "inf"):  # a run that diverged and was saved so: its sha256 recorded
+        name = next(iter(state)) if kind == "nan" else list(state)[-1]
+        state[name].view(-1)[0] = math.nan if kind == "nan" else math.inf
         torch.save(state, dst / "model.pt")
-    elif kind == "inf":
-        last = list(state)[-1]
-        state[last].view(-1)[0] = math.inf
+        info["weights_sha256"] = sha256_file(dst / "model.pt")
+        (dst / "run.json").write_text(json.dumps(info))
+    elif kind == "swapped_weights":  # finite weights of the right shape, not the run's
+        first = next(iter(state))
+        state[first].view(-1)[0] += 1.0
         torch.save(state, dst / "model.pt")
     elif kind == "shape":
         info["model"] = "fcn:9"
@@ -236,6 +239,7 @@ def _run_dir_variant(src: Path, dst: Path, kind: str) -> None:
 
 RUN_DIR_VARIANTS = {
     "nan": "not finite", "inf": "not finite", "shape": "do not match",
+    "swapped_weights": "model.pt: weights changed since run.json was written",
     "no_weights": "model.pt", "garbage_weights": "model.pt", "bad_json": "run.json",
     "missing_field": "model", "bad_prior": "sigma_w2",
 }

@@ -125,9 +125,15 @@ def _hexed(payload: Any) -> Any:
 _BATCHNORM_ADDED_LATER = ("mc_batchnorm was added after these keys were written; 'eval', its "
                           "default, is what they were computed with, so it is left out there")
 
+# The data order of training joined the specs after their keys were written.
+_ORDER_ADDED_LATER = (("train.order", "shuffled"),)
+_ORDER_WHY = ("; train.order was added after these keys were written: 'shuffled', its default, "
+              "is how their runs trained, so it is left out there")
+
 _RULES = (
-    KeyRule("spec", 1, "json-compact", 16,
-            why="a sweep spec's protocol (ExperimentSpec.spec_hash): the store's spec_hash"),
+    KeyRule("spec", 1, "json-compact", 16, _ORDER_ADDED_LATER,
+            why="a sweep spec's protocol (ExperimentSpec.spec_hash): the store's spec_hash"
+                + _ORDER_WHY),
     KeyRule("run-config", 1, "json-compact", 16,
             why="a sweep run's settings (ExperimentSpec.config_hash): the runs' config_hash"),
     KeyRule("kernel", 1, "json-spaced", 16, (("mc_batchnorm", DEFAULT_BATCHNORM),),
@@ -148,8 +154,9 @@ _RULES = (
     KeyRule("mc-draws-sequence", 1, "stream", None,
             why="what fixes a Monte-Carlo check's draws (resumable fingerprint: all 64 "
                 "digits)"),
-    KeyRule("sgd-vs-bayes-spec", 1, "json-compact", 12,
-            why="an sgd-vs-bayes experiment in the store; 12 digits, the grid stores' keys"),
+    KeyRule("sgd-vs-bayes-spec", 1, "json-compact", 12, _ORDER_ADDED_LATER,
+            why="an sgd-vs-bayes experiment in the store; 12 digits, the grid stores' keys"
+                + _ORDER_WHY),
     KeyRule("sgd-vs-bayes-sample", 1, "json-compact", 12,
             why="what fixes an sgd-vs-bayes trained network; 12 digits, the stores' keys"),
     KeyRule("sgd-vs-bayes-volume", 1, "json-compact", 12,

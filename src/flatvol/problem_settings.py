@@ -178,6 +178,10 @@ class TrainSpec(StrictSpec):
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     post_train_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    # The order of S u A in each epoch (flatvol.train.protocol.DATA_ORDERS): 'shuffled' (a new
+    # permutation every epoch, the default) or 'fixed' (S then A every epoch, as the authors'
+    # code trains). Left out of the keys at its default (flatvol.digest: added later).
+    order: Literal["shuffled", "fixed"] = "shuffled"
     # Plan the sweep by stage: every seed and attack size of an optimizer trains as one ensemble
     # (flatvol.train.ensemble), then each run is measured and recorded. An execution choice,
     # like the backend: each member equals one-at-a-time training up to float32 rounding (which
@@ -414,7 +418,7 @@ RUN_OPTIONS: dict[str, tuple[str, str]] = {
     "model": ("model", "arch"), "sigma_w2": ("model", "sigma_w2"),
     "sigma_b2": ("model", "sigma_b2"),
     **{name: ("train", name) for name in ("lr", "batch_size", "max_epochs", "fit", "momentum",
-                                          "weight_decay", "post_train_epochs")},
+                                          "weight_decay", "post_train_epochs", "order")},
     "optimizer": ("optimizer", "name"),
 }
 _RUN_SECTIONS: dict[str, type[BaseModel]] = {"data": DataSpec, "model": ModelSpec,

@@ -12,8 +12,8 @@ from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.volume import DEFAULT_ESTIMATOR
 
 ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_fcn_seed0", "fig3_cifar_resnet50",
-         "fig3_cifar_resnet50_cpu",
+NAMES = ("fig3_mnist_fcn", "fig3_cifar_fcn", "fig3_cifar_fcn_seed0", "fig3_cifar_fcn_fixed_order",
+         "fig3_cifar_resnet50", "fig3_cifar_resnet50_cpu",
          "fig4_optimizers", "fig4_cifar_fcn", "fig4_cifar_fcn_adam_lr1e-4",
          "fig4_cifar_fcn_amsgrad_lr1e-4", "fig4_mnist_fcn", "fig5_temporal", "demo")
 SPECS = [ROOT / "specs" / f"{name}.toml" for name in NAMES]

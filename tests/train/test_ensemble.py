@@ -103,6 +103,18 @@ def test_members_with_different_attack_sets_equal_networks_trained_alone(optimiz
     assert np.isnan(ensemble.train_acc_A[1]) and not np.isnan(ensemble.train_acc_A[0])
 
 
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.1), ("adam", 0.01)])
+def test_a_fixed_data_order_trains_members_as_alone(optimizer, lr):
+    """order='fixed': every member walks its own S u A in list order each epoch (members of
+    different attack sizes in one block), as train_to_fit does."""
+    task = _task(seed=3)
+    config = TrainConfig(optimizer=optimizer, lr=lr, max_epochs=150, order="fixed")
+    seeds, attacks = [0, 3, 0, 5], [8, 0, 3, 8]
+    ensemble = train_ensemble("fcn:16,8", task, config, seeds=seeds, attack_sizes=attacks,
+                              group_size=2)
+    _assert_members_match(ensemble, "fcn:16,8", task, config)
+
+
 def test_frozen_members_do_not_change_while_others_train():
     """A member's result does not depend on which other members share its ensemble, nor on how
     long they train after it stops."""

@@ -55,3 +55,37 @@ def test_train_to_fit_stops_by_the_configs_rule(synthetic_task):
     result = train_to_fit(model, synthetic_task, config, seed=0)
     first = next(h for h in result.history if h["train_acc_S"] == h["train_acc_A"] == 1.0)
     assert result.fitted_at == first["epoch"] and result.epochs == result.fitted_at + 2
+
+
+def test_a_fixed_order_walks_S_then_A_every_epoch(synthetic_task):
+    """order='fixed' (the authors' code, whose shuffle is a no-op) against a hand-written SGD
+    over minibatches of S u A in list order, every epoch the same."""
+    import torch.nn.functional as F
+
+    config = TrainConfig(lr=0.1, batch_size=8, order="fixed")
+    model = build_model("fcn:16", synthetic_task.input_shape, seed=0)
+    result = train_to_fit(model, synthetic_task, config, seed=0)
+    assert result.status == "fitted" and result.epochs > 1
+    assert config.to_dict()["order"] == "fixed" and "order" not in TrainConfig().to_dict()
+
+    by_hand = build_model("fcn:16", synthetic_task.input_shape, seed=0)
+    x, y = synthetic_task.train_inputs(include_attack=True)
+    for _ in range(result.epochs):
+        for i in range(0, len(y), config.batch_size):
+            by_hand.zero_grad(set_to_none=True)
+            logits = by_hand(x[i:i + config.batch_size]).reshape(-1)
+            F.binary_cross_entropy_with_logits(logits, y[i:i + config.batch_size]).backward()
+            with torch.no_grad():
+                for p in by_hand.parameters():
+                    p.add_(p.grad, alpha=-config.lr)
+    for p, q in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    # and it is another network than the shuffled order trains
+    shuffled = build_model("fcn:16", synthetic_task.input_shape, seed=0)
+    train_to_fit(shuffled, synthetic_task, TrainConfig(lr=0.1, batch_size=8), seed=0)
+    assert not torch.equal(next(shuffled.parameters()), next(model.parameters()))
+
+
+def test_an_unknown_order_is_refused():
+    with pytest.raises(SpecError, match="order must be one of shuffled, fixed, got 'sorted'"):
+        TrainConfig(order="sorted")

@@ -64,6 +64,11 @@ def run_command(
         "workers, the trainer's only: the workers measure on cores / workers.")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Re-run runs recorded as failed (default: keep them).")] = False,
+    keep_networks: Annotated[bool, typer.Option(
+        "--keep-networks",
+        help="Also write each run's trained network to DIR/networks/<spec hash>/<run>/ "
+        "(run.json + model.pt, as 'flatvol train' writes), to measure again with "
+        "'flatvol collect' or 'flatvol flatness'.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run every (optimizer, attack size, seed) of SPEC not yet in DIR; re-running resumes."""
@@ -74,7 +79,8 @@ def run_command(
     parsed, source = load_sweep_spec(spec)
     summary = run_sweep(parsed, out, backend=backend, workers=workers,
                         data_dir=data_dir, device=device, retry_failed=retry_failed,
-                        progress=not quiet, threads=threads, source=source)
+                        progress=not quiet, threads=threads, source=source,
+                        keep_networks=keep_networks)
     console.print(
         f"[bold]{summary.planned}[/] runs planned: {summary.skipped} already in the store, "
         f"{summary.done} done, {summary.failed} failed in {summary.seconds:.1f}s "

@@ -42,6 +42,9 @@ def train(
     batch_size: Annotated[int, typer.Option()] = 32,
     max_epochs: Annotated[int, typer.Option()] = 2000,
     fit: Annotated[str, typer.Option(help="Stop when S ('S') or S u A ('all') is 100% fit.")] = "S",
+    order: Annotated[str, typer.Option(
+        help="Data order each epoch: 'shuffled' (a new permutation) or 'fixed' (S then A, as "
+        "the authors' code trains).")] = "shuffled",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
 ) -> None:
     """Train one network to fit S (with an optional attack set) and write RUN_DIR/run.json."""
@@ -63,7 +66,7 @@ def train(
         "task": task, "classes": classes, "train_size": train_size, "attack_size": attack_size,
         "test_size": test_size, "data_seed": data_seed, "model": model, "sigma_w2": sigma_w2,
         "sigma_b2": sigma_b2, "optimizer": optimizer, "lr": lr, "batch_size": batch_size,
-        "max_epochs": max_epochs, "fit": fit, "seed": seed})
+        "max_epochs": max_epochs, "fit": fit, "order": order, "seed": seed})
     data = load_task(task, train_size=train_size, attack_size=attack_size, test_size=test_size,
                      data_seed=data_seed, data_dir=data_dir, classes=classes)
     # run.json records the labelling by the task's own name for it (e.g. '0-4v5-9' for the

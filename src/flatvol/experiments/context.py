@@ -43,6 +43,8 @@ from flatvol.volume.kernels import (
 )
 
 CACHE_DIR = "cache"  # OUT/cache: the kernel, Monte-Carlo draws and ensemble checkpoints
+# OUT/networks/<spec hash>/<run>: kept networks, run directories as `flatvol train` writes them
+NETWORKS_DIR = "networks"
 
 @dataclass
 class SweepContext:
@@ -65,6 +67,9 @@ class SweepContext:
     reference_labels: np.ndarray | None = None
     # Where ensembles keep their training progress (DIR/cache; None: no checkpoints).
     checkpoint_dir: str | None = None
+    # Where each run's trained network is kept as a run directory (`flatvol run
+    # --keep-networks`: DIR/networks/<spec hash>; None: networks are not kept).
+    networks_dir: str | None = None
     _volume_cache: VolumeService | None = field(default=None, repr=False)
 
     def volume_cache(self) -> VolumeService | None:
@@ -277,7 +282,8 @@ def sweep_kernel(spec: ExperimentSpec, task: TaskData, out: Path, device: str,
 def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None,
                     device: str = "cpu", progress: bool = True,
                     threads: int | None = None,
-                    train_threads: int | None = None) -> SweepContext:
+                    train_threads: int | None = None,
+                    keep_networks: bool = False) -> SweepContext:
     """The context of a sweep writing to `out`, with the kernel if a measure needs it.
 
     Args:
@@ -290,18 +296,23 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
         threads: Torch threads per run (None: leave torch's setting).
         train_threads: Torch threads of the ensemble trainer of a staged sweep whose runs are
             measured in other processes (None: torch's setting).
+        keep_networks: Keep each run's trained network as a run directory under
+            out/networks/<spec hash> (networks_dir).
 
     Returns:
         The SweepContext shared by all runs.
     """
     checkpoints = str((out / CACHE_DIR).absolute())  # Ray workers run elsewhere
+    networks = (str((out / NETWORKS_DIR / spec.spec_hash()[:12]).absolute())
+                if keep_networks else None)
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
-                            train_threads=train_threads, checkpoint_dir=checkpoints)
+                            train_threads=train_threads, checkpoint_dir=checkpoints,
+                            networks_dir=networks)
     task = load_run_task(spec, 0, data_dir)  # S u E: the kernel's input and reference labels
     nngp = sweep_kernel(spec, task, out, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
     labels = task.y_SE().detach().cpu().numpy().astype(np.float64)
     return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
-                        train_threads, labels, checkpoints)
+                        train_threads, labels, checkpoints, networks)

@@ -8,6 +8,8 @@
                                                         then each run is measured)
 
 Neither touches the store: a backend ships runs here and hands the records back to the driver.
+With `flatvol run --keep-networks` (ctx.networks_dir) each run's network is also written as a
+run directory (keep_network), for measuring again later.
 Determinism: a run's numbers depend only on the spec and its seed (model init and data order
 from the seed, measure seeds from seed and epoch), not on the backend or on which runs were done
 before; bitwise equality assumes the same torch build and thread count.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,7 +30,7 @@ import torch
 
 import flatvol
 from flatvol.data.task import TaskData
-from flatvol.errors import FlatvolError
+from flatvol.errors import FlatvolError, WriteError
 from flatvol.experiments.build import load_run_task, spec_prior, train_config
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.plan import PlannedRun
@@ -191,6 +194,8 @@ def execute_run(run: PlannedRun, ctx: SweepContext, progress: ProgressFn | None 
     with torch_threads(ctx.threads):
         try:
             return _train_and_measure(run, ctx, progress, info, start, series, trained)
+        except WriteError:  # a full disk is the sweep's problem, not the run's: it stops
+            raise
         except RUN_ERRORS as exc:
             reason = failure_reason(exc)
             info.update(error=reason, seconds=round(time.perf_counter() - start, 3))
@@ -249,6 +254,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
                       "test_acc_E": result.test_acc_E},
     )
     if result.status != "fitted":
+        keep_network(run, ctx, task, result, model, start, "final")
         reason = (f"{DID_NOT_FIT}: {'S' if config.fit == 'S' else 'S u A'} not fit after "
                   f"{result.epochs} epochs (train_acc_S {result.train_acc_S:.4f})")
         info.update(seconds=round(time.perf_counter() - start, 3))
@@ -263,6 +269,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     if swa is not None:
         measured = swa.averaged_model(task)
         info.update(measured_model="swa-average", swa_epochs=swa.epochs_averaged)
+    keep_network(run, ctx, task, result, measured, start, info["measured_model"])
     mctx.epoch = None
     mctx.details = {}
     names = ["accuracy"] + [m for m in spec.measures.final if m != "accuracy"]
@@ -276,6 +283,60 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
     return RunRecord(run.key, run.config_hash, "done", results=results, info=info,
                      series=series.rows, seconds=time.perf_counter() - start,
                      volume_estimator=volume_estimator_name(spec))
+
+
+def network_dir_name(run: PlannedRun) -> str:
+    """The directory name of a run's kept network: '<optimizer>-attack<A>-seed<S>', the
+    optimizer's key with anything but letters, digits, '.', '_' and '-' as '_'.
+
+    Args:
+        run: The planned run.
+
+    Returns:
+        A name safe on every file system.
+    """
+    optimizer = re.sub(r"[^A-Za-z0-9._-]", "_", run.optimizer.key)
+    return f"{optimizer}-attack{run.attack_size}-seed{run.seed}"
+
+
+def keep_network(run: PlannedRun, ctx: SweepContext, task: TaskData, result: Any,
+                 model: torch.nn.Module, start: float, measured_model: str) -> Path | None:
+    """Write the run's network (when the sweep keeps networks, ctx.networks_dir) as the run
+    directory `flatvol train` writes for the same settings (flatvol.train.run.run_info), so
+    `flatvol collect` or `flatvol flatness` can measure it again with other settings.
+
+    Args:
+        run: The planned run.
+        ctx: The sweep's context.
+        task: The run's S, A and E.
+        result: Its TrainResult.
+        model: The network measured (the final iterate, or SWA's average).
+        start: perf_counter() when the run started (its seconds).
+        measured_model: 'final' or 'swa-average' (recorded in run.json).
+
+    Returns:
+        The run directory, or None when networks are not kept.
+
+    Raises:
+        WriteError: the disk is full or the place unwritable (the sweep stops: a run is not
+            recorded as failed for it).
+    """
+    if ctx.networks_dir is None:
+        return None
+    from flatvol.problem_settings import run_spec
+    from flatvol.train.checkpoint import save_run
+    from flatvol.train.run import run_info
+
+    spec = ctx.spec
+    # A run with SWA is kept as its averaged network: one network, no averaging left to do.
+    optimizer = run.optimizer.model_copy(update={"swa": None})
+    one_run = run_spec(spec.data, spec.model, spec.train, optimizer, run.attack_size, run.seed)
+    info = run_info(one_run, task, result, ctx.data_dir, time.perf_counter() - start)
+    info["sweep"] = {"spec_name": spec.name, "spec_hash": run.key.spec_hash,
+                     "optimizer": run.optimizer.key, "measured_model": measured_model}
+    run_dir = Path(ctx.networks_dir) / network_dir_name(run)
+    save_run(run_dir, model, info)
+    return run_dir
 
 
 def ensemble_eligible(spec: ExperimentSpec, opt: OptimizerSpec) -> bool:

@@ -21,7 +21,7 @@ from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import load_run_task, spec_prior, train_config
-from flatvol.experiments.context import CACHE_DIR, kernel_request
+from flatvol.experiments.context import CACHE_DIR, NETWORKS_DIR, kernel_request
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.spec_files import one_line
 from flatvol.experiments.store import RunKey
@@ -41,6 +41,7 @@ class SweepOptions:
     threads: int | None = None
     data_dir: str | None = None
     retry_failed: bool = False
+    keep_networks: bool = False
 
 
 def check_options(options: SweepOptions) -> None:
@@ -192,7 +193,9 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
         options: the command's options.
     """
     check_options(options)
-    check_output_dir(out, folders=(CACHE_DIR,))  # OUT/cache: the kernel, checkpoints
+    # OUT/cache: the kernel, checkpoints; OUT/networks: the kept networks
+    check_output_dir(out, folders=(CACHE_DIR, NETWORKS_DIR) if options.keep_networks
+                     else (CACHE_DIR,))
     get_backend(options.backend).check_available()
     runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
     check_spec(spec, source, options.data_dir)

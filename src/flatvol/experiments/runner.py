@@ -223,6 +223,7 @@ def run_sweep(
     threads: int | None = None,
     stream: IO[str] | None = None,
     source: SpecSource | None = None,
+    keep_networks: bool = False,
 ) -> SweepSummary:
     """Run every planned run of `spec` not yet in DIR's store and record each as it finishes.
 
@@ -243,6 +244,10 @@ def run_sweep(
         stream: Where the progress bars go (default: stderr).
         source: The spec file as read (spec_files.read_spec_source), recorded with the
             runs and named in the pre-flight's messages; None: the spec's name stands for it.
+        keep_networks: Also write each run's trained network as a run directory
+            (DIR/networks/<spec hash>/<optimizer>-attack<A>-seed<S>: run.json + model.pt, what
+            `flatvol train` writes), which `flatvol collect` measures again with other
+            settings. The results and the store are the same either way.
 
     Returns:
         The SweepSummary.
@@ -265,7 +270,8 @@ def run_sweep(
     out = Path(out)
     data_dir = str(data_dir) if data_dir is not None else None
     runs = plan_runs(spec)
-    options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed)
+    options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed,
+                           keep_networks)
     check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options)
     executor = get_backend(backend)
     with Store(out) as store:
@@ -290,7 +296,7 @@ def run_sweep(
                                measures=tuple(spec.measures.final)) as bars:
                 if todo:
                     ctx = prepare_context(spec, out, data_dir, device, progress, threads,
-                                          train_threads)
+                                          train_threads, keep_networks)
 
                     def record(rec: RunRecord) -> None:
                         # A signal waits for the run's row and the counts, so that both agree

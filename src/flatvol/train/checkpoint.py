@@ -2,7 +2,10 @@
 
 Both files are written atomically (flatvol.io: temporary file, fsync, rename), so a killed
 process never leaves a half-written run; run.json is written after the weights, so its presence
-marks a complete run. Weights load with torch.load(weights_only=True): no arbitrary unpickling.
+marks a complete run. run.json records the sha256 of model.pt (`weights_sha256`), checked
+before the weights are read back: a damaged or swapped weights file is refused, not measured
+(run directories written before the field existed are checked for finiteness and shape only).
+Weights load with torch.load(weights_only=True): no arbitrary unpickling.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from torch import nn
 
 from flatvol.data.task import TaskData
 from flatvol.errors import CheckpointError, FlatvolError, SpecError
-from flatvol.io import atomic_write, atomic_write_json
+from flatvol.io import atomic_write, atomic_write_json, sha256_file
 from flatvol.limits import MAX_DATA_SIZE, MAX_SEED, bound_problem
 from flatvol.models import Prior, build_model
 from flatvol.models.registry import parse_model_spec
 
 RUN_JSON = "run.json"
 WEIGHTS = "model.pt"
+WEIGHTS_SHA256 = "weights_sha256"  # the run.json field holding model.pt's sha256
 REQUIRED_FIELDS = ("task", "train_size", "attack_size", "test_size", "model", "prior", "seed")
 # The numbers of a run that size its data (and key it), with their bounds (flatvol.limits):
 # checked in run.json before a reload allocates anything, and in a run's options before it trains.
@@ -48,23 +52,29 @@ def save_checkpoint(path: str | Path, model: nn.Module) -> None:
     atomic_write(Path(path), lambda fh: torch.save(state, fh))
 
 
-def load_checkpoint(path: str | Path, model: nn.Module) -> nn.Module:
+def load_checkpoint(path: str | Path, model: nn.Module, sha256: str | None = None) -> nn.Module:
     """Load a state_dict saved by save_checkpoint into `model` (safe: weights_only=True).
 
     Args:
         path: The checkpoint file written by save_checkpoint.
         model: Model of the same architecture, loaded in place.
+        sha256: The file's recorded sha256, checked before it is read; None: not checked.
 
     Returns:
         model, with the loaded weights.
 
     Raises:
-        CheckpointError: If the file is missing, unreadable, not a state_dict, holds non-finite
-            weights or does not match the model.
+        CheckpointError: If the file is missing, unreadable, not the recorded bytes, not a
+            state_dict, holds non-finite weights or does not match the model.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointError(f"{path}: weights changed since {RUN_JSON} was written "
+                                  f"(sha256 expected {sha256[:16]}..., got {actual[:16]}...)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt zip, pickle with forbidden globals, ...
@@ -97,11 +107,12 @@ def save_run(run_dir: str | Path, model: nn.Module, info: dict[str, Any]) -> Pat
         info: Run metadata written to run.json.
 
     Returns:
-        The path of the written run.json.
+        The path of the written run.json (which records the weights' sha256).
     """
     run_dir = Path(run_dir)
     save_checkpoint(run_dir / WEIGHTS, model)
-    atomic_write_json(run_dir / RUN_JSON, info)
+    atomic_write_json(run_dir / RUN_JSON,
+                      {**info, WEIGHTS_SHA256: sha256_file(run_dir / WEIGHTS)})
     return run_dir / RUN_JSON
 
 
@@ -227,6 +238,10 @@ def load_run(
         model = build_model(info["model"], task.input_shape, prior, outputs=task.outputs)
     except SpecError as exc:  # e.g. more parameters on these inputs than flatvol.limits allows
         raise CheckpointError(f"{run_dir / RUN_JSON}: model: {exc}") from None
-    load_checkpoint(run_dir / WEIGHTS, model)
+    recorded = info.get(WEIGHTS_SHA256)
+    if recorded is not None and not (isinstance(recorded, str) and len(recorded) == 64):
+        raise CheckpointError(f"{run_dir / RUN_JSON}: {WEIGHTS_SHA256}: expected 64 hex "
+                              f"digits, got {recorded!r}")
+    load_checkpoint(run_dir / WEIGHTS, model, recorded)
     model.to(device).eval()
     return LoadedRun(model=model, task=task, info=info)

@@ -69,7 +69,7 @@ from flatvol.train.ensemble_result import (
     member_result,
 )
 from flatvol.train.loop import TrainConfig, check_task_outputs
-from flatvol.train.protocol import data_order_generator
+from flatvol.train.protocol import data_order_generator, epoch_order
 from flatvol.train.stacked import (
     ENSEMBLE_OPTIMIZERS,
     EngineName,
@@ -282,7 +282,7 @@ def train_models_together(
         while len(active):
             a_rows = attacks[active]  # each row's attack-set size
             segments = [(r0, r1, n_S + int(a_rows[r0])) for r0, r1 in _equal_runs(a_rows)]
-            perms = [torch.stack([torch.randperm(n, generator=generators[i])
+            perms = [torch.stack([epoch_order(n, generators[i], config.order)
                                   for i in active[r0:r1].tolist()]).to(device)
                      for r0, r1, n in segments]
             total, missed = run_epoch(runner, optimizer, params, buffers, x_run, y_train,

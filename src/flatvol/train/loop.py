@@ -22,7 +22,14 @@ from flatvol.train.optimizers import (
     flush_subnormal_,
     make_optimizer,
 )
-from flatvol.train.protocol import StoppingRule, data_order_generator
+from flatvol.train.protocol import (
+    DEFAULT_DATA_ORDER,
+    DataOrder,
+    StoppingRule,
+    check_data_order,
+    data_order_generator,
+    epoch_order,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class TrainConfig:
     post_train_epochs: int = 0
     # hash=False: a dict cannot be hashed; configs that differ only here still compare unequal
     optimizer_options: Mapping[str, OptionValue] = field(default_factory=dict, hash=False)
+    order: DataOrder = DEFAULT_DATA_ORDER  # flatvol.train.protocol.DATA_ORDERS
 
     def __post_init__(self) -> None:
         # a private copy: the caller's dict may change later, a frozen config must not
@@ -52,6 +60,7 @@ class TrainConfig:
             raise SpecError(f"lr must be a positive number, got {self.lr}")
         if self.batch_size < 1:
             raise SpecError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_data_order(self.order)
 
     def stopping_rule(self) -> StoppingRule:
         """When a run with this config stops."""
@@ -63,11 +72,14 @@ class TrainConfig:
                                  dict(self.optimizer_options))
 
     def to_dict(self) -> dict:
-        """The config as recorded with a run. Options are listed only when there are some, so
-        configs without options keep the form (and the hashes) they always had."""
+        """The config as recorded with a run. Options are listed only when there are some, and
+        the data order only when it is not the default, so the configs of earlier versions keep
+        the form (and the hashes) they always had."""
         out = asdict(self)
         if not out["optimizer_options"]:
             del out["optimizer_options"]
+        if out["order"] == DEFAULT_DATA_ORDER:
+            del out["order"]
         return out
 
 
@@ -184,8 +196,8 @@ def train_to_fit(
     Stopping (`config.stopping_rule()`): at the end of the first epoch where S (fit='S') or
     S u A (fit='all') is 100% classified (labels_from_outputs equal to the labels), then
     `post_train_epochs` more epochs. Hitting `max_epochs` first gives status 'did_not_fit'.
-    The data order is drawn from `seed` alone (`data_order_generator`), so a run is
-    reproducible.
+    The data order (`config.order`: shuffled every epoch, or fixed) is drawn from `seed`
+    alone (`data_order_generator`), so a run is reproducible.
 
     Args:
         model: trained in place.
@@ -221,7 +233,7 @@ def train_to_fit(
     epoch = 0
     while True:
         model.train()
-        perm = torch.randperm(n, generator=order_rng).to(device)
+        perm = epoch_order(n, order_rng, config.order).to(device)
         total = 0.0
         for i in range(0, n, config.batch_size):
             idx = perm[i : i + config.batch_size]

@@ -16,6 +16,46 @@ from flatvol.errors import SpecError
 DATA_ORDER_OFFSET = 1_000_003
 
 
+# How a run walks S u A each epoch. 'shuffled' (the default): a fresh permutation per epoch,
+# drawn from the run seed. 'fixed': the same order every epoch, S then A as TaskData lists them:
+# what the authors' code does (its shuffle() permutes a copy it throws away), so its minibatches
+# end every epoch on the attack set.
+DATA_ORDERS: tuple[str, ...] = ("shuffled", "fixed")
+DataOrder = Literal["shuffled", "fixed"]
+DEFAULT_DATA_ORDER: DataOrder = "shuffled"
+
+
+def check_data_order(order: str) -> None:
+    """Refuse an order that is not one of DATA_ORDERS.
+
+    Args:
+        order: the order's name.
+
+    Raises:
+        SpecError: naming the expected orders and the one given.
+    """
+    if order not in DATA_ORDERS:
+        raise SpecError(f"order must be one of {', '.join(DATA_ORDERS)}, got {order!r}")
+
+
+def epoch_order(n: int, generator: torch.Generator, order: DataOrder = DEFAULT_DATA_ORDER
+                ) -> torch.Tensor:
+    """The indices of one epoch's walk over the n training points.
+
+    Args:
+        n: |S u A|.
+        generator: the run's data-order generator (data_order_generator); a 'fixed' order
+            draws nothing from it.
+        order: one of DATA_ORDERS.
+
+    Returns:
+        An int64 CPU tensor holding a permutation of 0..n-1.
+    """
+    if order == "fixed":
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator)
+
+
 def data_order_generator(seed: int) -> torch.Generator:
     """The generator of a run's minibatch order (one torch.randperm per epoch).
 
