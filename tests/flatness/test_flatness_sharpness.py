@@ -63,6 +63,20 @@ def test_fast_reaches_the_paper_and_lbfgsb_maxima_with_fewer_gradients():
     assert values["fast"].n_grad_evals * 10 < values["paper"].n_grad_evals
 
 
+def test_paper_reports_its_best_after_each_epoch():
+    """max_loss_by_epoch[k - 1] is the maximum a run of k epochs finds (the same seeded
+    minibatch order, so a shorter run is a prefix of a longer one)."""
+    model, x, y = make_fcn()
+    long = keskar_sharpness(model, x, y, maximizer="paper", epochs=6)
+    assert len(long.max_loss_by_epoch) == 6 and long.max_loss_by_epoch[-1] == long.max_loss
+    assert list(long.max_loss_by_epoch) == sorted(long.max_loss_by_epoch)
+    for k in (1, 3):
+        short = keskar_sharpness(model, x, y, maximizer="paper", epochs=k)
+        assert short.max_loss == long.max_loss_by_epoch[k - 1]
+        assert short.max_loss_by_epoch == long.max_loss_by_epoch[:k]
+    assert keskar_sharpness(model, x, y, maximizer="fast").max_loss_by_epoch == ()
+
+
 @pytest.mark.parametrize("maximizer", MAXIMIZERS)
 def test_linear_loss_has_its_analytic_box_maximum(maximizer):
     """L(w) = mean(model(x)) for a linear model is linear in w: the box maximum is

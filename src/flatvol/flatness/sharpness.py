@@ -54,6 +54,7 @@ class BoxProblem:
         self.n_grad_evals = 0
         self.best_value = -math.inf
         self.best_z = torch.zeros_like(bound)
+        self.best_by_epoch: list[float] = []  # the 'paper' maximizer's best after each epoch
 
     def weights(self, z: torch.Tensor) -> torch.Tensor:
         return self.fl.w0 + (z if self.basis is None else self.basis @ z)
@@ -105,6 +106,7 @@ def paper_ascent(
             _, g = problem.value_and_grad(z, index)
             z = problem.clip(z + lr * g)
             problem.value(z)
+        problem.best_by_epoch.append(problem.best_value)
 
 
 def lbfgsb_ascent(problem: BoxProblem, *, maxiter: int = 10) -> None:
@@ -233,6 +235,9 @@ class KeskarSharpness(ResultMixin):
     seconds: float
     perturbation: torch.Tensor = field(repr=False, compare=False)
     bound: torch.Tensor = field(repr=False, compare=False)
+    # 'paper' only: the largest loss found by the end of each ascent epoch (how far from
+    # settled the maximum was when the epochs ran out); empty for the other maximizers.
+    max_loss_by_epoch: tuple[float, ...] = field(default=(), repr=False)
 
 
 def keskar_sharpness(
@@ -335,4 +340,5 @@ def keskar_sharpness(
             seconds=clock.seconds,
             perturbation=problem.best_z.cpu(),
             bound=bound.cpu(),
+            max_loss_by_epoch=tuple(problem.best_by_epoch),
         )
