@@ -53,10 +53,15 @@ def main() -> None:
     for opt, part in runs.groupby("optimizer"):
         print(f"| {opt} | {fitted[opt]} | {part.epochs.min()}-{part.epochs.max()} |")
 
-    table = correlation_table(runs, measures=MEASURES, by="optimizer",
+    # a store of re-measured networks (bench/remeasure_sharpness.py) holds sharpness alone
+    measures = [m for m in MEASURES if m in runs.columns]
+    for column in MEASURES:
+        if column not in runs.columns:
+            runs[column] = float("nan")
+    table = correlation_table(runs, measures=measures, by="optimizer",
                               n_resamples=args.resamples)
     if runs.optimizer.nunique() > 1:  # the optimizers' networks pooled (Fig. 4's question)
-        pooled = correlation_table(runs, measures=MEASURES, n_resamples=args.resamples)
+        pooled = correlation_table(runs, measures=measures, n_resamples=args.resamples)
         table = pd.concat([table, pooled.assign(optimizer="all, pooled")], ignore_index=True)
     print("\n| optimizer | measure vs test accuracy on E | Kendall tau [95% CI] | Spearman | n |")
     print("|---|---|---|---|---|")

@@ -1,6 +1,8 @@
 """The runner: resume without duplicates, determinism, failed runs, during-training measures,
 alpha events, the optimizers of Fig. 4, and the process backend."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,20 @@ def test_process_workers_give_the_same_rows(tmp_path):
         comparable_runs(runs_frame(tmp_path / "two")))
     assert comparable_series(series_frame(tmp_path / "one")).equals(
         comparable_series(series_frame(tmp_path / "two")))
+
+
+@pytest.mark.parametrize("attack_size", [0, 7, 20])
+def test_a_runs_task_is_the_one_read_from_the_data(attack_size):
+    """RunTasks cuts every run's task from the largest (attack sets are prefixes of one pool):
+    the same S, A, E, labels and fingerprint as reading that run's task from the data."""
+    from flatvol.experiments.build import RunTasks
+
+    spec = spec_from_dict(tiny_spec(sweep__attack_sizes=[0, 7, 20]))
+    tasks = RunTasks(spec, None, 20)
+    cut, read = tasks.task(attack_size), load_run_task(spec, attack_size, None)
+    assert cut.fingerprint() == read.fingerprint()
+    for name in ("S", "A", "E"):
+        assert torch.equal(getattr(cut, name).x, getattr(read, name).x)
+        assert torch.equal(getattr(cut, name).y, getattr(read, name).y)
+        np.testing.assert_array_equal(getattr(cut, name).index, getattr(read, name).index)
+    assert pickle.loads(pickle.dumps(tasks))._pool is None  # shipped without its data

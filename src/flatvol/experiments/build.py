@@ -6,9 +6,10 @@ spec means the same thing wherever it is read.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from flatvol.data.task import TaskData
+from flatvol.data.task import Split, TaskData
 from flatvol.models import Prior
 from flatvol.problem_settings import OptimizerSpec, ProblemSpec
 from flatvol.train import TrainConfig
@@ -37,6 +38,62 @@ def load_run_task(spec: ProblemSpec, attack_size: int,
     return load_task(d.task, train_size=d.train_size, attack_size=attack_size,
                      test_size=d.test_size, data_seed=d.data_seed, data_dir=data_dir,
                      classes=d.classes, every_class_in_S=d.every_class_in_S)
+
+
+class RunTasks:
+    """The tasks of a sweep's runs, read from the data once per process.
+
+    Every run of a spec shares S and E, and a smaller attack set is the start of a larger one
+    with the same labels (flatvol.data.tasks), so the task of the largest attack size holds
+    every run's: `task(attack_size)` is it with A cut to its first `attack_size` points,
+    equal to `load_run_task(spec, attack_size, data_dir)` (tested), without reading the data
+    again. The pre-flight check, the kernel's S u E, the ensemble and each run in the driver
+    share one read. Picklable without its data: a worker process reads the data once itself.
+
+    Args:
+        spec: the sweep's spec (its data settings).
+        data_dir: data directory (None: FLATVOL_DATA or the embedded MNIST subset).
+        largest: |A| of the largest task needed (a sweep's largest attack size).
+    """
+
+    def __init__(self, spec: ProblemSpec, data_dir: str | os.PathLike | None,
+                 largest: int) -> None:
+        self.spec = spec
+        self.data_dir = data_dir
+        self.largest = int(largest)
+        self._pool: TaskData | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}
+
+    def largest_task(self) -> TaskData:
+        """The task with the largest attack set, read on first use.
+
+        Returns:
+            The task; raises what `load_run_task` raises.
+        """
+        if self._pool is None:
+            self._pool = load_run_task(self.spec, self.largest, self.data_dir)
+        return self._pool
+
+    def task(self, attack_size: int) -> TaskData:
+        """The task of a run with `attack_size` attack points.
+
+        Args:
+            attack_size: |A|, at most the largest.
+
+        Returns:
+            The task, sharing S and E (and A's storage) with the largest.
+        """
+        attack_size = int(attack_size)
+        if not 0 <= attack_size <= self.largest:
+            raise ValueError(f"attack_size expected in 0..{self.largest}, got {attack_size}")
+        pool = self.largest_task()
+        if attack_size == self.largest:
+            return pool
+        a = pool.A
+        return dataclasses.replace(pool, A=Split(a.x[:attack_size], a.y[:attack_size],
+                                                 a.index[:attack_size]))
 
 
 def spec_classes(spec: ProblemSpec) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from flatvol.data.task import TaskData
 from flatvol.digest import digest
 from flatvol.errors import VolumeError
-from flatvol.experiments.build import load_run_task, spec_classes, spec_prior
+from flatvol.experiments.build import RunTasks, spec_classes, spec_prior
 from flatvol.experiments.plan import PlannedRun, ensemble_groups
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.store import RunKey
@@ -70,7 +70,23 @@ class SweepContext:
     # Where each run's trained network is kept as a run directory (`flatvol run
     # --keep-networks`: DIR/networks/<spec hash>; None: networks are not kept).
     networks_dir: str | None = None
+    # The runs' tasks, read once per process (shipped without their data).
+    tasks: RunTasks | None = field(default=None, repr=False)
     _volume_cache: VolumeService | None = field(default=None, repr=False)
+
+    def run_task(self, attack_size: int) -> TaskData:
+        """The task of a run with `attack_size` attack points (from `tasks`, made on first use).
+
+        Args:
+            attack_size: |A| of the run.
+
+        Returns:
+            Its TaskData (S and E shared by every run).
+        """
+        if self.tasks is None or attack_size > self.tasks.largest:
+            self.tasks = RunTasks(self.spec, self.data_dir,
+                                  max(self.spec.sweep.attack_values()))
+        return self.tasks.task(attack_size)
 
     def volume_cache(self) -> VolumeService | None:
         """The per-process volume service on the kernel (not shipped to workers: each process
@@ -283,7 +299,8 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
                     device: str = "cpu", progress: bool = True,
                     threads: int | None = None,
                     train_threads: int | None = None,
-                    keep_networks: bool = False) -> SweepContext:
+                    keep_networks: bool = False,
+                    tasks: RunTasks | None = None) -> SweepContext:
     """The context of a sweep writing to `out`, with the kernel if a measure needs it.
 
     Args:
@@ -298,6 +315,7 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
             measured in other processes (None: torch's setting).
         keep_networks: Keep each run's trained network as a run directory under
             out/networks/<spec hash> (networks_dir).
+        tasks: The runs' tasks, already read by the pre-flight (None: read here).
 
     Returns:
         The SweepContext shared by all runs.
@@ -305,14 +323,16 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     checkpoints = str((out / CACHE_DIR).absolute())  # Ray workers run elsewhere
     networks = (str((out / NETWORKS_DIR / spec.spec_hash()[:12]).absolute())
                 if keep_networks else None)
+    if tasks is None:
+        tasks = RunTasks(spec, data_dir, max(spec.sweep.attack_values()))
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
                             train_threads=train_threads, checkpoint_dir=checkpoints,
-                            networks_dir=networks)
-    task = load_run_task(spec, 0, data_dir)  # S u E: the kernel's input and reference labels
+                            networks_dir=networks, tasks=tasks)
+    task = tasks.task(0)  # S u E: the kernel's input and reference labels
     nngp = sweep_kernel(spec, task, out, device, progress)
     batches = (None if nngp.batch_kernels is None or nngp.batch_counts is None
                else (nngp.batch_kernels, nngp.batch_counts))
     labels = task.y_SE().detach().cpu().numpy().astype(np.float64)
     return SweepContext(spec, data_dir, device, nngp.matrix, nngp.info, threads, batches,
-                        train_threads, labels, checkpoints, networks)
+                        train_threads, labels, checkpoints, networks, tasks)

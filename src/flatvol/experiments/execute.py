@@ -31,7 +31,7 @@ import torch
 import flatvol
 from flatvol.data.task import TaskData
 from flatvol.errors import FlatvolError, WriteError
-from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.build import spec_prior, train_config
 from flatvol.experiments.context import SweepContext
 from flatvol.experiments.plan import PlannedRun
 from flatvol.experiments.spec import ExperimentSpec, OptimizerSpec
@@ -215,7 +215,7 @@ def _train_and_measure(run: PlannedRun, ctx: SweepContext, progress: ProgressFn 
 
     spec = ctx.spec
     task = (trained.task if trained is not None and trained.task is not None
-            else load_run_task(spec, run.attack_size, ctx.data_dir))
+            else ctx.run_task(run.attack_size))
     config = train_config(spec, run.optimizer, run.seed)
     model = optimizer = swa = None
     if trained is None:
@@ -415,7 +415,7 @@ def train_group(members: list[PlannedRun], ctx: SweepContext,
     with torch_threads(threads if threads is not None else ctx.threads):
         try:
             # attack sets are prefixes of one pool: the largest task holds every member's
-            task = load_run_task(spec, max(r.attack_size for r in members), ctx.data_dir)
+            task = ctx.run_task(max(r.attack_size for r in members))
             train_ensemble(spec.model.arch, task, config, [r.seed for r in members],
                            spec_prior(spec), ctx.device, callback=on_epoch,
                            keep_history=spec.train.history,

@@ -20,7 +20,7 @@ import torch
 from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
-from flatvol.experiments.build import load_run_task, spec_prior, train_config
+from flatvol.experiments.build import RunTasks, spec_prior, train_config
 from flatvol.experiments.context import CACHE_DIR, NETWORKS_DIR, kernel_request
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.spec_files import one_line
@@ -153,7 +153,8 @@ def _check_kernel(spec: ExperimentSpec, source: str, model: torch.nn.Module,
         raise SpecError(one_line(f"{source}: measures.volume.{exc}")) from None
 
 
-def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
+def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None,
+               tasks: RunTasks | None = None) -> None:
     """The whole expanded spec: data sizes of the largest attack set against the pool, the
     architecture on the task's input shape, every optimizer, every measure's options.
 
@@ -161,10 +162,13 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
         spec: the validated spec.
         source: the spec file (or name), for the messages.
         data_dir: the data directory the sweep will read.
+        tasks: the sweep's tasks, whose largest is read here (None: a RunTasks of this check).
     """
     largest = max(spec.sweep.attack_values())
+    if tasks is None:
+        tasks = RunTasks(spec, data_dir, largest)
     try:
-        task = load_run_task(spec, largest, data_dir)
+        task = tasks.largest_task()
     except FlatvolError as exc:
         field = "sweep.attack_sizes / data" if largest else "data"
         raise SpecError(one_line(f"{source}: {field}: {exc}")) from None
@@ -182,7 +186,7 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None) -> None:
 
 
 def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any],
-                options: SweepOptions) -> None:
+                options: SweepOptions, tasks: RunTasks | None = None) -> None:
     """Every check of a sweep command, before any work and without writing anything.
 
     Args:
@@ -191,6 +195,8 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
         out: the output directory.
         planned: the sweep's planned runs.
         options: the command's options.
+        tasks: the sweep's tasks (the data is read here, once, and kept for the runs);
+            None: read for this check alone.
     """
     check_options(options)
     # OUT/cache: the kernel, checkpoints; OUT/networks: the kept networks
@@ -198,4 +204,4 @@ def check_sweep(spec: ExperimentSpec, source: str, out: Path, planned: list[Any]
                      else (CACHE_DIR,))
     get_backend(options.backend).check_available()
     runs_to_do(planned, recorded_runs(out, spec.spec_hash()), options.retry_failed, out)
-    check_spec(spec, source, options.data_dir)
+    check_spec(spec, source, options.data_dir, tasks)

@@ -26,7 +26,7 @@ from rich.markup import escape
 import flatvol
 from flatvol.errors import SweepError
 from flatvol.experiments.backends import get_backend, resolve_workers
-from flatvol.experiments.build import train_config
+from flatvol.experiments.build import RunTasks, train_config
 from flatvol.experiments.context import (
     SweepContext,
     compute_kernel,
@@ -272,7 +272,9 @@ def run_sweep(
     runs = plan_runs(spec)
     options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed,
                            keep_networks)
-    check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options)
+    # The data is read once: by the pre-flight, then kept for the kernel and the runs.
+    tasks = RunTasks(spec, data_dir, max(spec.sweep.attack_values()))
+    check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options, tasks)
     executor = get_backend(backend)
     with Store(out) as store:
         spec_hash = spec.spec_hash()
@@ -296,7 +298,7 @@ def run_sweep(
                                measures=tuple(spec.measures.final)) as bars:
                 if todo:
                     ctx = prepare_context(spec, out, data_dir, device, progress, threads,
-                                          train_threads, keep_networks)
+                                          train_threads, keep_networks, tasks)
 
                     def record(rec: RunRecord) -> None:
                         # A signal waits for the run's row and the counts, so that both agree
