@@ -94,3 +94,30 @@ def test_a_file_where_the_networks_go_is_refused_before_any_work(tmp_path):
     with pytest.raises(SpecError, match="networks to be a folder, got a file"):
         run_sweep(_spec(True), out, progress=False, keep_networks=True)
     assert sorted(p.name for p in out.iterdir()) == ["networks"]  # nothing written
+
+
+def test_a_network_that_cannot_be_written_stops_the_sweep_which_resumes(tmp_path, monkeypatch):
+    """A full disk while a network is kept is the sweep's fault, not the run's: the sweep
+    stops with the WriteError (one line from the CLI), the runs recorded before stay, none is
+    recorded as failed, and the same call resumes."""
+    from flatvol.errors import WriteError
+    from flatvol.train import checkpoint
+
+    spec, out = _spec(False), tmp_path / "out"
+    real, calls = checkpoint.save_run, []
+
+    def full_disk_at_the_third(run_dir, model, info):
+        calls.append(run_dir)
+        if len(calls) == 3:
+            raise WriteError(f"{run_dir}/model.pt: cannot write it: no space left on the disk")
+        return real(run_dir, model, info)
+
+    monkeypatch.setattr(checkpoint, "save_run", full_disk_at_the_third)
+    with pytest.raises(WriteError, match="no space left"):
+        run_sweep(spec, out, progress=False, keep_networks=True)
+    recorded = runs_frame(out)
+    assert len(recorded) == 2 and set(recorded["status"]) == {"done"}
+    monkeypatch.setattr(checkpoint, "save_run", real)
+    again = run_sweep(spec, out, progress=False, keep_networks=True)
+    assert (again.skipped, again.done, again.failed) == (2, 2, 0)
+    assert len(list((out / "networks" / spec.spec_hash()[:12]).iterdir())) == 4
