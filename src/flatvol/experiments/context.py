@@ -46,6 +46,19 @@ CACHE_DIR = "cache"  # OUT/cache: the kernel, Monte-Carlo draws and ensemble che
 # OUT/networks/<spec hash>/<run>: kept networks, run directories as `flatvol train` writes them
 NETWORKS_DIR = "networks"
 
+def sweep_tasks(spec: ExperimentSpec, data_dir: str | None) -> RunTasks:
+    """The tasks of a sweep's runs (nothing read yet): up to its largest attack size.
+
+    Args:
+        spec: The sweep's spec.
+        data_dir: Data directory of the task (None: the embedded MNIST subset).
+
+    Returns:
+        The RunTasks every run's task is cut from.
+    """
+    return RunTasks(spec, data_dir, max(spec.sweep.attack_values()))
+
+
 @dataclass
 class SweepContext:
     """What all runs of a sweep share (picklable, shipped once to each worker)."""
@@ -83,9 +96,8 @@ class SweepContext:
         Returns:
             Its TaskData (S and E shared by every run).
         """
-        if self.tasks is None or attack_size > self.tasks.largest:
-            self.tasks = RunTasks(self.spec, self.data_dir,
-                                  max(self.spec.sweep.attack_values()))
+        if self.tasks is None:
+            self.tasks = sweep_tasks(self.spec, self.data_dir)
         return self.tasks.task(attack_size)
 
     def volume_cache(self) -> VolumeService | None:
@@ -324,7 +336,7 @@ def prepare_context(spec: ExperimentSpec, out: Path, data_dir: str | None = None
     networks = (str((out / NETWORKS_DIR / spec.spec_hash()[:12]).absolute())
                 if keep_networks else None)
     if tasks is None:
-        tasks = RunTasks(spec, data_dir, max(spec.sweep.attack_values()))
+        tasks = sweep_tasks(spec, data_dir)
     if not needs_kernel(spec):
         return SweepContext(spec, data_dir, device, None, {}, threads,
                             train_threads=train_threads, checkpoint_dir=checkpoints,

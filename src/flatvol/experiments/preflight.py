@@ -21,7 +21,7 @@ from flatvol.data.task import Split, TaskData
 from flatvol.errors import FlatvolError, SpecError
 from flatvol.experiments.backends import get_backend
 from flatvol.experiments.build import RunTasks, spec_prior, train_config
-from flatvol.experiments.context import CACHE_DIR, NETWORKS_DIR, kernel_request
+from flatvol.experiments.context import CACHE_DIR, NETWORKS_DIR, kernel_request, sweep_tasks
 from flatvol.experiments.spec import ExperimentSpec
 from flatvol.experiments.spec_files import one_line
 from flatvol.experiments.store import RunKey
@@ -166,7 +166,7 @@ def check_spec(spec: ExperimentSpec, source: str, data_dir: str | None,
     """
     largest = max(spec.sweep.attack_values())
     if tasks is None:
-        tasks = RunTasks(spec, data_dir, largest)
+        tasks = sweep_tasks(spec, data_dir)
     try:
         task = tasks.largest_task()
     except FlatvolError as exc:

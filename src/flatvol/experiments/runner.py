@@ -26,12 +26,13 @@ from rich.markup import escape
 import flatvol
 from flatvol.errors import SweepError
 from flatvol.experiments.backends import get_backend, resolve_workers
-from flatvol.experiments.build import RunTasks, train_config
+from flatvol.experiments.build import train_config
 from flatvol.experiments.context import (
     SweepContext,
     compute_kernel,
     discard_ensemble_checkpoints,
     prepare_context,
+    sweep_tasks,
 )
 from flatvol.experiments.execute import (
     FITTED,
@@ -273,7 +274,7 @@ def run_sweep(
     options = SweepOptions(backend, workers, device, threads, data_dir, retry_failed,
                            keep_networks)
     # The data is read once: by the pre-flight, then kept for the kernel and the runs.
-    tasks = RunTasks(spec, data_dir, max(spec.sweep.attack_values()))
+    tasks = sweep_tasks(spec, data_dir)
     check_sweep(spec, str(source_path) if source_path else spec.name, out, runs, options, tasks)
     executor = get_backend(backend)
     with Store(out) as store:
