@@ -11,7 +11,7 @@ draws also as multiples of the median Cholesky. All layouts use the same draws (
 one seed), and their features are compared with the contiguous ones.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_mc_draws.py --data-dir ../shared/data \
-        --reps 5 [--compiled]
+        --reps 5 [--compiled] [--profile]
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--compiled", action="store_true",
                         help="also time the channels-last network through torch.compile")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where one channels-last draw spends its time "
+                        "(torch.profiler, by operator)")
     args = parser.parse_args()
     layouts = ("contiguous", "channels-last", *(("compiled",) if args.compiled else ()))
     torch.set_num_threads(1)
@@ -87,6 +90,14 @@ def main() -> None:
             gram_b = b_.double() @ b_.double().T
             worst_gram[layout] = max(worst_gram[layout], float(
                 (gram_a - gram_b).abs().max() / gram_a.abs().max()))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        net = nets["channels-last"]
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            init_from_prior_(net, net.prior, generators["channels-last"])
+            net.features(inputs["channels-last"])
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"one thread, {args.reps} alternating repetitions, medians (torch {torch.__version__})")
     print("| layout | one draw (s) | x one 1500^2 Cholesky |")
