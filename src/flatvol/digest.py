@@ -154,15 +154,19 @@ _RULES = (
     KeyRule("mc-draws-sequence", 1, "stream", None,
             why="what fixes a Monte-Carlo check's draws (resumable fingerprint: all 64 "
                 "digits)"),
-    KeyRule("sgd-vs-bayes-spec", 1, "json-compact", 12, _ORDER_ADDED_LATER,
+    KeyRule("sgd-vs-bayes-spec", 1, "json-compact", 12,
+            (*_ORDER_ADDED_LATER, ("resample", None)),
             why="an sgd-vs-bayes experiment in the store; 12 digits, the grid stores' keys"
-                + _ORDER_WHY),
+                + _ORDER_WHY + "; [resample] was added later too, left out where absent"),
     KeyRule("sgd-vs-bayes-sample", 1, "json-compact", 12,
             why="what fixes an sgd-vs-bayes trained network; 12 digits, the stores' keys"),
     KeyRule("sgd-vs-bayes-volume", 1, "json-compact", 12,
             (("volume.mc_batchnorm", DEFAULT_BATCHNORM),),
             why="what fixes an sgd-vs-bayes V(f|S); 12 digits, the stores' keys; "
                 + _BATCHNORM_ADDED_LATER),
+    KeyRule("sgd-vs-bayes-posterior", 2, "json-compact", 12,
+            why="what fixes P_B(f|S) on one draw of E: the volume key, the posterior, the "
+                "draw's points and the sampler's settings; 12 digits, the stores' keys"),
 )
 
 # The current rule of each kind of key.

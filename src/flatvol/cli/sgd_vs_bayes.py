@@ -35,6 +35,7 @@ def sgd_vs_bayes_command(
     from flatvol.limits import MAX_NETWORKS
     from flatvol.progress import ProgressBar
     from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
+    from flatvol.sgd_vs_bayes.resample import run_resampled
     from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
     from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
     from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
@@ -66,12 +67,30 @@ def sgd_vs_bayes_command(
         if parsed.grid is not None:
             grid = run_sgd_vs_bayes_grid(parsed, out, data_dir=data_dir, device=device,
                                          progress=progress, networks=networks)
+        elif parsed.resample is not None:
+            resampled = run_resampled(parsed, out, data_dir=data_dir, device=device,
+                                      progress=progress, networks=networks)
         else:
             result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
                                       progress=progress, networks=networks)
     finally:
         for bar in bars.values():
             bar.close()
+    if parsed.resample is not None:
+        for entry in resampled.spread:
+            def spread(column: str, entry: dict = entry) -> str:
+                value = entry[column]
+                return f"{_fmt(value['mean'])} +- {_fmt(value['sd'])}"
+            console.print(
+                f"[bold]{entry['posterior']} |E|={entry['size']} {entry['optimizer']}[/] "
+                f"({entry['draws']} draws): median |log10 P_opt/P_B| (top) "
+                f"{spread('top_median_abs_log10_ratio')}; most frequent "
+                f"{spread('log10_ratio_most_frequent')}; Spearman {spread('spearman')}",
+                highlight=False)
+        files = resampled.files
+        console.print(f"-> {files['resample']}, {files['functions']}, {files['summary']}, "
+                      f"{files['figure']} (store: {out / 'results.sqlite'})", highlight=False)
+        return
     if parsed.grid is not None:
         for row in grid.rows:
             console.print(

@@ -7,7 +7,8 @@ Tables (see docs/EXPERIMENTS.md):
        info_json, seconds, finished_at)         key (spec_hash, optimizer, attack_size, seed)
 - results(spec_hash, optimizer, attack_size, seed, name, value)       one row per scalar
 - series(spec_hash, optimizer, attack_size, seed, epoch, phase, metric, value)   per epoch
-- function_experiments, function_samples, function_volumes, function_priors: sgd-vs-bayes, via
+- function_experiments, function_samples, function_volumes, function_priors,
+  function_posteriors: sgd-vs-bayes, via
   flatvol.sgd_vs_bayes.function_store
 
 A run is written in a single transaction (runs row + its results + its series), so a process
@@ -105,6 +106,9 @@ CREATE TABLE IF NOT EXISTS function_chunk_seconds (
 CREATE TABLE IF NOT EXISTS function_priors (
     volume_key TEXT PRIMARY KEY, kernel TEXT NOT NULL, log10_v_train REAL,
     prior_label1_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS function_posteriors (
+    posterior_key TEXT NOT NULL, function TEXT NOT NULL, log10_p REAL, stderr_log10 REAL,
+    reliable INTEGER NOT NULL, PRIMARY KEY (posterior_key, function));
 """
 
 class StoreError(FlatvolError):

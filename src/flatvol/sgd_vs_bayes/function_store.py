@@ -12,6 +12,9 @@ Tables (created by flatvol.experiments.store; see docs/EXPERIMENTS.md):
   marginals (binary: P(label 1 | y_S) per E point; K classes: a row of P(label k | y_S) per E
   point) and log10 V(y_S, f) per function f on E; the volume key hashes the data, model and
   volume settings.
+- function_posteriors(posterior_key, function, log10_p, stderr_log10, reliable): P_B(f|S) of a
+  function on one draw of E from the held-out pool under one posterior
+  (flatvol.sgd_vs_bayes.resample); the key hashes the volume key, posterior, draw and sampler.
 - function_experiments(spec_hash, info_json): which samples and volumes make up an experiment,
   with what the report needs (true labels on E, sizes, settings); the spec itself is in `specs`.
 
@@ -268,6 +271,23 @@ def write_volumes(store: Store, volume_key: str, values: dict[str, tuple[float, 
         c.executemany("INSERT OR REPLACE INTO function_volumes VALUES (?, ?, ?, ?)",
                       [(volume_key, f, finite_or_none(v), int(ok))
                        for f, (v, ok) in values.items()])
+
+
+def read_posteriors(store: Database, posterior_key: str
+                    ) -> dict[str, tuple[float, float, bool]]:
+    """function -> (log10 P_B(f|S), its standard error, whether it holds) on one draw of E."""
+    rows = _conn(store).execute("SELECT function, log10_p, stderr_log10, reliable FROM "
+                                "function_posteriors WHERE posterior_key=?",
+                                (posterior_key,)).fetchall()
+    return {f: (float_or_nan(p), float_or_nan(se), bool(ok)) for f, p, se, ok in rows}
+
+
+def write_posteriors(store: Store, posterior_key: str,
+                     values: dict[str, tuple[float, float, bool]]) -> None:
+    with store.transaction() as c:
+        c.executemany("INSERT OR REPLACE INTO function_posteriors VALUES (?, ?, ?, ?, ?)",
+                      [(posterior_key, f, finite_or_none(p), finite_or_none(se), int(ok))
+                       for f, (p, se, ok) in values.items()])
 
 
 def read_experiment_info(store: Database, spec_hash: str) -> dict[str, Any] | None:

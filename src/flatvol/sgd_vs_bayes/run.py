@@ -49,7 +49,7 @@ from flatvol.sgd_vs_bayes.spec import SgdVsBayesSpec
 from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 
 if TYPE_CHECKING:
-    from flatvol.volume import VolumeService
+    from flatvol.volume import PriorKernel, VolumeService
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 SAVE_EVERY_S = 30.0  # volumes are recorded in batches at most this far apart
@@ -111,8 +111,7 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
     Returns:
         The VolumeTable: log10 V(y_S), log10 V(y_S, f) of every function, the per-point marginals.
     """
-    from flatvol.models import build_model
-    from flatvol.volume import KernelRequest, VolumeService, prior_kernel
+    from flatvol.volume import VolumeService
 
     v = spec.volume
     key = spec.volume_key(task.fingerprint())
@@ -124,15 +123,7 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
 
     def service() -> VolumeService:  # the kernel is only built if something is missing
         if not built:
-            x = task.x_SE()
-            # only the architecture and the prior matter: the draws redraw the weights
-            model = build_model(spec.model.arch, tuple(x.shape[1:]), spec.prior(),
-                                seed=v.mc_seed)
-            request = KernelRequest(v.kernel, v.mc_samples, v.mc_seed, v.mc_tolerance,
-                                    v.mc_max_samples, v.mc_batchnorm, estimator=v.estimator,
-                                    options=dict(v.options))
-            kernel = prior_kernel(model, x, request, n_classes=k, probe_labels=task.y_SE(),
-                                  device=device, progress=False)
+            kernel = spec_kernel(spec, task, device)
             built.update(service=VolumeService(kernel, n_classes=k),
                          kernel=kernel.description())
         return built["service"]
@@ -164,6 +155,32 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
     return VolumeTable(v.estimator, kernel, log10_v_train,
                        {f: known[f][0] for f in functions}, {f: known[f][1] for f in functions},
                        marginals, k)
+
+
+def spec_kernel(spec: SgdVsBayesSpec, task: TaskData, device: str | torch.device = "cpu"
+                ) -> PriorKernel:
+    """The prior's kernel of S u E as the spec's volume settings ask for it.
+
+    Args:
+        spec: the experiment's spec (model, prior and volume settings).
+        task: S and E (S first in the kernel).
+        device: torch device of a Monte-Carlo kernel.
+
+    Returns:
+        The PriorKernel (for K classes, that of each of the K iid outputs).
+    """
+    from flatvol.models import build_model
+    from flatvol.volume import KernelRequest, prior_kernel
+
+    v = spec.volume
+    x = task.x_SE()
+    # only the architecture and the prior matter: the draws redraw the weights
+    model = build_model(spec.model.arch, tuple(x.shape[1:]), spec.prior(), seed=v.mc_seed)
+    request = KernelRequest(v.kernel, v.mc_samples, v.mc_seed, v.mc_tolerance,
+                            v.mc_max_samples, v.mc_batchnorm, estimator=v.estimator,
+                            options=dict(v.options))
+    return prior_kernel(model, x, request, n_classes=task.n_classes, probe_labels=task.y_SE(),
+                        device=device, progress=False)
 
 
 def class_marginals(service: VolumeService, y_S: np.ndarray, estimator: str,
@@ -231,6 +248,9 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
     if spec.grid is not None:
         raise SpecError(f"{spec.name}: the spec has a [grid]; run it with `flatvol sgd-vs-bayes` "
                         "or flatvol.sgd_vs_bayes.grid.run_sgd_vs_bayes_grid")
+    if spec.resample is not None:
+        raise SpecError(f"{spec.name}: the spec has a [resample] section; run it with `flatvol "
+                        "sgd-vs-bayes` or flatvol.sgd_vs_bayes.resample.run_resampled")
     task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
     with Store(out) as store:
         return run_cell(spec, task, store, Path(out), device, progress)

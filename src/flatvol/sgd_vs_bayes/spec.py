@@ -59,6 +59,47 @@ class BayesVolumeSpec(VolumeSpec):
     min_count: int = Field(1, ge=1)
 
 
+class ResampleSpec(StrictSpec):
+    """Draws of E from the held-out pool (data.test_size points): `draws` independent draws of
+    each size in `sizes`, without replacement within a draw; P_opt(f|S) of each draw is read off
+    the same trained networks (a function on a draw is the networks' labels there), and
+    P_B(f|S) comes from each named posterior (flatvol.volume.predictive.POSTERIORS), estimated
+    with `n_samples` importance samples. Replaces the single-E comparison of the spec."""
+
+    sizes: list[int] = Field(default_factory=lambda: [20, 50, 100])
+    draws: int = Field(10, ge=1, le=1000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    posteriors: list[str] = Field(
+        default_factory=lambda: ["ep-orthant", "ep-probit", "gp-regression"])
+    n_samples: int = Field(4000, ge=100, le=1_000_000)
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, values: list[int]) -> list[int]:
+        if not values or any(v < 1 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"expected distinct sizes >= 1, got {values}")
+        if max(values) > MAX_RESAMPLED_E:
+            # P_B(f|S) is an |E|-dimensional orthant by importance sampling, trusted to here
+            raise ValueError(f"expected sizes <= {MAX_RESAMPLED_E}, got {max(values)}")
+        return sorted(values)
+
+    @field_validator("posteriors")
+    @classmethod
+    def _posteriors(cls, values: list[str]) -> list[str]:
+        from flatvol.volume.predictive import POSTERIORS
+
+        unknown = [v for v in values if v not in POSTERIORS]
+        if not values or unknown or len(set(values)) != len(values):
+            raise ValueError(f"expected distinct names from {', '.join(POSTERIORS)}, got "
+                             f"{values}")
+        return values
+
+
+# The largest resampled |E|: the importance-sampling error bars of shifted orthants hold
+# there (bench/RESULTS.md: se 0.03-0.05 log10 up to 300 dimensions on the MNIST kernel).
+MAX_RESAMPLED_E = 300
+
+
 class AnalysisSpec(StrictSpec):
     """Correlations use functions seen at least `min_count` times (P_opt resolved); the summary
     lists the `top` most frequent functions per optimizer."""
@@ -149,6 +190,7 @@ class SgdVsBayesSpec(ProblemSpec):
     volume: BayesVolumeSpec = Field(default_factory=BayesVolumeSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     grid: GridSpec | None = None
+    resample: ResampleSpec | None = None
 
     @field_validator("optimizers")
     @classmethod
@@ -175,6 +217,17 @@ class SgdVsBayesSpec(ProblemSpec):
                              f"{self.model.arch!r}")
         if self.grid is not None and not self.grid_cells():
             raise ValueError("grid: every cell is skipped")
+        if self.resample is not None:
+            if self.grid is not None:
+                raise ValueError("resample: not with a [grid] (each cell would need its pool)")
+            if max(self.resample.sizes) > self.data.test_size:
+                raise ValueError(f"resample.sizes: expected at most data.test_size = "
+                                 f"{self.data.test_size} (the pool E is drawn from), got "
+                                 f"{max(self.resample.sizes)}")
+            if spec_classes(self) != 2:
+                raise ValueError(f"resample: binary tasks only (the posteriors of "
+                                 f"flatvol.volume.predictive), got data.classes "
+                                 f"{self.data.classes!r}")
         # Seeds first_seed .. first_seed + networks key the stored samples (signed 64-bit).
         networks = max([self.sampling.networks, *(r.networks or 0 for r in
                                                   (self.grid.cells if self.grid else []))])
