@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     args = parser.parse_args()
     spec = load_sgd_vs_bayes_spec(resolve_spec_path(args.spec))
-    task = load_run_task(spec, 0, None)  # type: ignore[arg-type]
+    task = load_run_task(spec, 0, None)
     K = fcn_kernel(build_model(spec.model.arch, task.input_shape, spec.prior()), task.x_SE())
     n_S = task.train_size
     y_S = task.S.y.numpy().astype(np.float64)

@@ -128,3 +128,18 @@ def test_measure_seeds_are_derived_per_measure_unless_asked_not_to():
     assert derived.measure_seed(1) != derived.measure_seed(2)
     fixed = MeasureContext(seed=3, epoch=5, derive_seeds=False)
     assert fixed.measure_seed(1) == fixed.measure_seed(2) == 3
+
+
+def test_the_volume_measure_on_a_bare_kernel_serves_the_tasks_classes():
+    """A library caller's context holds only a kernel: its service is made for the task's K."""
+    from flatvol.data import load_task
+    from flatvol.measures.builtin import volume_measure
+    from flatvol.models import build_model, labels_of
+    from flatvol.volume import VolumeService, fcn_kernel
+
+    task = load_task("mnist", train_size=12, test_size=6, classes="0,1,2")
+    model = build_model("fcn:8", task.input_shape, seed=0, outputs=3)
+    kernel = fcn_kernel(model, task.x_SE())
+    values = volume_measure(model, task, MeasureContext(kernel=kernel))
+    expected = VolumeService(kernel, n_classes=3).log_volume(labels_of(model, task.x_SE()))
+    assert values["log10_volume"] == pytest.approx(expected.log10_volume, rel=1e-12)

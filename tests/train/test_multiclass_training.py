@@ -15,7 +15,7 @@ from flatvol.data.task import Split, TaskData
 from flatvol.errors import SpecError
 from flatvol.models import build_model
 from flatvol.models.labels import labels_of
-from flatvol.train import TrainConfig, accuracy, optimizer_names, predict_labels, train_to_fit
+from flatvol.train import TrainConfig, accuracy, optimizer_names, train_to_fit
 from flatvol.train.ensemble import train_ensemble, train_models_together
 
 WEIGHT_TOL = 1e-5  # float32 rounding (batched vs single matmuls), as the binary test's
@@ -103,7 +103,7 @@ def test_every_optimizer_fits_a_k_class_task(name):
     assert result.status == "fitted" and result.train_acc_S == 1.0 and result.train_acc_A == 1.0
     for split, acc in ((task.S, result.train_acc_S), (task.E, result.test_acc_E)):
         assert acc == float(np.mean(labels_of(model, split.x) == split.y.numpy()))
-    assert predict_labels(model, task.S.x).dtype == torch.int64
+    assert labels_of(model, task.S.x).dtype == np.int64
 
 
 def test_ten_classes_of_mnist_fit_to_zero_error_on_S():

@@ -58,7 +58,8 @@ def volume_measure(model: nn.Module, task: TaskData, context: MeasureContext) ->
     options = dict(settings.options)
     if settings.estimator == "orthant-is":
         options.setdefault("seed", context.measure_seed(11))
-    values, details = volume_values(model, task, context.volume(), settings.estimator, options,
+    values, details = volume_values(model, task, context.volume(task.n_classes),
+                                    settings.estimator, options,
                                     exact_kernel=kernel_is_exact(context.kernel_info))
     context.details["volume"] = {**details, "kernel": context.kernel_info}
     return values

@@ -271,15 +271,25 @@ class MeasureContext:
     # by the first flatness measure and shared by the others (measures.builtin).
     flatness_operator: FunctionalLoss | None = field(default=None, repr=False, compare=False)
 
-    def volume(self) -> VolumeService:
-        """The volume service on the sweep's kernel (made on first use)."""
+    def volume(self, n_classes: int = 2) -> VolumeService:
+        """The volume service on the sweep's kernel (made on first use) for K = n_classes.
+
+        Args:
+            n_classes: the task's class count K (the kernel is that of each of K outputs).
+
+        Returns:
+            The service (the sweep's own, volume_cache, where it gave one).
+
+        Raises:
+            SpecError: no kernel.
+        """
         if self.volume_cache is None:
             if self.kernel is None:
                 raise SpecError("measure 'volume' needs the sweep's NNGP kernel (context.kernel)")
             from flatvol.volume import VolumeService  # on first use: the catalogue stays light
 
-            self.volume_cache = VolumeService(self.kernel)
-        return self.volume_cache
+            self.volume_cache = VolumeService(self.kernel, n_classes=n_classes)
+        return self.volume_cache  # one for another K is refused by measures.volume
 
     def options(self, name: str) -> dict[str, Any]:
         """The spec's measures.options.<name> (keyword arguments of that measure)."""

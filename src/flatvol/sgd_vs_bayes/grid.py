@@ -65,7 +65,7 @@ def check_grid(spec: SgdVsBayesSpec, data_dir: str | Path | None) -> dict[int, T
     for cell in spec.grid_cells():
         size = cell.spec.data.train_size
         if size not in tasks:
-            tasks[size] = load_run_task(cell.spec, 0, data_dir)  # type: ignore[arg-type]
+            tasks[size] = load_run_task(cell.spec, 0, data_dir)
         build_model(cell.spec.model.arch, tasks[size].input_shape, cell.spec.prior(), seed=0,
                     outputs=tasks[size].outputs)
     return tasks

@@ -355,7 +355,7 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
         raise SpecError(f"{spec.name}: the spec has no [resample] section; run it with "
                         "flatvol.sgd_vs_bayes.run.run_sgd_vs_bayes")
     out_dir = Path(out)
-    task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
+    task = load_run_task(spec, 0, data_dir)
     spec_json = dumps_json(spec.model_dump(mode="json"), indent=2)
     with Store(out_dir) as store:
         atomic_write_text(out_dir / "spec.json", spec_json + "\n")

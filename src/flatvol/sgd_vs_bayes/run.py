@@ -251,7 +251,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
     if spec.resample is not None:
         raise SpecError(f"{spec.name}: the spec has a [resample] section; run it with `flatvol "
                         "sgd-vs-bayes` or flatvol.sgd_vs_bayes.resample.run_resampled")
-    task = load_run_task(spec, 0, data_dir)  # type: ignore[arg-type]
+    task = load_run_task(spec, 0, data_dir)
     with Store(out) as store:
         return run_cell(spec, task, store, Path(out), device, progress)
 

@@ -13,7 +13,6 @@ from flatvol.train.loop import (
     TrainConfig,
     TrainResult,
     accuracy,
-    predict_labels,
     train_to_fit,
 )
 from flatvol.train.optimizers import make_optimizer, optimizer_names, register_optimizer
@@ -31,7 +30,6 @@ __all__ = [
     "load_run",
     "make_optimizer",
     "optimizer_names",
-    "predict_labels",
     "register_optimizer",
     "save_checkpoint",
     "save_run",

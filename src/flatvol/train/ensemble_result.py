@@ -77,9 +77,9 @@ class EnsembleResult:
 
     @torch.no_grad()
     def predict_labels(self, x: torch.Tensor) -> torch.Tensor:
-        """The function each member expresses on x, shape (K, n), on CPU, as
-        flatvol.train.predict_labels gives it: float32 {0, 1} for one logit, int64 argmax for
-        C outputs."""
+        """The function each member expresses on x, shape (K, n), on CPU, by the one rule of
+        flatvol.models.labels_from_outputs, in the task's label type: float32 {0, 1} for one
+        logit, int64 argmax for C outputs."""
         outputs = self.logits(x)
         labels = torch.stack([labels_from_outputs(member) for member in outputs]).cpu()
         return labels.float() if outputs.ndim == 2 else labels

@@ -134,27 +134,6 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: in
 
 
 @torch.no_grad()
-def predict_labels(model: torch.nn.Module, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The function a model expresses on x, on CPU, in its task's label type: float32 {0, 1}
-    for one logit (logit > 0), int64 0..K-1 (argmax) for K outputs.
-
-    Args:
-        model: The classifier (one logit or K outputs per input).
-        x: Inputs, shape (n, ...).
-        chunk: Inputs per forward pass.
-
-    Returns:
-        The labels, shape (n,), on CPU.
-    """
-    device = next(model.parameters()).device
-    outputs = [model(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)]
-    if not outputs:
-        return torch.empty(0)
-    labels = labels_from_outputs(torch.cat(outputs)).cpu()
-    return labels.float() if outputs[0].ndim == 1 else labels
-
-
-@torch.no_grad()
 def check_task_outputs(model: torch.nn.Module, task: TaskData) -> None:
     """Refuse a model whose output count does not fit the task (one logit for a binary task,
     K for K classes): its loss and labels would be silently wrong.
