@@ -149,8 +149,8 @@ def test_killed_grid_resumes_to_the_same_table(tmp_path, monkeypatch):
     class Killed(Exception):
         pass
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage.startswith("w4-S20-bfull"):
+    def progress(event) -> None:
+        if event.key.startswith("w4-S20-bfull"):
             raise Killed
 
     with pytest.raises(Killed):

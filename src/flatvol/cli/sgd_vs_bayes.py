@@ -33,7 +33,7 @@ def sgd_vs_bayes_command(
 
     from flatvol.experiments.spec_files import resolve_spec_path
     from flatvol.limits import MAX_NETWORKS
-    from flatvol.progress import ProgressBar
+    from flatvol.progress import ProgressBar, ProgressEvent
     from flatvol.sgd_vs_bayes.grid import run_sgd_vs_bayes_grid
     from flatvol.sgd_vs_bayes.resample import run_resampled
     from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
@@ -51,17 +51,18 @@ def sgd_vs_bayes_command(
     # Stages (one per optimizer, then the volumes) run one after another: one bar each.
     bars: dict[str, ProgressBar] = {}
 
-    def progress(stage: str, done: int, total: int) -> None:
+    def progress(event: ProgressEvent) -> None:
+        stage = str(event.key)
         if stage not in bars:
             for bar in bars.values():
                 bar.close()
-            # stages: '<optimizer>' and 'volumes', prefixed with the cell's name in a grid
-            cell, _, step = stage.rpartition(" ")
-            volumes = step == "volumes"
-            label = f"{cell} V(f|S)".strip() if volumes else f"train {stage}"
-            unit = "functions" if volumes else "networks"
-            bars[stage] = ProgressBar(label, total=total, enabled=not quiet, unit=unit)
-        bars[stage].update(done, total=total)
+            # keys: '<optimizer>' (networks) and 'volumes' or '<posterior> volumes'
+            # (functions), prefixed with the cell's name in a grid
+            head, _, step = stage.rpartition(" ")
+            label = f"{head} V(f|S)".strip() if step == "volumes" else f"train {stage}"
+            bars[stage] = ProgressBar(label, total=event.total, enabled=not quiet,
+                                      unit=event.text)
+        bars[stage].update(event.completed, total=event.total)
 
     try:
         if parsed.grid is not None:

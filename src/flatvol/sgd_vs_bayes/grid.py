@@ -13,6 +13,7 @@ optimizer, flatvol.sgd_vs_bayes.grid_analysis.GRID_COLUMNS) and OUT/grid.png.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,10 @@ from flatvol.experiments.build import load_run_task
 from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json, dumps_json
 from flatvol.models import build_model
+from flatvol.progress import ProgressEvent, ProgressFn
 from flatvol.sgd_vs_bayes.function_store import FunctionExperiment
 from flatvol.sgd_vs_bayes.grid_analysis import GRID_COLUMNS, grid_figure, grid_rows
 from flatvol.sgd_vs_bayes.run import (
-    Progress,
     SgdVsBayesResult,
     resolve_spec,
     run_cell,
@@ -73,7 +74,7 @@ def check_grid(spec: SgdVsBayesSpec, data_dir: str | Path | None) -> dict[int, T
 
 def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
                           data_dir: str | Path | None = None,
-                          device: str | torch.device = "cpu", progress: Progress | None = None,
+                          device: str | torch.device = "cpu", progress: ProgressFn | None = None,
                           networks: int | None = None) -> SgdVsBayesGridResult:
     """Run every cell of the spec's grid (a spec without a grid is a grid of one cell).
 
@@ -81,7 +82,8 @@ def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
         spec: the validated spec (a file or packaged name is read by the caller).
         out: the output directory; re-running with the same one resumes.
         data_dir, device: as for a sweep.
-        progress: called with (stage, done, total); stages are prefixed with the cell's name.
+        progress: called with each cell's ProgressEvents, their keys prefixed with the cell's
+            name.
         networks: overrides the networks of every cell.
 
     Returns:
@@ -98,9 +100,9 @@ def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
             cell_dir = out_dir / "cells" / cell.name
             cell_dir.mkdir(parents=True, exist_ok=True)
 
-            def cell_progress(stage: str, done: int, total: int, name: str = cell.name) -> None:
+            def cell_progress(event: ProgressEvent, name: str = cell.name) -> None:
                 if progress is not None:
-                    progress(f"{name} {stage}", done, total)
+                    progress(dataclasses.replace(event, key=f"{name} {event.key}"))
 
             grid = {"name": spec.name, "cell": cell.name, "values": cell.values}
             result = run_cell(cell.spec, tasks[cell.spec.data.train_size], store, cell_dir,

@@ -36,11 +36,11 @@ from flatvol.data.task import TaskData
 from flatvol.digest import digest
 from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json
+from flatvol.progress import ProgressEvent, ProgressFn
 from flatvol.sgd_vs_bayes import function_store as fs
 from flatvol.sgd_vs_bayes.analysis import function_rows, summarize
 from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, decode_function
 from flatvol.sgd_vs_bayes.run import (
-    Progress,
     resolve_spec,
     sample_functions,
     spec_kernel,
@@ -134,7 +134,7 @@ def wanted(sample: FunctionSample, min_count: int, top: int) -> list[str]:
 def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
                          samples: Mapping[str, FunctionSample], store: Store,
                          device: str | torch.device = "cpu",
-                         progress: Progress | None = None) -> ResampledResult:
+                         progress: ProgressFn | None = None) -> ResampledResult:
     """P_opt against P_B on every draw of E, for every posterior and optimizer.
 
     Args:
@@ -143,7 +143,7 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
         samples: each optimizer's networks, labels on the whole pool.
         store: the results store (P_B values there are reused; new ones are recorded).
         device: torch device of a Monte-Carlo kernel.
-        progress: called with ('<posterior> volumes', done, total).
+        progress: called with ProgressEvent('<posterior> volumes', 'functions', done, total).
 
     Returns:
         The ResampledResult (files not yet written: see write_resampled).
@@ -192,7 +192,7 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
                     known.update(batch)
                     batch, last_save = {}, time.perf_counter()
                 if progress is not None:
-                    progress(f"{posterior} volumes", done, total)
+                    progress(ProgressEvent(f"{posterior} volumes", "functions", done, total))
             if batch:
                 fs.write_posteriors(store, key, batch)
                 known.update(batch)
@@ -327,7 +327,7 @@ def write_resampled(result: ResampledResult, out_dir: Path) -> ResampledResult:
 
 
 def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | None = None,
-                  device: str | torch.device = "cpu", progress: Progress | None = None,
+                  device: str | torch.device = "cpu", progress: ProgressFn | None = None,
                   networks: int | None = None) -> ResampledResult:
     """Train (or read back) the networks, compare P_opt with P_B on every draw of E, record it
     in OUT/results.sqlite and write the files of the module doc into `out`.
@@ -336,7 +336,7 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
         spec: the validated spec, with a [resample] section.
         out: the run directory; re-running with the same one resumes.
         data_dir, device: as for a sweep.
-        progress: called with (stage, done, total): an optimizer's networks, then
+        progress: called with ProgressEvents: an optimizer's networks, then
             '<posterior> volumes'.
         networks: overrides spec.sampling.networks.
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from flatvol.experiments.spec import OptimizerSpec
 from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps_json
 from flatvol.limits import MAX_NETWORKS, MAX_SEED, bound_problem
+from flatvol.progress import ProgressEvent, ProgressFn
 from flatvol.sgd_vs_bayes import function_store as fs
 from flatvol.sgd_vs_bayes.analysis import FUNCTION_COLUMNS, analyse, p_opt_vs_v_figure
 from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, decode_function
@@ -51,13 +51,12 @@ from flatvol.train.ensemble import EnsembleEpochInfo, train_ensemble
 if TYPE_CHECKING:
     from flatvol.volume import PriorKernel, VolumeService
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 SAVE_EVERY_S = 30.0  # volumes are recorded in batches at most this far apart
 
 
 def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerSpec,
                      store: Store, device: str | torch.device = "cpu",
-                     progress: Progress | None = None) -> FunctionSample:
+                     progress: ProgressFn | None = None) -> FunctionSample:
     """Train spec.sampling.networks networks with `optimizer` to fit S, in ensemble chunks;
     chunks already in `store` (same data, model and training config) are reused. The sample's
     `seconds` is the training time of all its chunks, as recorded when they were trained."""
@@ -74,7 +73,8 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
 
             def on_epoch(info: EnsembleEpochInfo, base: int = c0) -> None:
                 if progress is not None:
-                    progress(optimizer.key, base + info.finished, len(seeds))
+                    progress(ProgressEvent(optimizer.key, "networks", base + info.finished,
+                                           len(seeds)))
 
             ens = train_ensemble(spec.model.arch, task, config, chunk_seeds, prior=spec.prior(),
                                  device=device, callback=on_epoch, keep_history=False,
@@ -87,14 +87,15 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
             fs.write_chunk(store, key, chunk)
         parts.append(chunk)
         if progress is not None:
-            progress(optimizer.key, c0 + len(chunk_seeds), len(seeds))
+            progress(ProgressEvent(optimizer.key, "networks", c0 + len(chunk_seeds),
+                                   len(seeds)))
     return FunctionSample(optimizer.key, *(np.concatenate([getattr(p, k) for p in parts])
                                            for k in ("seeds", "epochs", "fitted", "labels_E")),
                           seconds=sum(p.seconds for p in parts))
 
 
 def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[str], store: Store,
-                        device: str | torch.device = "cpu", progress: Progress | None = None
+                        device: str | torch.device = "cpu", progress: ProgressFn | None = None
                         ) -> VolumeTable:
     """V(f|S) for each function on E from the volume service: one kernel on S u E, factorized
     once (for K classes, the kernel of each of the K iid outputs). Values in `store` for the
@@ -106,7 +107,7 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
         functions: the function strings on E whose V(f|S) is wanted.
         store: the results store.
         device: torch device of a Monte-Carlo kernel.
-        progress: called with ('volumes', done, total).
+        progress: called with ProgressEvent('volumes', 'functions', done, total).
 
     Returns:
         The VolumeTable: log10 V(y_S), log10 V(y_S, f) of every function, the per-point marginals.
@@ -146,7 +147,8 @@ def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[st
         res = service().log_volume(np.concatenate([y_S, f_E]), v.estimator, **v.options)
         batch[function] = (res.log10_volume, bool(res.converged))
         if progress is not None:
-            progress("volumes", len(functions) - len(todo) + i + 1, len(functions))
+            progress(ProgressEvent("volumes", "functions", len(functions) - len(todo) + i + 1,
+                                   len(functions)))
         if time.perf_counter() - last_save > SAVE_EVERY_S or i == len(todo) - 1:
             fs.write_volumes(store, key, batch)
             known.update(batch)
@@ -227,7 +229,7 @@ class SgdVsBayesResult:
 
 def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
                      data_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                     progress: Progress | None = None, networks: int | None = None
+                     progress: ProgressFn | None = None, networks: int | None = None
                      ) -> SgdVsBayesResult:
     """Train, count, measure V(f|S), record it all in OUT/results.sqlite and write the table,
     summary and plots into `out`. A spec with a [grid] runs with
@@ -238,7 +240,8 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
             load_sgd_vs_bayes_spec(resolve_spec_path(name))).
         out: the run directory; re-running with the same one resumes.
         data_dir, device: as for a sweep.
-        progress: called with (stage, done, total).
+        progress: called with a flatvol.progress.ProgressEvent per step: key an optimizer's
+            name (text 'networks') or 'volumes' (text 'functions').
         networks: overrides spec.sampling.networks.
 
     Returns:
@@ -289,7 +292,7 @@ def resolve_spec(spec: SgdVsBayesSpec, networks: int | None = None) -> SgdVsBaye
 
 
 def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
-             device: str | torch.device = "cpu", progress: Progress | None = None,
+             device: str | torch.device = "cpu", progress: ProgressFn | None = None,
              grid: dict[str, Any] | None = None) -> SgdVsBayesResult:
     """One sgd-vs-bayes experiment (a spec without a grid, or one grid cell) in an open store.
 
@@ -299,7 +302,8 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
         store: the results store (networks and volumes already there are reused).
         out_dir: where spec.json, the CSVs, summary.json and the PNGs go.
         device: torch device.
-        progress: called with (stage, done, total).
+        progress: called with a flatvol.progress.ProgressEvent per step: key an optimizer's
+            name (text 'networks') or 'volumes' (text 'functions').
         grid: for a grid cell, {'name': the grid spec's name, 'cell': the cell's name,
             'values': its axis values}, recorded with the experiment.
 
