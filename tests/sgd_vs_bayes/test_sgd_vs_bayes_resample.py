@@ -196,3 +196,21 @@ def test_a_spec_without_resample_keeps_its_key():
     assert dump["resample"] is None
     del dump["resample"]
     assert spec.spec_hash() == digest("sgd-vs-bayes-spec", dump)
+
+
+def test_the_shipped_resample_specs():
+    from flatvol.experiments.spec_files import packaged_spec_path
+    from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
+
+    main = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes_resampled"))
+    plain = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes"))
+    # the main comparison's protocol, its E a pool of 1000
+    assert main.model == plain.model and main.train == plain.train
+    assert main.optimizers == plain.optimizers and main.sampling == plain.sampling
+    assert main.data.train_size == 200 and main.data.test_size == 1000
+    large = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes_large"))
+    assert large.data.train_size == 5000 and [o.key for o in large.optimizers] == ["sgd"]
+    for spec in (main, large):
+        assert spec.resample is not None and spec.resample.sizes == [20, 50, 100]
+        assert spec.resample.draws == 10
+        assert spec.resample.posteriors == ["ep-orthant", "ep-probit", "gp-regression"]
