@@ -214,3 +214,26 @@ def test_the_shipped_resample_specs():
         assert spec.resample is not None and spec.resample.sizes == [20, 50, 100]
         assert spec.resample.draws == 10
         assert spec.resample.posteriors == ["ep-orthant", "ep-probit", "gp-regression"]
+
+
+def test_the_report_shows_the_comparison(resampled):
+    from flatvol.analysis.report import write_report
+    from flatvol.sgd_vs_bayes.function_store import load_experiments, load_resampled
+
+    out, spec, result = resampled
+    assert load_experiments(out / "results.sqlite") == []  # not a single-E experiment
+    (recorded,) = load_resampled(out / "results.sqlite")
+    assert recorded.info["spread"] == json_round_trip(result.spread)
+    text = write_report(out).read_text()
+    assert "sgd-vs-bayes over draws of E: tiny-resample" in text
+    assert (out / "figures" / "resample-tiny-resample.png").is_file()
+    # every (posterior, |E|, optimizer) of the spread is a row of the table
+    assert text.count("<td>gp-regression</td>") == 4
+
+
+def json_round_trip(value):
+    import json
+
+    from flatvol.io import dumps_json
+
+    return json.loads(dumps_json(value))

@@ -414,3 +414,109 @@ def sgd_vs_bayes_section(experiment: FunctionExperiment, figures_dir: Path,
         f"<{h}>Most frequent functions</{h}>", frame_html(rows, max_rows=4 * top),
         f"<{h}>Per E point</{h}><p>{esc(POINTS_TEXT[n_classes > 2])}</p>",
         frame_html(pd.DataFrame(result.points))])
+
+
+# the columns summarized over draws
+SPREAD_COLUMNS = ("resolved_functions", "pearson_log10", "spearman",
+                  "top_median_abs_log10_ratio", "top_within_10x", "log10_ratio_most_frequent",
+                  "posterior_mass_found", "decisiveness_gap", "mean_test_error")
+
+
+def spread_over_draws(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, standard deviation, minimum and maximum over the draws of each SPREAD_COLUMNS
+    statistic, per (posterior, size, optimizer); nan values (a statistic a draw could not
+    give, e.g. a correlation over fewer than 3 functions) are left out and counted.
+
+    Args:
+        rows: per-draw rows (DRAW_COLUMNS).
+
+    Returns:
+        One dict per (posterior, size, optimizer), in the rows' order.
+    """
+    if not rows:
+        return []
+    frame = pd.DataFrame(rows)
+    out = []
+    for (posterior, size, optimizer), group in frame.groupby(
+            ["posterior", "size", "optimizer"], sort=False):
+        entry: dict[str, Any] = {"posterior": posterior, "size": int(size),
+                                 "optimizer": optimizer, "draws": len(group)}
+        for column in SPREAD_COLUMNS:
+            values = group[column].astype(float)
+            finite = values[np.isfinite(values)]
+            entry[column] = {
+                "mean": float(finite.mean()) if len(finite) else math.nan,
+                "sd": float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,
+                "min": float(finite.min()) if len(finite) else math.nan,
+                "max": float(finite.max()) if len(finite) else math.nan,
+                "draws": len(finite)}
+        out.append(entry)
+    return out
+
+
+def resampled_figure(spread: list[dict[str, Any]]) -> Any:
+    """Three panels against |E|: median |log10 P_opt/P_B| over the top functions, log10
+    P_opt/P_B of the most frequent function, and the Spearman correlation; a line per
+    posterior and optimizer, its bar the standard deviation over the draws."""
+    fig = new_figure(13, 4.2)
+    axes = fig.subplots(1, 3)
+    panels = (("top_median_abs_log10_ratio", "median |log10 P_opt / P_B|, top functions"),
+              ("log10_ratio_most_frequent", "log10 P_opt / P_B, most frequent function"),
+              ("spearman", "Spearman(log P_opt, log P_B), resolved functions"))
+    frame = pd.DataFrame(spread)
+    # a colour per posterior, a line style and marker per optimizer
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    posteriors = list(dict.fromkeys(frame["posterior"]))
+    optimizers = list(dict.fromkeys(frame["optimizer"]))
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        for (posterior, optimizer), group in frame.groupby(["posterior", "optimizer"],
+                                                           sort=False):
+            line, marker = styles[optimizers.index(optimizer) % len(styles)]
+            # a spread read back from the store holds None where a statistic was nan
+            mean, sd = ([math.nan if g[column][k] is None else g[column][k]
+                         for g in group.to_dict("records")] for k in ("mean", "sd"))
+            ax.errorbar(group["size"], mean, yerr=np.nan_to_num(sd), capsize=3,
+                        linestyle=line, marker=marker,
+                        color=f"C{posteriors.index(posterior)}",
+                        label=f"{posterior}, {optimizer}")
+        ax.set_xlabel("|E|")
+        ax.set_title(title, fontsize=9)
+        ax.axhline(0.0, color="0.7", linewidth=0.8)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def resampled_section(info: dict[str, Any], figures_dir: Path, page_dir: Path | None = None,
+                      level: int = 2) -> str:
+    """The report's HTML of a comparison over draws of E: what was run, the spread over the
+    draws of each statistic per (posterior, |E|, optimizer), and the figure.
+
+    Args:
+        info: the recorded experiment (flatvol.sgd_vs_bayes.resample.run_resampled).
+        figures_dir: where the figure is written.
+        page_dir: figure paths in captions are relative to it.
+        level: the heading level.
+
+    Returns:
+        The section's HTML.
+    """
+    name = str(info["name"])
+    r = info["resample"]
+    rows = []
+    for entry in info["spread"]:
+        row: dict[str, Any] = {k: entry[k] for k in ("posterior", "size", "optimizer", "draws")}
+        for column in SPREAD_COLUMNS:
+            value = entry[column]
+            mean, sd = (math.nan if value[k] is None else value[k] for k in ("mean", "sd"))
+            row[column] = f"{_fmt(mean)} ± {_fmt(sd)}"
+        rows.append(row)
+    stem = f"resample-{slug(name)}"
+    made = MadeFigure(stem, f"{name}: P_opt against P_B over draws of E (mean ± sd over the "
+                      "draws)", save_figure(resampled_figure(info["spread"]), figures_dir, stem))
+    return (f"<h{level} id='{esc(stem)}'>sgd-vs-bayes over draws of E: {esc(name)}</h{level}>"
+            f"<p>|S| = {esc(info['train_size'])} ({esc(info['task'])} {esc(info['classes'])}), "
+            f"{esc(info['model'])}; E drawn {esc(r['draws'])} times at each |E| in "
+            f"{esc(r['sizes'])} from a pool of {esc(info['pool'])}; P_B(f|S) under "
+            f"{esc(', '.join(r['posteriors']))} (flatvol.volume.predictive), "
+            f"{esc(r['n_samples'])} importance samples each. Each cell: mean ± sd over the "
+            "draws.</p>" + frame_html(pd.DataFrame(rows)) + figure_html(made, page_dir))

@@ -41,6 +41,9 @@ from flatvol.experiments.store import Store, read_connection
 from flatvol.io import dumps_json, finite_or_none, float_or_nan
 
 Database = Store | sqlite3.Connection  # readers take either
+# function_experiments' info "kind" of a comparison over draws of E (the single-E experiments
+# have none, as they always had)
+RESAMPLED = "resample"
 _log = logging.getLogger("flatvol")
 
 
@@ -342,7 +345,42 @@ def load_experiments(db: str | Path | Store) -> list[FunctionExperiment]:
                                 "ORDER BY finished_at, spec_hash").fetchall()
         except sqlite3.OperationalError:  # a store written before these tables existed
             rows = []
-        return [load_experiment(conn, h, json.loads(text)) for h, text in rows]
+        infos = [(h, json.loads(text)) for h, text in rows]
+        return [load_experiment(conn, h, info) for h, info in infos
+                if info.get("kind") != RESAMPLED]
+    finally:
+        if not isinstance(db, Store):
+            conn.close()
+
+
+@dataclass(frozen=True)
+class ResampledExperiment:
+    """A recorded comparison over draws of E (flatvol.sgd_vs_bayes.resample): its per-draw
+    rows and their spread, as the report shows them."""
+
+    spec_hash: str
+    info: dict[str, Any]  # name, sizes, settings, rows, spread, seconds
+
+
+def load_resampled(db: str | Path | Store) -> list[ResampledExperiment]:
+    """Every comparison over draws of E in a results store (oldest first); [] if none.
+
+    Args:
+        db: an output directory, its store file or an open Store (a path is opened read-only).
+
+    Returns:
+        The recorded comparisons.
+    """
+    conn = db.conn if isinstance(db, Store) else read_connection(db)
+    try:
+        try:
+            rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "
+                                "ORDER BY finished_at, spec_hash").fetchall()
+        except sqlite3.OperationalError:  # a store written before these tables existed
+            rows = []
+        infos = [(h, json.loads(text)) for h, text in rows]
+        return [ResampledExperiment(h, info) for h, info in infos
+                if info.get("kind") == RESAMPLED]
     finally:
         if not isinstance(db, Store):
             conn.close()

@@ -15,7 +15,7 @@ from flatvol.analysis.report_html import slug
 from flatvol.analysis.report_sections import ExperimentSection, register_report_section
 
 if TYPE_CHECKING:
-    from flatvol.sgd_vs_bayes.function_store import FunctionExperiment
+    from flatvol.sgd_vs_bayes.function_store import FunctionExperiment, ResampledExperiment
 
 KIND = "sgd-vs-bayes"
 
@@ -76,3 +76,44 @@ def render_sections(experiments: Sequence[FunctionExperiment], figures_dir: Path
 SECTION = ExperimentSection(KIND, load=load_section_experiments, name_of=experiment_name,
                             render=render_sections)
 register_report_section(SECTION)
+
+RESAMPLED_KIND = "sgd-vs-bayes-resampled"
+
+
+def load_resampled_experiments(store_file: Path) -> list[ResampledExperiment]:
+    """Every comparison over draws of E recorded in a results store, oldest first.
+
+    Args:
+        store_file: the store (OUT/results.sqlite); opened read-only.
+
+    Returns:
+        The recorded comparisons ([] if there is none).
+    """
+    from flatvol.sgd_vs_bayes.function_store import load_resampled
+
+    return load_resampled(store_file)
+
+
+def render_resampled(experiments: Sequence[ResampledExperiment], figures_dir: Path,
+                     page_dir: Path, several: bool) -> list[str]:
+    """One section per comparison over draws of E: the spread table and its figure.
+
+    Args:
+        experiments: the recorded comparisons.
+        figures_dir: the report's figures folder.
+        page_dir: the folder of the page (figure paths in captions are relative to it).
+        several: the page holds more than one spec or experiment (lower headings).
+
+    Returns:
+        The sections' HTML.
+    """
+    from flatvol.sgd_vs_bayes.analysis import resampled_section
+
+    return [resampled_section(e.info, figures_dir, page_dir, level=3 if several else 2)
+            for e in experiments]
+
+
+RESAMPLED_SECTION = ExperimentSection(RESAMPLED_KIND, load=load_resampled_experiments,
+                                      name_of=lambda e: str(e.info["name"]),
+                                      render=render_resampled)
+register_report_section(RESAMPLED_SECTION)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy import stats
 
@@ -38,7 +37,12 @@ from flatvol.experiments.store import Store
 from flatvol.io import atomic_write, atomic_write_json
 from flatvol.progress import ProgressEvent, ProgressFn
 from flatvol.sgd_vs_bayes import function_store as fs
-from flatvol.sgd_vs_bayes.analysis import function_rows, summarize
+from flatvol.sgd_vs_bayes.analysis import (
+    function_rows,
+    resampled_figure,
+    spread_over_draws,
+    summarize,
+)
 from flatvol.sgd_vs_bayes.function_store import FunctionSample, VolumeTable, decode_function
 from flatvol.sgd_vs_bayes.run import (
     resolve_spec,
@@ -56,10 +60,6 @@ DRAW_COLUMNS = ("posterior", "size", "draw", "optimizer", "fitted", "distinct_fu
                 "top_within_10x", "p_opt_most_frequent", "log10_ratio_most_frequent",
                 "posterior_mass_found", "decisiveness_gap", "mean_test_error",
                 "unreliable_values")
-# the columns summarized over draws
-SPREAD_COLUMNS = ("resolved_functions", "pearson_log10", "spearman",
-                  "top_median_abs_log10_ratio", "top_within_10x", "log10_ratio_most_frequent",
-                  "posterior_mass_found", "decisiveness_gap", "mean_test_error")
 FUNCTION_COLUMNS = ("posterior", "size", "draw", "optimizer", "function", "count", "p_opt",
                     "log10_p_opt", "log10_p_b", "stderr_log10", "reliable", "errors_E")
 
@@ -234,72 +234,6 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
     return ResampledResult(spec, rows, functions, spread_over_draws(rows), seconds)
 
 
-def spread_over_draws(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, standard deviation, minimum and maximum over the draws of each SPREAD_COLUMNS
-    statistic, per (posterior, size, optimizer); nan values (a statistic a draw could not
-    give, e.g. a correlation over fewer than 3 functions) are left out and counted.
-
-    Args:
-        rows: per-draw rows (DRAW_COLUMNS).
-
-    Returns:
-        One dict per (posterior, size, optimizer), in the rows' order.
-    """
-    if not rows:
-        return []
-    frame = pd.DataFrame(rows)
-    out = []
-    for (posterior, size, optimizer), group in frame.groupby(
-            ["posterior", "size", "optimizer"], sort=False):
-        entry: dict[str, Any] = {"posterior": posterior, "size": int(size),
-                                 "optimizer": optimizer, "draws": len(group)}
-        for column in SPREAD_COLUMNS:
-            values = group[column].astype(float)
-            finite = values[np.isfinite(values)]
-            entry[column] = {
-                "mean": float(finite.mean()) if len(finite) else math.nan,
-                "sd": float(finite.std(ddof=1)) if len(finite) > 1 else math.nan,
-                "min": float(finite.min()) if len(finite) else math.nan,
-                "max": float(finite.max()) if len(finite) else math.nan,
-                "draws": len(finite)}
-        out.append(entry)
-    return out
-
-
-def resampled_figure(spread: list[dict[str, Any]]) -> Any:
-    """Three panels against |E|: median |log10 P_opt/P_B| over the top functions, log10
-    P_opt/P_B of the most frequent function, and the Spearman correlation; a line per
-    posterior and optimizer, its bar the standard deviation over the draws."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(13, 4.2))
-    axes = fig.subplots(1, 3)
-    panels = (("top_median_abs_log10_ratio", "median |log10 P_opt / P_B|, top functions"),
-              ("log10_ratio_most_frequent", "log10 P_opt / P_B, most frequent function"),
-              ("spearman", "Spearman(log P_opt, log P_B), resolved functions"))
-    frame = pd.DataFrame(spread)
-    # a colour per posterior, a line style and marker per optimizer
-    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
-    posteriors = list(dict.fromkeys(frame["posterior"]))
-    optimizers = list(dict.fromkeys(frame["optimizer"]))
-    for ax, (column, title) in zip(axes, panels, strict=True):
-        for (posterior, optimizer), group in frame.groupby(["posterior", "optimizer"],
-                                                           sort=False):
-            line, marker = styles[optimizers.index(optimizer) % len(styles)]
-            mean = [g[column]["mean"] for g in group.to_dict("records")]
-            sd = [g[column]["sd"] for g in group.to_dict("records")]
-            ax.errorbar(group["size"], mean, yerr=np.nan_to_num(sd), capsize=3,
-                        linestyle=line, marker=marker,
-                        color=f"C{posteriors.index(posterior)}",
-                        label=f"{posterior}, {optimizer}")
-        ax.set_xlabel("|E|")
-        ax.set_title(title, fontsize=9)
-        ax.axhline(0.0, color="0.7", linewidth=0.8)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def write_resampled(result: ResampledResult, out_dir: Path) -> ResampledResult:
     """resample.csv, resample_functions.csv, resample.json and resample.png in `out_dir`.
 
@@ -363,7 +297,15 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
         samples = {o.key: sample_functions(spec, task, o, store, device, progress)
                    for o in spec.optimizers}
         result = resampled_comparison(spec, task, samples, store, device, progress)
-    seconds = {**{f"train_{k}": round(s.seconds, 2) for k, s in samples.items()},
-               **{f"posterior_{k}": v for k, v in result.seconds.items()}}
-    return write_resampled(ResampledResult(spec, result.rows, result.functions, result.spread,
-                                           seconds), out_dir)
+        seconds = {**{f"train_{k}": round(s.seconds, 2) for k, s in samples.items()},
+                   **{f"posterior_{k}": v for k, v in result.seconds.items()}}
+        result = ResampledResult(spec, result.rows, result.functions, result.spread, seconds)
+        # what `flatvol report` shows (flatvol.sgd_vs_bayes.report): the per-draw rows and
+        # their spread; the networks and P_B values stay in their own tables
+        fs.record_experiment(store, spec.spec_hash(), {
+            "kind": fs.RESAMPLED, "name": spec.name, "task": spec.data.task,
+            "classes": task.classes, "train_size": task.train_size, "pool": task.test_size,
+            "model": spec.model.arch, "resample": spec.resample.model_dump(mode="json"),
+            "analysis": spec.analysis.model_dump(), "rows": result.rows,
+            "spread": result.spread, "seconds": seconds})
+    return write_resampled(result, out_dir)
