@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
@@ -278,11 +279,20 @@ def write_volumes(store: Store, volume_key: str, values: dict[str, tuple[float, 
 
 def read_posteriors(store: Database, posterior_key: str
                     ) -> dict[str, tuple[float, float, bool]]:
-    """function -> (log10 P_B(f|S), its standard error, whether it holds) on one draw of E."""
+    """function -> (log10 P_B(f|S), its standard error, whether it holds) on one draw of E.
+    A value that cannot be a log probability with an error (not finite, above 0, a negative
+    or non-finite standard error) is left out after a one-line notice: it is computed again."""
     rows = _conn(store).execute("SELECT function, log10_p, stderr_log10, reliable FROM "
                                 "function_posteriors WHERE posterior_key=?",
                                 (posterior_key,)).fetchall()
-    return {f: (float_or_nan(p), float_or_nan(se), bool(ok)) for f, p, se, ok in rows}
+    values = {f: (float_or_nan(p), float_or_nan(se), bool(ok)) for f, p, se, ok in rows}
+    damaged = [f for f, (p, se, _) in values.items()
+               if not (math.isfinite(p) and p <= 0 and math.isfinite(se) and se >= 0)]
+    if damaged:
+        _log.warning("results store: posterior %s: %d damaged P_B value(s) (expected a finite "
+                     "log10 probability <= 0 and a standard error >= 0); computed again",
+                     posterior_key, len(damaged))
+    return {f: v for f, v in values.items() if f not in damaged}
 
 
 def write_posteriors(store: Store, posterior_key: str,

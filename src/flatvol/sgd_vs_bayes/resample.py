@@ -157,15 +157,13 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
     y_S = task.S.y.numpy().astype(np.float64)
     y_pool = task.E.y.numpy().astype(np.uint8)
     draws = draws_of_E(spec, task.test_size)
-    kernel: list[np.ndarray] = []
+    kernel = spec_kernel(spec, task, device).matrix
     rows: list[dict[str, Any]] = []
     functions: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
     for posterior in r.posteriors:
         start = time.perf_counter()
-        if not kernel:
-            kernel.append(spec_kernel(spec, task, device).matrix)
-        predictive = posterior_predictive(kernel[0], y_S, posterior)
+        predictive = posterior_predictive(kernel, y_S, posterior)
         # P(label 1) of each pool point under this posterior: the decisiveness gap's reference
         sd = np.sqrt(np.diag(predictive.cov) + predictive.noise_var)
         label1 = stats.norm.cdf((predictive.mean - predictive.threshold) / sd)
