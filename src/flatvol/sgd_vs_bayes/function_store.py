@@ -350,17 +350,21 @@ def load_experiments(db: str | Path | Store) -> list[FunctionExperiment]:
     """
     conn = db.conn if isinstance(db, Store) else read_connection(db)
     try:
-        try:
-            rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "
-                                "ORDER BY finished_at, spec_hash").fetchall()
-        except sqlite3.OperationalError:  # a store written before these tables existed
-            rows = []
-        infos = [(h, json.loads(text)) for h, text in rows]
-        return [load_experiment(conn, h, info) for h, info in infos
+        return [load_experiment(conn, h, info) for h, info in _recorded(conn)
                 if info.get("kind") != RESAMPLED]
     finally:
         if not isinstance(db, Store):
             conn.close()
+
+
+def _recorded(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+    """(spec hash, info) of every recorded experiment, oldest first."""
+    try:
+        rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "
+                            "ORDER BY finished_at, spec_hash").fetchall()
+    except sqlite3.OperationalError:  # a store written before these tables existed
+        rows = []
+    return [(h, json.loads(text)) for h, text in rows]
 
 
 @dataclass(frozen=True)
@@ -383,13 +387,7 @@ def load_resampled(db: str | Path | Store) -> list[ResampledExperiment]:
     """
     conn = db.conn if isinstance(db, Store) else read_connection(db)
     try:
-        try:
-            rows = conn.execute("SELECT spec_hash, info_json FROM function_experiments "
-                                "ORDER BY finished_at, spec_hash").fetchall()
-        except sqlite3.OperationalError:  # a store written before these tables existed
-            rows = []
-        infos = [(h, json.loads(text)) for h, text in rows]
-        return [ResampledExperiment(h, info) for h, info in infos
+        return [ResampledExperiment(h, info) for h, info in _recorded(conn)
                 if info.get("kind") == RESAMPLED]
     finally:
         if not isinstance(db, Store):
