@@ -158,6 +158,13 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
     y_pool = task.E.y.numpy().astype(np.uint8)
     draws = draws_of_E(spec, task.test_size)
     kernel = spec_kernel(spec, task, device).matrix
+    # each draw's functions and those whose P_B the analysis reads: the same for every posterior
+    per_draw = []
+    for d in draws:
+        sub = {name: restrict(s, d.points) for name, s in samples.items()}
+        needed = sorted(set().union(*(wanted(s, a.min_count, a.top) for s in sub.values())))
+        per_draw.append((d, sub, needed))
+    total = sum(len(needed) for _, _, needed in per_draw)
     rows: list[dict[str, Any]] = []
     functions: list[dict[str, Any]] = []
     seconds: dict[str, float] = {}
@@ -167,15 +174,10 @@ def resampled_comparison(spec: SgdVsBayesSpec, task: TaskData,
         # P(label 1) of each pool point under this posterior: the decisiveness gap's reference
         sd = np.sqrt(np.diag(predictive.cov) + predictive.noise_var)
         label1 = stats.norm.cdf((predictive.mean - predictive.threshold) / sd)
-        per_draw = [(d, {name: restrict(s, d.points) for name, s in samples.items()})
-                    for d in draws]
-        total = sum(len(set().union(*(wanted(s, a.min_count, a.top) for s in sub.values())))
-                    for _, sub in per_draw)
         done = 0
-        for d, sub in per_draw:
+        for d, sub, needed in per_draw:
             key = posterior_key(spec, fingerprint, posterior, d)
             known = fs.read_posteriors(store, key)
-            needed = sorted(set().union(*(wanted(s, a.min_count, a.top) for s in sub.values())))
             batch: dict[str, tuple[float, float, bool]] = {}
             last_save = time.perf_counter()
             for f in needed:
