@@ -461,6 +461,8 @@ SGD_VS_BAYES_CASES = {
     "threads_zero": (["sgd_vs_bayes", "--threads", "0"], "--threads"),
     "threads_negative": (["sgd_vs_bayes", "--threads", "-2"], "--threads"),
     "networks_zero": (["sgd_vs_bayes", "--networks", "0"], "--networks"),
+    "workers_zero": (["sgd_vs_bayes", "--workers", "0"], "--workers"),
+    "workers_text": (["sgd_vs_bayes", "--workers", "many"], "--workers"),
     "device": (["sgd_vs_bayes", "--device", "cuda"], "--device"),
     "data_dir": (["sgd_vs_bayes", "--data-dir", "{w}/no-such-dir"], "no-such-dir"),
     # a grid: every cell's data is loaded before any cell runs

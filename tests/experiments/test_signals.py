@@ -1,7 +1,7 @@
 """SIGINT (Ctrl-C, `kill -INT`) and SIGTERM (`kill`, schedulers) stop `flatvol run` on every
-backend: within seconds, one line on stderr (the runs recorded, how to resume), exit code
-130 / 143, no process left behind; re-running the same command then gives the store an
-uninterrupted sweep gives.
+backend, and `flatvol sgd-vs-bayes` with its pool of trainers: within seconds, one line on
+stderr (the runs recorded, how to resume), exit code 130 / 143, no process left behind;
+re-running the same command then gives the store an uninterrupted sweep gives.
 
 Real signals, to a real `flatvol run` in its own session: to the whole process group (what a
 terminal's Ctrl-C does) or to the driver alone (what `timeout -s INT` and schedulers do)."""
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -260,3 +261,72 @@ def test_other_commands_stop_with_the_same_one_line(tmp_path):
     assert [line for line in stderr.splitlines() if not line.startswith("train: ")] == [
         "interrupted (SIGTERM)"], stderr[-3000:]
     assert not leftover and not (out / "run.json").exists()
+
+
+# Six chunks of networks, trained two at a time by `flatvol sgd-vs-bayes --workers 2`.
+SGD_VS_BAYES = """name = "signals"
+[data]
+train_size = 100
+test_size = 8
+[model]
+arch = "fcn:8"
+[train]
+max_epochs = 1000
+[[optimizers]]
+name = "sgd"
+lr = 0.02
+[sampling]
+networks = 120
+chunk = 20
+[analysis]
+min_count = 2
+"""
+
+
+def _chunks(db: Path) -> int:
+    """Chunks of networks recorded in the store file `db` (0 before it has its tables)."""
+    if not db.is_file():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM function_chunk_seconds").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sgd_vs_bayes_pool_stops_on_ctrl_c_and_resumes_to_the_same_functions(tmp_path):
+    """`flatvol sgd-vs-bayes --workers 2`, Ctrl-C once a chunk is recorded: exit 130 with one
+    line, its workers ended, only whole chunks in the store; the re-run trains the rest and
+    gives the functions of one process training every chunk in turn."""
+    from flatvol.experiments.execute import torch_threads
+    from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
+    from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
+
+    spec_path = tmp_path / "signals.toml"
+    spec_path.write_text(SGD_VS_BAYES)
+    out, alone = tmp_path / "out", tmp_path / "alone"
+    cmd = [sys.executable, "-m", "flatvol", "sgd-vs-bayes", str(spec_path), "--out", str(out),
+           "--workers", "2", "--threads", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: _chunks(out / "results.sqlite") >= 1, proc, "recorded")
+        assert len(_pool_workers(proc.pid)) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            _, stderr = proc.communicate(timeout=STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`flatvol sgd-vs-bayes` did not stop within {STOP_WITHIN_S} s")
+    finally:
+        leftover = _stop_session(proc.pid)
+    assert proc.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert stderr.splitlines() == ["interrupted (SIGINT)"], stderr[-3000:]
+    assert not leftover, f"processes outlived the run: {sorted(leftover)}"
+    assert 1 <= _chunks(out / "results.sqlite") < 6, "the signal must land mid-training"
+    rerun = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    with torch_threads(1):
+        run_sgd_vs_bayes(load_sgd_vs_bayes_spec(spec_path), alone, data_dir="embedded")
+    assert _chunks(out / "results.sqlite") == 6
+    assert (out / "functions.csv").read_text() == (alone / "functions.csv").read_text()

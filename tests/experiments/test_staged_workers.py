@@ -21,11 +21,11 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
     spec = spec_from_dict(SPEC)
     jobs = []  # (run, trained network, the trainer's epoch when it was sent to the pool)
     epoch = [0]
-    submit, train_group = backends._ProcessPool.submit, backends.train_group
+    submit, train_group = backends.WorkerPool.submit, backends.train_group
 
-    def spy_submit(self, run, trained):
+    def spy_submit(self, label, run, trained):
         jobs.append((run, trained, epoch[0]))
-        return submit(self, run, trained)
+        return submit(self, label, run, trained)
 
     def spy_train_group(members, ctx, progress, *args, **kwargs):
         def seen(event):
@@ -34,7 +34,7 @@ def test_staged_pool_gives_the_in_process_rows_progress_and_resume(tmp_path, mon
             progress(event)
         return train_group(members, ctx, seen, *args, **kwargs)
 
-    monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)
+    monkeypatch.setattr(backends.WorkerPool, "submit", spy_submit)
     monkeypatch.setattr(backends, "train_group", spy_train_group)
     text = io.StringIO()
     pool = run_sweep(spec, tmp_path / "pool", workers=2, threads=1, stream=text)
@@ -77,14 +77,14 @@ def test_measuring_workers_run_on_their_share_beside_the_trainer(tmp_path, monke
     monkeypatch.setattr(backends.os, "cpu_count", lambda: 2)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
     seen = []
-    submit = backends._ProcessPool.submit
+    submit = backends.WorkerPool.submit
 
-    def spy_submit(self, run, trained):
-        seen.append((self.ctx.threads, self.ctx.train_threads,
+    def spy_submit(self, label, run, trained):
+        seen.append((self.context.threads, self.context.train_threads,
                      backends.os.environ.get("OPENBLAS_NUM_THREADS")))
-        return submit(self, run, trained)
+        return submit(self, label, run, trained)
 
-    monkeypatch.setattr(backends._ProcessPool, "submit", spy_submit)
+    monkeypatch.setattr(backends.WorkerPool, "submit", spy_submit)
     summary = run_sweep(spec_from_dict(SPEC), tmp_path / "out", workers=2, threads=2,
                         progress=False)
     assert summary.done == 6 and set(seen) == {(1, 2, "1")}

@@ -272,3 +272,38 @@ def test_write_report_from_python_finds_the_experiment_without_importing_the_sli
     assert done.returncode == 0, done.stderr
     page = (report_dir / "report.html").read_text()
     assert "sgd-vs-bayes: tiny" in page and result.rows[0]["function"] in page
+
+
+def test_worker_processes_train_the_chunks_the_driver_would(tmp_path, monkeypatch):
+    """--workers 2: the chunks train in two spawned processes, each on one thread, and the
+    store gets the networks, functions and table of one process training them in turn; the
+    progress counts every network of the sample once, up to its total."""
+    import torch
+
+    from flatvol.experiments.execute import torch_threads
+
+    spec = sgd_vs_bayes_spec_from_dict({**TINY, "optimizers": [{"name": "sgd", "lr": 0.05}],
+                                        "sampling": {"networks": 50, "chunk": 20}})
+    import flatvol.experiments.backends as backends
+
+    events, submitted = [], []
+    submit = backends.WorkerPool.submit
+    monkeypatch.setattr(backends.WorkerPool, "submit",
+                        lambda self, label, *args: submitted.append(label)
+                        or submit(self, label, *args))
+    with torch_threads(2):
+        pooled = run_sgd_vs_bayes(spec, tmp_path / "pool", data_dir="embedded", workers=2,
+                                  progress=events.append)
+        assert torch.get_num_threads() == 2  # the driver's own setting is left as it was
+    with torch_threads(1):
+        alone = run_sgd_vs_bayes(spec, tmp_path / "one", data_dir="embedded")
+    for column in ("seeds", "epochs", "fitted", "labels_E"):
+        assert np.array_equal(getattr(pooled.samples["sgd"], column),
+                              getattr(alone.samples["sgd"], column)), column
+    assert pooled.rows == alone.rows
+    assert submitted == ["sgd seeds 0..19", "sgd seeds 20..39", "sgd seeds 40..49"]
+    networks = [e.completed for e in events if e.key == "sgd"]
+    assert networks[-1] == 50 and max(networks) == 50
+    # resumed: nothing is trained again, with or without workers
+    again = run_sgd_vs_bayes(spec, tmp_path / "pool", data_dir="embedded", workers=2)
+    assert again.rows == alone.rows

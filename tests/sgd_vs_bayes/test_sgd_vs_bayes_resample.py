@@ -210,7 +210,12 @@ def test_the_shipped_resample_specs():
     assert main.data.train_size == 200 and main.data.test_size == 1000
     large = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes_large"))
     assert large.data.train_size == 5000 and [o.key for o in large.optimizers] == ["sgd"]
-    for spec in (main, large):
+    largest = load_sgd_vs_bayes_spec(packaged_spec_path("sgd_vs_bayes_largest"))
+    # the same experiment as the |S| = 5000 one but for |S|: only the data's size and name differ
+    assert largest.data == large.data.model_copy(update={"train_size": 10_000})
+    assert largest.model_copy(update={"name": large.name, "description": large.description,
+                                      "data": large.data}) == large
+    for spec in (main, large, largest):
         assert spec.resample is not None and spec.resample.sizes == [20, 50, 100]
         assert spec.resample.draws == 10
         assert spec.resample.posteriors == ["ep-orthant", "ep-probit", "gp-regression"]

@@ -5,6 +5,7 @@ runners take the validated spec."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,14 @@ def sgd_vs_bayes_command(
         "--data-dir", envvar="FLATVOL_DATA",
         help="Data directory (MNIST idx / CIFAR files); default: embedded MNIST subset.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
+    workers: Annotated[str, typer.Option(
+        metavar="N|auto",
+        help="Chunks of networks trained at once, each in its own process on its share of the "
+        "threads. 'auto': one per core (at most --threads, one per chunk to train; 1 on a "
+        "GPU); 1: in this process."
+        )] = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads in all, shared by the workers (default: torch's).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train N networks per optimizer to fit S, count their functions on E (P_opt(f|S)) and
@@ -38,9 +46,17 @@ def sgd_vs_bayes_command(
     from flatvol.sgd_vs_bayes.resample import run_resampled
     from flatvol.sgd_vs_bayes.run import run_sgd_vs_bayes
     from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
-    from flatvol.validate import check_device, check_output_dir, check_positive_int, check_threads
+    from flatvol.validate import (
+        AUTO,
+        check_device,
+        check_output_dir,
+        check_positive_int,
+        check_threads,
+        check_workers,
+    )
 
     check_threads(threads)
+    workers_wanted = check_workers(workers)
     check_output_dir(out)
     check_device(device)
     if networks is not None:
@@ -48,6 +64,14 @@ def sgd_vs_bayes_command(
     parsed = load_sgd_vs_bayes_spec(resolve_spec_path(spec))
     if threads is not None:
         torch.set_num_threads(threads)
+    # 'auto': a process per core on the CPU, no more than the threads allowed (sample_functions
+    # starts no more than there are chunks to train); one process drives a GPU.
+    if workers_wanted != AUTO:
+        n_workers = int(workers_wanted)
+    elif torch.device(device).type != "cpu":
+        n_workers = 1
+    else:
+        n_workers = max(1, min(os.cpu_count() or 1, torch.get_num_threads()))
     # Stages (one per optimizer, then the volumes) run one after another: one bar each.
     bars: dict[str, ProgressBar] = {}
 
@@ -67,13 +91,16 @@ def sgd_vs_bayes_command(
     try:
         if parsed.grid is not None:
             grid = run_sgd_vs_bayes_grid(parsed, out, data_dir=data_dir, device=device,
-                                         progress=progress, networks=networks)
+                                         progress=progress, networks=networks,
+                                         workers=n_workers)
         elif parsed.resample is not None:
             resampled = run_resampled(parsed, out, data_dir=data_dir, device=device,
-                                      progress=progress, networks=networks)
+                                      progress=progress, networks=networks,
+                                      workers=n_workers)
         else:
             result = run_sgd_vs_bayes(parsed, out, data_dir=data_dir, device=device,
-                                      progress=progress, networks=networks)
+                                      progress=progress, networks=networks,
+                                      workers=n_workers)
     finally:
         for bar in bars.values():
             bar.close()

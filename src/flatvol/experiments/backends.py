@@ -116,22 +116,25 @@ class LocalBackend:
             for run in todo:
                 record(execute_run(run, ctx, progress))
         else:
-            with _ProcessPool(ctx, workers) as pool:
-                pool.execute([(run, None) for run in todo], record, progress)
+            with sweep_pool(ctx, workers) as pool:
+                for run in todo:
+                    pool.submit(str(run.key), run, None)
+                pool.collect(record, progress, wait=True)
             pool.raise_lost()
 
 
 # Per worker process: set once by the pool initializer, so the context is pickled once per
-# worker rather than once per run.
+# worker rather than once per job.
 _WORKER_QUEUE: Any = None
-_WORKER_CTX: SweepContext | None = None
+_WORKER_CTX: Any = None
+_WORKER_JOB: Callable[..., Any] | None = None
 PARENT_POLL_S = 0.5  # how often a worker checks that the driver still lives
 # Thread counts of the BLAS libraries numpy, scipy and torch may load in a worker.
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init_worker(queue: Any, contexts: Any, parent: int, nice: int) -> None:
-    global _WORKER_QUEUE, _WORKER_CTX
+    global _WORKER_QUEUE, _WORKER_CTX, _WORKER_JOB
     # A terminal's Ctrl-C reaches the workers too: only the driver acts on it, and stops them.
     ignore_sigint()
     # Progress is best effort: a worker never waits at its exit for the driver to read what it
@@ -143,7 +146,8 @@ def _init_worker(queue: Any, contexts: Any, parent: int, nice: int) -> None:
     # A killed driver cannot stop its workers: each leaves when its parent is gone, so a
     # SIGKILLed sweep leaves no process behind measuring for nobody.
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _WORKER_QUEUE, _WORKER_CTX = queue, contexts.get()
+    _WORKER_QUEUE = queue
+    _WORKER_JOB, _WORKER_CTX = contexts.get()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -159,9 +163,20 @@ def _queue_progress(event: ProgressEvent) -> None:
             _WORKER_QUEUE.put_nowait(event)
 
 
-def _worker_execute(run: PlannedRun, trained: TrainedNetwork | None) -> RunRecord:
-    assert _WORKER_CTX is not None
-    return execute_run(run, _WORKER_CTX, _queue_progress, trained=trained)
+def _worker_call(*args: Any) -> Any:
+    assert _WORKER_JOB is not None
+    return _WORKER_JOB(_WORKER_CTX, *args, progress=_queue_progress)
+
+
+def _execute_in_worker(ctx: SweepContext, run: PlannedRun, trained: TrainedNetwork | None,
+                       progress: ProgressFn) -> RunRecord:
+    return execute_run(run, ctx, progress, trained=trained)
+
+
+def sweep_pool(ctx: SweepContext, workers: int, nice: int = 0) -> WorkerPool:
+    """The pool measuring a sweep's runs: jobs (label, run, trained network or None) give
+    RunRecords; each worker's torch threads (set by execute_run) and BLAS threads: ctx.threads."""
+    return WorkerPool(ctx, _execute_in_worker, workers, threads=ctx.threads, nice=nice)
 
 
 # How long a worker may take to end after SIGTERM (its default action: at once) before it is
@@ -174,19 +189,20 @@ class _WorkerContext(SpawnContext):
     it starts (an interrupted driver ends them: ProcessPoolExecutor has no terminate before
     Python 3.14) and starting each deaf to Ctrl-C (starting_children).
 
-    Each process gets the sweep context through `contexts` (read by its initializer), not
-    through its arguments: those are written into the new process's pipe by the driver's main
-    thread, which then waits, unable to act on a signal, until the process has imported torch
-    and read them all (a kernel of S u E is far more than a pipe holds); the queue's feeder
-    thread waits instead.
+    Each process gets the job and its context through `contexts` (read by its initializer),
+    not through its arguments: those are written into the new process's pipe by the driver's
+    main thread, which then waits, unable to act on a signal, until the process has imported
+    torch and read them all (a kernel of S u E, a task's images, are far more than a pipe
+    holds); the queue's feeder thread waits instead.
 
     Args:
-        sweep: What the runs of the sweep share (sent once per process).
+        job: The module-level function every job calls.
+        context: What the jobs share (sent once per process).
     """
 
-    def __init__(self, sweep: SweepContext) -> None:
+    def __init__(self, job: Callable[..., Any], context: Any) -> None:
         super().__init__()
-        self.sweep = sweep
+        self.shared = (job, context)
         self.started: list[SpawnProcess] = []
         self.contexts = self.Queue()
         # An interrupted driver exits without waiting to hand contexts to workers it ended.
@@ -195,7 +211,7 @@ class _WorkerContext(SpawnContext):
     def Process(self, *args: Any, **kwargs: Any) -> SpawnProcess:  # noqa: N802 (its API name)
         process = _WorkerProcess(*args, **kwargs)
         self.started.append(process)
-        self.contexts.put(self.sweep)
+        self.contexts.put(self.shared)
         return process
 
 
@@ -230,28 +246,41 @@ def _silence_resource_sharer() -> None:
     sys.excepthook = hook
 
 
-class _ProcessPool:
-    """`workers` spawned processes, each holding the sweep context (sent once, by the
-    initializer); records come back to the driver as runs finish. Runs lost to a dead worker
-    are collected, and raise_lost reports them after the others are recorded. Left by an
-    exception (Interrupted, KeyboardInterrupt, an error), the pool drops the queued runs and
-    ends its workers at once: the runs in flight are lost, never recorded half, and a re-run
-    resumes them."""
+class WorkerPool:
+    """`workers` spawned processes that each call `job(context, *args, progress=...)` for the
+    jobs submitted: the context is sent once per process (by the initializer), results come
+    back to the driver as jobs finish, and the driver alone records them (a sweep's runs, an
+    sgd-vs-bayes run's chunks of networks). Jobs lost to a dead worker are collected, and
+    raise_lost reports them after the others are recorded. Left by an exception (Interrupted,
+    KeyboardInterrupt, an error), the pool drops the queued jobs and ends its workers at once:
+    the jobs in flight are lost, never recorded half, and a re-run resumes them.
 
-    def __init__(self, ctx: SweepContext, workers: int, nice: int = 0):
-        self.ctx, self.workers, self.nice = ctx, workers, nice
+    Args:
+        context: What every job shares (picklable).
+        job: A module-level function job(context, *args, progress) -> result; `progress`
+            sends ProgressEvents to the driver's display.
+        workers: Processes.
+        threads: The workers' BLAS threads (numpy, scipy), None: the library's default; the
+            job sets its own torch threads.
+        nice: Niceness added to each worker.
+    """
+
+    def __init__(self, context: Any, job: Callable[..., Any], workers: int,
+                 threads: int | None = None, nice: int = 0):
+        self.context, self.job, self.workers = context, job, workers
+        self.threads, self.nice = threads, nice
         self.lost: list[str] = []
-        self.pending: dict[Any, PlannedRun] = {}
+        self.pending: dict[Any, str] = {}
 
-    def __enter__(self) -> _ProcessPool:
+    def __enter__(self) -> WorkerPool:
         from concurrent.futures import ProcessPoolExecutor
 
         # The workers' BLAS (numpy/scipy: EP) gets their torch thread count: it reads these
         # variables when it loads, in each spawned process; the driver's own are restored.
         self.saved_env = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-        if self.ctx.threads:
-            os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.ctx.threads)))
-        self.mpctx = _WorkerContext(self.ctx)
+        if self.threads:
+            os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, str(self.threads)))
+        self.mpctx = _WorkerContext(self.job, self.context)
         self.queue = self.mpctx.Queue()
         self.pool = ProcessPoolExecutor(self.workers, mp_context=self.mpctx,
                                         initializer=_init_worker,
@@ -277,7 +306,7 @@ class _ProcessPool:
                         os.environ[name] = value
 
     def _stop_workers(self) -> None:
-        """Drop the queued runs and end every worker now (SIGTERM, then SIGKILL after
+        """Drop the queued jobs and end every worker now (SIGTERM, then SIGKILL after
         STOP_GRACE_S), whatever it is doing: waiting for the runs in flight could take hours."""
         _silence_resource_sharer()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -290,26 +319,29 @@ class _ProcessPool:
                 process.kill()
                 process.join()
 
-    def execute(self, jobs: list[tuple[PlannedRun, TrainedNetwork | None]], record: RecordFn,
-                progress: ProgressFn) -> None:
-        """Run execute_run(run, ctx, trained=trained) for each job in the pool; `record` each
-        record in this process as it arrives (any order), forwarding the progress."""
-        for run, trained in jobs:
-            self.submit(run, trained)
-        self.collect(record, progress, wait=True)
+    def submit(self, label: str, *args: Any) -> None:
+        """Queue job(context, *args) in the pool (collect hands its result on).
 
-    def submit(self, run: PlannedRun, trained: TrainedNetwork | None) -> None:
-        """Queue execute_run(run, ctx, trained=trained) in the pool (collect records it)."""
+        Args:
+            label: Names the job in the report of jobs lost to a dead worker.
+            args: The job's arguments after the context (picklable).
+        """
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            self.pending[self.pool.submit(_worker_execute, run, trained)] = run
+            self.pending[self.pool.submit(_worker_call, *args)] = label
         except BrokenProcessPool:  # a worker died earlier: nothing more runs here
-            self.lost.append(str(run.key))
+            self.lost.append(label)
 
-    def collect(self, record: RecordFn, progress: ProgressFn, wait: bool) -> None:
-        """`record` the records that came back, forwarding the progress; with `wait`, until
-        none is pending, else only those already there."""
+    def collect(self, record: Callable[[Any], None], progress: ProgressFn, wait: bool) -> None:
+        """`record` the results that came back (any order), forwarding the progress; with
+        `wait`, until none is pending, else only those already there.
+
+        Args:
+            record: Called in this process with each job's result.
+            progress: Called with each ProgressEvent the workers sent.
+            wait: Wait for every pending job (else only take what is there).
+        """
         import queue as queue_mod
         from concurrent.futures import FIRST_COMPLETED
         from concurrent.futures import wait as wait_for
@@ -324,22 +356,26 @@ class _ProcessPool:
                 while True:
                     progress(self.queue.get_nowait())
             for future in done:
-                run = self.pending.pop(future)
+                label = self.pending.pop(future)
                 exc = future.exception()
-                if isinstance(exc, BrokenProcessPool):  # a worker died: not the run's fault
-                    self.lost.append(str(run.key))
+                if isinstance(exc, BrokenProcessPool):  # a worker died: not the job's fault
+                    self.lost.append(label)
                     continue
-                if exc is not None:  # an error execute_run does not turn into a failed run
+                if exc is not None:  # an error the job does not turn into a result
                     raise exc
                 record(future.result())
             if not (wait and self.pending):
                 return
 
-    def raise_lost(self) -> None:
-        """Raise SweepError if runs were lost (after the others were recorded)."""
+    def raise_lost(self, what: str = "run(s)") -> None:
+        """Raise SweepError if jobs were lost (after the others were recorded).
+
+        Args:
+            what: What a job is, in the message ('run(s)', 'chunk(s) of networks').
+        """
         if self.lost:
-            raise SweepError(f"{len(self.lost)} run(s) lost because a worker process died (out "
-                             f"of memory?), e.g. {self.lost[0]}; finished runs are saved: "
+            raise SweepError(f"{len(self.lost)} {what} lost because a worker process died (out "
+                             f"of memory?), e.g. {self.lost[0]}; finished {what} are saved: "
                              "re-run to resume")
 
 
@@ -371,7 +407,7 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
     (staged_train_threads); each missing run is sent to the pool of `workers` measuring
     processes (ctx.threads each, at MEASURE_NICE) as soon as its network stops training, and
     recorded as it comes back, also while the rest of the ensemble trains."""
-    with _ProcessPool(ctx, workers, nice=MEASURE_NICE) as pool:
+    with sweep_pool(ctx, workers, nice=MEASURE_NICE) as pool:
         for group, runs in staged_plan(ctx.spec, todo):
             if pool.lost:  # the pool is broken: the rest is lost too, resumed by a re-run
                 pool.lost.extend(str(run.key) for run in runs)
@@ -382,7 +418,7 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
             def measure_now(run: PlannedRun, network: TrainedNetwork,
                             missing: set[RunKey] = missing, sent: set[RunKey] = sent) -> None:
                 if run.key in missing:
-                    pool.submit(run, network.on_cpu())
+                    pool.submit(str(run.key), run, network.on_cpu())
                     sent.add(run.key)
 
             def each_epoch(event: ProgressEvent) -> None:  # record what came back meanwhile
@@ -394,8 +430,8 @@ def _run_staged_processes(todo: list[PlannedRun], ctx: SweepContext, record: Rec
             row = {run.key: i for i, run in enumerate(group)}
             for run in runs:
                 if run.key not in sent:  # one at a time if the group did not train together
-                    pool.submit(run, trained[row[run.key]].on_cpu() if trained is not None
-                                else None)
+                    pool.submit(str(run.key), run,
+                                trained[row[run.key]].on_cpu() if trained is not None else None)
             pool.collect(record, progress, wait=True)
     pool.raise_lost()
 

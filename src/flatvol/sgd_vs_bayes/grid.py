@@ -75,7 +75,8 @@ def check_grid(spec: SgdVsBayesSpec, data_dir: str | Path | None) -> dict[int, T
 def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
                           data_dir: str | Path | None = None,
                           device: str | torch.device = "cpu", progress: ProgressFn | None = None,
-                          networks: int | None = None) -> SgdVsBayesGridResult:
+                          networks: int | None = None, workers: int = 1
+                          ) -> SgdVsBayesGridResult:
     """Run every cell of the spec's grid (a spec without a grid is a grid of one cell).
 
     Args:
@@ -85,6 +86,7 @@ def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
         progress: called with each cell's ProgressEvents, their keys prefixed with the cell's
             name.
         networks: overrides the networks of every cell.
+        workers: chunks of networks trained at once, in spawned processes (sample_functions).
 
     Returns:
         The cells' results, the grid table and the files written.
@@ -106,7 +108,7 @@ def run_sgd_vs_bayes_grid(spec: SgdVsBayesSpec, out: str | Path,
 
             grid = {"name": spec.name, "cell": cell.name, "values": cell.values}
             result = run_cell(cell.spec, tasks[cell.spec.data.train_size], store, cell_dir,
-                              device, cell_progress, grid=grid)
+                              device, cell_progress, grid=grid, workers=workers)
             results.append((cell, result))
     rows = grid_rows([FunctionExperiment(r.spec.spec_hash(), r.info, r.samples, r.volumes)
                       for _, r in results])

@@ -262,7 +262,7 @@ def write_resampled(result: ResampledResult, out_dir: Path) -> ResampledResult:
 
 def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | None = None,
                   device: str | torch.device = "cpu", progress: ProgressFn | None = None,
-                  networks: int | None = None) -> ResampledResult:
+                  networks: int | None = None, workers: int = 1) -> ResampledResult:
     """Train (or read back) the networks, compare P_opt with P_B on every draw of E, record it
     in OUT/results.sqlite and write the files of the module doc into `out`.
 
@@ -273,6 +273,7 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
         progress: called with ProgressEvents: an optimizer's networks, then
             '<posterior> volumes'.
         networks: overrides spec.sampling.networks.
+        workers: chunks of networks trained at once, in spawned processes (sample_functions).
 
     Returns:
         The ResampledResult with its files.
@@ -294,7 +295,7 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
     with Store(out_dir) as store:
         atomic_write_text(out_dir / "spec.json", spec_json + "\n")
         store.add_spec(spec.spec_hash(), spec.name, spec_json)
-        samples = {o.key: sample_functions(spec, task, o, store, device, progress)
+        samples = {o.key: sample_functions(spec, task, o, store, device, progress, workers)
                    for o in spec.optimizers}
         result = resampled_comparison(spec, task, samples, store, device, progress)
         seconds = {**{f"train_{k}": round(s.seconds, 2) for k, s in samples.items()},

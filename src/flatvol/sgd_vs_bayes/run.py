@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from flatvol.errors import SpecError
 from flatvol.experiments.build import load_run_task
 from flatvol.experiments.spec import OptimizerSpec
 from flatvol.experiments.store import Store
+from flatvol.interrupts import holding_signals
 from flatvol.io import atomic_write, atomic_write_json, atomic_write_text, dumps_json
 from flatvol.limits import MAX_NETWORKS, MAX_SEED, bound_problem
 from flatvol.progress import ProgressEvent, ProgressFn
@@ -56,42 +58,124 @@ SAVE_EVERY_S = 30.0  # volumes are recorded in batches at most this far apart
 
 def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerSpec,
                      store: Store, device: str | torch.device = "cpu",
-                     progress: ProgressFn | None = None) -> FunctionSample:
+                     progress: ProgressFn | None = None, workers: int = 1) -> FunctionSample:
     """Train spec.sampling.networks networks with `optimizer` to fit S, in ensemble chunks;
-    chunks already in `store` (same data, model and training config) are reused. The sample's
-    `seconds` is the training time of all its chunks, as recorded when they were trained."""
-    config = spec.train_config(optimizer)
+    chunks already in `store` (same data, model and training config) are reused.
+
+    Args:
+        spec, task: the experiment and its S and E.
+        optimizer: one of spec.optimizers.
+        store: the results store; each chunk is recorded as it finishes (one transaction).
+        device: torch device.
+        progress: called with ProgressEvent(optimizer.key, 'networks', done, total).
+        workers: chunks trained at once, each in its own spawned process on its share of this
+            process's torch threads (1: one after another in this process). A chunk's networks
+            do not depend on where or beside what it trains.
+
+    Returns:
+        The sample in seed order; its `seconds` is the training time of all its chunks, as
+        recorded when they were trained.
+    """
     seeds = spec.seeds()
     key = spec.sample_key(optimizer, task.fingerprint())
-    parts: list[FunctionSample] = []
-    for c0 in range(0, len(seeds), spec.sampling.chunk):
-        chunk_seeds = seeds[c0 : c0 + spec.sampling.chunk]
-        chunk = fs.read_chunk(store, key, chunk_seeds, n_points=task.test_size,
-                              n_classes=task.n_classes)
-        if chunk is None:
-            start = time.perf_counter()
+    chunks = {c0: seeds[c0 : c0 + spec.sampling.chunk]
+              for c0 in range(0, len(seeds), spec.sampling.chunk)}
+    done = {c0: fs.read_chunk(store, key, part, n_points=task.test_size,
+                              n_classes=task.n_classes) for c0, part in chunks.items()}
+    todo = [c0 for c0, chunk in done.items() if chunk is None]
+    finished = dict.fromkeys(chunks, 0)  # networks stopped so far, per chunk
 
-            def on_epoch(info: EnsembleEpochInfo, base: int = c0) -> None:
-                if progress is not None:
-                    progress(ProgressEvent(optimizer.key, "networks", base + info.finished,
-                                           len(seeds)))
-
-            ens = train_ensemble(spec.model.arch, task, config, chunk_seeds, prior=spec.prior(),
-                                 device=device, callback=on_epoch, keep_history=False,
-                                 engine=spec.sampling.engine, group_size=spec.sampling.group_size)
-            chunk = FunctionSample(
-                optimizer.key, np.asarray(chunk_seeds, dtype=np.int64),
-                ens.epochs.astype(np.int64), np.array([s == "fitted" for s in ens.status]),
-                ens.predict_labels(task.E.x).numpy().astype(np.uint8),
-                seconds=time.perf_counter() - start)
-            fs.write_chunk(store, key, chunk)
-        parts.append(chunk)
+    def report(c0: int, count: int) -> None:
+        finished[c0] = count
         if progress is not None:
-            progress(ProgressEvent(optimizer.key, "networks", c0 + len(chunk_seeds),
+            progress(ProgressEvent(optimizer.key, "networks", sum(finished.values()),
                                    len(seeds)))
+
+    def record(chunk: FunctionSample) -> None:
+        with holding_signals():  # a chunk is recorded whole or not at all
+            fs.write_chunk(store, key, chunk)
+        c0 = int(chunk.seeds[0]) - spec.sampling.first_seed
+        done[c0] = chunk
+        report(c0, len(chunk.seeds))
+
+    for c0 in chunks:
+        if done[c0] is not None:
+            report(c0, len(chunks[c0]))
+    if workers > 1 and len(todo) > 1:
+        from flatvol.experiments.backends import WorkerPool
+
+        threads = max(1, torch.get_num_threads() // workers)
+        shared = ChunkContext(spec, task, optimizer, str(device), threads)
+
+        def forward(event: ProgressEvent) -> None:  # a worker's chunk -> the whole sample
+            report(event.key, event.completed)
+
+        with WorkerPool(shared, _train_chunk_in_worker, min(workers, len(todo)),
+                        threads=threads) as pool:
+            for c0 in todo:
+                pool.submit(f"{optimizer.key} seeds {chunks[c0][0]}..{chunks[c0][-1]}",
+                            c0, chunks[c0])
+            pool.collect(record, forward, wait=True)
+        pool.raise_lost("chunk(s) of networks")
+    else:
+        for c0 in todo:
+            record(train_chunk(spec, task, optimizer, chunks[c0], device,
+                               lambda count, c0=c0: report(c0, count)))
+    parts = [done[c0] for c0 in chunks]
     return FunctionSample(optimizer.key, *(np.concatenate([getattr(p, k) for p in parts])
                                            for k in ("seeds", "epochs", "fitted", "labels_E")),
                           seconds=sum(p.seconds for p in parts))
+
+
+def train_chunk(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerSpec,
+                seeds: list[int], device: str | torch.device = "cpu",
+                stopped: Callable[[int], None] | None = None) -> FunctionSample:
+    """Train one chunk of networks as one ensemble and read off their functions on E.
+
+    Args:
+        spec, task, optimizer: as for sample_functions.
+        seeds: the chunk's seeds.
+        device: torch device.
+        stopped: called with the count of the chunk's networks that have stopped, each epoch.
+
+    Returns:
+        The chunk's FunctionSample, `seconds` its training time.
+    """
+    start = time.perf_counter()
+
+    def on_epoch(info: EnsembleEpochInfo) -> None:
+        if stopped is not None:
+            stopped(info.finished)
+
+    ens = train_ensemble(spec.model.arch, task, spec.train_config(optimizer), seeds,
+                         prior=spec.prior(), device=device, callback=on_epoch,
+                         keep_history=False, engine=spec.sampling.engine,
+                         group_size=spec.sampling.group_size)
+    return FunctionSample(
+        optimizer.key, np.asarray(seeds, dtype=np.int64), ens.epochs.astype(np.int64),
+        np.array([s == "fitted" for s in ens.status]),
+        ens.predict_labels(task.E.x).numpy().astype(np.uint8),
+        seconds=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """What the chunks of one sample share, sent once to each worker process."""
+
+    spec: SgdVsBayesSpec
+    task: TaskData
+    optimizer: OptimizerSpec
+    device: str
+    threads: int
+
+
+def _train_chunk_in_worker(ctx: ChunkContext, c0: int, seeds: list[int],
+                           progress: ProgressFn) -> FunctionSample:
+    from flatvol.experiments.execute import torch_threads
+
+    with torch_threads(ctx.threads):
+        return train_chunk(ctx.spec, ctx.task, ctx.optimizer, seeds, ctx.device,
+                           lambda count: progress(ProgressEvent(c0, "networks", count)))
 
 
 def conditional_volumes(spec: SgdVsBayesSpec, task: TaskData, functions: list[str], store: Store,
@@ -229,8 +313,8 @@ class SgdVsBayesResult:
 
 def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
                      data_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                     progress: ProgressFn | None = None, networks: int | None = None
-                     ) -> SgdVsBayesResult:
+                     progress: ProgressFn | None = None, networks: int | None = None,
+                     workers: int = 1) -> SgdVsBayesResult:
     """Train, count, measure V(f|S), record it all in OUT/results.sqlite and write the table,
     summary and plots into `out`. A spec with a [grid] runs with
     flatvol.sgd_vs_bayes.grid.run_sgd_vs_bayes_grid instead.
@@ -243,6 +327,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
         progress: called with a flatvol.progress.ProgressEvent per step: key an optimizer's
             name (text 'networks') or 'volumes' (text 'functions').
         networks: overrides spec.sampling.networks.
+        workers: chunks of networks trained at once, in spawned processes (sample_functions).
 
     Returns:
         The samples, volumes, rows, summaries and the files written.
@@ -256,7 +341,7 @@ def run_sgd_vs_bayes(spec: SgdVsBayesSpec, out: str | Path,
                         "sgd-vs-bayes` or flatvol.sgd_vs_bayes.resample.run_resampled")
     task = load_run_task(spec, 0, data_dir)
     with Store(out) as store:
-        return run_cell(spec, task, store, Path(out), device, progress)
+        return run_cell(spec, task, store, Path(out), device, progress, workers=workers)
 
 
 def resolve_spec(spec: SgdVsBayesSpec, networks: int | None = None) -> SgdVsBayesSpec:
@@ -293,7 +378,7 @@ def resolve_spec(spec: SgdVsBayesSpec, networks: int | None = None) -> SgdVsBaye
 
 def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
              device: str | torch.device = "cpu", progress: ProgressFn | None = None,
-             grid: dict[str, Any] | None = None) -> SgdVsBayesResult:
+             grid: dict[str, Any] | None = None, workers: int = 1) -> SgdVsBayesResult:
     """One sgd-vs-bayes experiment (a spec without a grid, or one grid cell) in an open store.
 
     Args:
@@ -306,6 +391,7 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
             name (text 'networks') or 'volumes' (text 'functions').
         grid: for a grid cell, {'name': the grid spec's name, 'cell': the cell's name,
             'values': its axis values}, recorded with the experiment.
+        workers: chunks of networks trained at once, in spawned processes (sample_functions).
 
     Returns:
         The samples, volumes, rows, summaries and the files written.
@@ -318,7 +404,8 @@ def run_cell(spec: SgdVsBayesSpec, task: TaskData, store: Store, out_dir: Path,
     store.add_spec(spec.spec_hash(), spec.name, spec_json)
     samples = {}
     for optimizer in spec.optimizers:
-        samples[optimizer.key] = sample_functions(spec, task, optimizer, store, device, progress)
+        samples[optimizer.key] = sample_functions(spec, task, optimizer, store, device, progress,
+                                                  workers)
         seconds[f"train_{optimizer.key}"] = round(samples[optimizer.key].seconds, 2)
     needed = {f for s in samples.values() for f, c in s.counts().items()
               if c >= spec.volume.min_count}
