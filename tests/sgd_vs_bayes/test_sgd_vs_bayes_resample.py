@@ -131,6 +131,10 @@ def test_a_rerun_reads_every_value_back(resampled, monkeypatch):
     again = run_resampled(spec, out)
     assert again.rows == result.rows
     assert again.functions == result.functions
+    # the compute time of P_B is kept over calls, not replaced by the reading's
+    posteriors = [k for k in result.seconds if k.startswith("posterior_")]
+    assert posteriors and all(result.seconds[k] > 0 for k in posteriors)
+    assert all(again.seconds[k] >= result.seconds[k] for k in posteriors), again.seconds
 
 
 def test_cli_runs_a_resampled_spec(tmp_path: Path):

@@ -298,8 +298,12 @@ def run_resampled(spec: SgdVsBayesSpec, out: str | Path, data_dir: str | Path | 
         samples = {o.key: sample_functions(spec, task, o, store, device, progress, workers)
                    for o in spec.optimizers}
         result = resampled_comparison(spec, task, samples, store, device, progress)
+        # P_B's compute time over every call, as for the volumes of a single-E experiment (a
+        # resumed call adds what it computed; the training times are recorded per chunk)
+        before = (fs.read_experiment_info(store, spec.spec_hash()) or {}).get("seconds", {})
         seconds = {**{f"train_{k}": round(s.seconds, 2) for k, s in samples.items()},
-                   **{f"posterior_{k}": v for k, v in result.seconds.items()}}
+                   **{f"posterior_{k}": round(before.get(f"posterior_{k}", 0.0) + v, 2)
+                      for k, v in result.seconds.items()}}
         result = ResampledResult(spec, result.rows, result.functions, result.spread, seconds)
         # what `flatvol report` shows (flatvol.sgd_vs_bayes.report): the per-draw rows and
         # their spread; the networks and P_B values stay in their own tables
