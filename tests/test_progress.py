@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -39,6 +40,22 @@ def test_interval_spaces_the_lines_and_the_final_line_always_comes() -> None:
             assert i >= 0
     assert stream.getvalue().splitlines() == [stream.getvalue().strip()]
     assert stream.getvalue().startswith("slow: 1000/1000, ")
+
+
+def test_lines_keep_coming_while_the_task_reports_nothing() -> None:
+    # One long step (a 10-class V(f)) reports nothing for minutes: the log must not go quiet.
+    stream = io.StringIO()
+    with ProgressBar("V(f)", total=3, stream=stream, interval=0.05) as bar:
+        bar.update(1)
+        deadline = time.monotonic() + 30
+        while len(stream.getvalue().splitlines()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) >= 4 and all(line.startswith("V(f): 1/3, ") for line in lines[:3])
+    assert lines[-1].endswith(", done")
+    after = stream.getvalue()
+    time.sleep(0.2)
+    assert stream.getvalue() == after  # nothing after the close
 
 
 def test_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

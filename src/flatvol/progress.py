@@ -3,6 +3,8 @@
 - On a terminal: a live rich bar (transient: it disappears when done).
 - Anywhere else (a file, a pipe, CI logs): a plain line every `interval` seconds and one at the
   end, with no carriage returns and no ANSI escape codes, so a redirected log stays readable.
+  The lines keep coming while the task reports nothing (one long step: a 10-class V(f), a
+  Cholesky of S u E): a log that stops means a process that stopped.
 - Disabled: nothing at all.
 
 Bars opened while another is live (a CLI bar over a library one, a sweep's rows) share one
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -148,6 +151,9 @@ class ProgressBar:
         self._start = self._last_line = time.monotonic()
         self._lines_written = 0
         self._closed = False
+        self._lock = threading.Lock()  # the heartbeat and the task's own thread both write
+        self._heartbeat: threading.Thread | None = None
+        self._stop = threading.Event()
         self._live: Progress | None = None
         self._task: TaskID | None = None
         is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -159,6 +165,10 @@ class ProgressBar:
             else:
                 self._task = self._live.add_task(label, total=total, completed=completed,
                                                  count=self._count(), status="")
+        if self.mode == "lines" and self.interval > 0:
+            self._heartbeat = threading.Thread(target=self._beat, daemon=True,
+                                               name=f"progress: {label}")
+            self._heartbeat.start()
 
     def __enter__(self) -> ProgressBar:
         return self
@@ -192,9 +202,10 @@ class ProgressBar:
     def milestone(self) -> None:
         """Write a plain line now, whatever the interval (a stage of the task completed);
         a live bar shows it anyway."""
-        if self.mode == "lines" and not self._closed:
-            self._last_line = time.monotonic()
-            self._write_line(done=False)
+        with self._lock:
+            if self.mode == "lines" and not self._closed:
+                self._last_line = time.monotonic()
+                self._write_line(done=False)
 
     def close(self, final_line: bool = True) -> None:
         """End the task: remove the live bar, or write a final plain line (see `leave`).
@@ -202,12 +213,14 @@ class ProgressBar:
         Args:
             final_line: False ends silently (the task failed).
         """
-        if self._closed:
-            return
-        self._closed = True
-        if self.mode == "lines" and final_line and (self.leave or self._lines_written):
-            self._write_line(done=True)
-        elif self.mode == "live" and self._live is not None and self._task is not None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self.mode == "lines" and final_line and (self.leave or self._lines_written):
+                self._write_line(done=True)
+        self._stop.set()  # the heartbeat ends (a daemon: nothing waits for it)
+        if self.mode == "live" and self._live is not None and self._task is not None:
             self._live.remove_task(self._task)
             _close_live()
 
@@ -220,10 +233,27 @@ class ProgressBar:
             self._live.update(self._task, completed=self.completed, total=self.total,
                               count=self._count(), status=self.status)
         elif self.mode == "lines":
-            now = time.monotonic()
-            if now - self._last_line >= self.interval:
-                self._last_line = now
-                self._write_line(done=False)
+            with self._lock:
+                now = time.monotonic()
+                if not self._closed and now - self._last_line >= self.interval:
+                    self._last_line = now
+                    self._write_line(done=False)
+
+    def _beat(self) -> None:
+        """The heartbeat thread: a line whenever `interval` passes without one."""
+        wait = self.interval
+        while not self._stop.wait(wait):
+            with self._lock:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                if now - self._last_line >= self.interval:
+                    try:
+                        self._write_line(done=False)
+                    except Exception:  # noqa: BLE001 (an owner's `line` read its state
+                        continue  # mid-change in the task's thread: best effort, next beat)
+                    self._last_line = now
+                wait = max(0.0, self._last_line + self.interval - now)
 
     def _write_line(self, *, done: bool) -> None:
         elapsed = time.monotonic() - self._start
