@@ -104,14 +104,15 @@ def sample_functions(spec: SgdVsBayesSpec, task: TaskData, optimizer: OptimizerS
     if workers > 1 and len(todo) > 1:
         from flatvol.experiments.backends import WorkerPool
 
-        threads = max(1, torch.get_num_threads() // workers)
+        processes = min(workers, len(todo))
+        threads = max(1, torch.get_num_threads() // processes)
         shared = ChunkContext(spec, task, optimizer, str(device), threads)
 
         def forward(event: ProgressEvent) -> None:  # a worker's chunk -> the whole sample
-            report(event.key, event.completed)
+            if done[event.key] is None:  # (an epoch's event may arrive after its chunk)
+                report(event.key, event.completed)
 
-        with WorkerPool(shared, _train_chunk_in_worker, min(workers, len(todo)),
-                        threads=threads) as pool:
+        with WorkerPool(shared, _train_chunk_in_worker, processes, threads=threads) as pool:
             for c0 in todo:
                 pool.submit(f"{optimizer.key} seeds {chunks[c0][0]}..{chunks[c0][-1]}",
                             c0, chunks[c0])
