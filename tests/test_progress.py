@@ -58,6 +58,26 @@ def test_lines_keep_coming_while_the_task_reports_nothing() -> None:
     assert stream.getvalue() == after  # nothing after the close
 
 
+def test_a_bar_dropped_without_closing_stops_its_heartbeat() -> None:
+    # An exception between a library's bar and its close must not leave a thread writing lines
+    # for the rest of the process (a sweep goes on after a failed run).
+    import gc
+    import threading
+
+    stream = io.StringIO()
+    bar = ProgressBar("dropped", total=3, stream=stream, interval=0.02)
+    del bar
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while (any(t.name == "progress: dropped" for t in threading.enumerate())
+           and time.monotonic() < deadline):
+        time.sleep(0.01)
+    assert not any(t.name == "progress: dropped" for t in threading.enumerate())
+    after = stream.getvalue()
+    time.sleep(0.1)
+    assert stream.getvalue() == after
+
+
 def test_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(INTERVAL_ENV, "0.25")
     assert ProgressBar("x", stream=io.StringIO()).interval == 0.25

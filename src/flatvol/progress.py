@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, TypeVar
@@ -166,8 +167,11 @@ class ProgressBar:
                 self._task = self._live.add_task(label, total=total, completed=completed,
                                                  count=self._count(), status="")
         if self.mode == "lines" and self.interval > 0:
-            self._heartbeat = threading.Thread(target=self._beat, daemon=True,
-                                               name=f"progress: {label}")
+            # The thread holds the bar weakly: a bar its owner dropped without closing it (an
+            # exception on the way) is collected, and its heartbeat ends with it.
+            self._heartbeat = threading.Thread(
+                target=_heartbeat, args=(weakref.ref(self), self._stop, self.interval),
+                daemon=True, name=f"progress: {label}")
             self._heartbeat.start()
 
     def __enter__(self) -> ProgressBar:
@@ -239,21 +243,20 @@ class ProgressBar:
                     self._last_line = now
                     self._write_line(done=False)
 
-    def _beat(self) -> None:
-        """The heartbeat thread: a line whenever `interval` passes without one."""
-        wait = self.interval
-        while not self._stop.wait(wait):
-            with self._lock:
-                if self._closed:
-                    return
-                now = time.monotonic()
-                if now - self._last_line >= self.interval:
-                    try:
-                        self._write_line(done=False)
-                    except Exception:  # noqa: BLE001 (an owner's `line` read its state
-                        continue  # mid-change in the task's thread: best effort, next beat)
+    def _beat(self) -> float | None:
+        """One heartbeat: a line if `interval` passed without one; the seconds until the next
+        is due (None: the bar is closed)."""
+        with self._lock:
+            if self._closed:
+                return None
+            now = time.monotonic()
+            if now - self._last_line >= self.interval:
+                try:
+                    self._write_line(done=False)
                     self._last_line = now
-                wait = max(0.0, self._last_line + self.interval - now)
+                except Exception:  # noqa: BLE001 (an owner's `line` read its state mid-change
+                    return self.interval  # in the task's thread: best effort, next beat)
+            return max(0.0, self._last_line + self.interval - now)
 
     def _write_line(self, *, done: bool) -> None:
         elapsed = time.monotonic() - self._start
@@ -267,6 +270,17 @@ class ProgressBar:
         self.stream.write(", ".join(parts) + "\n")
         self.stream.flush()
         self._lines_written += 1
+
+
+def _heartbeat(bar_ref: weakref.ref[ProgressBar], stop: threading.Event,
+               interval: float) -> None:
+    """A redirected bar's heartbeat thread: its line whenever `interval` passes without one,
+    until the bar is closed or collected."""
+    wait: float | None = interval
+    while wait is not None and not stop.wait(wait):
+        bar = bar_ref()
+        wait = None if bar is None else bar._beat()
+        del bar  # not kept alive by this thread while it waits
 
 
 def track(iterable: Iterable[T], label: str, total: int | None = None, *,

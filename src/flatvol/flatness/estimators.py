@@ -137,24 +137,24 @@ def hutchpp(matvec: MatVec, n: int, n_matvec: int, generator: torch.Generator,
     if k < 1:
         raise SpecError(f"Hutch++ needs at least 3 Hessian-vector products, got {n_matvec}")
     k = min(k, n)
-    bar = ProgressBar("hutch++", total=3 * k, enabled=progress, unit="matvecs", leave=False)
+    with ProgressBar("hutch++", total=3 * k, enabled=progress, unit="matvecs",
+                     leave=False) as bar:
 
-    def apply(vectors: torch.Tensor) -> torch.Tensor:
-        out = []
-        for v in vectors:
-            out.append(matvec(v))
-            bar.advance()
-        return torch.stack(out)
+        def apply(vectors: torch.Tensor) -> torch.Tensor:
+            out = []
+            for v in vectors:
+                out.append(matvec(v))
+                bar.advance()
+            return torch.stack(out)
 
-    sketch = apply(rademacher(n, k, generator, like))  # rows are H s_j
-    q, _ = torch.linalg.qr(sketch.T)  # n x k orthonormal basis of range(H S)
-    hq = apply(q.T)
-    exact_trace = float((q.T * hq).sum())
-    exact_square = float((hq * hq).sum())
-    g = rademacher(n, k, generator, like)
-    g = g - (g @ q) @ q.T
-    hg = apply(g)
-    bar.close()
+        sketch = apply(rademacher(n, k, generator, like))  # rows are H s_j
+        q, _ = torch.linalg.qr(sketch.T)  # n x k orthonormal basis of range(H S)
+        hq = apply(q.T)
+        exact_trace = float((q.T * hq).sum())
+        exact_square = float((hq * hq).sum())
+        g = rademacher(n, k, generator, like)
+        g = g - (g @ q) @ q.T
+        hg = apply(g)
     traces = (g * hg).sum(dim=1).tolist()
     squares = (hg * hg).sum(dim=1).tolist()
     return TraceEstimate(exact_trace + float(np.mean(traces)), _std_error(traces),

@@ -240,48 +240,48 @@ def pac_bayes_flatness(
         base = fl.loss_value(fl.w0) if metric == "loss" else fl.error_rate(fl.w0)
         perturb = _GaussianPerturbations(fl, n_samples, seed)
         cache: dict[float, float] = {}
-        bar = ProgressBar("pac-bayes sigma", enabled=progress, unit="sigmas", leave=False)
+        with ProgressBar("pac-bayes sigma", enabled=progress, unit="sigmas",
+                         leave=False) as bar:
 
-        def rise(sigma: float) -> float:
-            if sigma not in cache:
-                scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
-                cache[sigma] = perturb.mean_metric(scale, metric)[0] - base
-                bar.advance()
-            return cache[sigma]
+            def rise(sigma: float) -> float:
+                if sigma not in cache:
+                    scale = _noise_scale(fl.w0, sigma, magnitude_aware, epsilon_floor)
+                    cache[sigma] = perturb.mean_metric(scale, metric)[0] - base
+                    bar.advance()
+                return cache[sigma]
 
-        bracketed = True
-        lo, hi = 0.0, math.inf
-        sigma = sigma_init
-        if rise(sigma) <= delta:
-            lo = sigma
-            while rise(sigma * 2) <= delta:
-                sigma *= 2
+            bracketed = True
+            lo, hi = 0.0, math.inf
+            sigma = sigma_init
+            if rise(sigma) <= delta:
                 lo = sigma
-                if sigma * 2 > sigma_max:
-                    bracketed = False
-                    break
-            else:
-                hi = sigma * 2
-        else:
-            hi = sigma
-            while rise(sigma / 2) > delta:
-                sigma /= 2
-                hi = sigma
-                if sigma / 2 < sigma_min:
-                    bracketed = False
-                    break
-            else:
-                lo = sigma / 2
-        if bracketed:
-            for _ in range(max_bisections):
-                if hi / lo - 1 < rel_tol:
-                    break
-                mid = math.sqrt(lo * hi)
-                if rise(mid) <= delta:
-                    lo = mid
+                while rise(sigma * 2) <= delta:
+                    sigma *= 2
+                    lo = sigma
+                    if sigma * 2 > sigma_max:
+                        bracketed = False
+                        break
                 else:
-                    hi = mid
-        bar.close()
+                    hi = sigma * 2
+            else:
+                hi = sigma
+                while rise(sigma / 2) > delta:
+                    sigma /= 2
+                    hi = sigma
+                    if sigma / 2 < sigma_min:
+                        bracketed = False
+                        break
+                else:
+                    lo = sigma / 2
+            if bracketed:
+                for _ in range(max_bisections):
+                    if hi / lo - 1 < rel_tol:
+                        break
+                    mid = math.sqrt(lo * hi)
+                    if rise(mid) <= delta:
+                        lo = mid
+                    else:
+                        hi = mid
         return PacBayesFlatness(
             sigma_star=lo,
             flatness=1 / lo**2 if lo > 0 else math.inf,
