@@ -23,10 +23,9 @@ import torch
 
 from flatvol.experiments.build import load_run_task
 from flatvol.experiments.execute import torch_threads
-from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import Store
 from flatvol.sgd_vs_bayes.run import sample_functions
-from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
+from sgd_vs_bayes_cost import spec_at  # bench/ is the script's directory
 
 
 def reference_mm() -> float:
@@ -47,11 +46,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
-    spec = load_sgd_vs_bayes_spec(resolve_spec_path(args.spec))
-    spec = spec.model_copy(update={
-        "data": spec.data.model_copy(update={"train_size": args.train_size}),
-        "sampling": spec.sampling.model_copy(update={"networks": args.networks,
-                                                     "chunk": args.chunk})})
+    spec = spec_at(args.spec, args.train_size, args.networks, args.chunk)
     task = load_run_task(spec, 0, args.data_dir)
     times: dict[str, list[float]] = {"A": [], "B": [], "mm": []}
     labels = {}

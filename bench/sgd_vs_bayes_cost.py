@@ -22,7 +22,23 @@ from flatvol.experiments.build import load_run_task
 from flatvol.experiments.spec_files import resolve_spec_path
 from flatvol.experiments.store import Store
 from flatvol.sgd_vs_bayes.run import sample_functions
-from flatvol.sgd_vs_bayes.spec import load_sgd_vs_bayes_spec
+from flatvol.sgd_vs_bayes.spec import SgdVsBayesSpec, load_sgd_vs_bayes_spec
+
+
+def spec_at(name: str, train_size: int, networks: int, chunk: int) -> SgdVsBayesSpec:
+    """A shipped or file spec's protocol at another |S|, number of networks and chunk size.
+
+    Args:
+        name: the spec's name or file.
+        train_size, networks, chunk: the values that replace the spec's.
+
+    Returns:
+        The changed spec.
+    """
+    spec = load_sgd_vs_bayes_spec(resolve_spec_path(name))
+    return spec.model_copy(update={
+        "data": spec.data.model_copy(update={"train_size": train_size}),
+        "sampling": spec.sampling.model_copy(update={"networks": networks, "chunk": chunk})})
 
 
 def main() -> None:
@@ -33,11 +49,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    spec = load_sgd_vs_bayes_spec(resolve_spec_path(args.spec))
-    spec = spec.model_copy(update={
-        "data": spec.data.model_copy(update={"train_size": args.train_size}),
-        "sampling": spec.sampling.model_copy(update={"networks": args.networks,
-                                                     "chunk": args.networks})})
+    spec = spec_at(args.spec, args.train_size, args.networks, chunk=args.networks)
     task = load_run_task(spec, 0, args.data_dir)
     with tempfile.TemporaryDirectory() as out, Store(out) as store:
         start = time.perf_counter()
